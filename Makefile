@@ -1,0 +1,20 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   create .venv, install det, run the main job on the embedded default
+#   make test   create .venv, install det with its test extras, run the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+$(BIN)/det: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+.PHONY: demo test
+demo: $(BIN)/det
+	$(BIN)/det --help
+	$(BIN)/det config show presets/retinanet_r50.toml --resolved --origin
+
+test: $(BIN)/det
+	$(BIN)/python -m pytest -q

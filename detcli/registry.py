@@ -1,0 +1,184 @@
+"""Registries: one per component kind, each mapping a ``type`` name to a config model and a class.
+
+A component is a pair: a pydantic config model (a :class:`~detcli.config.schema.Schema` with a
+literal ``type`` field) and a plain class with a keyword-only ``__init__`` and a
+``from_config(cfg, **derived)`` classmethod. ``derived`` carries the values a composite passes
+down (the head's ``in_channels`` comes from the neck); they never appear in TOML.
+
+A config field typed ``Annotated[Schema, BACKBONES]`` (the aliases at the bottom of this module)
+validates as a discriminated union on ``type`` over whatever is registered when the schema is
+built, so components added by a plugin (entry-point group ``detcli.plugins``) validate exactly
+like the built-in ones.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import logging
+from typing import Annotated, Any, Callable, Generic, TypeVar
+
+from pydantic_core import core_schema
+
+from detcli.config.schema import Schema
+from detcli.errors import PluginError, RegistryError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+C = TypeVar("C", bound=type)
+
+PLUGIN_GROUP = "detcli.plugins"
+_plugins_loaded = False
+# Bumped on every registration; the config layer rebuilds its schemas when it changes.
+generation = 0
+
+
+def type_name(config: type) -> str:
+    """The ``type`` literal of a config model (its ``type`` field's default)."""
+    field = getattr(config, "model_fields", {}).get("type")
+    if field is None or not isinstance(field.default, str):
+        raise RegistryError(
+            f"{config.__name__} cannot be registered: it needs a field "
+            f"`type: Literal[\"Name\"] = \"Name\"`"
+        )
+    return field.default
+
+
+def suggest(word: str, choices: list[str]) -> str | None:
+    """The closest of ``choices`` to ``word``, or None when nothing is close."""
+    lowered = {c.lower(): c for c in choices}
+    if word.lower() in lowered:
+        return lowered[word.lower()]
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+class Registry(Generic[T]):
+    """Named components of one kind. ``kind`` is a human name ("backbone", "assigner")."""
+
+    def __init__(self, kind: str, contract: str) -> None:
+        self.kind = kind
+        self.contract = contract  # what every entry must accept and return
+        self._configs: dict[str, type[Schema]] = {}
+        self._classes: dict[str, type] = {}
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {self.names()})"
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._configs
+
+    def names(self) -> list[str]:
+        return sorted(self._configs)
+
+    def register(self, config: type[Schema]) -> Callable[[C], C]:
+        """Class decorator pairing ``config`` with the decorated class."""
+
+        def decorate(cls: C) -> C:
+            name = self.add_config(config)
+            if name in self._classes and self._classes[name] is not cls:
+                raise RegistryError(f"{self.kind} {name!r} is already registered")
+            self._classes[name] = cls
+            return cls
+
+        return decorate
+
+    def add_config(self, config: type[Schema]) -> str:
+        """Register a config model on its own (its class is registered with :meth:`register`)."""
+        global generation
+        name = type_name(config)
+        known = self._configs.get(name)
+        if known is not None and known is not config:
+            raise RegistryError(
+                f"{self.kind} {name!r} is already registered by {known.__module__}.{known.__name__}"
+            )
+        self._configs[name] = config
+        generation += 1
+        return name
+
+    def config(self, name: str) -> type[Schema]:
+        if name not in self._configs:
+            raise RegistryError(self.unknown_message(name))
+        return self._configs[name]
+
+    def configs(self) -> list[type[Schema]]:
+        return [self._configs[n] for n in self.names()]
+
+    def get(self, name: str) -> type[T]:
+        if name not in self._classes:
+            if name in self._configs:
+                raise RegistryError(f"{self.kind} {name!r} has a config model but no implementation")
+            raise RegistryError(self.unknown_message(name))
+        return self._classes[name]
+
+    def build(self, cfg: Schema, **derived: Any) -> T:
+        """Build the component ``cfg`` describes; ``derived`` are values its parent passes down."""
+        cls = self.get(cfg.type)  # type: ignore[attr-defined]
+        return cls.from_config(cfg, **derived)  # type: ignore[attr-defined]
+
+    def unknown_message(self, name: str) -> str:
+        names = self.names()
+        msg = f"unknown {self.kind} type {name!r}; registered: {', '.join(names) or '(none)'}"
+        hint = suggest(name, names)
+        return msg + (f". Did you mean {hint!r}?" if hint else "")
+
+    # pydantic hook: ``Annotated[Schema, registry]`` validates as a tagged union on ``type``.
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> core_schema.CoreSchema:
+        load_plugins()
+        if not self._configs:
+            raise RegistryError(f"no {self.kind} is registered")
+        choices = {name: handler.generate_schema(cfg) for name, cfg in self._configs.items()}
+        return core_schema.tagged_union_schema(
+            choices,
+            discriminator="type",
+            custom_error_type="unknown_component",
+            custom_error_message=f"unknown {self.kind} type",
+            custom_error_context={"kind": self.kind, "registered": ", ".join(self.names())},
+        )
+
+
+def load_plugins() -> None:
+    """Import every entry point of group ``detcli.plugins`` once; each registers its components."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:  # a broken plugin must name itself, not crash somewhere later
+            raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+        log.info("loaded plugin %s (%s)", ep.name, ep.value)
+
+
+BACKBONES: Registry = Registry("backbone", "nn.Module; forward(images (N,3,H,W)) -> tuple of feature maps")
+NECKS: Registry = Registry("neck", "nn.Module; forward(tuple of feature maps) -> tuple of feature maps")
+HEADS: Registry = Registry("head", "nn.Module; forward(features) -> raw per-level outputs; loss(); predict()")
+DETECTORS: Registry = Registry("detector", "nn.Module; loss(images, targets) -> dict; predict(images) -> detections")
+LOSSES: Registry = Registry("loss", "nn.Module; forward(pred, target, weight=None, avg_factor=None) -> Tensor")
+PRIOR_GENERATORS: Registry = Registry("prior generator", "grid_priors(featmap_sizes) -> list of (H*W*A, 4)")
+ASSIGNERS: Registry = Registry("assigner", "assign(priors, gt...) -> AssignResult")
+SAMPLERS: Registry = Registry("sampler", "sample(assign_result, ...) -> SamplingResult")
+BBOX_CODERS: Registry = Registry("bbox coder", "encode(priors, gt) -> deltas; decode(priors, deltas) -> boxes")
+DATASETS: Registry = Registry("dataset", "torch Dataset of dict samples")
+TRANSFORMS: Registry = Registry("transform", "__call__(results: dict) -> dict")
+HOOKS: Registry = Registry("hook", "engine hook with before/after run, epoch and iteration points")
+
+BackboneConfig = Annotated[Schema, BACKBONES]
+NeckConfig = Annotated[Schema, NECKS]
+HeadConfig = Annotated[Schema, HEADS]
+DetectorConfig = Annotated[Schema, DETECTORS]
+LossConfig = Annotated[Schema, LOSSES]
+PriorGeneratorConfig = Annotated[Schema, PRIOR_GENERATORS]
+AssignerConfig = Annotated[Schema, ASSIGNERS]
+SamplerConfig = Annotated[Schema, SAMPLERS]
+BBoxCoderConfig = Annotated[Schema, BBOX_CODERS]
+DatasetConfig = Annotated[Schema, DATASETS]
+TransformConfig = Annotated[Schema, TRANSFORMS]
+HookConfig = Annotated[Schema, HOOKS]
+
+ALL_REGISTRIES = (
+    BACKBONES, NECKS, HEADS, DETECTORS, LOSSES, PRIOR_GENERATORS, ASSIGNERS, SAMPLERS,
+    BBOX_CODERS, DATASETS, TRANSFORMS, HOOKS,
+)
