@@ -1,0 +1,282 @@
+"""ResNet backbone (He et al. 2016), with MMDetection 2.x's options and torchvision's names.
+
+N images, H x W input size, C_i channels of stage i (``base_channels * 2**i * expansion``).
+
+Parameter names equal torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``,
+``layer1.0.downsample.0``, ...), so torchvision's ImageNet state dicts load directly (their
+``fc.*`` keys are reported as unused). ``style = "pytorch"`` puts a bottleneck's stride on its
+3x3 conv (torchvision); ``"caffe"`` puts it on the first 1x1 conv (the original MSRA models).
+The stem (7x7 conv, stride 2, then 3x3 max-pool, stride 2) divides the input by 4, and stage
+``i`` by ``strides[i]`` more, so with the default strides stage i has stride ``4 * 2**i``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal, Sequence
+
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from detcli.config.schema import Maybe, Schema
+from detcli.errors import ConfigError
+from detcli.models.layers import NormConfig, build_norm, constant_init, is_norm, kaiming_init
+from detcli.models.pretrained import PretrainedInit, load_pretrained
+from detcli.registry import BACKBONES
+
+log = logging.getLogger(__name__)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs and a shortcut (ResNet-18/34). ``style`` has no effect here."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, *, stride: int = 1, dilation: int = 1,
+                 style: str = "pytorch", norm_cfg: NormConfig,
+                 downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=dilation,
+                               dilation=dilation, bias=False)
+        self.bn1 = build_norm(norm_cfg, planes)[1]
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = build_norm(norm_cfg, planes)[1]
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    @property
+    def last_norm(self) -> nn.Module:
+        return self.bn2
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3, 1x1 expand (x4), and a shortcut (ResNet-50/101/152)."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, *, stride: int = 1, dilation: int = 1,
+                 style: str = "pytorch", norm_cfg: NormConfig,
+                 downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        stride_1x1, stride_3x3 = (stride, 1) if style == "caffe" else (1, stride)
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, stride=stride_1x1, bias=False)
+        self.bn1 = build_norm(norm_cfg, planes)[1]
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride_3x3, padding=dilation,
+                               dilation=dilation, bias=False)
+        self.bn2 = build_norm(norm_cfg, planes)[1]
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = build_norm(norm_cfg, planes * self.expansion)[1]
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    @property
+    def last_norm(self) -> nn.Module:
+        return self.bn3
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+ARCH: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, ...]]] = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+    152: (Bottleneck, (3, 8, 36, 3)),
+}
+
+
+def make_res_layer(block: type[BasicBlock] | type[Bottleneck], inplanes: int, planes: int,
+                   num_blocks: int, *, stride: int, dilation: int, style: str,
+                   norm_cfg: NormConfig) -> nn.Sequential:
+    """One stage: the first block changes stride/width (with a 1x1 projection shortcut)."""
+    downsample = None
+    if stride != 1 or inplanes != planes * block.expansion:
+        downsample = nn.Sequential(
+            nn.Conv2d(inplanes, planes * block.expansion, 1, stride=stride, bias=False),
+            build_norm(norm_cfg, planes * block.expansion)[1],
+        )
+    blocks = [block(inplanes, planes, stride=stride, dilation=dilation, style=style,
+                    norm_cfg=norm_cfg, downsample=downsample)]
+    for _ in range(1, num_blocks):
+        blocks.append(block(planes * block.expansion, planes, dilation=dilation, style=style,
+                            norm_cfg=norm_cfg))
+    return nn.Sequential(*blocks)
+
+
+def stage_settings_problem(depth: int, num_stages: int, strides: Sequence[int],
+                           dilations: Sequence[int], out_indices: Sequence[int],
+                           frozen_stages: int) -> str | None:
+    """What is inconsistent among these ResNet settings, or None."""
+    if depth not in ARCH:
+        return f"depth {depth} is not one of {sorted(ARCH)}"
+    if not 1 <= num_stages <= 4:
+        return f"num_stages {num_stages} must be between 1 and 4"
+    if len(strides) != num_stages or len(dilations) != num_stages:
+        return (f"strides {list(strides)} and dilations {list(dilations)} need one entry per "
+                f"stage (num_stages = {num_stages})")
+    if not out_indices or any(not 0 <= i < num_stages for i in out_indices):
+        return f"out_indices {list(out_indices)} must be non-empty, each in [0, {num_stages})"
+    if list(out_indices) != sorted(set(out_indices)):
+        return f"out_indices {list(out_indices)} must be increasing without repeats"
+    if not -1 <= frozen_stages <= num_stages:
+        return f"frozen_stages {frozen_stages} must be in [-1, {num_stages}]"
+    return None
+
+
+class ResNetConfig(Schema):
+    """ResNet backbone settings (MMDetection 2.x names and defaults)."""
+
+    type: Literal["ResNet"] = "ResNet"
+    depth: Literal[18, 34, 50, 101, 152] = 50
+    in_channels: int = Field(3, ge=1)
+    base_channels: int = Field(64, ge=1)
+    num_stages: int = Field(4, ge=1, le=4)
+    strides: list[int] = Field(default_factory=lambda: [1, 2, 2, 2])
+    dilations: list[int] = Field(default_factory=lambda: [1, 1, 1, 1])
+    out_indices: list[int] = Field(default_factory=lambda: [0, 1, 2, 3])
+    style: Literal["pytorch", "caffe"] = "pytorch"
+    frozen_stages: int = Field(-1, ge=-1, le=4)
+    norm_cfg: NormConfig = Field(default_factory=NormConfig)
+    norm_eval: bool = True  # keep BN layers in eval mode (frozen statistics) while training
+    zero_init_residual: bool = True
+    init_cfg: Maybe[PretrainedInit] = None
+
+    @model_validator(mode="after")
+    def _consistent_stages(self) -> ResNetConfig:
+        problem = stage_settings_problem(self.depth, self.num_stages, self.strides,
+                                         self.dilations, self.out_indices, self.frozen_stages)
+        if problem:
+            raise ValueError(problem)
+        if min(self.strides + self.dilations) < 1:
+            raise ValueError(f"strides {self.strides} and dilations {self.dilations} must be >= 1")
+        return self
+
+    def out_channels(self) -> list[int]:
+        """Channels of each output (one per out_index), known without building the network."""
+        expansion = ARCH[self.depth][0].expansion
+        return [self.base_channels * 2**i * expansion for i in self.out_indices]
+
+
+@BACKBONES.register(ResNetConfig)
+class ResNet(nn.Module):
+    """ResNet returning the outputs of the stages in ``out_indices``.
+
+    Weights start random (MMDetection's init); :meth:`init_weights` loads ``init_cfg``'s
+    checkpoint, so a trainer calls it once after building and evaluation can skip it.
+    """
+
+    def __init__(
+        self,
+        *,
+        depth: int = 50,
+        in_channels: int = 3,
+        base_channels: int = 64,
+        num_stages: int = 4,
+        strides: Sequence[int] = (1, 2, 2, 2),
+        dilations: Sequence[int] = (1, 1, 1, 1),
+        out_indices: Sequence[int] = (0, 1, 2, 3),
+        style: Literal["pytorch", "caffe"] = "pytorch",
+        frozen_stages: int = -1,
+        norm_cfg: NormConfig | None = None,
+        norm_eval: bool = True,
+        zero_init_residual: bool = True,
+        init_cfg: PretrainedInit | None = None,
+    ) -> None:
+        super().__init__()
+        problem = stage_settings_problem(depth, num_stages, strides, dilations, out_indices,
+                                         frozen_stages)
+        if problem:
+            raise ConfigError(f"ResNet: {problem}")
+        norm_cfg = norm_cfg or NormConfig()
+        self.depth = depth
+        self.out_indices = tuple(out_indices)
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.zero_init_residual = zero_init_residual
+        self.init_cfg = init_cfg
+        block, stage_blocks = ARCH[depth]
+
+        self.conv1 = nn.Conv2d(in_channels, base_channels, 7, stride=2, padding=3, bias=False)
+        self.bn1 = build_norm(norm_cfg, base_channels)[1]
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+
+        inplanes = base_channels
+        self.stage_channels: list[int] = []
+        for i in range(num_stages):
+            planes = base_channels * 2**i
+            layer = make_res_layer(block, inplanes, planes, stage_blocks[i], stride=strides[i],
+                                   dilation=dilations[i], style=style, norm_cfg=norm_cfg)
+            self.add_module(f"layer{i + 1}", layer)
+            inplanes = planes * block.expansion
+            self.stage_channels.append(inplanes)
+        self.out_channels = [self.stage_channels[i] for i in self.out_indices]
+        self.reset_parameters()
+        self._freeze_stages()
+
+    @classmethod
+    def from_config(cls, cfg: ResNetConfig, **derived: object) -> ResNet:
+        settings = {name: value for name, value in cfg if name != "type"}  # shallow: sub-models stay
+        return cls(**settings, **derived)
+
+    @property
+    def res_layers(self) -> list[nn.Sequential]:
+        return [getattr(self, f"layer{i + 1}") for i in range(len(self.stage_channels))]
+
+    def reset_parameters(self) -> None:
+        """MMDetection's random init: Kaiming (fan_out) convs, unit norms, zeroed last norms."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                kaiming_init(m)
+            elif is_norm(m):
+                constant_init(m, 1.0)
+        if self.zero_init_residual:  # each residual branch starts as the identity
+            for m in self.modules():
+                if isinstance(m, (BasicBlock, Bottleneck)):
+                    constant_init(m.last_norm, 0.0)
+
+    def init_weights(self) -> None:
+        """Load the pretrained checkpoint named by ``init_cfg`` (a no-op without one)."""
+        if self.init_cfg is not None:
+            load_pretrained(self, self.init_cfg)
+
+    def _freeze_stages(self) -> None:
+        frozen: list[nn.Module] = []
+        if self.frozen_stages >= 0:
+            frozen += [self.conv1, self.bn1]
+        frozen += self.res_layers[: max(self.frozen_stages, 0)]
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> ResNet:
+        """Frozen stages stay in eval mode; with ``norm_eval`` so do all BatchNorm layers."""
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, base_channels, H/4, W/4)
+        outs = []
+        for i, layer in enumerate(self.res_layers):
+            x = layer(x)  # (N, C_i, H/s_i, W/s_i)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)

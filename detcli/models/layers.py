@@ -1,0 +1,186 @@
+"""Building blocks shared by backbones, necks and heads: norm layers, ``ConvModule``, weight init.
+
+N images, C channels, H x W feature map.
+
+Names follow MMCV so that state dicts read like MMDetection's: a norm layer is called ``bn``
+(BatchNorm, SyncBatchNorm) or ``gn`` (GroupNorm), optionally with a numeric postfix (``bn1``),
+and a :class:`ConvModule` holds ``conv``, then its norm, then ``activate``. Initialisers match
+MMCV's defaults (Kaiming normal with ``fan_out`` for convs, constant 1/0 for norms).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from detcli.config.schema import Maybe, Schema
+from detcli.errors import ConfigError
+
+NORM_LAYERS: dict[str, tuple[str, type[nn.Module]]] = {
+    "BN": ("bn", nn.BatchNorm2d),
+    "SyncBN": ("bn", nn.SyncBatchNorm),
+    "GN": ("gn", nn.GroupNorm),
+}
+ACTIVATIONS = ("ReLU", "LeakyReLU")
+
+
+class NormConfig(Schema):
+    """A normalisation layer. ``requires_grad = false`` freezes its affine parameters."""
+
+    type: Literal["BN", "SyncBN", "GN"] = "BN"
+    requires_grad: bool = True
+    eps: float = Field(1e-5, gt=0)
+    momentum: float = Field(0.1, ge=0, le=1)  # BN running-average momentum; unused by GN
+    num_groups: Maybe[int] = Field(None, ge=1)  # GN only, and required there
+
+    @model_validator(mode="after")
+    def _groups_match_type(self) -> NormConfig:
+        if self.type == "GN" and self.num_groups is None:
+            raise ValueError("norm type 'GN' needs num_groups (e.g. num_groups = 32)")
+        if self.type != "GN" and self.num_groups is not None:
+            raise ValueError(f"num_groups is only valid for type 'GN', not {self.type!r}")
+        return self
+
+
+def build_norm(cfg: NormConfig, num_features: int, postfix: int | str = "") -> tuple[str, nn.Module]:
+    """The attribute name MMCV gives this norm (``bn``, ``gn``, plus ``postfix``) and the layer."""
+    abbr, layer_cls = NORM_LAYERS[cfg.type]
+    if cfg.type == "GN":
+        assert cfg.num_groups is not None  # guaranteed by NormConfig
+        if num_features % cfg.num_groups:
+            raise ConfigError(
+                f"GN num_groups={cfg.num_groups} does not divide {num_features} channels; "
+                f"use a divisor of {num_features}"
+            )
+        layer: nn.Module = nn.GroupNorm(cfg.num_groups, num_features, eps=cfg.eps)
+    else:
+        layer = layer_cls(num_features, eps=cfg.eps, momentum=cfg.momentum)
+    for param in layer.parameters():
+        param.requires_grad = cfg.requires_grad
+    return f"{abbr}{postfix}", layer
+
+
+def is_norm(module: nn.Module) -> bool:
+    """Whether ``module`` is a norm layer :func:`build_norm` can make."""
+    return isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm))
+
+
+def build_activation(name: str, inplace: bool = True) -> nn.Module:
+    if name == "ReLU":
+        return nn.ReLU(inplace=inplace)
+    if name == "LeakyReLU":
+        return nn.LeakyReLU(negative_slope=0.01, inplace=inplace)
+    raise ConfigError(f"unknown activation {name!r}; supported: {', '.join(ACTIVATIONS)}")
+
+
+class ConvModule(nn.Module):
+    """conv -> optional norm -> optional activation, with MMCV's submodule names.
+
+    ``bias="auto"`` gives the conv a bias only when there is no norm after it. Weights start
+    as MMCV's: Kaiming normal (``fan_out``) for the conv, weight 1 and bias 0 for the norm.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool | Literal["auto"] = "auto",
+        norm_cfg: NormConfig | None = None,
+        activation: str | None = "ReLU",
+        inplace: bool = True,
+    ) -> None:
+        super().__init__()
+        self.with_norm = norm_cfg is not None
+        self.activation = activation
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+            dilation=dilation, groups=groups,
+            bias=(not self.with_norm) if bias == "auto" else bias,
+        )
+        self.norm_name: str | None = None
+        if norm_cfg is not None:
+            self.norm_name, norm = build_norm(norm_cfg, out_channels)
+            self.add_module(self.norm_name, norm)
+        if activation is not None:
+            self.activate = build_activation(activation, inplace=inplace)
+        self.init_weights()
+
+    @property
+    def norm(self) -> nn.Module | None:
+        return getattr(self, self.norm_name) if self.norm_name else None
+
+    def init_weights(self) -> None:
+        if self.activation == "LeakyReLU":
+            kaiming_init(self.conv, a=0.01, nonlinearity="leaky_relu")
+        else:
+            kaiming_init(self.conv)
+        if self.norm is not None:
+            constant_init(self.norm, 1.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv(x)  # (N, C_out, H', W')
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.activation is not None:
+            x = self.activate(x)
+        return x
+
+
+# ---- initialisers (MMCV's defaults) ---------------------------------------------------------
+
+def _init_bias(module: nn.Module, bias: float) -> None:
+    if getattr(module, "bias", None) is not None:
+        nn.init.constant_(module.bias, bias)
+
+
+def kaiming_init(
+    module: nn.Module,
+    a: float = 0.0,
+    mode: Literal["fan_in", "fan_out"] = "fan_out",
+    nonlinearity: str = "relu",
+    bias: float = 0.0,
+    distribution: Literal["normal", "uniform"] = "normal",
+) -> None:
+    if distribution == "uniform":
+        nn.init.kaiming_uniform_(module.weight, a=a, mode=mode, nonlinearity=nonlinearity)
+    else:
+        nn.init.kaiming_normal_(module.weight, a=a, mode=mode, nonlinearity=nonlinearity)
+    _init_bias(module, bias)
+
+
+def xavier_init(
+    module: nn.Module, gain: float = 1.0, bias: float = 0.0,
+    distribution: Literal["normal", "uniform"] = "normal",
+) -> None:
+    if distribution == "uniform":
+        nn.init.xavier_uniform_(module.weight, gain=gain)
+    else:
+        nn.init.xavier_normal_(module.weight, gain=gain)
+    _init_bias(module, bias)
+
+
+def normal_init(module: nn.Module, mean: float = 0.0, std: float = 1.0, bias: float = 0.0) -> None:
+    nn.init.normal_(module.weight, mean, std)
+    _init_bias(module, bias)
+
+
+def constant_init(module: nn.Module, val: float, bias: float = 0.0) -> None:
+    if getattr(module, "weight", None) is not None:
+        nn.init.constant_(module.weight, val)
+    _init_bias(module, bias)
+
+
+def bias_init_with_prob(prior_prob: float) -> float:
+    """The bias that makes ``sigmoid(bias) == prior_prob`` (RetinaNet's classifier prior)."""
+    if not 0.0 < prior_prob < 1.0:
+        raise ValueError(f"prior_prob must be in (0, 1), got {prior_prob}")
+    return -math.log((1.0 - prior_prob) / prior_prob)

@@ -1,0 +1,137 @@
+"""Loading pretrained weights into a module: ``init_cfg = {type = "Pretrained", checkpoint = ...}``.
+
+A checkpoint is named by one of
+  * a local file path (``/data/resnet50-0676ba61.pth``);
+  * ``torchvision://NAME`` (``torchvision://resnet50``): the ImageNet weights torchvision's
+    weights API lists for NAME (``IMAGENET1K_V1``, the weights MMDetection's configs were tuned
+    on), kept in torch's hub cache (``$TORCH_HOME/hub/checkpoints``);
+  * an ``http(s)://`` URL, cached the same way.
+A cached file is read without touching the network. A file that is not cached is downloaded;
+when that fails (no network), the error names the file and the folder to put it in.
+
+Shapes: every tensor is a whole parameter or buffer; checkpoint and module tensors are matched
+by state-dict key and must have equal shapes.
+
+Keys are matched by name. Keys the module has but the file lacks, and keys the file has but
+the module lacks (a classifier's ``fc.*``), are logged; a key whose shape differs is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.error
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+import torch
+from torch import Tensor, nn
+
+from detcli.config.schema import Schema
+from detcli.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+TORCHVISION_PREFIX = "torchvision://"
+
+
+class PretrainedInit(Schema):
+    """Initialise a module from a checkpoint (path, ``torchvision://NAME`` or URL)."""
+
+    type: Literal["Pretrained"] = "Pretrained"
+    checkpoint: str
+
+
+def hub_checkpoint_dir() -> Path:
+    """Where torch's hub keeps downloaded checkpoints (honours ``$TORCH_HOME``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def torchvision_url(name: str) -> str:
+    """The download URL of torchvision's ImageNet weights for model ``name`` (e.g. resnet50)."""
+    from torchvision.models import get_model_weights
+
+    try:
+        weights_enum = get_model_weights(name)
+    except ValueError as exc:
+        raise CheckpointError(
+            f"torchvision has no model {name!r} for checkpoint {TORCHVISION_PREFIX}{name}",
+            hint="use a torchvision model name such as resnet50, or a local file path",
+        ) from exc
+    weights = getattr(weights_enum, "IMAGENET1K_V1", None) or weights_enum.DEFAULT
+    return weights.url
+
+
+def _read_file(path: Path) -> dict[str, Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {str(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several unrelated types for a bad file
+        raise CheckpointError(
+            f"checkpoint file {str(path)!r} cannot be read: {exc}",
+            hint="the file may be truncated; delete it and download it again",
+        ) from exc
+
+
+def _read_url(url: str) -> dict[str, Tensor]:
+    folder = hub_checkpoint_dir()
+    file_name = os.path.basename(urlparse(url).path)
+    cached = folder / file_name
+    if cached.is_file():
+        return _read_file(cached)
+    log.info("downloading %s to %s", url, folder)
+    try:
+        return torch.hub.load_state_dict_from_url(
+            url, model_dir=str(folder), map_location="cpu", progress=False, weights_only=True
+        )
+    except (urllib.error.URLError, OSError) as exc:
+        raise CheckpointError(
+            f"cannot download checkpoint {file_name} from {url} ({exc}); "
+            f"put {file_name} in the folder {folder} (the torch hub cache, $TORCH_HOME/hub/checkpoints)",
+            hint=f"on a machine with network access: curl -L -o {file_name} {url}",
+        ) from exc
+
+
+def read_checkpoint(checkpoint: str) -> dict[str, Tensor]:
+    """The state dict a checkpoint name refers to (see the module docstring for the forms)."""
+    if checkpoint.startswith(TORCHVISION_PREFIX):
+        state = _read_url(torchvision_url(checkpoint[len(TORCHVISION_PREFIX):]))
+    elif checkpoint.startswith(("http://", "https://")):
+        state = _read_url(checkpoint)
+    else:
+        state = _read_file(Path(checkpoint).expanduser())
+    for wrapper_key in ("state_dict", "model"):  # MMDetection / detectron-style wrappers
+        if isinstance(state, dict) and isinstance(state.get(wrapper_key), dict):
+            state = state[wrapper_key]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {checkpoint!r} does not hold a state dict")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_state(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """Copy matching tensors of ``state`` into ``module``; log missing and unexpected keys."""
+    own = module.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise CheckpointError(
+                f"checkpoint {source!r}: {key} has shape {tuple(value.shape)} but the model's "
+                f"{key} has shape {tuple(own[key].shape)}",
+                hint="check the depth/base_channels of the model against the checkpoint",
+            )
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys:
+        log.warning("checkpoint %s lacks %d keys of %s: %s", source, len(result.missing_keys),
+                    type(module).__name__, ", ".join(result.missing_keys))
+    if result.unexpected_keys:
+        log.info("checkpoint %s has %d keys %s does not use: %s", source,
+                 len(result.unexpected_keys), type(module).__name__,
+                 ", ".join(result.unexpected_keys))
+
+
+def load_pretrained(module: nn.Module, init_cfg: PretrainedInit) -> None:
+    """Load ``init_cfg.checkpoint`` into ``module`` (no prefix stripping beyond ``module.``)."""
+    state = read_checkpoint(init_cfg.checkpoint)
+    load_state(module, state, init_cfg.checkpoint)
+    log.info("loaded %s into %s", init_cfg.checkpoint, type(module).__name__)
