@@ -97,7 +97,8 @@ def setup_logging(debug: bool = False) -> None:
     root = logging.getLogger("detcli")
     root.setLevel(level)
     if not any(isinstance(h, RichHandler) for h in root.handlers):
-        handler = RichHandler(console=err_console, show_path=debug, markup=False, rich_tracebacks=False)
+        handler = RichHandler(console=err_console, show_time=debug, show_path=debug, markup=False,
+                              rich_tracebacks=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
         root.addHandler(handler)
         root.propagate = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from detcli.cli import config
+from detcli.cli import config, data
 
 app = typer.Typer(
     name="det",
@@ -14,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(config.app, name="config", help="Show, compare and describe configs.")
+app.add_typer(data.app, name="data", help="Make and check datasets.")
 
 
 def main() -> None:
