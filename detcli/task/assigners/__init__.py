@@ -1,0 +1,6 @@
+"""Assigners: which GT (or background, or neither) every prior is trained towards."""
+
+from detcli.task.assigners.assign_result import IGNORED, NEGATIVE, AssignResult
+from detcli.task.assigners.max_iou import MaxIoUAssigner, MaxIoUAssignerConfig
+
+__all__ = ["IGNORED", "NEGATIVE", "AssignResult", "MaxIoUAssigner", "MaxIoUAssignerConfig"]

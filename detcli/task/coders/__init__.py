@@ -1,0 +1,5 @@
+"""Box coders: how regression targets are encoded from, and predictions decoded to, boxes."""
+
+from detcli.task.coders.delta_xywh import DeltaXYWHBBoxCoder, DeltaXYWHBBoxCoderConfig
+
+__all__ = ["DeltaXYWHBBoxCoder", "DeltaXYWHBBoxCoderConfig"]
