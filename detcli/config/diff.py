@@ -35,13 +35,20 @@ def flatten(tree: Any, prefix: T.Path = ()) -> dict[str, Any]:
 
 
 def diff(a: dict, b: dict) -> list[Change]:
-    """What changes from ``a`` to ``b``, in the order keys appear (a's first)."""
+    """What changes from ``a`` to ``b``; a key ``b`` adds is listed where it stands in ``b``."""
     flat_a, flat_b = flatten(a), flatten(b)
+    order = list(flat_a)
+    previous = None
+    for path in flat_b:
+        if path not in flat_a:
+            order.insert(order.index(previous) + 1 if previous is not None else 0, path)
+        previous = path
     changes: list[Change] = []
-    for path, old in flat_a.items():
+    for path in order:
         if path not in flat_b:
-            changes.append(Change(path, "removed", old=old))
-        elif flat_b[path] != old:
-            changes.append(Change(path, "changed", old=old, new=flat_b[path]))
-    changes += [Change(path, "added", new=new) for path, new in flat_b.items() if path not in flat_a]
+            changes.append(Change(path, "removed", old=flat_a[path]))
+        elif path not in flat_a:
+            changes.append(Change(path, "added", new=flat_b[path]))
+        elif flat_b[path] != flat_a[path]:
+            changes.append(Change(path, "changed", old=flat_a[path], new=flat_b[path]))
     return changes

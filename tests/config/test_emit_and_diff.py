@@ -51,7 +51,7 @@ def test_diff_added_removed_changed():
     changes = [(c.path, c.kind, c.old, c.new) for c in diff(a, b)]
     assert changes == [
         ("model.backbone.depth", "changed", 50, 101),
+        ("model.backbone.dcn", "added", None, True),  # listed where it stands in b
         ("model.backbone.style", "removed", "pytorch", None),
-        ("model.backbone.dcn", "added", None, True),
     ]
     assert diff(a, a) == []
