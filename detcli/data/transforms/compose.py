@@ -1,0 +1,83 @@
+"""A pipeline: transforms applied in order to one results dict.
+
+Each step is ``__call__(results: dict) -> dict | None``. ``None`` means "this sample cannot be
+used, draw another" (RandomCrop with no GT left, as in MMDetection); the pipeline stops and
+returns None, and the dataset picks another index. Any exception inside a step comes out as a
+DataError that names the step's type and the image file; the original exception is chained.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterable, Union
+
+from detcli.config.schema import Schema, ensure_current
+from detcli.errors import DataError
+from detcli.registry import TRANSFORMS
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[[dict[str, Any]], Union[dict[str, Any], None]]
+TransformSpec = Union[Schema, dict[str, Any], Transform]
+
+
+def build_transform(spec: TransformSpec) -> tuple[str, Transform]:
+    """(type name, callable) for a config model, a config dict with ``type``, or a callable."""
+    if isinstance(spec, Schema):
+        return spec.type, TRANSFORMS.build(spec)  # type: ignore[attr-defined]
+    if isinstance(spec, dict):
+        ensure_current()
+        if "type" not in spec:
+            raise DataError(f"transform config has no 'type': {spec}; "
+                            f"registered: {', '.join(TRANSFORMS.names())}")
+        cfg = TRANSFORMS.config(spec["type"]).model_validate(spec)
+        return cfg.type, TRANSFORMS.build(cfg)  # type: ignore[attr-defined]
+    if callable(spec):
+        return type(spec).__name__, spec
+    raise TypeError(f"a transform must be a config model, a dict or a callable, got {spec!r}")
+
+
+def image_file(results: dict[str, Any]) -> str:
+    """The image file a results dict is about, for messages."""
+    if results.get("filename"):
+        return str(results["filename"])
+    info = results.get("img_info") or {}
+    return str(info.get("filename") or info.get("file_name") or "<unknown image>")
+
+
+class Compose:
+    """Apply ``transforms`` (configs, config dicts or callables) in order."""
+
+    def __init__(self, transforms: Iterable[TransformSpec]) -> None:
+        built = [build_transform(t) for t in transforms]
+        self.names = [name for name, _ in built]
+        self.transforms = [t for _, t in built]
+
+    def __repr__(self) -> str:
+        inner = ",\n  ".join(repr(t) for t in self.transforms)
+        return f"Compose([\n  {inner}\n])"
+
+    def __len__(self) -> int:
+        return len(self.transforms)
+
+    def __call__(self, results: dict[str, Any]) -> dict[str, Any] | None:
+        for name, transform in zip(self.names, self.transforms):
+            try:
+                out = transform(results)
+            except DataError as exc:
+                if getattr(exc, "transform", None):  # raised by a nested pipeline, already named
+                    raise
+                raise _named_error(name, results, str(exc), exc.hint) from exc
+            except Exception as exc:  # noqa: BLE001 - re-raised as DataError, chained
+                raise _named_error(name, results, f"{type(exc).__name__}: {exc}", None) from exc
+            if out is None:
+                log.debug("%s rejected %s; the dataset draws another image", name, image_file(results))
+                return None
+            results = out
+        return results
+
+
+def _named_error(name: str, results: dict[str, Any], reason: str, hint: str | None) -> DataError:
+    err = DataError(f"transform {name} failed on {image_file(results)}: {reason}", hint=hint)
+    err.transform = name  # type: ignore[attr-defined]
+    return err

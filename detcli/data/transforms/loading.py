@@ -1,0 +1,135 @@
+"""The first two pipeline steps: read the image file, copy the annotations into the results dict.
+
+H, W: image height and width as read (EXIF orientation applied); G GT boxes; I ignore boxes.
+
+The dataset hands the pipeline ``results = {"img_info": {"id", "file_name", "filename",
+"height", "width"}, "ann_info": {"bboxes", "labels", "bboxes_ignore"}, "img_prefix",
+"image_id"}``; ``img_info["filename"]`` is the full path. Keys these steps add follow
+MMDetection: ``filename``, ``ori_filename``, ``img`` (H, W, 3), ``img_shape``, ``ori_shape``,
+``img_fields``; ``gt_bboxes`` (G, 4) float32, ``gt_labels`` (G,) int64 in [0, K),
+``gt_bboxes_ignore`` (I, 4) float32 and ``bbox_fields`` (the keys geometric transforms move).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import numpy as np
+
+from detcli.config.schema import Schema
+from detcli.data.transforms.image_io import read_image
+from detcli.errors import DataError
+from detcli.registry import TRANSFORMS
+
+
+class LoadImageFromFileConfig(Schema):
+    type: Literal["LoadImageFromFile"] = "LoadImageFromFile"
+    to_float32: bool = False
+    color_type: Literal["color"] = "color"  # the only mode: the model takes 3 channels
+    channel_order: Literal["bgr", "rgb"] = "bgr"
+
+
+@TRANSFORMS.register(LoadImageFromFileConfig)
+class LoadImageFromFile:
+    """Decode ``results["img_info"]["filename"]`` into ``results["img"]`` (H, W, 3).
+
+    uint8 BGR by default; grayscale and RGBA become 3-channel, 16-bit is scaled to 8-bit, EXIF
+    orientation is applied (see :mod:`detcli.data.transforms.image_io`). A missing, unreadable
+    or truncated file raises DataError naming it.
+    """
+
+    def __init__(self, *, to_float32: bool = False, channel_order: str = "bgr") -> None:
+        self.to_float32 = to_float32
+        self.channel_order = channel_order
+
+    @classmethod
+    def from_config(cls, cfg: LoadImageFromFileConfig) -> LoadImageFromFile:
+        return cls(to_float32=cfg.to_float32, channel_order=cfg.channel_order)
+
+    def __repr__(self) -> str:
+        return f"LoadImageFromFile(to_float32={self.to_float32}, channel_order={self.channel_order!r})"
+
+    def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
+        filename, ori_filename = image_paths(results)
+        img = read_image(filename, self.channel_order)  # (H, W, 3) uint8
+        if self.to_float32:
+            img = img.astype(np.float32)
+        results["filename"] = filename
+        results["ori_filename"] = ori_filename
+        results["img"] = img
+        results["img_shape"] = img.shape
+        results["ori_shape"] = img.shape
+        results["img_fields"] = ["img"]
+        return results
+
+
+def image_paths(results: dict[str, Any]) -> tuple[str, str]:
+    """(full path, name as written in the annotation file) of the image ``results`` describes."""
+    info = results.get("img_info")
+    if not isinstance(info, dict):
+        raise DataError(f"results dict has no 'img_info' (keys: {sorted(results)})")
+    ori_filename = info.get("file_name") or info.get("filename")
+    if not ori_filename:
+        raise DataError(f"img_info has neither 'filename' nor 'file_name': {info}")
+    filename = info.get("filename")
+    if not filename:
+        prefix = results.get("img_prefix") or ""
+        filename = os.path.join(prefix, ori_filename)
+    return str(filename), str(ori_filename)
+
+
+class LoadAnnotationsConfig(Schema):
+    type: Literal["LoadAnnotations"] = "LoadAnnotations"
+    with_bbox: bool = True
+    with_label: bool = True
+
+
+@TRANSFORMS.register(LoadAnnotationsConfig)
+class LoadAnnotations:
+    """Copy ``results["ann_info"]`` into ``gt_bboxes`` / ``gt_labels`` / ``gt_bboxes_ignore``.
+
+    Copies, so later transforms never change the dataset's own arrays. ``bbox_fields`` lists
+    ``gt_bboxes`` and, when the annotation has them, ``gt_bboxes_ignore``.
+    """
+
+    def __init__(self, *, with_bbox: bool = True, with_label: bool = True) -> None:
+        self.with_bbox = with_bbox
+        self.with_label = with_label
+
+    @classmethod
+    def from_config(cls, cfg: LoadAnnotationsConfig) -> LoadAnnotations:
+        return cls(with_bbox=cfg.with_bbox, with_label=cfg.with_label)
+
+    def __repr__(self) -> str:
+        return f"LoadAnnotations(with_bbox={self.with_bbox}, with_label={self.with_label})"
+
+    def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
+        ann = results.get("ann_info")
+        if not isinstance(ann, dict):
+            raise DataError(f"results dict has no 'ann_info' (keys: {sorted(results)})")
+        fields = [f for f in results.get("bbox_fields", []) if f not in ("gt_bboxes", "gt_bboxes_ignore")]
+        if self.with_bbox:
+            results["gt_bboxes"] = _boxes(ann.get("bboxes"), "bboxes")  # (G, 4)
+            fields.append("gt_bboxes")
+            if ann.get("bboxes_ignore") is not None:
+                results["gt_bboxes_ignore"] = _boxes(ann["bboxes_ignore"], "bboxes_ignore")  # (I, 4)
+                fields.append("gt_bboxes_ignore")
+        if self.with_label:
+            labels = ann.get("labels")
+            labels = np.zeros(0, np.int64) if labels is None else labels
+            results["gt_labels"] = np.array(labels, dtype=np.int64).reshape(-1)  # (G,)
+        results["bbox_fields"] = fields
+        return results
+
+
+def _boxes(boxes: Any, key: str) -> np.ndarray:
+    """A float32 (B, 4) copy of ``boxes``; None and empty lists give (0, 4)."""
+    if boxes is None:
+        return np.zeros((0, 4), np.float32)
+    out = np.array(boxes, dtype=np.float32)
+    if out.size == 0:
+        return out.reshape(0, 4)
+    if out.ndim != 2 or out.shape[1] != 4:
+        raise DataError(f"ann_info[{key!r}] must have shape (B, 4), got {out.shape}")
+    return out

@@ -1,0 +1,92 @@
+"""collate: padding to the batch's max H and W, ImageBatch fields, DetTargets padding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from detcli.data.collate import collate, collate_views
+from detcli.errors import DataError
+
+
+def sample(h, w, boxes, labels, ignore=((),), image_id=0, fill=1.0, scale=1.5):
+    img_shape = (h, w, 3)
+    return {
+        "img": torch.full((3, h, w), fill),
+        "gt_bboxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "gt_labels": torch.tensor(labels, dtype=torch.long),
+        "gt_bboxes_ignore": torch.tensor(ignore, dtype=torch.float32).reshape(-1, 4),
+        "img_metas": {"filename": f"{image_id}.jpg", "image_id": image_id, "img_shape": img_shape,
+                      "ori_shape": (h // 2, w // 2, 3), "pad_shape": img_shape,
+                      "scale_factor": np.array([scale, scale * 2, scale, scale * 2], np.float32),
+                      "flip": False, "flip_direction": None},
+    }
+
+
+def two_samples():
+    return [
+        sample(20, 32, [[1, 2, 3, 4]], [2], image_id=1, fill=1.0),
+        sample(25, 16, [[0, 0, 5, 5], [1, 1, 2, 2], [3, 3, 9, 9]], [0, 1, 4],
+               ignore=[[7, 7, 8, 8]], image_id=2, fill=2.0, scale=0.5),
+    ]
+
+
+def test_images_pad_to_batch_max_with_zeros():
+    images, _ = collate(two_samples())
+    assert images.tensor.shape == (2, 3, 25, 32) and images.tensor.dtype == torch.float32
+    assert images.pad_shape == (25, 32) and len(images) == 2
+    assert (images.tensor[0, :, :20, :32] == 1).all() and (images.tensor[0, :, 20:] == 0).all()
+    assert (images.tensor[1, :, :25, :16] == 2).all() and (images.tensor[1, :, :, 16:] == 0).all()
+    assert images.img_shapes == [(20, 32), (25, 16)]
+    assert images.ori_shapes == [(10, 16), (12, 8)]
+    assert images.scale_factors.tolist() == [[1.5, 3, 1.5, 3], [0.5, 1, 0.5, 1]]
+    assert [m["image_id"] for m in images.metas] == [1, 2]
+    assert all(m["batch_input_shape"] == (25, 32) for m in images.metas)
+
+
+def test_targets_pad_with_minus_one_labels():
+    _, targets = collate(two_samples())
+    assert targets.boxes.shape == (2, 3, 4) and targets.labels.shape == (2, 3)
+    assert targets.labels.tolist() == [[2, -1, -1], [0, 1, 4]]
+    assert targets.boxes[0].tolist() == [[1, 2, 3, 4], [0, 0, 0, 0], [0, 0, 0, 0]]
+    assert targets.num_gts.tolist() == [1, 3]
+    assert targets.ignore_boxes.shape == (2, 1, 4)
+    assert targets.ignore_valid.tolist() == [[False], [True]]
+    assert targets.ignore_boxes[1, 0].tolist() == [7, 7, 8, 8]
+
+
+def test_no_gt_gives_none_and_scalar_scale_factor_broadcasts():
+    samples = two_samples()
+    for s in samples:
+        for key in ("gt_bboxes", "gt_labels", "gt_bboxes_ignore"):
+            del s[key]
+        s["img_metas"]["scale_factor"] = 1.0
+    images, targets = collate(samples)
+    assert targets is None and images.scale_factors.tolist() == [[1.0] * 4] * 2
+
+
+def test_empty_gt_images_still_pad():
+    samples = [sample(8, 8, [], [], image_id=1), sample(8, 8, [], [], image_id=2)]
+    _, targets = collate(samples)
+    assert targets.boxes.shape == (2, 0, 4) and targets.labels.shape == (2, 0)
+
+
+def test_bad_batches():
+    with pytest.raises(DataError, match="empty batch"):
+        collate([])
+    with pytest.raises(DataError, match="rejected an image"):
+        collate([None])
+    with pytest.raises(DataError, match="views") as info:
+        collate([{"views": []}])
+    assert "collate_views" in info.value.hint
+    with pytest.raises(DataError, match="collate_views takes"):
+        collate_views(two_samples())
+    mixed = two_samples()
+    del mixed[1]["gt_bboxes"]
+    with pytest.raises(DataError, match="some samples"):
+        collate(mixed)
+    wrong = two_samples()
+    wrong[0]["img"] = torch.zeros(20, 32)
+    with pytest.raises(DataError, match=r"1\.jpg.*\(3, H, W\)"):
+        collate(wrong)
