@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from detcli.data.problems import MISSING_FILE, SIZE_MISMATCH, TRUNCATED_IMAGE, UNREADABLE_IMAGE
+from detcli.data.transforms.image_io import file_problem
 from detcli.errors import DataError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -121,17 +122,6 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return _cached_size(str(path), stat.st_mtime_ns, stat.st_size)
 
 
-def truncation(data: bytes) -> str | None:
-    """Why ``data`` (a whole file) is a truncated JPEG or PNG, or None."""
-    if data.startswith(JPEG_SOI):
-        last_scan = data.rfind(b"\xff\xda")  # SOS; 0xFFDA cannot occur inside coded data
-        if last_scan < 0 or data.find(b"\xff\xd9", last_scan) < 0:
-            return "JPEG ends before its end-of-image marker (truncated file)"
-    elif data.startswith(PNG_SIGNATURE) and data.rfind(b"IEND") < 0:
-        return "PNG has no IEND chunk (truncated file)"
-    return None
-
-
 def image_fault(path: str | Path, expected_wh: tuple[int, int] | None = None) -> tuple[str, str] | None:
     """(problem kind, message) for an image that cannot be used as annotated, or None.
 
@@ -145,9 +135,9 @@ def image_fault(path: str | Path, expected_wh: tuple[int, int] | None = None) ->
         return UNREADABLE_IMAGE, f"cannot read the file: {exc.strerror or exc}"
     if not data:
         return UNREADABLE_IMAGE, "image file is empty"
-    reason = truncation(data)
+    reason = file_problem(data)  # OpenCV decodes a truncated JPEG with only a warning
     if reason:
-        return TRUNCATED_IMAGE, reason
+        return (TRUNCATED_IMAGE if reason.startswith("truncated") else UNREADABLE_IMAGE), reason
     img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)  # applies EXIF
     if img is None:
         return UNREADABLE_IMAGE, "OpenCV cannot decode it"

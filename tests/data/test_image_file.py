@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from detcli.data.image_file import image_fault, image_size, truncation
+from detcli.data.image_file import image_fault, image_size
 from detcli.errors import DataError
 from tests.data.transforms.images import exif_app1, jpeg_bytes, noise_image, write
 
@@ -40,13 +40,14 @@ def test_image_size_errors_name_the_file(tmp_path):
         image_size(bad)
 
 
-def test_truncation_of_jpeg_and_png():
+def test_truncated_files_are_found_before_opencv(tmp_path):
     jpg = jpeg_bytes(noise_image())
     png = png_bytes(noise_image())
-    assert truncation(jpg) is None and truncation(png) is None
-    assert truncation(jpg + b"trailing data after EOI") is None
-    assert truncation(jpg[: len(jpg) - 200]) == "JPEG ends before its end-of-image marker (truncated file)"
-    assert truncation(png[:-20]) == "PNG has no IEND chunk (truncated file)"
+    assert image_fault(write(tmp_path / "a.jpg", jpg + b"trailing data after EOI")) is None
+    kind, message = image_fault(write(tmp_path / "b.jpg", jpg[: len(jpg) - 200]))
+    assert kind == "truncated_image" and "no end-of-image marker" in message
+    kind, message = image_fault(write(tmp_path / "c.png", png[:-20]))
+    assert kind == "truncated_image" and message.startswith("truncated: ")
 
 
 def test_image_fault_kinds(tmp_path):
