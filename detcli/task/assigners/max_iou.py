@@ -72,6 +72,8 @@ def _neg_interval(neg_iou_thr: Union[float, tuple[float, float]]) -> tuple[float
 class MaxIoUAssigner:
     """Assign each prior to the GT it overlaps most, to background, or to neither."""
 
+    needs_predictions = False  # static: priors and GT only (``det viz assign`` needs no model)
+
     def __init__(
         self,
         *,

@@ -1,0 +1,266 @@
+"""The anchor-based dense head base: targets, loss and prediction shared by RetinaNet-like heads.
+
+N images, L levels, H_l x W_l the feature map of level l, A anchors per location, K classes,
+R = sum_l H_l * W_l * A priors per image, G GT slots per image (padding slots have label -1).
+
+Call graph (a subclass only writes ``forward``):
+
+    loss(outputs, images, targets):    forward() -> flatten_levels() -> get_targets() -> losses
+    predict(outputs, images, rescale): forward() -> dense_predict.predict_dense()
+
+``forward`` returns :class:`DenseOutputs`: per level, classification logits (N, A*K, H_l, W_l)
+and box deltas (N, A*4, H_l, W_l). Flattened, they follow the anchor layout of
+:mod:`detcli.task.prior_generators.anchor_generator`: (level, y, x, anchor), i.e.
+``(N, A*C, H, W) -> (N, H, W, A*C) -> (N, H*W*A, C)``, levels concatenated.
+
+Target codes: ``labels`` in [0, K) for positives and ``K`` (background) for negatives and for
+ignored priors, whose ``label_weights`` are 0. The whole batch is assigned by one assigner call
+on padded (N, G) GT; nothing in a training step loops over images or anchors or syncs with
+the host.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from detcli.errors import ConfigError, DetError
+from detcli.models.dense_heads.dense_predict import predict_dense
+from detcli.registry import ASSIGNERS, SAMPLERS
+from detcli.structures.batch import DetTargets, ImageBatch
+from detcli.structures.detections import DetectionBatch
+from detcli.task.postprocess import DenseTestConfig
+from detcli.task.prior_generators.anchor_generator import anchor_inside_flags
+from detcli.task.samplers.pseudo_sampler import PseudoSamplerConfig
+from detcli.task.train_cfg import DenseTrainConfig
+
+log = logging.getLogger(__name__)
+
+# Classification losses that weigh easy negatives down themselves; heads using them keep every
+# assigned prior (PseudoSampler) and normalise by positives only (MMDetection's `sampling`).
+SAMPLING_FREE_LOSSES = ("FocalLoss", "GHMC", "QualityFocalLoss")
+
+
+class DenseOutputs(NamedTuple):
+    """Raw per-level outputs of a dense head (a tuple, so it traces and exports as one)."""
+
+    cls_logits: list[Tensor]  # L x (N, A*K, H_l, W_l)
+    bbox_deltas: list[Tensor]  # L x (N, A*4, H_l, W_l)
+
+
+@dataclass
+class AnchorTargets:
+    """Training targets of every prior of every image."""
+
+    labels: Tensor  # (N, R) int64: [0, K) positive, K background or ignored
+    label_weights: Tensor  # (N, R) float: 0 for ignored priors, pos_weight on positives
+    bbox_targets: Tensor  # (N, R, 4): deltas (boxes with reg_decoded_bbox); 0 off positives
+    bbox_weights: Tensor  # (N, R) float: 1 on positives, else 0
+    num_pos: Tensor  # (N,) int64
+    avg_factor: Tensor  # () float: the loss normaliser, kept on the device
+
+
+def flatten_levels(per_level: Sequence[Tensor], channels: int) -> Tensor:
+    """L x (N, A*C, H_l, W_l) -> (N, R, C) in the anchor layout (level, y, x, anchor)."""
+    num_images = per_level[0].shape[0]
+    flat = [
+        x.permute(0, 2, 3, 1).reshape(num_images, -1, channels)  # (N, H, W, A*C) -> (N, H*W*A, C)
+        for x in per_level
+    ]
+    return torch.cat(flat, dim=1)  # (N, R, C)
+
+
+class AnchorHead(nn.Module):
+    """Shared anchor-head logic. Subclasses build their layers and implement ``forward``.
+
+    ``train_cfg`` (assigner, sampler, ``allowed_border``, ``pos_weight``) is needed by
+    :meth:`loss` only, ``test_cfg`` (``nms_pre``, ``score_thr``, ``nms``, ``max_per_img``) by
+    :meth:`predict` only.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        prior_generator: Any,
+        bbox_coder: Any,
+        loss_cls: nn.Module,
+        loss_bbox: nn.Module,
+        reg_decoded_bbox: bool = False,
+        train_cfg: DenseTrainConfig | None = None,
+        test_cfg: DenseTestConfig | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+        if not getattr(loss_cls, "use_sigmoid", False):
+            raise ConfigError(
+                f"{type(self).__name__} needs a sigmoid classification loss (K logits, no "
+                f"background column); got {type(loss_cls).__name__} with use_sigmoid = false")
+        self.num_classes = num_classes
+        self.prior_generator = prior_generator
+        self.bbox_coder = bbox_coder
+        self.loss_cls = loss_cls
+        self.loss_bbox = loss_bbox
+        self.reg_decoded_bbox = reg_decoded_bbox
+        self.sampling = type(loss_cls).__name__ not in SAMPLING_FREE_LOSSES
+        self.train_cfg = train_cfg
+        self.test_cfg = test_cfg if test_cfg is not None else DenseTestConfig()
+        self.assigner = self.sampler = None
+        if train_cfg is not None:
+            self.assigner = ASSIGNERS.build(train_cfg.assigner)
+            self.sampler = SAMPLERS.build(self._sampler_config(train_cfg))
+
+    @property
+    def num_base_priors(self) -> int:
+        """A: anchors per location (the same on every level, as the conv layout requires)."""
+        counts = set(self.prior_generator.num_base_priors)
+        if len(counts) != 1:
+            raise ConfigError(f"{type(self).__name__} needs the same number of anchors on every "
+                              f"level, got {self.prior_generator.num_base_priors}")
+        return counts.pop()
+
+    def _sampler_config(self, train_cfg: DenseTrainConfig) -> Any:
+        if self.sampling:
+            if getattr(train_cfg.sampler, "add_gt_as_proposals", False):
+                raise ConfigError(
+                    "a dense head cannot use sampler.add_gt_as_proposals = true (its priors "
+                    "are fixed anchors); set it to false")
+            return train_cfg.sampler
+        if train_cfg.sampler.type != "PseudoSampler":
+            log.warning("%s uses %s, which keeps every prior: train_cfg.sampler %s is not used",
+                        type(self).__name__, type(self.loss_cls).__name__, train_cfg.sampler.type)
+        return PseudoSamplerConfig()
+
+    def forward(self, feats: Sequence[Tensor]) -> DenseOutputs:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _outputs(self, feats_or_outputs: Any) -> DenseOutputs:
+        if isinstance(feats_or_outputs, DenseOutputs):
+            return feats_or_outputs
+        return self(feats_or_outputs)
+
+    def level_priors(self, outputs: DenseOutputs) -> list[Tensor]:
+        """Priors per level, L x (H_l*W_l*A, 4), for the feature-map sizes of ``outputs``."""
+        logits = outputs.cls_logits
+        sizes = [(x.shape[-2], x.shape[-1]) for x in logits]
+        return self.prior_generator.grid_priors(sizes, device=logits[0].device)
+
+    # ---- training --------------------------------------------------------------------------
+
+    def loss(self, feats_or_outputs: Any, images: ImageBatch,
+             targets: DetTargets) -> dict[str, Tensor]:
+        """``{"loss_cls": (), "loss_bbox": ()}``, both divided by the positives of the batch."""
+        outputs = self._outputs(feats_or_outputs)
+        priors_per_level = self.level_priors(outputs)
+        priors = torch.cat(priors_per_level, dim=0)  # (R, 4)
+        cls_logits = flatten_levels(outputs.cls_logits, self.num_classes)  # (N, R, K)
+        bbox_deltas = flatten_levels(outputs.bbox_deltas, 4)  # (N, R, 4)
+        sizes = [(x.shape[-2], x.shape[-1]) for x in outputs.cls_logits]
+        tgt = self.get_targets(priors, sizes, images, targets)
+
+        loss_cls = self.loss_cls(
+            cls_logits.reshape(-1, self.num_classes),  # (N*R, K)
+            tgt.labels.reshape(-1),  # (N*R,)
+            tgt.label_weights.reshape(-1),  # (N*R,)
+            avg_factor=tgt.avg_factor,
+        )
+        if self.reg_decoded_bbox:  # e.g. GIoU: the loss compares boxes, not deltas
+            bbox_pred = self.bbox_coder.decode(priors, bbox_deltas.float())  # (N, R, 4)
+        else:
+            bbox_pred = bbox_deltas
+        loss_bbox = self.loss_bbox(
+            bbox_pred.reshape(-1, 4),  # (N*R, 4)
+            tgt.bbox_targets.reshape(-1, 4),  # (N*R, 4)
+            tgt.bbox_weights.reshape(-1),  # (N*R,)
+            avg_factor=tgt.avg_factor,
+        )
+        return {"loss_cls": loss_cls, "loss_bbox": loss_bbox}
+
+    @torch.no_grad()
+    def get_targets(self, priors: Tensor, featmap_sizes: Sequence[tuple[int, int]],
+                    images: ImageBatch, targets: DetTargets) -> AnchorTargets:
+        """Assign and sample the whole batch at once: priors (R, 4) -> :class:`AnchorTargets`."""
+        if self.assigner is None or self.sampler is None or self.train_cfg is None:
+            raise DetError(f"{type(self).__name__}.loss needs a train_cfg (assigner, sampler); "
+                           "the model was built with train_cfg = false")
+        num_images = targets.labels.shape[0]
+        if num_images != len(images):
+            raise DetError(
+                f"targets hold {num_images} images but the image batch has {len(images)}")
+        gt_boxes = targets.boxes.to(priors)  # (N, G, 4)
+        gt_labels = targets.labels  # (N, G)
+        inside = self.inside_flags(priors, featmap_sizes, images)  # (N, R) bool; None: all
+        assign = self.assigner.assign(
+            priors, gt_boxes, gt_labels, targets.ignore_boxes.to(priors), targets.ignore_valid,
+            prior_valid=inside)
+        sampled = self.sampler.sample(assign, priors, gt_boxes, gt_labels)
+        pos, neg = sampled.pos_mask, sampled.neg_mask  # (N, R) each
+
+        labels = torch.where(pos, assign.labels, self.num_classes)  # (N, R)
+        pos_weight = self.train_cfg.pos_weight if self.train_cfg.pos_weight > 0 else 1.0
+        label_weights = pos.float() * pos_weight + neg.float()  # (N, R)
+        bbox_targets = self._bbox_targets(priors, gt_boxes, assign.gt_index, pos)  # (N, R, 4)
+
+        num_pos = sampled.num_pos  # (N,)
+        # MMDetection 2.x: every image counts at least one positive (and one negative)
+        avg_factor = num_pos.clamp(min=1).sum()
+        if self.sampling:
+            avg_factor = avg_factor + sampled.num_neg.clamp(min=1).sum()
+        return AnchorTargets(labels, label_weights, bbox_targets, pos.float(), num_pos,
+                             avg_factor.float())
+
+    def _bbox_targets(self, priors: Tensor, gt_boxes: Tensor, gt_index: Tensor,
+                      pos: Tensor) -> Tensor:
+        """Encoded matched GT of every positive prior, zeros elsewhere: (N, R, 4)."""
+        num_images, num_priors = pos.shape
+        anchors = priors.expand(num_images, num_priors, 4)  # (N, R, 4)
+        if gt_boxes.shape[1] == 0:  # no GT anywhere in the batch: nothing is positive
+            return torch.zeros_like(anchors)
+        index = gt_index.clamp(min=0)[..., None].expand(-1, -1, 4)  # (N, R, 4)
+        matched = torch.gather(gt_boxes, 1, index)  # (N, R, 4)
+        # Non-positives get their own anchor as a stand-in, so encoding stays finite.
+        matched = torch.where(pos[..., None], matched, anchors)
+        if self.reg_decoded_bbox:
+            encoded = matched
+        else:
+            encoded = self.bbox_coder.encode(anchors, matched)  # (N, R, 4)
+        return torch.where(pos[..., None], encoded, torch.zeros_like(encoded))
+
+    def inside_flags(self, priors: Tensor, featmap_sizes: Sequence[tuple[int, int]],
+                     images: ImageBatch) -> Tensor | None:
+        """(N, R) bool: anchors on each image's own padded area and within ``allowed_border``.
+
+        None when every anchor counts (every image fills the batch and ``allowed_border < 0``),
+        which skips the work. An image's own padded size is ``metas[i]["pad_shape"]`` when the
+        data pipeline recorded it (MMDetection's valid flags), else the batch's.
+        """
+        assert self.train_cfg is not None
+        allowed_border = self.train_cfg.allowed_border
+        batch_pad = images.pad_shape
+        pads = [tuple(m.get("pad_shape", batch_pad))[:2] for m in images.metas] or \
+            [batch_pad] * len(images)
+        if allowed_border < 0 and all(tuple(p) == tuple(batch_pad) for p in pads):
+            return None
+        device = priors.device
+        valid = torch.cat(self.prior_generator.valid_flags(
+            featmap_sizes, torch.tensor(pads, device=device)), dim=1)  # (N, R)
+        img_shapes = torch.tensor(images.img_shapes, dtype=torch.float32, device=device)  # (N, 2)
+        return anchor_inside_flags(priors, valid, img_shapes, allowed_border)
+
+    # ---- inference -------------------------------------------------------------------------
+
+    def predict(self, feats_or_outputs: Any, images: ImageBatch,
+                rescale: bool = True) -> DetectionBatch:
+        """Detections of every image, padded to ``test_cfg.max_per_img``.
+
+        Boxes are in original-image pixels with ``rescale`` (else network-input pixels).
+        """
+        outputs = self._outputs(feats_or_outputs)
+        priors = self.level_priors(outputs)
+        return predict_dense(outputs.cls_logits, outputs.bbox_deltas, priors, self.bbox_coder,
+                             images, self.test_cfg, rescale=rescale)

@@ -1,0 +1,158 @@
+"""Single-stage detectors: backbone -> neck -> dense head (RetinaNet and its relatives).
+
+N images, H x W the padded network input, L feature levels, K classes, M ``max_per_img``.
+
+The config derives the channels that connect the parts, so a TOML file never repeats them:
+``neck.in_channels`` from the backbone's outputs and ``bbox_head.in_channels`` from the neck's
+``out_channels`` (or from the backbone's outputs without a neck). A value written in the config
+anyway must agree, or validation fails naming both. Attribute names ``backbone``, ``neck`` and
+``bbox_head`` give MMDetection's state-dict layout.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from detcli.config.schema import Maybe, Schema
+from detcli.errors import ConfigError
+from detcli.models.dense_heads.anchor_head import DenseOutputs
+from detcli.registry import (
+    BACKBONES,
+    DETECTORS,
+    HEADS,
+    NECKS,
+    BackboneConfig,
+    HeadConfig,
+    NeckConfig,
+)
+from detcli.structures.batch import DetTargets, ImageBatch
+from detcli.structures.detections import DetectionBatch, Detections
+from detcli.task.postprocess import DenseTestConfig
+from detcli.task.train_cfg import DenseTrainConfig
+
+
+def _describe(cfg: Schema, where: str) -> str:
+    depth = getattr(cfg, "depth", None)
+    kind = getattr(cfg, "type", type(cfg).__name__)
+    return f"{where} ({kind} depth {depth})" if depth is not None else f"{where} ({kind})"
+
+
+def backbone_out_channels(backbone: Schema) -> list[int] | None:
+    """The channels of each backbone output, when its config can tell without building."""
+    out = getattr(backbone, "out_channels", None)
+    return list(out()) if callable(out) else None
+
+
+def derive_or_check(cfg: Schema, name: str, value: Any, reason: str, where: str) -> None:
+    """Fill ``cfg.name`` with ``value`` derived from ``reason``, or check the value given."""
+    if name not in type(cfg).model_fields:
+        return
+    given = getattr(cfg, name)
+    if given is None:
+        cfg.derive(name, value, reason)
+    elif given != value:
+        raise ValueError(
+            f"{where} = {given} disagrees with {value} derived from {reason}; "
+            f"remove {where} to derive it")
+
+
+class SingleStageDetectorConfig(Schema):
+    type: Literal["SingleStageDetector"] = "SingleStageDetector"
+    backbone: BackboneConfig
+    neck: Maybe[NeckConfig] = None
+    bbox_head: HeadConfig
+    train_cfg: Maybe[DenseTrainConfig] = Field(default_factory=DenseTrainConfig)
+    test_cfg: Maybe[DenseTestConfig] = Field(default_factory=DenseTestConfig)
+
+    @model_validator(mode="after")
+    def _derive_channels(self) -> SingleStageDetectorConfig:
+        feats = backbone_out_channels(self.backbone)
+        feats_from = _describe(self.backbone, "model.backbone")
+        head_in: int | None = None
+        if self.neck is not None:
+            if feats is not None:
+                derive_or_check(self.neck, "in_channels", feats, feats_from,
+                                "model.neck.in_channels")
+            head_in = getattr(self.neck, "out_channels", None)
+            head_from = f"model.neck ({self.neck.type} out_channels {head_in})"
+        elif feats is not None and len(set(feats)) == 1:
+            head_in, head_from = feats[0], feats_from
+        if head_in is not None:
+            derive_or_check(self.bbox_head, "in_channels", head_in, head_from,
+                            "model.bbox_head.in_channels")
+        return self
+
+
+class RetinaNetConfig(SingleStageDetectorConfig):
+    type: Literal["RetinaNet"] = "RetinaNet"  # type: ignore[assignment]
+
+
+class SingleStageDetector(nn.Module):
+    """``backbone`` -> optional ``neck`` -> ``bbox_head``; see the module docstring."""
+
+    def __init__(self, *, backbone: nn.Module, neck: nn.Module | None,
+                 bbox_head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.bbox_head = bbox_head
+
+    @classmethod
+    def from_config(cls, cfg: SingleStageDetectorConfig, **derived: Any) -> SingleStageDetector:
+        backbone = BACKBONES.build(cfg.backbone)
+        channels = list(backbone.out_channels)
+        neck = None
+        if cfg.neck is not None:
+            neck = NECKS.build(cfg.neck, in_channels=channels)
+            head_in = neck.out_channels
+        elif len(set(channels)) == 1:
+            head_in = channels[0]
+        else:
+            raise ConfigError(
+                f"without a neck the head reads the backbone's outputs directly, but their "
+                f"channels {channels} differ; add a neck (e.g. FPN) or use one out_index")
+        bbox_head = HEADS.build(cfg.bbox_head, in_channels=head_in,
+                                train_cfg=cfg.train_cfg, test_cfg=cfg.test_cfg)
+        return cls(backbone=backbone, neck=neck, bbox_head=bbox_head, **derived)
+
+    def init_weights(self) -> None:
+        """Each part's own init; the backbone loads its ``init_cfg`` checkpoint here."""
+        for part in (self.backbone, self.neck, self.bbox_head):
+            if part is not None and hasattr(part, "init_weights"):
+                part.init_weights()
+
+    def extract_feat(self, images: Tensor) -> tuple[Tensor, ...]:
+        """(N, 3, H, W) -> L feature maps (N, C, H_l, W_l)."""
+        feats = self.backbone(images)
+        if self.neck is not None:
+            feats = self.neck(feats)
+        return tuple(feats)
+
+    def forward(self, images: Tensor) -> DenseOutputs:
+        """The head's raw per-level outputs (for export and benchmarks): no loss, no NMS."""
+        return self.bbox_head(self.extract_feat(images))
+
+    def loss(self, images: ImageBatch, targets: DetTargets) -> dict[str, Tensor]:
+        """Training losses; every key starts with ``loss_``."""
+        return self.bbox_head.loss(self(images.tensor), images, targets)
+
+    @torch.no_grad()
+    def predict_batch(self, images: ImageBatch, rescale: bool = True) -> DetectionBatch:
+        """Detections padded to (N, M), boxes in original-image pixels with ``rescale``."""
+        return self.bbox_head.predict(self(images.tensor), images, rescale=rescale)
+
+    def predict(self, images: ImageBatch, rescale: bool = True) -> list[Detections]:
+        """One :class:`Detections` per image, scores descending."""
+        return self.predict_batch(images, rescale=rescale).unbind()
+
+
+class RetinaNet(SingleStageDetector):
+    """RetinaNet: a single-stage detector whose head is a :class:`RetinaHead`."""
+
+
+DETECTORS.register(SingleStageDetectorConfig)(SingleStageDetector)
+DETECTORS.register(RetinaNetConfig)(RetinaNet)
