@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   create .venv, install det, run the main job on the embedded default
+#   make demo   create .venv, install det, train the embedded default (tiny RetinaNet, synthetic data)
 #   make test   create .venv, install det with its test extras, run the whole test suite
 PYTHON ?= python3
 VENV := .venv
@@ -13,8 +13,8 @@ $(BIN)/det: pyproject.toml
 
 .PHONY: demo test
 demo: $(BIN)/det
-	$(BIN)/det --help
-	$(BIN)/det config show presets/retinanet_r50.toml --resolved --origin
+	$(BIN)/det data synth data/synth
+	$(BIN)/det train presets/retinanet_tiny_synth.toml
 
 test: $(BIN)/det
 	$(BIN)/python -m pytest -q

@@ -59,3 +59,12 @@ class DataError(DetError):
 
 class CheckpointError(DetError):
     """A checkpoint that is missing, corrupt or does not fit the model."""
+
+
+class TrainingError(DetError):
+    """Training cannot go on: a non-finite loss, a run that cannot be resumed or extended."""
+
+
+class ExportError(DetError):
+    """A model that cannot be exported, an export setting out of range, a missing export
+    dependency, or an exported model that disagrees with PyTorch."""

@@ -10,6 +10,7 @@ import detcli.components  # noqa: F401  (registers every built-in component)
 from detcli.config.schema import Maybe, Schema
 from detcli.data.config import DataConfig
 from detcli.engine.config import (
+    AutoScaleLrConfig,
     CheckpointConfig,
     DistParams,
     EpochRunnerConfig,
@@ -43,3 +44,7 @@ class DetConfig(Schema):
     load_from: Maybe[str] = None
     resume_from: Maybe[str] = None
     workflow: list[tuple[Literal["train", "val"], int]] = Field(default_factory=lambda: [("train", 1)])
+    seed: int = Field(0, ge=0)  # seeds python, numpy, torch and the data order
+    deterministic: bool = False  # torch's deterministic kernels (slower)
+    auto_scale_lr: AutoScaleLrConfig = Field(default_factory=AutoScaleLrConfig)
+    sync_bn: bool = False  # SyncBatchNorm across processes in distributed CUDA training

@@ -120,9 +120,10 @@ RunnerConfig = Annotated[Union[EpochRunnerConfig, IterRunnerConfig], Field(discr
 
 
 class EvaluationConfig(Schema):
-    interval: int = Field(1, ge=1)
+    interval: int = Field(1, ge=1)  # epochs (iterations with IterBasedRunner)
     metric: Union[Literal["bbox"], list[Literal["bbox"]]] = "bbox"
     save_best: Maybe[str] = "auto"  # the metric that picks the `best` checkpoint; auto = the first
+    rule: Maybe[Literal["greater", "less"]] = None  # how save_best compares; None: greater
 
 
 class CheckpointConfig(Schema):
@@ -140,8 +141,37 @@ class NumClassCheckHookConfig(Schema):
     type: Literal["NumClassCheckHook"] = "NumClassCheckHook"
 
 
+class EMAHookConfig(Schema):
+    """An exponential moving average of the weights, used for evaluation and saved.
+
+    Each update moves the average towards the weights by ``m``: ``ema += m * (w - ema)``.
+    ``ExpMomentumEMA`` (MMDetection's) starts with ``m`` near 1 and decays it to ``momentum``
+    over about ``gamma`` updates; ``ExponentialMovingAverage`` uses ``momentum`` throughout.
+    """
+
+    type: Literal["EMAHook"] = "EMAHook"
+    ema_type: Literal["ExpMomentumEMA", "ExponentialMovingAverage"] = "ExpMomentumEMA"
+    momentum: float = Field(0.0002, gt=0, lt=1)
+    gamma: int = Field(2000, gt=0)  # ExpMomentumEMA only
+    interval: int = Field(1, ge=1)  # update every `interval` iterations
+    update_buffers: bool = False  # average BN statistics too (else copy them)
+
+
+class EarlyStoppingHookConfig(Schema):
+    """Stop when the monitored evaluation metric has not improved for ``patience`` evaluations."""
+
+    type: Literal["EarlyStoppingHook"] = "EarlyStoppingHook"
+    monitor: str = "bbox_mAP"
+    rule: Maybe[Literal["greater", "less"]] = None  # None: greater (less for names with "loss")
+    min_delta: float = Field(0.0, ge=0)  # a change smaller than this is no improvement
+    patience: int = Field(5, ge=1)
+    stopping_threshold: Maybe[float] = None  # stop as soon as the metric reaches this
+
+
 HOOKS.add_config(TextLoggerHookConfig)
 HOOKS.add_config(NumClassCheckHookConfig)
+HOOKS.add_config(EMAHookConfig)
+HOOKS.add_config(EarlyStoppingHookConfig)
 
 
 class LogConfig(Schema):
@@ -150,4 +180,11 @@ class LogConfig(Schema):
 
 
 class DistParams(Schema):
-    backend: Literal["nccl", "gloo"] = "nccl"
+    backend: Literal["nccl", "gloo"] = "nccl"  # a CPU run uses gloo whatever this says
+
+
+class AutoScaleLrConfig(Schema):
+    """Scale ``optimizer.lr`` by (GPUs x samples_per_gpu) / ``base_batch_size`` when enabled."""
+
+    enable: bool = False
+    base_batch_size: int = Field(16, ge=1)  # the total batch the lr was tuned for

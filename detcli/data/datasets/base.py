@@ -250,6 +250,12 @@ class DetDataset(Dataset):
             "bboxes_ignore": boxes[ignore].reshape(-1, 4),  # (Ig, 4)
         }
 
+    def get_ignore_labels(self, idx: int) -> np.ndarray:
+        """(Ig,) int64: the class of each of ``get_ann_info(idx)["bboxes_ignore"]`` (evaluation
+        turns ignore boxes into COCO crowd regions of their class)."""
+        start, end = self._offsets[idx], self._offsets[idx + 1]
+        return self._labels[start:end][self._ignore[start:end]]
+
     def num_gts_per_image(self) -> np.ndarray:
         """(I,) int64: GT boxes (not ignore boxes) of every image."""
         per_box_image = np.repeat(np.arange(len(self)), np.diff(self._offsets))  # (A',)

@@ -1,0 +1,147 @@
+"""``det test CONFIG CHECKPOINT``: COCO-evaluate a checkpoint on the config's test (or val) data.
+
+Prints a table of the COCO metrics and one of per-class AP (``--json``: the same as JSON);
+``--out`` writes the detections in COCO results format, ``--show-dir`` one prediction-vs-GT
+picture per image. With ``--tta`` one pass over the data gives both the plain and the
+test-time-augmented detections, and the tables show them side by side (``--out`` and
+``--show-dir`` then use the TTA ones).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from detcli.cli.common import (
+    ConfigArg,
+    DebugOpt,
+    JsonOpt,
+    SetOpt,
+    console,
+    err_console,
+    guarded,
+    load,
+    print_json,
+)
+
+METRIC_ROWS = (
+    ("bbox_mAP", "AP @[IoU 0.50:0.95]"), ("bbox_mAP_50", "AP @[IoU 0.50]"),
+    ("bbox_mAP_75", "AP @[IoU 0.75]"), ("bbox_mAP_s", "AP small"), ("bbox_mAP_m", "AP medium"),
+    ("bbox_mAP_l", "AP large"), ("bbox_AR@1", "AR maxDets 1"), ("bbox_AR@10", "AR maxDets 10"),
+    ("bbox_AR@100", "AR maxDets 100"), ("bbox_AR_s@100", "AR small"),
+    ("bbox_AR_m@100", "AR medium"), ("bbox_AR_l@100", "AR large"),
+)
+
+
+class Split(str, Enum):
+    val = "val"
+    test = "test"
+
+
+CheckpointArg = Annotated[Path, typer.Argument(help="A checkpoint (.pth) to test.",
+                                               show_default=False)]
+
+
+def _progress(disable: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=err_console, transient=True,
+                    disable=disable or not err_console.is_terminal)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    return "-1 (no GT)" if value < 0 else f"{value:.3f}"
+
+
+def metrics_table(columns: dict[str, dict[str, Any]]) -> Table:
+    """COCO metrics, one column per run (e.g. "plain" and "tta")."""
+    table = Table(title="COCO bbox metrics", title_justify="left")
+    table.add_column("metric")
+    table.add_column("key", style="dim")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for key, label in METRIC_ROWS:
+        table.add_row(label, key, *(_fmt(m.get(key)) for m in columns.values()))
+    return table
+
+
+def per_class_table(columns: dict[str, dict[str, Any]], gt_counts: list[int]) -> Table:
+    """AP of every class (IoU 0.50:0.95, all areas), one column per run."""
+    table = Table(title="per-class AP", title_justify="left")
+    table.add_column("class")
+    table.add_column("GT boxes", justify="right")
+    for name in columns:
+        table.add_column(f"AP {name}", justify="right")
+    rows = [m["per_class"] for m in columns.values()]
+    for k, entry in enumerate(rows[0]):
+        table.add_row(entry["class"], str(gt_counts[k]) if k < len(gt_counts) else "?",
+                      *(_fmt(r[k]["AP"]) for r in rows))
+    return table
+
+
+@guarded
+def test(
+    config: ConfigArg,
+    checkpoint: CheckpointArg,
+    out: Annotated[Optional[Path], typer.Option(help="Write the detections here in COCO results "
+                                                "format (JSON).")] = None,
+    show_dir: Annotated[Optional[Path], typer.Option(help="Write one prediction-vs-GT PNG per "
+                                                     "image here.")] = None,
+    show_score_thr: Annotated[float, typer.Option(
+        help="With --show-dir, draw detections scoring at least this.")] = 0.3,
+    tta: Annotated[bool, typer.Option("--tta", help="Also run test-time augmentation (the test "
+                                      "pipeline's MultiScaleFlipAug) and compare.")] = False,
+    split: Annotated[Optional[Split], typer.Option(help="Dataset to test on (default: test, "
+                                                   "else val).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 1,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N (default: cuda "
+                                                  "when available).")] = None,
+    overrides: SetOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """COCO-evaluate CHECKPOINT on the test (or val) data of CONFIG."""
+    from detcli.engine.evaluation import write_results
+    from detcli.engine.tester import evaluate_checkpoint
+
+    cfg = load(config, overrides).cfg
+    with _progress(as_json) as bar:
+        task = bar.add_task("testing", total=None)
+        run = evaluate_checkpoint(
+            cfg, checkpoint, split=split.value if split else None, tta=tta,
+            batch_size=batch_size, device=device,
+            progress=lambda done, total: bar.update(task, completed=done, total=total))
+    for note in run.notes:
+        err_console.print(f"note: {note}", style="yellow", highlight=False)
+    if out is not None:
+        write_results(out, run.results)
+        err_console.print(f"wrote {len(run.results)} detections to {out}", highlight=False)
+    if show_dir is not None:
+        _show(run, show_dir, show_score_thr, as_json)
+    if as_json:
+        payload = {"checkpoint": str(checkpoint), "split": run.split,
+                   "num_images": len(run.dataset), "metrics": run.metrics["plain"]}
+        if "tta" in run.metrics:
+            payload["metrics_tta"] = run.metrics["tta"]
+        print_json({**payload, "out": str(out) if out else None,
+                    "show_dir": str(show_dir) if show_dir else None})
+        return
+    console.print(metrics_table(run.metrics))
+    gt_counts = getattr(run.dataset, "num_gts_per_class", None)
+    console.print(per_class_table(run.metrics, gt_counts().tolist() if gt_counts else []))
+
+
+def _show(run, show_dir: Path, score_thr: float, quiet: bool) -> None:
+    from detcli.tools.draw import show_predictions
+
+    with _progress(quiet) as bar:
+        task = bar.add_task("drawing", total=len(run.dataset))
+        written = show_predictions(run.dataset, run.detections, show_dir, score_thr=score_thr,
+                                   progress=lambda done, total: bar.update(task, completed=done))
+    err_console.print(f"wrote {len(written)} pictures to {show_dir}", highlight=False)

@@ -1,0 +1,12 @@
+"""Training hooks; importing this package registers the configurable ones in ``HOOKS``."""
+
+from detcli.engine.hooks.base import Hook, HookList
+from detcli.engine.hooks.checkpoint_hook import CheckpointHook
+from detcli.engine.hooks.early_stopping import EarlyStoppingHook
+from detcli.engine.hooks.ema_hook import EMAHook
+from detcli.engine.hooks.eval_hook import EvalHook
+from detcli.engine.hooks.logger import LoggerHook, TextLoggerHook
+from detcli.engine.hooks.num_class_check import NumClassCheckHook
+
+__all__ = ["CheckpointHook", "EMAHook", "EarlyStoppingHook", "EvalHook", "Hook", "HookList",
+           "LoggerHook", "NumClassCheckHook", "TextLoggerHook"]

@@ -1,0 +1,97 @@
+"""``CheckpointHook``: ``epoch_N.pth`` / ``iter_N.pth`` every ``checkpoint_config.interval``.
+
+Written by rank 0 after the evaluation of the same epoch (so the checkpoint carries the best
+score and early-stopping counters), also at the last epoch and when a run stops early.
+``latest.pth`` then names the newest one (a relative symbolic link, replaced atomically; a
+copy where links are not possible), and only the newest ``max_keep_ckpts`` periodic
+checkpoints are kept (-1 keeps all; ``best_*`` and ``latest`` are never pruned).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from detcli.engine.config import CheckpointConfig
+from detcli.engine.hooks.base import NORMAL, Hook
+
+log = logging.getLogger(__name__)
+
+LATEST = "latest.pth"
+
+
+def point_latest(path: Path) -> Path:
+    """Make ``latest.pth`` next to ``path`` name it, atomically."""
+    latest = path.parent / LATEST
+    tmp = path.parent / f".{LATEST}.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.symlink(path.name, tmp)
+    except OSError:  # no symlinks here (some Windows setups, some mounts): copy
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, latest)
+    return latest
+
+
+def prune(work_dir: Path, prefix: str, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` ``{prefix}_N.pth`` files; returns those deleted."""
+    if keep < 0:
+        return []
+    pattern = re.compile(rf"^{prefix}_(\d+)\.pth$")
+    found = sorted((int(m.group(1)), p) for p in work_dir.iterdir()
+                   if (m := pattern.match(p.name)))
+    doomed = [p for _, p in found[: max(len(found) - keep, 0)]]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+        log.info("removed %s (max_keep_ckpts = %d)", path.name, keep)
+    return doomed
+
+
+class CheckpointHook(Hook):
+    """Saves periodic checkpoints, points ``latest.pth`` at them, prunes old ones."""
+
+    priority = NORMAL
+
+    def __init__(self, *, interval: int = 1, max_keep_ckpts: int = -1) -> None:
+        self.interval = interval
+        self.max_keep_ckpts = max_keep_ckpts
+        self.saved: list[Path] = []
+        self._last_saved_iter = -1
+
+    @classmethod
+    def from_config(cls, cfg: CheckpointConfig) -> CheckpointHook:
+        return cls(interval=cfg.interval, max_keep_ckpts=cfg.max_keep_ckpts)
+
+    def _save(self, trainer: Any, name: str) -> None:
+        self._last_saved_iter = trainer.state.iter
+        if not trainer.dist.is_main:
+            return
+        path = trainer.save_checkpoint(trainer.work_dir / f"{name}.pth")
+        point_latest(path)
+        self.saved.append(path)
+        prefix = name.split("_")[0]
+        for gone in prune(trainer.work_dir, prefix, self.max_keep_ckpts):
+            if gone in self.saved:
+                self.saved.remove(gone)
+
+    def after_epoch(self, trainer: Any) -> None:
+        state = trainer.state
+        if state.by_epoch and (state.epoch % self.interval == 0 or state.finished
+                               or state.stop_reason):
+            self._save(trainer, f"epoch_{state.epoch}")
+
+    def after_iter(self, trainer: Any) -> None:
+        state = trainer.state
+        if not state.by_epoch and (state.iter % self.interval == 0 or state.finished
+                                   or state.stop_reason):
+            self._save(trainer, f"iter_{state.iter}")
+
+    def after_run(self, trainer: Any) -> None:
+        """A run that ended between checkpoints (early stopping mid-interval) saves its end."""
+        state = trainer.state
+        if self._last_saved_iter != state.iter:
+            self._save(trainer, f"epoch_{state.epoch}" if state.by_epoch else f"iter_{state.iter}")

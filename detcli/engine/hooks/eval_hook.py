@@ -1,0 +1,108 @@
+"""``EvalHook``: COCO evaluation during training, and the ``best_<metric>.pth`` checkpoint.
+
+Evaluates every ``evaluation.interval`` epochs (iterations with IterBasedRunner), and always
+at the end of the run, with :func:`detcli.engine.evaluation.evaluate` on ``data.val`` built in
+test mode (every image kept). It evaluates the EMA weights when an EMAHook keeps them, else
+the model. In a distributed run every rank evaluates its share of the images and all get the
+same metrics (the tester gathers the detections). Evaluation leaves every random-number
+generator as it found it, so a run with evaluation draws the same augmentations as one
+without, and a resumed run the same as an uninterrupted one.
+
+``save_best`` names the metric that picks ``best_<metric>.pth`` (``auto``: ``bbox_mAP``),
+compared by ``rule`` (greater unless said otherwise, or the name contains "loss").
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from detcli.engine.config import EvaluationConfig
+from detcli.engine.hooks.base import NORMAL, Hook
+from detcli.engine.seed import preserved_rng
+from detcli.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+AUTO_METRIC = "bbox_mAP"
+
+
+class EvalHook(Hook):
+    """Evaluates at intervals and at the end; keeps ``trainer.state.metrics`` and ``best``."""
+
+    priority = NORMAL - 5  # before early stopping and the checkpoint, which record its result
+
+    def __init__(self, *, interval: int = 1, save_best: str | None = "auto",
+                 rule: str | None = None, batch_size: int = 1) -> None:
+        self.interval = interval
+        self.save_best = AUTO_METRIC if save_best == "auto" else save_best
+        self.greater = (rule or ("less" if self.save_best and "loss" in self.save_best
+                                 else "greater")) == "greater"
+        self.batch_size = batch_size
+        self._loader = None
+
+    @classmethod
+    def from_config(cls, cfg: EvaluationConfig) -> EvalHook:
+        return cls(interval=cfg.interval, save_best=cfg.save_best, rule=cfg.rule)
+
+    def loader(self, trainer: Any) -> Any:
+        if self._loader is None:
+            from detcli.engine.tester import build_test_loader
+
+            self._loader = build_test_loader(
+                trainer.val_dataset, samples_per_gpu=self.batch_size,
+                workers_per_gpu=trainer.cfg.data.workers_per_gpu, distributed=trainer.dist.enabled)
+        return self._loader
+
+    def after_epoch(self, trainer: Any) -> None:
+        state = trainer.state
+        if state.by_epoch and (state.epoch % self.interval == 0 or state.finished):
+            self.evaluate(trainer)
+
+    def after_iter(self, trainer: Any) -> None:
+        state = trainer.state
+        if not state.by_epoch and (state.iter % self.interval == 0 or state.finished):
+            self.evaluate(trainer)
+
+    def after_run(self, trainer: Any) -> None:
+        """A run that stopped early, between evaluations, still ends with one."""
+        if trainer.state.metrics_iter != trainer.state.iter:
+            self.evaluate(trainer)
+
+    def evaluate(self, trainer: Any) -> dict[str, Any]:
+        from detcli.engine.evaluation import evaluate
+
+        model = trainer.ema.module if trainer.ema is not None else trainer.model
+        with preserved_rng():
+            metrics = evaluate(model, self.loader(trainer), trainer.val_dataset, trainer.device)
+        trainer.model.train()
+        state = trainer.state
+        state.metrics, state.metrics_iter = metrics, state.iter
+        record = {"mode": "val", "epoch": state.epoch, "iter": state.iter,
+                  **{k: v for k, v in metrics.items() if k != "per_class"},
+                  "per_class": metrics.get("per_class")}
+        trainer.emit_log(record)
+        if self.save_best:
+            self._maybe_save_best(trainer, metrics)
+        trainer.hooks.call("on_eval", trainer, metrics)
+        return metrics
+
+    def _maybe_save_best(self, trainer: Any, metrics: dict[str, Any]) -> None:
+        name = self.save_best
+        if name not in metrics:
+            numeric = ", ".join(k for k, v in metrics.items() if isinstance(v, (int, float)))
+            raise ConfigError(f"evaluation.save_best = {name!r} is not an evaluation metric; "
+                              f"the evaluation gives: {numeric}")
+        value = float(metrics[name])
+        best = trainer.state.best
+        if not math.isfinite(value) or (best is not None and not (
+                value > best["value"] if self.greater else value < best["value"])):
+            return
+        path = trainer.work_dir / f"best_{name}.pth"
+        trainer.state.best = {"metric": name, "value": value, "epoch": trainer.state.epoch,
+                              "iter": trainer.state.iter, "path": str(path)}
+        if trainer.dist.is_main:
+            trainer.save_checkpoint(path)
+            log.info("new best %s = %.4f at epoch %d: saved %s", name, value,
+                     trainer.state.epoch, path.name)

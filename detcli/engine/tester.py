@@ -1,0 +1,269 @@
+"""Running a detector over a test loader: eval mode, views, dataset order, gathering ranks.
+
+I images in the dataset, N images per batch, V test-time views per image (MultiScaleFlipAug).
+
+A test loader yields, per batch, the V view batches of its N images (:func:`collate_test`; a
+pipeline without MultiScaleFlipAug gives V = 1). Without TTA the model sees view 0 (the first
+scale, unflipped); with TTA every view, merged by :func:`detcli.engine.tta.merge_views`.
+Detections are in original-image pixels and come back as one :class:`Detections` per dataset
+image, in dataset order, empty ones included: the sampler's order says which image each batch
+row is, so a distributed sampler (each rank a share, padded by repeats) is fine, a shuffling
+one is not. In a distributed run every rank gets every image's detections
+(``all_gather_object``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from detcli.data.build import build_dataset, check_num_classes
+from detcli.data.collate import collate, collate_views
+from detcli.data.loader import build_dataloader
+from detcli.engine.checkpoint import LoadReport, load_checkpoint, unwrap_model
+from detcli.engine.tta import enable_tta, merge_views
+from detcli.errors import CheckpointError, ConfigError, DetError
+from detcli.models.build import build_detector
+from detcli.structures.batch import ImageBatch
+from detcli.structures.detections import Detections
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]  # (images done, images in all)
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def collate_test(samples: list[dict[str, Any]]) -> list[ImageBatch]:
+    """Test samples -> V view batches: MultiScaleFlipAug samples through ``collate_views``,
+    plain samples as one view (their GT, if any, is not needed)."""
+    if samples and samples[0] is not None and "views" in samples[0]:
+        return collate_views(samples)
+    return [collate(samples)[0]]
+
+
+def build_test_loader(dataset: Dataset, *, samples_per_gpu: int = 1, workers_per_gpu: int = 0,
+                      distributed: bool = False) -> DataLoader:
+    """An unshuffled loader of :func:`collate_test` batches over every image of ``dataset``."""
+    return build_dataloader(dataset, samples_per_gpu, workers_per_gpu, shuffle=False,
+                            distributed=distributed, collate_fn=collate_test)
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``name`` as a device; None: CUDA when available, else CPU. Unavailable CUDA is an error."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise DetError(f"unknown device {name!r}: {exc}", hint="use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DetError(f"device {name!r} asked for, but CUDA is not available here",
+                       hint="use --device cpu")
+    return device
+
+
+def autocast(device: torch.device, amp: str | None) -> contextlib.AbstractContextManager:
+    """Autocast to ``amp`` ("fp16" or "bf16") on ``device``; None: full precision."""
+    if amp is None:
+        return contextlib.nullcontext()
+    if amp not in AMP_DTYPES:
+        raise DetError(f"amp must be one of {sorted(AMP_DTYPES)} or None, got {amp!r}")
+    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp])
+
+
+def loader_indices(loader: DataLoader) -> list[int]:
+    """The dataset index of every row the loader will yield, in order (from its sampler)."""
+    if loader.batch_sampler is None:
+        raise DetError("a test loader needs a batch size (its batch_sampler is None)")
+    if isinstance(loader.sampler, RandomSampler):
+        raise DetError("a test loader must not shuffle: its results are matched to dataset "
+                       "images by the sampler's order", hint="build it with shuffle=False")
+    return [int(i) for batch in loader.batch_sampler for i in batch]
+
+
+def _check_order(views: Sequence[ImageBatch], indices: Sequence[int], dataset: Any) -> None:
+    """DetError when the batch's ``image_id`` metas disagree with the sampler's indices."""
+    infos = getattr(dataset, "img_infos", None)
+    if infos is None:
+        return
+    for meta, index in zip(views[0].metas, indices):
+        expected = infos[index].get("id")
+        if "image_id" in meta and expected is not None and meta["image_id"] != expected:
+            raise DetError(f"the loader yielded image {meta['image_id']} where its sampler said "
+                           f"dataset index {index} (image {expected}); test loaders need a "
+                           "deterministic sampler")
+
+
+def iterate_views(loader: DataLoader, indices: Sequence[int]
+                  ) -> Iterator[tuple[list[int], list[ImageBatch]]]:
+    """(dataset indices of the batch's N images, V view batches) for every batch; ``indices``
+    are :func:`loader_indices`."""
+    start = 0
+    for batch in loader:
+        if isinstance(batch, list):  # collate_test: V view batches
+            views = batch
+        else:  # collate: (ImageBatch, DetTargets | None)
+            views = [batch[0] if isinstance(batch, tuple) else batch]
+        rows = list(indices[start: start + len(views[0])])
+        start += len(rows)
+        _check_order(views, rows, loader.dataset)
+        yield rows, views
+
+
+def run_inference_modes(model: nn.Module, loader: DataLoader, device: torch.device | str, *,
+                        modes: Sequence[str] = ("plain",), amp: str | None = None,
+                        progress: Progress | None = None) -> dict[str, list[Detections]]:
+    """Detections of every dataset image for each of ``modes`` ("plain": view 0, "tta": every
+    view merged) from one pass over ``loader``."""
+    unknown = set(modes) - {"plain", "tta"}
+    if unknown:
+        raise DetError(f"unknown inference mode(s) {sorted(unknown)}; use 'plain' and/or 'tta'")
+    device = torch.device(device)
+    model = unwrap_model(model)  # DDP has no predict; each rank runs its own share anyway
+    was_training = model.training
+    model.eval()
+    found: dict[str, dict[int, Detections]] = {mode: {} for mode in modes}
+    indices = loader_indices(loader)  # this rank's share, in loader order
+    done = 0
+    try:
+        with torch.inference_mode(), autocast(device, amp):
+            for rows, views in iterate_views(loader, indices):
+                views = [v.to(device, non_blocking=True) for v in views]
+                for mode in modes:
+                    dets = merge_views(model, views) if mode == "tta" else model.predict(views[0])
+                    found[mode].update(zip(rows, (d.to("cpu") for d in dets)))
+                done += len(rows)
+                if progress is not None:
+                    progress(done, len(indices))
+    finally:
+        model.train(was_training)
+    num_images = len(loader.dataset)  # type: ignore[arg-type]
+    return {mode: gather_by_index(found[mode], num_images) for mode in modes}
+
+
+def run_inference(model: nn.Module, loader: DataLoader, device: torch.device | str, *,
+                  tta: bool = False, amp: str | None = None,
+                  progress: Progress | None = None) -> list[Detections]:
+    """One :class:`Detections` per dataset image, in dataset order (see the module docstring)."""
+    mode = "tta" if tta else "plain"
+    return run_inference_modes(model, loader, device, modes=(mode,), amp=amp,
+                               progress=progress)[mode]
+
+
+def gather_by_index(found: dict[int, Detections], num_images: int) -> list[Detections]:
+    """This rank's ``{dataset index: detections}`` -> every image's, in dataset order.
+
+    With torch.distributed initialised, the ranks' dicts are exchanged first
+    (``all_gather_object``; the repeats a distributed sampler pads with agree). An image no rank
+    saw is an error: evaluation never drops an image.
+    """
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        shards: list[dict[int, Detections] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(shards, found)
+        found = {k: v for shard in shards if shard for k, v in shard.items()}
+    missing = [i for i in range(num_images) if i not in found]
+    if missing:
+        raise DetError(f"{len(missing)} of {num_images} images got no detections entry (first "
+                       f"indices {missing[:5]}); the test loader must cover the whole dataset",
+                       hint="build it with drop_last=False and an unshuffled sampler")
+    return [found[i] for i in range(num_images)]
+
+
+def load_test_checkpoint(model: nn.Module, path: str | Path, *,
+                         class_names: Sequence[str] | None = None) -> LoadReport:
+    """Load ``path`` into ``model`` for testing: every model tensor must come from it.
+
+    A shape mismatch or a tensor the checkpoint lacks is a CheckpointError that lists them and,
+    when the checkpoint's ``meta.classes`` disagree with the head's ``num_classes``, names both.
+    Keys the model does not use are logged. ``class_names`` (the dataset's) are compared with
+    ``meta.classes``: different names with the same count are a warning (labels match by index).
+    """
+    report = load_checkpoint(path, model)
+    if report.mismatched or report.missing:
+        raise CheckpointError(_mismatch_message(model, report),
+                              hint="test with the config the checkpoint was trained with (its "
+                                   "work_dir/config.toml, also kept in the checkpoint's meta)")
+    if report.unexpected:
+        log.warning("%d tensors of %s are not used by the model: %s", len(report.unexpected),
+                    path, ", ".join(report.unexpected[:8]))
+    trained = report.meta.get("classes")
+    if class_names is not None and trained is not None and list(trained) != list(class_names):
+        log.warning("the checkpoint was trained on classes %s but the dataset has %s; labels "
+                    "are matched by position", list(trained), list(class_names))
+    return report
+
+
+def _mismatch_message(model: nn.Module, report: LoadReport) -> str:
+    lines = [f"checkpoint {report.path} does not fit the model built from the config: "
+             f"{len(report.mismatched)} tensor(s) differ in shape, {len(report.missing)} "
+             "missing in the checkpoint"]
+    trained = report.meta.get("classes")
+    num_classes = getattr(getattr(model, "bbox_head", None), "num_classes", None)
+    if trained is not None and num_classes is not None and len(trained) != num_classes:
+        lines.append(f"  the checkpoint was trained on {len(trained)} classes "
+                     f"({', '.join(map(str, trained[:10]))}), but the config has "
+                     f"model.bbox_head.num_classes = {num_classes}")
+    lines += report.lines()[1:]
+    return "\n".join(lines)
+
+
+@dataclass
+class CheckpointEval:
+    """What :func:`evaluate_checkpoint` found: metrics per mode and the final detections."""
+
+    split: str  # "test" or "val"
+    dataset: Any
+    metrics: dict[str, dict[str, Any]]  # "plain" (and "tta") -> CocoEvaluator metrics
+    detections: list[Detections]  # I, the TTA ones when TTA ran
+    results: list[dict[str, Any]]  # the same in COCO results format
+    notes: list[str] = field(default_factory=list)  # what was changed to make the run possible
+
+
+def split_for_testing(data_cfg: Any, split: str | None) -> tuple[str, Any]:
+    """(name, dataset config in test mode) of ``split``; None: ``data.test``, else ``data.val``."""
+    names = [split] if split else ["test", "val"]
+    for name in names:
+        cfg = data_cfg.split(name)
+        if cfg is not None:
+            return name, cfg.model_copy(update={"test_mode": True})  # keep every image
+    raise ConfigError(f"the config has no data.{' or data.'.join(names)} to test on",
+                      hint="add a [data.test] (or [data.val]) dataset, or pick one with --split")
+
+
+def evaluate_checkpoint(cfg: Any, checkpoint: str | Path, *, split: str | None = None,
+                        tta: bool = False, batch_size: int = 1, device: str | None = None,
+                        progress: Progress | None = None) -> CheckpointEval:
+    """Build ``cfg``'s model and test dataset, load ``checkpoint``, run and COCO-evaluate it.
+
+    With ``tta`` one pass gives both the plain (view 0) and the merged detections; a single
+    unflipped view gets a flip added (see :func:`detcli.engine.tta.enable_tta`).
+    """
+    from detcli.engine.evaluation import CocoEvaluator  # it imports this module
+
+    name, ds_cfg = split_for_testing(cfg.data, split)
+    notes = []
+    if tta:
+        ds_cfg, note = enable_tta(ds_cfg, where=f"data.{name}")
+        notes += [note] if note else []
+    dev = resolve_device(device)
+    dataset = build_dataset(ds_cfg, on_bad=cfg.data.on_bad_image)
+    model = build_detector(cfg.model)
+    check_num_classes(dataset, model.bbox_head.num_classes)
+    load_test_checkpoint(model, checkpoint, class_names=dataset.CLASSES)
+    loader = build_test_loader(dataset, samples_per_gpu=batch_size,
+                               workers_per_gpu=cfg.data.workers_per_gpu)
+    found = run_inference_modes(model.to(dev), loader, dev, progress=progress,
+                                modes=("plain", "tta") if tta else ("plain",))
+    evaluator = CocoEvaluator(dataset)
+    final = found["tta" if tta else "plain"]
+    return CheckpointEval(split=name, dataset=dataset,
+                          metrics={mode: evaluator.evaluate(d) for mode, d in found.items()},
+                          detections=final, results=evaluator.results(final), notes=notes)
