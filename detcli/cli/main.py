@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from detcli.cli import config, data
+from detcli.cli import analyze, config, data, test, train, viz
 
 app = typer.Typer(
     name="det",
@@ -15,6 +15,10 @@ app = typer.Typer(
 )
 app.add_typer(config.app, name="config", help="Show, compare and describe configs.")
 app.add_typer(data.app, name="data", help="Make and check datasets.")
+app.add_typer(analyze.app, name="analyze", help="Check a config against its data (anchors).")
+app.add_typer(viz.app, name="viz", help="Draw assignments and dataset samples.")
+app.command("train")(train.train)
+app.command("test")(test.test)
 
 
 def main() -> None:

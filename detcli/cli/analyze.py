@@ -1,0 +1,226 @@
+"""``det analyze``: check a config against its data. ``det analyze anchors``: anchor coverage.
+
+Tables go to stdout (rich tables in a terminal, plain aligned text when piped); progress and
+logs to stderr. ``--json`` prints the report (docs/analyze.md); ``--out DIR`` writes it as
+``report.json`` with the PNG plots. Exit status 0 whatever the coverage; 2 for a config the
+analysis does not apply to (an anchor-free head), 3 for unusable data.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional, Sequence
+
+import typer
+from rich.table import Table
+
+from detcli.cli.common import (
+    ConfigArg,
+    DebugOpt,
+    JsonOpt,
+    SetOpt,
+    console,
+    err_console,
+    guarded,
+    load,
+    print_json,
+)
+
+app = typer.Typer(help="Check a config against its data.", no_args_is_help=True)
+MAX_LISTED = 20  # zero-positive GTs listed in the terminal; all of them are in the JSON
+
+
+class Split(str, Enum):
+    train = "train"
+    val = "val"
+
+
+class Objective(str, Enum):
+    coverage = "coverage"
+    mean_iou = "mean-iou"
+
+
+def _pct(share: Optional[float]) -> str:
+    return "-" if share is None else f"{100 * share:.1f}%"
+
+
+def _num(value: Optional[float], fmt: str = ".3f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _emit_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A rich table in a terminal, plain aligned columns when piped."""
+    if console.is_terminal:
+        table = Table(title=title, title_justify="left", title_style="bold")
+        for i, header in enumerate(headers):
+            table.add_column(header, justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        return
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = [title, "  ".join(h.ljust(w) if i == 0 else h.rjust(w)
+                              for i, (h, w) in enumerate(zip(headers, widths)))]
+    lines += ["  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                        for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+    console.out("\n".join(lines) + "\n", highlight=False)
+
+
+def _group_row(name: str, g: dict[str, Any], ignored: str = "-") -> list[str]:
+    iou, pos = g["best_iou"] or {}, g["positives_per_gt"] or {}
+    return [name, str(g["num_gt"]), _num(iou.get("median")), _num(iou.get("q05")),
+            _pct(g["best_iou_above_pos_thr_share"]), _num(pos.get("mean"), ".1f"),
+            _num(pos.get("median"), "g"), _pct(g["zero_positive_share"]),
+            _pct(g["low_quality_only_share"]), ignored]
+
+
+def _describe(summary: dict[str, Any]) -> list[str]:
+    a, geo, ds = summary["anchors"], summary["geometry"], summary["dataset"]
+    scales = (f"octave_base_scale {a['octave_base_scale']:g} x {a['scales_per_octave']} scales"
+              if a.get("octave_base_scale") is not None else f"scales {a.get('scales_used')}")
+    assigner = ", ".join(f"{k} {v}" for k, v in summary["assigner"].items()
+                         if k in ("pos_iou_thr", "neg_iou_thr", "min_pos_iou"))
+    resize = (f"img_scale {geo['img_scale']}" if geo["img_scale"] else
+              f"scale_factor {geo['scale_factor']}" if geo["scale_factor"] else "no resize")
+    pad = ", ".join(f"{k} {v}" for k, v in (geo["pad"] or {}).items()) or "none"
+    return [
+        f"anchors: {a.get('type')} strides {a.get('strides')}, {scales}, ratios {a.get('ratios')} "
+        f"({a['num_base_priors'][0]} per location)",
+        f"assigner: {summary['assigner'].get('type')} {assigner}; sampler {summary['sampler'].get('type')}",
+        f"data.{summary['split']}: {ds['num_images_analysed']} of {ds['num_images']} images, "
+        f"{ds['num_gt']} GT boxes; sizes from {geo['pipeline']} ({resize}, pad {pad})",
+    ]
+
+
+def _print_report(summary: dict[str, Any], title: str = "") -> None:
+    for line in _describe(summary):
+        console.print(line, highlight=False, markup=False)
+    headers = ["GT group", "GTs", "IoU median", "IoU q05", ">= pos thr", "pos/GT", "pos median",
+               "zero pos", "low-quality only", "ignored anchors"]
+    rows = [_group_row("all", summary["overall"])]
+    rows += [_group_row(name, g) for name, g in summary["by_size"].items()]
+    rows += [_group_row(f"level {e['level']} (stride {e['stride'][0]})", e, _pct(e["ignored_prior_share"]))
+             for e in summary["by_level"]]
+    _emit_table(f"{title}best anchor IoU and positives per GT (sizes in network-input pixels; "
+                "a level row holds the GTs whose best anchor is on it)", headers, rows)
+    levels = [f"L{e['level']} s{e['stride'][0]}" for e in summary["by_level"]]
+    groups = [("all", summary["overall"]), *summary["by_size"].items()]
+    _emit_table(f"{title}level each GT lands on (its best anchor's)", ["GT group", *levels],
+                [[name, *(_pct(s) for s in g["level_share"])] for name, g in groups])
+    _print_zero_positive(summary)
+
+
+def _print_zero_positive(summary: dict[str, Any]) -> None:
+    zero = summary["zero_positive_gts"]
+    total = summary["overall"]["num_gt"]
+    style = "red" if zero else "green"
+    console.print(f"zero-positive share: {_pct(summary['zero_positive_share'])} ({len(zero)} of {total} "
+                  "GT boxes get no positive anchor: the detector can never learn them)",
+                  style=style, highlight=False, markup=False)
+    for gt in zero[:MAX_LISTED]:
+        w, h = gt["size"]
+        console.print(f"  {gt['image']}  box {gt['box']}  {w:g}x{h:g} px (input {gt['input_size'][0]:g}x"
+                      f"{gt['input_size'][1]:g})  {gt['class']}  best IoU {gt['best_iou']:.3f} "
+                      f"on level {gt['best_level']}", highlight=False, markup=False)
+    if len(zero) > MAX_LISTED:
+        console.print(f"  ... and {len(zero) - MAX_LISTED} more (all of them are in --json and "
+                      "--out's report.json)", highlight=False, markup=False)
+
+
+def _print_optimized(result: Any, config: str) -> None:
+    before, after = result.before.summary, result.after.summary
+    pb, pa = result.params_before, result.params_after
+
+    def scale(p: Any) -> str:
+        return f"{p.octave_base_scale:g}" if p.scales is None else str(list(p.scales))
+
+    def row(name: str, key: Any) -> list[str]:
+        return [name, key(before), key(after)]
+
+    rows = [
+        ["octave_base_scale" if pb.scales is None else "scales", scale(pb), scale(pa)],
+        ["ratios", str(list(pb.ratios)), str(list(pa.ratios))],
+        row("zero-positive share", lambda s: _pct(s["zero_positive_share"])),
+        row("mean best IoU", lambda s: _num(s["overall"]["best_iou"]["mean"])),
+        row("best IoU >= pos thr", lambda s: _pct(s["overall"]["best_iou_above_pos_thr_share"])),
+        row("low-quality only", lambda s: _pct(s["overall"]["low_quality_only_share"])),
+        row("positives per GT", lambda s: _num(s["overall"]["positives_per_gt"]["mean"], ".1f")),
+        row("ignored anchors", lambda s: _pct(s["priors"]["ignored_share"])),
+    ]
+    _emit_table(f"--optimize ({result.objective}, {result.evaluations} designs scored in "
+                f"{result.seconds:.1f} s)", ["", "configured", "optimised"], rows)
+    console.print("paste into the config:", style="bold")
+    console.out(result.toml(), highlight=False)
+    console.print(f"or try it first: det analyze anchors {config} "
+                  + " ".join(f"--set '{arg}'" for arg in pa.set_args()), highlight=False, markup=False)
+
+
+def _write_out(out: Path, data: dict[str, Any], report: Any, result: Any) -> list[Path]:
+    from detcli.tools.plots import write_plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = write_plots(report, out)
+    if result is not None:
+        written += write_plots(result.after, out, suffix="_optimized")
+    path = out / "report.json"
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return [*written, path]
+
+
+@app.command()
+@guarded
+def anchors(
+    config: ConfigArg,
+    split: Annotated[Split, typer.Option(help="Which dataset's GT boxes to analyse.")] = Split.val,
+    max_images: Annotated[Optional[int], typer.Option(
+        "--max-images", min=1, help="Analyse the first N images only.")] = None,
+    optimize: Annotated[bool, typer.Option(
+        "--optimize", help="Search octave_base_scale (or scales) and ratios for this data; "
+        "prints before/after tables and a TOML snippet.")] = False,
+    objective: Annotated[Objective, typer.Option(
+        help="What --optimize maximises: the share of GTs with a positive anchor (then mean "
+        "best IoU), or mean best IoU (then that share).")] = Objective.coverage,
+    max_evals: Annotated[int, typer.Option(
+        "--max-evals", min=2, help="The most anchor designs --optimize scores.")] = 100,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="Write report.json and PNG plots (best-IoU histograms, GT sizes with "
+        "anchor shapes) to this folder.")] = None,
+    overrides: SetOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Do the configured anchors fit the dataset? Runs the configured assigner on the GT boxes
+    at test size (no network, no weights): best IoU per GT, positives per GT, the GTs that get
+    none, by size and by FPN level."""
+    from rich.progress import Progress
+
+    from detcli.config.loader import display_path
+    from detcli.tools.anchor_analysis import AnchorStudy
+
+    cfg = load(config, overrides).cfg
+    with err_console.status(f"reading data.{split.value} and assigning", spinner="dots"):
+        study = AnchorStudy.from_config(cfg, split.value, max_images, display_path(config))
+        report = study.report()
+    data = report.to_dict()
+    result = None
+    if optimize:
+        from detcli.tools.anchor_optimize import optimize_anchors
+
+        with Progress(console=err_console, transient=True) as bar:
+            task = bar.add_task("searching anchor designs", total=None)
+            result = optimize_anchors(study, objective.value, max_evals, progress=lambda done, most:
+                                      bar.update(task, completed=done, total=most))
+        found = result.to_dict()
+        del found["before_report"]  # the report itself
+        data["optimize"] = found
+    if out is not None:
+        for path in _write_out(out, data, report, result):
+            err_console.print(f"wrote {path}", highlight=False)
+    if as_json:
+        print_json(data)
+        return
+    _print_report(data)
+    if result is not None:
+        _print_optimized(result, display_path(config))

@@ -1,0 +1,190 @@
+"""``det viz``: pictures of what the detector's data and targets look like.
+
+``det viz assign`` draws which priors the configured assigner makes positive, negative or
+ignored for one image's GT boxes, and prints a table per GT; ``det viz dataset`` draws a
+dataset's images after its training pipeline with their GT boxes.
+
+Exit status: 0 done; 1 a bad option value (``--levels``, ``--out``) or an assigner that needs
+a checkpoint; 2 a config problem; 3 an image, annotation file or ``--box`` that cannot be used.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.box import SIMPLE_HEAD
+from rich.table import Table
+
+from detcli.cli.common import DebugOpt, JsonOpt, SetOpt, console, guarded, load, print_json
+
+app = typer.Typer(help="Draw assignments and dataset samples.", no_args_is_help=True)
+
+
+class Split(str, Enum):
+    train = "train"
+    val = "val"
+    test = "test"
+
+
+def parse_levels(text: Optional[str], num_levels: int) -> Optional[list[int]]:
+    """``"0,2"`` -> [0, 2]; None -> None (every level). DetError naming the valid levels."""
+    from detcli.errors import DetError
+
+    if text is None:
+        return None
+    valid = f"the anchor generator has {num_levels} levels (0 to {num_levels - 1})"
+    try:
+        levels = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise DetError(f"--levels {text!r}: expected comma-separated level numbers; {valid}") from None
+    bad = [v for v in levels if not 0 <= v < num_levels]
+    if bad or not levels:
+        raise DetError(f"--levels {text!r}: no level {bad[0] if bad else '(none given)'}; {valid}")
+    return sorted(set(levels))
+
+
+def _gt_table(view) -> Table:
+    """Rich table: one row per GT; red rows have no positive, yellow ones only low-quality
+    matches (IoU under the positive threshold, from the assigner's "each GT claims its best
+    priors" step)."""
+    levels = [f"L{k}" for k in range(len(view.strides))]
+    table = Table(title=f"{view.assigner} + {view.sampler} on {view.filename} "
+                        f"(input {view.pad_shape[1]}x{view.pad_shape[0]})", title_justify="left",
+                  caption="red: no positive prior; yellow: low-quality matches only",
+                  caption_justify="left", box=SIMPLE_HEAD, pad_edge=False)
+    for name in ("#", "class", "w x h", "best IoU", "best L", *levels, "pos"):
+        table.add_column(name, justify="left" if name == "class" else "right", no_wrap=True)
+    for gt in view.gts:
+        style = "red" if gt.num_pos == 0 else "yellow" if gt.low_quality_only else None
+        table.add_row(str(gt.index), gt.class_name, f"{gt.width:.0f}x{gt.height:.0f}",
+                      f"{gt.best_iou:.3f}", str(gt.best_level),
+                      *(str(n) for n in gt.num_pos_per_level), str(gt.num_pos), style=style)
+    return table
+
+
+def _plain_table(view) -> str:
+    levels = [f"L{k}" for k in range(len(view.strides))]
+    header = ["#", "class", "w_x_h", "best_iou", "best_level", *levels, "positives", "note"]
+    lines = ["\t".join(header)]
+    for gt in view.gts:
+        note = ("NO POSITIVES" if gt.num_pos == 0 else
+                "low-quality-only" if gt.low_quality_only else "")
+        lines.append("\t".join([str(gt.index), gt.class_name, f"{gt.width:.0f}x{gt.height:.0f}",
+                                f"{gt.best_iou:.3f}", str(gt.best_level),
+                                *(str(n) for n in gt.num_pos_per_level), str(gt.num_pos), note]))
+    return "\n".join(lines)
+
+
+def _summary(view, out: Path, size: tuple[int, int]) -> list[str]:
+    c = view.counts
+    per_level = ", ".join(f"L{r['level']} {r['positive']}" for r in view.per_level())
+    lines = [f"positives {c['positive']} ({per_level}); ignored {c['ignored']}; "
+             f"negatives {c['assigned_negative']} (sampled {c['negative']})"]
+    zero = view.zero_positive
+    if zero:
+        ids = ", ".join(f"#{i}" for i in zero)
+        lines.append(f"[red]{len(zero)} GT box{'es' if len(zero) > 1 else ''} with no positive "
+                     f"prior: {ids}[/]")
+    lines.append(f"wrote {out} ({size[1]}x{size[0]})")
+    return lines
+
+
+@app.command()
+@guarded
+def assign(
+    image: Annotated[Path, typer.Argument(help="An image file (any format OpenCV reads).",
+                                          show_default=False)],
+    config: Annotated[Path, typer.Option("--config", "-c", help="A config file (TOML).",
+                                         show_default=False)],
+    ann: Annotated[Optional[Path], typer.Option(
+        "--ann", help="A COCO JSON file; the GT of the image with the same file name is used.",
+        show_default=False)] = None,
+    box: Annotated[Optional[list[str]], typer.Option(
+        "--box", metavar="x1,y1,x2,y2[,label]",
+        help="A GT box in original-image pixels; label is a class index or name (default 0). "
+             "Repeatable.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Where to write the picture [default: <image stem>_assign.png].",
+        show_default=False)] = None,
+    levels: Annotated[Optional[str], typer.Option(
+        "--levels", metavar="0,1", help="FPN levels to give a panel each [default: all].",
+        show_default=False)] = None,
+    show_negatives: Annotated[bool, typer.Option(
+        "--show-negatives", help="Draw the sampled negatives' centres as dots (level panels).")] = False,
+    train_pipeline: Annotated[bool, typer.Option(
+        "--train-pipeline", help="Prepare the image with the training pipeline (random flips "
+                                 "and crops, seeded) instead of the test pipeline.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the training pipeline and the sampler.")] = 0,
+    overrides: SetOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Draw the positive, negative and ignored priors of IMAGE's GT boxes; table per GT.
+
+    Runs the config's test pipeline (or --train-pipeline), prior generator, assigner and
+    sampler on the GT boxes of --ann or --box, writes the picture to --out, and prints per GT
+    its size, best IoU and positives per level; GT boxes without positives are flagged.
+    """
+    from detcli.tools.draw import save_image
+    from detcli.tools.viz_assign import visualize_assignment
+    from detcli.tools.viz_draw import draw_assignment
+
+    cfg = load(config, overrides).cfg
+    view = visualize_assignment(cfg, image, ann_file=ann, boxes=box or (),
+                                train_pipeline=train_pipeline, seed=seed)
+    chosen = parse_levels(levels, len(view.strides))
+    picture = draw_assignment(view, chosen, show_negatives=show_negatives)
+    out = out if out is not None else Path(f"{image.stem}_assign.png")
+    save_image(out, picture)
+    if as_json:
+        print_json({**view.to_dict(), "out": str(out), "picture_shape": list(picture.shape[:2])})
+        return
+    if console.is_terminal:
+        console.print(_gt_table(view))
+    else:
+        sys.stdout.write(_plain_table(view) + "\n")  # tab-separated: rich would expand tabs
+    for line in _summary(view, out, picture.shape[:2]):
+        console.print(line, highlight=False)
+
+
+@app.command()
+@guarded
+def dataset(
+    config: Annotated[Path, typer.Argument(help="A config file (TOML).", show_default=False)],
+    split: Annotated[Split, typer.Option(help="Which dataset of the config to draw.")] = Split.train,
+    num: Annotated[int, typer.Option("--num", "-n", help="How many images (drawn at random "
+                                     "with --seed).")] = 8,
+    out: Annotated[Path, typer.Option("--out", "-o",
+                                      help="Folder to write the PNGs to.")] = Path("viz_dataset"),
+    seed: Annotated[int, typer.Option(help="Seed of the image choice and the augmentations.")] = 0,
+    grid: Annotated[bool, typer.Option("--grid",
+                                       help="One grid.png instead of one PNG per image.")] = False,
+    overrides: SetOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Draw GT boxes on a dataset's images after its pipeline (augmentations applied).
+
+    To check a dataset and its pipeline before training: N images of the split, drawn with
+    --seed, one PNG each in --out (or one grid.png with --grid).
+    """
+    from detcli.tools.viz_dataset import sample_dataset, write_samples
+
+    cfg = load(config, overrides).cfg
+    samples = sample_dataset(cfg, split.value, num=num, seed=seed)
+    paths = write_samples(samples, out, grid=grid)
+    if as_json:
+        files = [str(p) for p in paths] if not grid else [str(paths[0])] * len(samples)
+        print_json({"split": split.value, "out": [str(p) for p in paths],
+                    "images": [{**s.to_dict(), "picture": f} for s, f in zip(samples, files)]})
+        return
+    for sample, path in zip(samples, paths if not grid else [None] * len(samples)):
+        boxes = len(sample.view.gt_boxes)
+        where = f" -> {path}" if path is not None else ""
+        console.print(f"{sample.title}: {boxes} boxes{where}", highlight=False, markup=False)
+    if grid:
+        console.print(f"wrote {paths[0]}", highlight=False, markup=False)

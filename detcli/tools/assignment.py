@@ -1,0 +1,339 @@
+"""Which anchors each GT box gets: the configured assigner and sampler run on the configured
+anchors, with per-GT and per-level statistics, for analysis and visualisation (no network).
+
+N images, R priors per image over all levels, L levels, G GT slots per image (padding slots
+have label -1), I ignore-box slots. Boxes are (x1, y1, x2, y2) in network-input pixels (after
+resize and pad). Codes of ``gt_index`` are :mod:`detcli.task.assigners.assign_result`'s:
+``>= 0`` the matched GT, ``NEGATIVE = -1`` background, ``IGNORED = -2`` neither.
+
+A *positive* is a prior with ``gt_index >= 0``. It is *low quality* when its IoU with its GT is
+under the assigner's ``pos_iou_thr``: only MaxIoUAssigner's step 4 (each GT claims its best
+priors) can give it. A GT is ``low_quality_only`` when it has positives and all are such.
+
+Feature-map sizes follow ResNet + FPN on a padded input of H x W: level 0 is ceil(H / s_0) x
+ceil(W / s_0) and each next level, whose stride doubles, is ceil(prev / 2) (stride-2 convs with
+padding 1 round up). Priors on every location of that grid count, as the head's own
+``valid_flags`` make them for an image of that padded size; with ``allowed_border >= 0``, priors
+further outside the image than that are not eligible, as in training.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from detcli.config.schema import Schema
+from detcli.errors import ConfigError
+from detcli.ops.boxes import box_iou
+from detcli.registry import ASSIGNERS, HEADS, PRIOR_GENERATORS, SAMPLERS
+from detcli.task.assigners.assign_result import IGNORED
+from detcli.task.prior_generators.anchor_generator import anchor_inside_flags
+from detcli.task.samplers.pseudo_sampler import PseudoSamplerConfig
+
+log = logging.getLogger(__name__)
+
+Stride = int | Sequence[int]  # s, or (s_w, s_h)
+
+
+def featmap_sizes(pad_shape: tuple[int, int], strides: Sequence[Stride]) -> list[tuple[int, int]]:
+    """(H_l, W_l) per level for a padded input ``pad_shape`` = (H, W); see the module docstring.
+
+    ``strides`` are ints or (s_w, s_h) pairs. A level whose stride is not twice the previous
+    one is ceil(H / s_l) x ceil(W / s_l) (the same number when it is: ceil(ceil(a/b)/c) =
+    ceil(a/(bc)) for positive integers).
+    """
+    pairs = [(int(s), int(s)) if isinstance(s, (int, float)) else (int(s[0]), int(s[1]))
+             for s in strides]
+    height, width = int(pad_shape[0]), int(pad_shape[1])
+    sizes: list[tuple[int, int]] = []
+    for level, (stride_w, stride_h) in enumerate(pairs):
+        prev = pairs[level - 1] if level else None
+        if prev is not None and (stride_w, stride_h) == (2 * prev[0], 2 * prev[1]):
+            prev_h, prev_w = sizes[-1]
+            sizes.append((-(-prev_h // 2), -(-prev_w // 2)))
+        else:
+            sizes.append((-(-height // stride_h), -(-width // stride_w)))
+    return sizes
+
+
+def anchor_heads() -> list[str]:
+    """Registered head types whose config has an ``anchor_generator``."""
+    return [name for name in HEADS.names() if "anchor_generator" in HEADS.config(name).model_fields]
+
+
+def _sampler_config(head_cfg: Schema, train_cfg: Any) -> Schema:
+    """The sampler the head really uses: heads with a sampling-free loss (focal) keep every
+    prior, as :meth:`AnchorHead._sampler_config` decides."""
+    from detcli.models.dense_heads.anchor_head import SAMPLING_FREE_LOSSES
+
+    loss_type = getattr(getattr(head_cfg, "loss_cls", None), "type", None)
+    if loss_type in SAMPLING_FREE_LOSSES and train_cfg.sampler.type != "PseudoSampler":
+        log.info("%s uses %s, which keeps every prior: train_cfg.sampler %s is not used",
+                 head_cfg.type, loss_type, train_cfg.sampler.type)
+        return PseudoSamplerConfig()
+    return train_cfg.sampler
+
+
+@dataclass
+class AssignmentParts:
+    """The configured prior generator, assigner and sampler; built once from a config."""
+
+    prior_generator: Any
+    assigner: Any
+    sampler: Any
+    num_levels: int
+    strides: list  # per level, (s_w, s_h)
+    allowed_border: int = -1
+    anchor_cfg: Optional[Schema] = None  # the generator's config, for reports and the optimiser
+    assigner_cfg: Optional[Schema] = None
+    sampler_cfg: Optional[Schema] = None
+    _priors: dict = field(default_factory=dict, repr=False)  # (pad_shape, device) -> (priors, level)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> AssignmentParts:
+        """From a DetConfig; ConfigError (exit 2) for a head without anchors or train_cfg."""
+        model = cfg.model
+        head = getattr(model, "bbox_head", None)
+        anchor_cfg = getattr(head, "anchor_generator", None)
+        if anchor_cfg is None:
+            kind = getattr(head, "type", type(model).__name__)
+            raise ConfigError(
+                f"model.bbox_head ({kind}) has no anchor_generator: anchor analysis does not "
+                f"apply to an anchor-free head",
+                hint=f"heads with anchors: {', '.join(anchor_heads()) or '(none registered)'}")
+        train_cfg = getattr(model, "train_cfg", None)
+        if train_cfg is None:
+            raise ConfigError("model.train_cfg = false: there is no assigner to analyse",
+                              hint="remove `train_cfg = false`, or set model.train_cfg.assigner")
+        sampler_cfg = _sampler_config(head, train_cfg)
+        generator = PRIOR_GENERATORS.build(anchor_cfg)
+        parts = cls(
+            prior_generator=generator,
+            assigner=ASSIGNERS.build(train_cfg.assigner),
+            sampler=SAMPLERS.build(sampler_cfg),
+            num_levels=len(generator.strides),
+            strides=list(generator.strides),
+            allowed_border=int(getattr(train_cfg, "allowed_border", -1)),
+            anchor_cfg=anchor_cfg,
+            assigner_cfg=train_cfg.assigner,
+            sampler_cfg=sampler_cfg,
+        )
+        probe, _ = parts.priors((max(max(s) for s in parts.strides),) * 2)
+        if probe.shape[-1] != 4:
+            raise ConfigError(
+                f"model.bbox_head.anchor_generator ({anchor_cfg.type}) makes points, not boxes: "
+                "anchor analysis does not apply")
+        return parts
+
+    def with_prior_generator(self, generator: Any, anchor_cfg: Optional[Schema] = None) -> AssignmentParts:
+        """The same assigner and sampler on other anchors (the optimiser's candidates)."""
+        return replace(self, prior_generator=generator, num_levels=len(generator.strides),
+                       strides=list(generator.strides), anchor_cfg=anchor_cfg, _priors={})
+
+    @property
+    def pos_iou_thr(self) -> Optional[float]:
+        """The assigner's positive threshold, None for an assigner without one."""
+        value = getattr(self.assigner, "pos_iou_thr", None)
+        return float(value) if isinstance(value, (int, float)) else None
+
+    def priors(self, pad_shape: tuple[int, int],
+               device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+        """(priors (R, 4), level (R,) int64) for one padded input shape; cached."""
+        key = (tuple(int(v) for v in pad_shape[:2]), str(device))
+        if key not in self._priors:
+            per_level = self.prior_generator.grid_priors(
+                featmap_sizes(key[0], self.strides), device=device)  # L x (H_l*W_l*A_l, 4)
+            level = torch.cat([torch.full((p.shape[0],), lvl, dtype=torch.long, device=device)
+                               for lvl, p in enumerate(per_level)])  # (R,)
+            self._priors[key] = (torch.cat(per_level, dim=0), level)  # (R, 4), (R,)
+        return self._priors[key]
+
+
+@dataclass
+class ImageAssignment:
+    """One image: R priors over all levels, G GT boxes (no padding)."""
+
+    priors: Tensor  # (R, 4) network-input pixels
+    level: Tensor  # (R,) int64 FPN level of each prior
+    gt_index: Tensor  # (R,) AssignResult codes: >= 0 GT index, -1 negative, -2 ignored
+    max_iou: Tensor  # (R,) IoU with the best GT
+    sampled_pos: Tensor  # (R,) bool, from the configured sampler
+    sampled_neg: Tensor  # (R,) bool
+    gt_boxes: Tensor  # (G, 4) network-input pixels
+    gt_labels: Tensor  # (G,)
+    best_iou: Tensor  # (G,) best IoU of each GT with any (eligible) prior
+    best_level: Tensor  # (G,) level of that best prior
+    num_pos: Tensor  # (G,) positives assigned to each GT
+    num_pos_per_level: Tensor  # (G, L)
+    low_quality_only: Tensor  # (G,) bool: all its positives come from low-quality matching
+    num_ignored: int  # priors coded IGNORED
+    assigned_iou: Tensor  # (R,) IoU of each positive with its own GT, 0 elsewhere
+    pad_shape: tuple[int, int] = (0, 0)
+
+
+@dataclass
+class BatchAssignment:
+    """N images of one padded shape, GT padded to G slots: every field of
+    :class:`ImageAssignment` with a leading N (G-indexed ones padded)."""
+
+    priors: Tensor  # (R, 4)
+    level: Tensor  # (R,)
+    gt_index: Tensor  # (N, R)
+    max_iou: Tensor  # (N, R)
+    sampled_pos: Tensor  # (N, R)
+    sampled_neg: Tensor  # (N, R)
+    gt_boxes: Tensor  # (N, G, 4)
+    gt_labels: Tensor  # (N, G), -1 on padding
+    best_iou: Tensor  # (N, G)
+    best_level: Tensor  # (N, G)
+    num_pos: Tensor  # (N, G)
+    num_pos_per_level: Tensor  # (N, G, L)
+    low_quality_only: Tensor  # (N, G)
+    num_ignored: Tensor  # (N,)
+    assigned_iou: Tensor  # (N, R)
+    pad_shape: tuple[int, int]
+
+    def image(self, i: int) -> ImageAssignment:
+        """Image ``i`` without its padding slots (valid slots come first, as DetTargets pads)."""
+        num_gt = int((self.gt_labels[i] >= 0).sum())
+        return ImageAssignment(
+            priors=self.priors, level=self.level, gt_index=self.gt_index[i],
+            max_iou=self.max_iou[i], sampled_pos=self.sampled_pos[i],
+            sampled_neg=self.sampled_neg[i], gt_boxes=self.gt_boxes[i, :num_gt],
+            gt_labels=self.gt_labels[i, :num_gt], best_iou=self.best_iou[i, :num_gt],
+            best_level=self.best_level[i, :num_gt], num_pos=self.num_pos[i, :num_gt],
+            num_pos_per_level=self.num_pos_per_level[i, :num_gt],
+            low_quality_only=self.low_quality_only[i, :num_gt],
+            num_ignored=int(self.num_ignored[i]), assigned_iou=self.assigned_iou[i],
+            pad_shape=self.pad_shape,
+        )
+
+
+def _prior_valid(parts: AssignmentParts, priors: Tensor, num_images: int,
+                 pad_shape: tuple[int, int], img_shapes: Optional[Tensor]) -> Optional[Tensor]:
+    """(N, R) bool: priors within ``allowed_border`` of each image; None when all count."""
+    if parts.allowed_border < 0:
+        return None
+    device = priors.device
+    shapes = img_shapes if img_shapes is not None else \
+        torch.tensor([pad_shape[:2]] * num_images, device=device)  # (N, 2)
+    every = torch.ones(num_images, priors.shape[0], dtype=torch.bool, device=device)  # (N, R)
+    return anchor_inside_flags(priors, every, shapes.to(device), parts.allowed_border)
+
+
+def _positives_per_gt(gt_index: Tensor, level: Tensor, assigned_iou: Tensor, num_slots: int,
+                      num_levels: int, pos_iou_thr: Optional[float]) -> tuple[Tensor, Tensor]:
+    """(num_pos_per_level (N, G, L), low_quality_only (N, G)) from codes (N, R) of priors on
+    levels (R,) and each positive's IoU with its GT (N, R). Non-positives go to a spare bin."""
+    num_images = gt_index.shape[0]
+    pos = gt_index >= 0  # (N, R)
+    slot_level = gt_index.clamp(min=0) * num_levels + level[None, :]  # (N, R) into G*L
+    slot_level = torch.where(pos, slot_level, num_slots * num_levels)  # (N, R)
+    counts = gt_index.new_zeros(num_images, num_slots * num_levels + 1)  # (N, G*L + 1)
+    counts.scatter_add_(1, slot_level, torch.ones_like(slot_level))
+    num_pos_per_level = counts[:, :-1].reshape(num_images, num_slots, num_levels)  # (N, G, L)
+    if pos_iou_thr is None:  # an assigner without a positive threshold: nothing is "low quality"
+        return num_pos_per_level, gt_index.new_zeros(num_images, num_slots, dtype=torch.bool)
+    high = (pos & (assigned_iou >= pos_iou_thr)).long()  # (N, R)
+    num_high = gt_index.new_zeros(num_images, num_slots + 1)  # (N, G + 1)
+    num_high.scatter_add_(1, torch.where(pos, gt_index, num_slots), high)
+    return num_pos_per_level, (num_pos_per_level.sum(-1) > 0) & (num_high[:, :-1] == 0)
+
+
+@torch.no_grad()
+def assign_padded(
+    parts: AssignmentParts,
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    pad_shape: tuple[int, int],
+    ignore_boxes: Optional[Tensor] = None,
+    ignore_valid: Optional[Tensor] = None,
+    img_shapes: Optional[Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+) -> BatchAssignment:
+    """Assign N images of one padded shape at once: gt_boxes (N, G, 4), gt_labels (N, G) with
+    -1 on padding, ignore_boxes (N, I, 4) with ignore_valid (N, I), img_shapes (N, 2) of (h, w)
+    (only needed with ``allowed_border >= 0``; default ``pad_shape``)."""
+    priors, level = parts.priors(pad_shape, gt_boxes.device)  # (R, 4), (R,)
+    num_images, num_slots = gt_labels.shape
+    num_priors = priors.shape[0]
+    prior_valid = _prior_valid(parts, priors, num_images, pad_shape, img_shapes)  # (N, R)
+    if ignore_boxes is not None and ignore_valid is None:
+        ignore_valid = torch.ones(ignore_boxes.shape[:2], dtype=torch.bool, device=priors.device)
+    assign = parts.assigner.assign(priors, gt_boxes, gt_labels, ignore_boxes, ignore_valid,
+                                   prior_valid=prior_valid)
+    sampled = parts.sampler.sample(assign, priors, gt_boxes, gt_labels, generator=generator)
+    gt_index = assign.gt_index  # (N, R)
+
+    overlaps = box_iou(gt_boxes, priors)  # (N, G, R) float32
+    if prior_valid is not None:
+        overlaps = overlaps.masked_fill(~prior_valid[:, None, :], -1.0)
+    if num_slots > 0:
+        best_iou, best_prior = overlaps.max(dim=2)  # (N, G)
+        assigned_iou = overlaps.gather(1, gt_index.clamp(min=0)[:, None, :]).squeeze(1)  # (N, R)
+    else:
+        best_iou = best_prior = gt_labels.new_zeros(num_images, 0)
+        assigned_iou = overlaps.new_zeros(num_images, num_priors)
+    assigned_iou = torch.where(gt_index >= 0, assigned_iou.clamp(min=0), 0.0)  # (N, R)
+    num_pos_per_level, low_quality_only = _positives_per_gt(
+        gt_index, level, assigned_iou, num_slots, parts.num_levels, parts.pos_iou_thr)
+    valid = gt_labels >= 0  # (N, G)
+    return BatchAssignment(
+        priors=priors, level=level, gt_index=gt_index, max_iou=assign.max_iou,
+        # a sampler that prepends the GT as extra priors indexes G + R: keep the R real ones
+        sampled_pos=sampled.pos_mask[:, -num_priors:], sampled_neg=sampled.neg_mask[:, -num_priors:],
+        gt_boxes=gt_boxes, gt_labels=gt_labels,
+        best_iou=torch.where(valid, best_iou.clamp(min=0), 0.0), best_level=level[best_prior],
+        num_pos=num_pos_per_level.sum(-1), num_pos_per_level=num_pos_per_level,
+        low_quality_only=low_quality_only & valid, num_ignored=(gt_index == IGNORED).sum(dim=1),
+        assigned_iou=assigned_iou, pad_shape=(int(pad_shape[0]), int(pad_shape[1])),
+    )
+
+
+def assign_image(
+    parts: AssignmentParts,
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    pad_shape: tuple[int, int],
+    ignore_boxes: Optional[Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+    img_shape: Optional[tuple[int, int]] = None,
+) -> ImageAssignment:
+    """One image: gt_boxes (G, 4), gt_labels (G,), ignore_boxes (I, 4) in network-input pixels."""
+    device = gt_boxes.device
+    ignore = ignore_boxes.reshape(1, -1, 4).to(gt_boxes) if ignore_boxes is not None else None
+    shapes = torch.tensor([img_shape[:2]], device=device) if img_shape is not None else None
+    batch = assign_padded(parts, gt_boxes.reshape(1, -1, 4), gt_labels.reshape(1, -1).long(),
+                          pad_shape, ignore_boxes=ignore, img_shapes=shapes, generator=generator)
+    return batch.image(0)
+
+
+def assign_batch(
+    parts: AssignmentParts,
+    gt_boxes: Sequence[Tensor],
+    gt_labels: Sequence[Tensor],
+    pad_shape: tuple[int, int],
+    ignore_boxes: Optional[Sequence[Tensor]] = None,
+    img_shapes: Optional[Sequence[tuple[int, int]]] = None,
+    generator: Optional[torch.Generator] = None,
+) -> list[ImageAssignment]:
+    """Images of one padded shape, assigned in one call: per image (G_i, 4) boxes and (G_i,)
+    labels (and (I_i, 4) ignore boxes) -> one :class:`ImageAssignment` each."""
+    from detcli.structures.batch import DetTargets
+
+    targets = DetTargets.from_lists(list(gt_boxes), [t.long() for t in gt_labels],
+                                    list(ignore_boxes) if ignore_boxes is not None else None)
+    device = targets.boxes.device
+    shapes = torch.tensor([s[:2] for s in img_shapes], device=device) if img_shapes else None
+    batch = assign_padded(parts, targets.boxes, targets.labels, pad_shape,
+                          targets.ignore_boxes, targets.ignore_valid, shapes, generator)
+    return [batch.image(i) for i in range(len(gt_boxes))]
+
+
+def iou_elements(num_images: int, num_slots: int, num_priors: int) -> int:
+    """Entries of the (N, G, R) IoU matrix a batch needs: callers size batches with it."""
+    return num_images * max(num_slots, 1) * num_priors

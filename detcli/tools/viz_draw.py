@@ -1,0 +1,297 @@
+"""OpenCV drawing for ``det viz``: the assignment picture, and grids of dataset pictures.
+
+H, W: the network input (padding included); R priors, G GT boxes, I ignore boxes, L levels;
+s: the panel scale (network-input pixels -> picture pixels). Images are uint8 BGR.
+
+The assignment picture is a grid of panels with a legend under it::
+
+    +-----------------+-----------------+-----------------+   C columns (3 at most; 2 for four
+    | title           | title           | title           |   panels); each panel: a TITLE_H
+    | overview        | level 0         | level 1         |   title bar over the image scaled
+    |  (H*s x W*s)    |                 |                 |   to round(H*s) x round(W*s); GAP
+    +-----------------+-----------------+-----------------+   pixels between and around cells
+    | legend entries, ENTRY_W wide each, LINE_H high, wrapped to the picture width       |
+    +-------------------------------------------------------------------------------------+
+
+so the picture is ``C*(W*s + GAP) + GAP`` wide and ``rows*(TITLE_H + H*s + GAP) + GAP +
+lines*LINE_H + GAP`` high (:func:`assignment_canvas_size`). ``s`` brings the input's longer side
+into [MIN_SIDE, MAX_SIDE] pixels (1 when it already is).
+
+What is drawn, over the image in grey: GT boxes thick, in one colour per GT; positive priors
+thin in the colour of the GT they match, with a dot at their centre; ignored priors grey and
+dashed; ignore regions (crowd boxes) grey; sampled negatives, on request, as small dots at
+their centres, in the level panels only (the overview would be a carpet of dots). A GT with no
+positive gets a red tag and a red legend entry; one whose positives are all low-quality
+matches a yellow entry. The overview shows every level at once.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from detcli.errors import DetError
+
+if TYPE_CHECKING:
+    from detcli.tools.viz_assign import AssignmentView
+
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+FONT_SCALE = 0.4
+TITLE_H = 18  # title bar above each panel
+LINE_H = 18  # one legend line
+ENTRY_W = 200  # one legend entry
+GAP = 4
+COLS = 3
+MIN_SIDE, MAX_SIDE = 256, 800
+BACKGROUND = (32, 32, 32)
+TEXT = (235, 235, 235)
+GREY = (150, 150, 150)
+NEG_DOT = (210, 190, 120)
+WARN = (40, 40, 220)  # red: a GT without positives
+LOW = (40, 200, 230)  # yellow: a GT with low-quality positives only
+DIM = 0.7  # the image is darkened so the drawing stands out
+
+
+# Bright, well separated colours on a dark grey picture (RGB, listed for reading); none red,
+# which marks GT boxes without positives.
+_PALETTE_RGB = ((255, 215, 0), (0, 190, 255), (60, 220, 60), (200, 110, 255), (255, 140, 0),
+                (255, 110, 200), (0, 235, 200), (180, 255, 60), (130, 150, 255))
+
+
+def distinct_colours(count: int) -> list[tuple[int, int, int]]:
+    """``count`` BGR colours: the palette, then golden-ratio hues (never red) beyond it."""
+    colours = [(b, g, r) for r, g, b in _PALETTE_RGB[:count]]
+    for i in range(count - len(colours)):
+        hue = (0.12 + i * 0.6180339887) % 1.0
+        if hue < 0.05 or hue > 0.93:  # keep red for warnings
+            hue = (hue + 0.1) % 1.0
+        value = 255 if i % 2 == 0 else 200
+        hsv = np.array([[[int(hue * 180), 220, value]]], dtype=np.uint8)  # (1, 1, 3)
+        b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
+        colours.append((int(b), int(g), int(r)))
+    return colours
+
+
+def panel_scale(pad_shape: tuple[int, int]) -> float:
+    """The scale that brings the longer side of ``pad_shape`` into [MIN_SIDE, MAX_SIDE]."""
+    longer = max(pad_shape)
+    if longer < MIN_SIDE:
+        return MIN_SIDE / longer
+    if longer > MAX_SIDE:
+        return MAX_SIDE / longer
+    return 1.0
+
+
+def grid_columns(num_panels: int) -> int:
+    """COLS columns at most; 4 panels make a 2 x 2 square."""
+    return 2 if num_panels == 4 else min(num_panels, COLS)
+
+
+def legend_lines(num_entries: int, width: int) -> int:
+    per_line = max(1, (width - GAP) // ENTRY_W)
+    return math.ceil(num_entries / per_line)
+
+
+def assignment_canvas_size(pad_shape: tuple[int, int], num_panels: int,
+                           num_legend_entries: int) -> tuple[int, int]:
+    """(height, width) of the assignment picture; see the module docstring."""
+    scale = panel_scale(pad_shape)
+    ph, pw = round(pad_shape[0] * scale), round(pad_shape[1] * scale)
+    cols = grid_columns(num_panels)
+    rows = math.ceil(num_panels / cols)
+    width = cols * (pw + GAP) + GAP
+    height = rows * (TITLE_H + ph + GAP) + GAP
+    return height + legend_lines(num_legend_entries, width) * LINE_H + GAP, width
+
+
+def put_text(img: np.ndarray, text: str, org: tuple[int, int], colour=TEXT,
+             background: Optional[tuple[int, int, int]] = None) -> None:
+    """``text`` with its baseline-left corner at ``org``, on a filled box when ``background``."""
+    (tw, th), base = cv2.getTextSize(text, FONT, FONT_SCALE, 1)
+    x, y = int(org[0]), int(org[1])
+    if background is not None:
+        cv2.rectangle(img, (x - 1, y - th - 2), (x + tw + 1, y + base - 1), background, -1)
+    cv2.putText(img, text, (x, y), FONT, FONT_SCALE, colour, 1, cv2.LINE_AA)
+
+
+def fit_text(text: str, width: int) -> str:
+    """``text``, cut and ended with ".." when it is wider than ``width`` pixels."""
+    if cv2.getTextSize(text, FONT, FONT_SCALE, 1)[0][0] <= width:
+        return text
+    while len(text) > 1 and cv2.getTextSize(text + "..", FONT, FONT_SCALE, 1)[0][0] > width:
+        text = text[:-1]
+    return text + ".."
+
+
+def dashed_rectangle(img: np.ndarray, box: Sequence[float], colour, dash: int = 4) -> None:
+    """A 1-pixel dashed rectangle: dashes of ``dash`` pixels with ``dash - 1`` pixel gaps."""
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    for (ax, ay), (bx, by) in (((x1, y1), (x2, y1)), ((x2, y1), (x2, y2)),
+                               ((x2, y2), (x1, y2)), ((x1, y2), (x1, y1))):
+        length = max(abs(bx - ax), abs(by - ay))
+        for start in range(0, length, 2 * dash - 1):
+            end = min(start + dash, length)
+            p = (ax + (bx - ax) * start // max(length, 1), ay + (by - ay) * start // max(length, 1))
+            q = (ax + (bx - ax) * end // max(length, 1), ay + (by - ay) * end // max(length, 1))
+            cv2.line(img, p, q, colour, 1)
+
+
+def draw_dots(img: np.ndarray, points: np.ndarray, colour, size: int = 2) -> None:
+    """``size`` x ``size`` squares at (P, 2) (x, y) points, set in one numpy assignment."""
+    if len(points) == 0:
+        return
+    h, w = img.shape[:2]
+    xy = np.round(points).astype(np.int64)  # (P, 2)
+    offsets = np.stack(np.meshgrid(np.arange(size), np.arange(size)), -1).reshape(-1, 2) - size // 2
+    pix = (xy[:, None, :] + offsets[None]).reshape(-1, 2)  # (P, size*size, 2) -> (P*size^2, 2)
+    keep = (pix[:, 0] >= 0) & (pix[:, 0] < w) & (pix[:, 1] >= 0) & (pix[:, 1] < h)
+    img[pix[keep, 1], pix[keep, 0]] = colour
+
+
+def scaled_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """The image resized by ``scale``, in grey and darkened by DIM, so that the coloured
+    drawing stands out (and the PNG stays small)."""
+    h, w = image.shape[:2]
+    size = (round(w * scale), round(h * scale))
+    out = image if scale == 1.0 else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    grey = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY).astype(np.float32) * DIM  # (h', w')
+    return cv2.cvtColor(grey.astype(np.uint8), cv2.COLOR_GRAY2BGR)  # (h', w', 3)
+
+
+def _centres(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, :2] + boxes[:, 2:]) / 2  # (B, 4) -> (B, 2)
+
+
+def draw_panel(view: AssignmentView, level: Optional[int], scale: float,
+               colours: list[tuple[int, int, int]], show_negatives: bool) -> np.ndarray:
+    """One panel (no title): the priors of ``level`` (None: every level) over the image."""
+    panel = scaled_image(view.image, scale)
+    h, w = view.img_shape
+    if (h, w) != tuple(view.image.shape[:2]):  # where the padding starts
+        cv2.rectangle(panel, (0, 0), (round(w * scale), round(h * scale)), (90, 90, 90), 1)
+    on_level = np.ones(len(view.level), bool) if level is None else view.level == level  # (R,)
+    priors = view.priors * scale  # (R, 4)
+    if show_negatives and level is not None:
+        draw_dots(panel, _centres(priors[on_level & view.sampled_neg]), NEG_DOT)
+    draw_ignore_boxes(panel, view.ignore_boxes * scale)
+    for box in priors[on_level & view.ignored]:
+        dashed_rectangle(panel, box, GREY)
+    positive = on_level & (view.gt_index >= 0)  # (R,)
+    for box, gt in zip(priors[positive], view.gt_index[positive]):
+        cv2.rectangle(panel, _pt(box[:2]), _pt(box[2:]), colours[gt], 1)
+    for centre, gt in zip(_centres(priors[positive]), view.gt_index[positive]):
+        cv2.circle(panel, _pt(centre), 2, colours[gt], -1)
+    for g, box in enumerate(view.gt_boxes * scale):
+        cv2.rectangle(panel, _pt(box[:2]), _pt(box[2:]), colours[g], 2)
+        zero = view.gts[g].num_pos == 0
+        tag = f"#{g} 0 pos" if zero else f"#{g}"
+        put_text(panel, tag, (box[0] + 1, max(box[1] - 3, 10)), TEXT if zero else (0, 0, 0),
+                 background=WARN if zero else colours[g])
+    return panel
+
+
+def _pt(xy: Sequence[float]) -> tuple[int, int]:
+    return int(round(float(xy[0]))), int(round(float(xy[1])))
+
+
+def panel_title(view: AssignmentView, level: Optional[int], show_negatives: bool) -> str:
+    on_level = np.ones(len(view.level), bool) if level is None else view.level == level
+    pos = int((on_level & (view.gt_index >= 0)).sum())
+    ign = int((on_level & view.ignored).sum())
+    if level is None:
+        return f"all levels: {pos} pos, {ign} ignored"
+    text = f"L{level} stride {view.strides[level]}: {pos} pos, {ign} ign"
+    if show_negatives:
+        text += f", {int((on_level & view.sampled_neg).sum())} neg"
+    return text
+
+
+LegendEntry = tuple[str, object, tuple[int, int, int]]  # text, marker, text colour
+
+
+def legend_entries(view: AssignmentView, show_negatives: bool) -> list[LegendEntry]:
+    """(text, marker, text colour): marker is "gt", "pos", "ignored", "neg", None (text
+    only), or a GT's index (an int) for that GT's entry, red without positives, yellow with
+    low-quality positives only."""
+    entries: list[LegendEntry] = [("GT box", "gt", TEXT), ("positive prior", "pos", TEXT),
+                                  ("ignored prior", "ignored", TEXT)]
+    if show_negatives:
+        entries.append(("sampled negative", "neg", TEXT))
+    c = view.counts
+    entries.append((f"pos {c['positive']}  neg {c['negative']}  ign {c['ignored']}", None, TEXT))
+    for g, gt in enumerate(view.gts):
+        low = " (low IoU)" if gt.low_quality_only else ""
+        colour = WARN if gt.num_pos == 0 else LOW if gt.low_quality_only else TEXT
+        entries.append((f"#{g} {gt.class_name[:12]}: {gt.num_pos} pos{low}", g, colour))
+    return entries
+
+
+def _draw_legend(canvas: np.ndarray, top: int, entries: list[LegendEntry],
+                 colours: list[tuple[int, int, int]]) -> None:
+    per_line = max(1, (canvas.shape[1] - GAP) // ENTRY_W)
+    for k, (text, marker, colour) in enumerate(entries):
+        x = GAP + (k % per_line) * ENTRY_W
+        y = top + (k // per_line) * LINE_H
+        mid = y + LINE_H // 2
+        if marker == "gt":
+            cv2.rectangle(canvas, (x, mid - 5), (x + 14, mid + 5), TEXT, 2)
+        elif marker == "pos":
+            cv2.rectangle(canvas, (x, mid - 5), (x + 14, mid + 5), TEXT, 1)
+            cv2.circle(canvas, (x + 7, mid), 2, TEXT, -1)
+        elif marker == "ignored":
+            dashed_rectangle(canvas, (x, mid - 5, x + 14, mid + 5), GREY)
+        elif marker == "neg":
+            draw_dots(canvas, np.array([[x + 7, mid]], np.float32), NEG_DOT)
+        elif isinstance(marker, int):
+            cv2.rectangle(canvas, (x, mid - 5), (x + 14, mid + 5), colours[marker], -1)
+        text_x = x if marker is None else x + 20
+        put_text(canvas, fit_text(text, ENTRY_W - (text_x - x) - 6), (text_x, mid + 4), colour)
+
+
+def draw_assignment(view: AssignmentView, levels: Optional[Sequence[int]] = None,
+                    show_negatives: bool = False) -> np.ndarray:
+    """The assignment picture of ``view``: an overview panel, one panel per level of ``levels``
+    (default: every level) and the legend -> (height, width, 3) uint8 BGR."""
+    levels = list(range(len(view.strides))) if levels is None else list(levels)
+    panels: list[Optional[int]] = [None, *levels]
+    entries = legend_entries(view, show_negatives)
+    height, width = assignment_canvas_size(view.pad_shape, len(panels), len(entries))
+    canvas = np.full((height, width, 3), BACKGROUND, np.uint8)
+    scale = panel_scale(view.pad_shape)
+    ph, pw = round(view.pad_shape[0] * scale), round(view.pad_shape[1] * scale)
+    colours = distinct_colours(len(view.gts))
+    cols = grid_columns(len(panels))
+    for k, level in enumerate(panels):
+        x = GAP + (k % cols) * (pw + GAP)
+        y = GAP + (k // cols) * (TITLE_H + ph + GAP)
+        put_text(canvas, panel_title(view, level, show_negatives), (x + 2, y + TITLE_H - 5))
+        canvas[y + TITLE_H:y + TITLE_H + ph, x:x + pw] = draw_panel(
+            view, level, scale, colours, show_negatives)
+    rows = math.ceil(len(panels) / cols)
+    _draw_legend(canvas, rows * (TITLE_H + ph + GAP) + GAP, entries, colours)
+    return canvas
+
+
+def draw_ignore_boxes(img: np.ndarray, boxes: np.ndarray) -> None:
+    """(I, 4) ignore regions (crowd boxes), grey and labelled "ignore", drawn in place."""
+    for box in boxes:
+        cv2.rectangle(img, _pt(box[:2]), _pt(box[2:]), GREY, 1)
+        put_text(img, "ignore", (box[0] + 2, box[1] + 11), GREY)
+
+
+def image_grid(images: Sequence[np.ndarray], cols: Optional[int] = None) -> np.ndarray:
+    """Images of any sizes in a grid of cells as large as the largest, GAP apart, row-major;
+    ``cols`` defaults to ceil(sqrt(count))."""
+    cols = cols or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    ch = max(im.shape[0] for im in images)
+    cw = max(im.shape[1] for im in images)
+    grid = np.full((rows * (ch + GAP) + GAP, cols * (cw + GAP) + GAP, 3), BACKGROUND, np.uint8)
+    for k, im in enumerate(images):
+        y, x = GAP + (k // cols) * (ch + GAP), GAP + (k % cols) * (cw + GAP)
+        grid[y:y + im.shape[0], x:x + im.shape[1]] = im
+    return grid
