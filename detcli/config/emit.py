@@ -8,9 +8,10 @@ config files in presets/. ``tomllib.loads(to_toml(tree)) == tree`` for every tre
 from __future__ import annotations
 
 import json
-import math
 import re
 from typing import Any
+
+import tomli_w
 
 from detcli.config import tree as T
 
@@ -25,18 +26,9 @@ def key(name: Any) -> str:
 
 def value(v: Any) -> str:
     """One TOML value on one line (arrays of tables are handled by ``_array_lines``)."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, (bool, int, float, str)):
+        # tomli-w knows TOML's escaping rules and float spellings (inf, nan)
+        return tomli_w.dumps({"v": v}).split(" = ", 1)[1].rstrip("\n")
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(value(x) for x in v) + "]"
     if isinstance(v, dict):
