@@ -77,6 +77,106 @@ SEED = dict(
 )
 
 
+CAFFE_NORM = dict(type="Normalize", mean=[102.9801, 115.9465, 122.7717], std=[1.0, 1.0, 1.0],
+                  to_rgb=False)
+CAFFE_TEST_PIPELINE = [
+    dict(type="LoadImageFromFile"),
+    dict(type="MultiScaleFlipAug", img_scale=(1333, 800), flip=False, transforms=[
+        dict(type="Resize", keep_ratio=True),
+        dict(type="RandomFlip"),
+        CAFFE_NORM,
+        dict(type="Pad", size_divisor=32),
+        dict(type="ImageToTensor", keys=["img"]),
+        dict(type="Collect", keys=["img"]),
+    ]),
+]
+# What is shared by the three 1x COCO configs below besides their model and optimizer.
+RUNTIME = {k: SEED[k] for k in ("evaluation", "runner", "checkpoint_config", "log_config",
+                                 "custom_hooks", "dist_params", "log_level", "load_from",
+                                 "resume_from", "workflow")}
+# fcos_r50_caffe_fpn_gn-head_1x_coco.py as MMDetection 2.x's print_config.py prints it.
+FCOS_SEED = dict(
+    model=dict(
+        type="FCOS",
+        backbone=dict(type="ResNet", depth=50, num_stages=4, out_indices=(0, 1, 2, 3), frozen_stages=1,
+                      norm_cfg=dict(type="BN", requires_grad=False), norm_eval=True, style="caffe",
+                      init_cfg=dict(type="Pretrained",
+                                    checkpoint="open-mmlab://detectron/resnet50_caffe")),
+        neck=dict(type="FPN", in_channels=[256, 512, 1024, 2048], out_channels=256, start_level=1,
+                  add_extra_convs="on_output", num_outs=5, relu_before_extra_convs=True),
+        bbox_head=dict(
+            type="FCOSHead", num_classes=80, in_channels=256, stacked_convs=4, feat_channels=256,
+            strides=[8, 16, 32, 64, 128],
+            loss_cls=dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
+            loss_bbox=dict(type="IoULoss", loss_weight=1.0),
+            loss_centerness=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0)),
+        train_cfg=dict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0,
+                                     ignore_iof_thr=-1),
+                       allowed_border=-1, pos_weight=-1, debug=False),
+        test_cfg=dict(nms_pre=1000, min_bbox_size=0, score_thr=0.05, nms=dict(type="nms", iou_threshold=0.5),
+                      max_per_img=100)),
+    data=dict(
+        samples_per_gpu=2, workers_per_gpu=2,
+        train=dict(type="CocoDataset", ann_file="data/coco/annotations/instances_train2017.json",
+                   img_prefix="data/coco/train2017/", pipeline=[
+                       dict(type="LoadImageFromFile"),
+                       dict(type="LoadAnnotations", with_bbox=True),
+                       dict(type="Resize", img_scale=(1333, 800), keep_ratio=True),
+                       dict(type="RandomFlip", flip_ratio=0.5),
+                       CAFFE_NORM,
+                       dict(type="Pad", size_divisor=32),
+                       dict(type="DefaultFormatBundle"),
+                       dict(type="Collect", keys=["img", "gt_bboxes", "gt_labels"]),
+                   ]),
+        val=dict(type="CocoDataset", ann_file="data/coco/annotations/instances_val2017.json",
+                 img_prefix="data/coco/val2017/", pipeline=CAFFE_TEST_PIPELINE),
+        test=dict(type="CocoDataset", ann_file="data/coco/annotations/instances_val2017.json",
+                  img_prefix="data/coco/val2017/", pipeline=CAFFE_TEST_PIPELINE)),
+    optimizer=dict(type="SGD", lr=0.01, momentum=0.9, weight_decay=0.0001,
+                   paramwise_cfg=dict(bias_lr_mult=2.0, bias_decay_mult=0.0)),
+    optimizer_config=dict(grad_clip=dict(max_norm=35, norm_type=2)),
+    lr_config=dict(policy="step", warmup="constant", warmup_iters=500, warmup_ratio=1.0 / 3, step=[8, 11]),
+    **RUNTIME,
+)
+# atss_r50_fpn_1x_coco.py as MMDetection 2.x's print_config.py prints it.
+ATSS_SEED = dict(
+    model=dict(
+        type="ATSS",
+        backbone=SEED["model"]["backbone"],
+        neck=dict(type="FPN", in_channels=[256, 512, 1024, 2048], out_channels=256, start_level=1,
+                  add_extra_convs="on_output", num_outs=5),
+        bbox_head=dict(
+            type="ATSSHead", num_classes=80, in_channels=256, stacked_convs=4, feat_channels=256,
+            anchor_generator=dict(type="AnchorGenerator", ratios=[1.0], octave_base_scale=8,
+                                  scales_per_octave=1, strides=[8, 16, 32, 64, 128]),
+            bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0, 0.0, 0.0, 0.0],
+                            target_stds=[0.1, 0.1, 0.2, 0.2]),
+            loss_cls=dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
+            loss_bbox=dict(type="GIoULoss", loss_weight=2.0),
+            loss_centerness=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0)),
+        train_cfg=dict(assigner=dict(type="ATSSAssigner", topk=9), allowed_border=-1, pos_weight=-1,
+                       debug=False),
+        test_cfg=dict(nms_pre=1000, min_bbox_size=0, score_thr=0.05, nms=dict(type="nms", iou_threshold=0.6),
+                      max_per_img=100)),
+    data=SEED["data"],
+    optimizer=dict(type="SGD", lr=0.01, momentum=0.9, weight_decay=0.0001),
+    optimizer_config=dict(grad_clip=None),
+    lr_config=SEED["lr_config"],
+    **RUNTIME,
+)
+# The head defaults MMDetection fills in (FCOSHead's, ATSSHead's): the presets write them out
+# or leave them to the schema, and either way they must resolve to these.
+HEAD_DEFAULTS = {
+    "fcos_r50.toml": dict(regress_ranges=[[-1, 64], [64, 128], [128, 256], [256, 512], [512, 1e8]],
+                          center_sampling=False, center_sample_radius=1.5, norm_on_bbox=False,
+                          centerness_on_reg=False, conv_bias="auto",
+                          norm_cfg=dict(type="GN", num_groups=32, requires_grad=True),
+                          bbox_coder=dict(type="DistancePointBBoxCoder")),
+    "atss_r50.toml": dict(norm_cfg=dict(type="GN", num_groups=32, requires_grad=True),
+                          reg_decoded_bbox=True),
+}
+
+
 def _as_toml_data(value):
     """Python config values as TOML holds them: tuples are arrays, None is `false` (off)."""
     if isinstance(value, dict):
@@ -101,6 +201,23 @@ def test_retinanet_r50_matches_the_seed_value_for_value():
     # the pipelines have exactly the seed's transforms, in order
     for split in ("train", "val", "test"):
         n = len(SEED["data"][split]["pipeline"])
+        assert f"data.{split}.pipeline[{n}].type" not in resolved
+
+
+def _mismatches(preset: str, seed: dict) -> dict:
+    resolved = flatten(load_config(PRESETS / preset).resolved())
+    expected = flatten(_as_toml_data(seed))
+    return {k: (v, resolved.get(k, "<missing>")) for k, v in expected.items() if resolved.get(k) != v}
+
+
+@pytest.mark.parametrize("preset, seed", [("fcos_r50.toml", FCOS_SEED), ("atss_r50.toml", ATSS_SEED)])
+def test_fcos_and_atss_match_mmdetection_value_for_value(preset, seed):
+    assert _mismatches(preset, seed) == {}
+    head = {"model": {"bbox_head": HEAD_DEFAULTS[preset]}}
+    assert _mismatches(preset, head) == {}
+    resolved = flatten(load_config(PRESETS / preset).resolved())
+    for split in ("train", "val", "test"):
+        n = len(seed["data"][split]["pipeline"])
         assert f"data.{split}.pipeline[{n}].type" not in resolved
 
 

@@ -81,13 +81,18 @@ def _describe(summary: dict[str, Any]) -> list[str]:
     scales = (f"octave_base_scale {a['octave_base_scale']:g} x {a['scales_per_octave']} scales"
               if a.get("octave_base_scale") is not None else f"scales {a.get('scales_used')}")
     assigner = ", ".join(f"{k} {v}" for k, v in summary["assigner"].items()
-                         if k in ("pos_iou_thr", "neg_iou_thr", "min_pos_iou"))
+                         if k in ("pos_iou_thr", "neg_iou_thr", "min_pos_iou", "topk",
+                                  "regress_ranges", "center_sampling"))
     resize = (f"img_scale {geo['img_scale']}" if geo["img_scale"] else
               f"scale_factor {geo['scale_factor']}" if geo["scale_factor"] else "no resize")
     pad = ", ".join(f"{k} {v}" for k, v in (geo["pad"] or {}).items()) or "none"
+    priors = (f"points: {a.get('type')} strides {a.get('strides')}, offset {a.get('offset')} "
+              "(IoU and best level measured on each point's stride-sized cell)"
+              if "prior_boxes" in a else
+              f"anchors: {a.get('type')} strides {a.get('strides')}, {scales}, ratios "
+              f"{a.get('ratios')} ({a['num_base_priors'][0]} per location)")
     return [
-        f"anchors: {a.get('type')} strides {a.get('strides')}, {scales}, ratios {a.get('ratios')} "
-        f"({a['num_base_priors'][0]} per location)",
+        priors,
         f"assigner: {summary['assigner'].get('type')} {assigner}; sampler {summary['sampler'].get('type')}",
         f"data.{summary['split']}: {ds['num_images_analysed']} of {ds['num_images']} images, "
         f"{ds['num_gt']} GT boxes; sizes from {geo['pipeline']} ({resize}, pad {pad})",
@@ -116,8 +121,9 @@ def _print_zero_positive(summary: dict[str, Any]) -> None:
     zero = summary["zero_positive_gts"]
     total = summary["overall"]["num_gt"]
     style = "red" if zero else "green"
+    prior = "point" if "prior_boxes" in summary["anchors"] else "anchor"
     console.print(f"zero-positive share: {_pct(summary['zero_positive_share'])} ({len(zero)} of {total} "
-                  "GT boxes get no positive anchor: the detector can never learn them)",
+                  f"GT boxes get no positive {prior}: the detector can never learn them)",
                   style=style, highlight=False, markup=False)
     for gt in zero[:MAX_LISTED]:
         w, h = gt["size"]

@@ -23,8 +23,9 @@ class CustomKey(Schema):
 
 
 class ParamwiseConfig(Schema):
+    bias_lr_mult: Maybe[float] = Field(None, ge=0)  # lr multiplier of biases (not norm layers')
     norm_decay_mult: Maybe[float] = Field(None, ge=0)  # 0 = no weight decay on norm layers
-    bias_decay_mult: Maybe[float] = Field(None, ge=0)  # 0 = no weight decay on biases
+    bias_decay_mult: Maybe[float] = Field(None, ge=0)  # 0 = no weight decay on (non-norm) biases
     custom_keys: dict[str, CustomKey] = Field(default_factory=dict)
 
 

@@ -5,8 +5,9 @@ multiplier, decided in this order (MMCV's ``DefaultOptimizerConstructor``):
 
 1. ``custom_keys``: the longest key (ties: alphabetical) that is a substring of the
    parameter's full name (``backbone.layer1.0.conv1.weight``) sets both multipliers;
-2. otherwise a parameter of a norm layer (BN, SyncBN, GN, LN) gets ``norm_decay_mult``;
-3. otherwise a ``bias`` gets ``bias_decay_mult``.
+2. otherwise the lr: a ``bias`` outside norm layers gets ``bias_lr_mult``;
+3. and the decay: a parameter of a norm layer (BN, SyncBN, GN, LN) gets ``norm_decay_mult``,
+   and any other ``bias`` gets ``bias_decay_mult`` (so a norm layer's bias never does).
 
 Unset multipliers are 1. Frozen parameters (``requires_grad = False``) are left out.
 Parameters with the same multipliers share one group, in order of first appearance; each
@@ -59,11 +60,20 @@ def param_rule(full_name: str, module: nn.Module, paramwise: ParamwiseConfig | N
         if key in full_name:
             custom = paramwise.custom_keys[key]
             return ParamRule(custom.lr_mult, custom.decay_mult, f"custom_keys[{key!r}]")
-    if isinstance(module, NORM_TYPES) and paramwise.norm_decay_mult is not None:
-        return ParamRule(1.0, paramwise.norm_decay_mult, "norm_decay_mult")
-    if full_name.rsplit(".", 1)[-1] == "bias" and paramwise.bias_decay_mult is not None:
-        return ParamRule(1.0, paramwise.bias_decay_mult, "bias_decay_mult")
-    return ParamRule()
+    is_norm = isinstance(module, NORM_TYPES)
+    is_bias = full_name.rsplit(".", 1)[-1] == "bias"
+    lr_mult, decay_mult, reasons = 1.0, 1.0, []
+    if is_bias and not is_norm and paramwise.bias_lr_mult is not None:
+        lr_mult = paramwise.bias_lr_mult
+        reasons.append("bias_lr_mult")
+    if is_norm:
+        if paramwise.norm_decay_mult is not None:
+            decay_mult = paramwise.norm_decay_mult
+            reasons.append("norm_decay_mult")
+    elif is_bias and paramwise.bias_decay_mult is not None:
+        decay_mult = paramwise.bias_decay_mult
+        reasons.append("bias_decay_mult")
+    return ParamRule(lr_mult, decay_mult, ", ".join(reasons) or "default")
 
 
 def param_groups(model: nn.Module, base_lr: float, weight_decay: float,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
@@ -133,6 +134,21 @@ class ConvModule(nn.Module):
         if self.activation is not None:
             x = self.activate(x)
         return x
+
+
+class Scale(nn.Module):
+    """A learnable scalar (MMCV's ``Scale``, parameter ``scale``): ``forward(x) = x * scale``.
+
+    FCOS and ATSS give each FPN level one, so levels sharing a regression conv can still
+    predict distances of different magnitudes.
+    """
+
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(float(scale)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale
 
 
 # ---- initialisers (MMCV's defaults) ---------------------------------------------------------

@@ -5,9 +5,13 @@ A checkpoint is named by one of
   * ``torchvision://NAME`` (``torchvision://resnet50``): the ImageNet weights torchvision's
     weights API lists for NAME (``IMAGENET1K_V1``, the weights MMDetection's configs were tuned
     on), kept in torch's hub cache (``$TORCH_HOME/hub/checkpoints``);
-  * an ``http(s)://`` URL, cached the same way.
+  * an ``http(s)://`` URL, cached the same way;
+  * ``open-mmlab://NAME`` for the MMCV model-zoo names MMDetection's configs use that det knows
+    (``OPEN_MMLAB``: the caffe-style ResNets of the FCOS configs), read from the URL MMCV maps
+    them to. Other ``open-mmlab://`` names are an error that says what to do instead.
 A cached file is read without touching the network. A file that is not cached is downloaded;
-when that fails (no network), the error names the file and the folder to put it in.
+when that fails (no network), the error names the file, the folder to put it in, and that
+``checkpoint`` may name the downloaded file's path instead.
 
 Shapes: every tensor is a whole parameter or buffer; checkpoint and module tensors are matched
 by state-dict key and must have equal shapes.
@@ -34,6 +38,14 @@ from detcli.errors import CheckpointError
 log = logging.getLogger(__name__)
 
 TORCHVISION_PREFIX = "torchvision://"
+OPEN_MMLAB_PREFIX = "open-mmlab://"
+# MMCV's open_mmlab.json entries det resolves (MSRA's caffe-style ResNets, BGR input)
+OPEN_MMLAB = {
+    "detectron/resnet50_caffe":
+        "https://download.openmmlab.com/pretrain/third_party/resnet50_caffe-788b5fa3.pth",
+    "detectron/resnet101_caffe":
+        "https://download.openmmlab.com/pretrain/third_party/resnet101_caffe-3ad79236.pth",
+}
 
 
 class PretrainedInit(Schema):
@@ -89,15 +101,30 @@ def _read_url(url: str) -> dict[str, Tensor]:
     except (urllib.error.URLError, OSError) as exc:
         raise CheckpointError(
             f"cannot download checkpoint {file_name} from {url} ({exc}); "
-            f"put {file_name} in the folder {folder} (the torch hub cache, $TORCH_HOME/hub/checkpoints)",
+            f"put {file_name} in the folder {folder} (the torch hub cache, "
+            f"$TORCH_HOME/hub/checkpoints), or set the config's init_cfg.checkpoint to the "
+            "downloaded file's path",
             hint=f"on a machine with network access: curl -L -o {file_name} {url}",
         ) from exc
+
+
+def open_mmlab_url(name: str) -> str:
+    """The download URL of MMCV model-zoo name ``name`` (``detectron/resnet50_caffe``)."""
+    if name not in OPEN_MMLAB:
+        raise CheckpointError(
+            f"checkpoint {OPEN_MMLAB_PREFIX}{name} is an MMCV model-zoo name det does not know "
+            f"(it knows {', '.join(sorted(OPEN_MMLAB))}); download the file MMCV's "
+            "open_mmlab.json lists for it and set init_cfg.checkpoint to the file's path",
+            hint="MMCV's list: mmcv/model_zoo/open_mmlab.json")
+    return OPEN_MMLAB[name]
 
 
 def read_checkpoint(checkpoint: str) -> dict[str, Tensor]:
     """The state dict a checkpoint name refers to (see the module docstring for the forms)."""
     if checkpoint.startswith(TORCHVISION_PREFIX):
         state = _read_url(torchvision_url(checkpoint[len(TORCHVISION_PREFIX):]))
+    elif checkpoint.startswith(OPEN_MMLAB_PREFIX):
+        state = _read_url(open_mmlab_url(checkpoint[len(OPEN_MMLAB_PREFIX):]))
     elif checkpoint.startswith(("http://", "https://")):
         state = _read_url(checkpoint)
     else:

@@ -102,10 +102,15 @@ def zero_positive_list(gts: Any, stats: Any) -> list[dict[str, Any]]:
 
 
 def anchors_section(parts: Any) -> dict[str, Any]:
+    """The prior generator's config and shapes; for points (FCOS) the shapes are the
+    stride-sized cells the IoU statistics use, and ``prior_boxes`` says so."""
     generator = parts.prior_generator
     cfg = parts.anchor_cfg.model_dump(mode="json") if parts.anchor_cfg is not None else {}
     shapes = [[[_r(w, 2), _r(h, 2)] for w, h in (b[:, 2:] - b[:, :2]).tolist()]
               for b in generator.base_anchors]  # L x A x (w, h)
+    if getattr(parts, "point_based", False):
+        return {**cfg, "prior_boxes": "stride-sized cells centred on the points",
+                "num_base_priors": list(generator.num_base_priors), "shapes": shapes}
     return {**cfg, "scales_used": [_r(s) for s in generator.scales.tolist()],
             "base_sizes_used": [float(b) for b in generator.base_sizes],
             "num_base_priors": list(generator.num_base_priors), "shapes": shapes}

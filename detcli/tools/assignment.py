@@ -10,6 +10,13 @@ A *positive* is a prior with ``gt_index >= 0``. It is *low quality* when its IoU
 under the assigner's ``pos_iou_thr``: only MaxIoUAssigner's step 4 (each GT claims its best
 priors) can give it. A GT is ``low_quality_only`` when it has positives and all are such.
 
+A head without anchors can still be analysed when its class offers ``head_assignment(cfg)``:
+a dict with the ``prior_generator`` whose boxes stand for its priors (FCOS: each point's
+stride-sized cell), the ``assigner`` that applies its target rule, and the ``generator_cfg`` and
+``assigner_cfg`` the reports show. Such an assignment keeps every prior (PseudoSampler). An
+assigner whose class says ``needs_num_level_priors = True`` (ATSS, the FCOS rule) is told how
+many priors each level has.
+
 Feature-map sizes follow ResNet + FPN on a padded input of H x W: level 0 is ceil(H / s_0) x
 ceil(W / s_0) and each next level, whose stride doubles, is ceil(prev / 2) (stride-2 convs with
 padding 1 round up). Priors on every location of that grid count, as the head's own
@@ -27,7 +34,7 @@ import torch
 from torch import Tensor
 
 from detcli.config.schema import Schema
-from detcli.errors import ConfigError
+from detcli.errors import ConfigError, RegistryError
 from detcli.ops.boxes import box_iou
 from detcli.registry import ASSIGNERS, HEADS, PRIOR_GENERATORS, SAMPLERS
 from detcli.task.assigners.assign_result import IGNORED
@@ -65,6 +72,25 @@ def anchor_heads() -> list[str]:
     return [name for name in HEADS.names() if "anchor_generator" in HEADS.config(name).model_fields]
 
 
+def _head_class(name: str) -> Any:
+    try:
+        return HEADS.get(name)
+    except RegistryError:  # a config registered without its class
+        return None
+
+
+def assigning_heads() -> list[str]:
+    """Registered head types without anchors that offer ``head_assignment`` (FCOSHead)."""
+    return [name for name in HEADS.names() if name not in anchor_heads()
+            and hasattr(_head_class(name), "head_assignment")]
+
+
+def head_assignment(head_cfg: Any) -> Optional[dict[str, Any]]:
+    """What the head class of ``head_cfg`` offers the tools (module docstring), or None."""
+    hook = getattr(_head_class(getattr(head_cfg, "type", "")), "head_assignment", None)
+    return hook(head_cfg) if hook is not None else None
+
+
 def _sampler_config(head_cfg: Schema, train_cfg: Any) -> Schema:
     """The sampler the head really uses: heads with a sampling-free loss (focal) keep every
     prior, as :meth:`AnchorHead._sampler_config` decides."""
@@ -95,33 +121,39 @@ class AssignmentParts:
 
     @classmethod
     def from_config(cls, cfg: Any) -> AssignmentParts:
-        """From a DetConfig; ConfigError (exit 2) for a head without anchors or train_cfg."""
+        """From a DetConfig; ConfigError (exit 2) for a head with neither anchors nor its own
+        assignment, or without train_cfg."""
         model = cfg.model
         head = getattr(model, "bbox_head", None)
         anchor_cfg = getattr(head, "anchor_generator", None)
-        if anchor_cfg is None:
+        provided = head_assignment(head) if anchor_cfg is None else None
+        if anchor_cfg is None and provided is None:
             kind = getattr(head, "type", type(model).__name__)
+            own = assigning_heads()
             raise ConfigError(
                 f"model.bbox_head ({kind}) has no anchor_generator: anchor analysis does not "
                 f"apply to an anchor-free head",
-                hint=f"heads with anchors: {', '.join(anchor_heads()) or '(none registered)'}")
-        train_cfg = getattr(model, "train_cfg", None)
-        if train_cfg is None:
-            raise ConfigError("model.train_cfg = false: there is no assigner to analyse",
-                              hint="remove `train_cfg = false`, or set model.train_cfg.assigner")
-        sampler_cfg = _sampler_config(head, train_cfg)
-        generator = PRIOR_GENERATORS.build(anchor_cfg)
-        parts = cls(
-            prior_generator=generator,
-            assigner=ASSIGNERS.build(train_cfg.assigner),
-            sampler=SAMPLERS.build(sampler_cfg),
-            num_levels=len(generator.strides),
-            strides=list(generator.strides),
-            allowed_border=int(getattr(train_cfg, "allowed_border", -1)),
-            anchor_cfg=anchor_cfg,
-            assigner_cfg=train_cfg.assigner,
-            sampler_cfg=sampler_cfg,
-        )
+                hint=f"heads with anchors: {', '.join(anchor_heads()) or '(none registered)'}"
+                     + (f"; with points: {', '.join(own)}" if own else ""))
+        if provided is not None:  # the head's own rule: it keeps every prior
+            sampler_cfg: Schema = PseudoSamplerConfig()
+            generator, assigner = provided["prior_generator"], provided["assigner"]
+            anchor_cfg, assigner_cfg = provided["generator_cfg"], provided["assigner_cfg"]
+            allowed_border = -1
+        else:
+            train_cfg = getattr(model, "train_cfg", None)
+            if train_cfg is None:
+                raise ConfigError(
+                    "model.train_cfg = false: there is no assigner to analyse",
+                    hint="remove `train_cfg = false`, or set model.train_cfg.assigner")
+            sampler_cfg = _sampler_config(head, train_cfg)
+            generator = PRIOR_GENERATORS.build(anchor_cfg)
+            assigner, assigner_cfg = ASSIGNERS.build(train_cfg.assigner), train_cfg.assigner
+            allowed_border = int(getattr(train_cfg, "allowed_border", -1))
+        parts = cls(prior_generator=generator, assigner=assigner,
+                    sampler=SAMPLERS.build(sampler_cfg), num_levels=len(generator.strides),
+                    strides=list(generator.strides), allowed_border=allowed_border,
+                    anchor_cfg=anchor_cfg, assigner_cfg=assigner_cfg, sampler_cfg=sampler_cfg)
         probe, _ = parts.priors((max(max(s) for s in parts.strides),) * 2)
         if probe.shape[-1] != 4:
             raise ConfigError(
@@ -139,6 +171,16 @@ class AssignmentParts:
         """The assigner's positive threshold, None for an assigner without one."""
         value = getattr(self.assigner, "pos_iou_thr", None)
         return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def point_based(self) -> bool:
+        """Whether the priors stand for points (a head's own assignment, e.g. FCOS's cells)."""
+        return getattr(self.anchor_cfg, "type", None) == "MlvlPointGenerator"
+
+    def level_counts(self, pad_shape: tuple[int, int]) -> list[int]:
+        """Priors on each level (H_l * W_l * A_l) for one padded input shape."""
+        sizes = featmap_sizes(tuple(int(v) for v in pad_shape[:2]), self.strides)
+        return [h * w * a for (h, w), a in zip(sizes, self.prior_generator.num_base_priors)]
 
     def priors(self, pad_shape: tuple[int, int],
                device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
@@ -264,8 +306,11 @@ def assign_padded(
     prior_valid = _prior_valid(parts, priors, num_images, pad_shape, img_shapes)  # (N, R)
     if ignore_boxes is not None and ignore_valid is None:
         ignore_valid = torch.ones(ignore_boxes.shape[:2], dtype=torch.bool, device=priors.device)
+    levels = {}  # ATSS and the FCOS rule work level by level
+    if getattr(parts.assigner, "needs_num_level_priors", False):
+        levels["num_level_priors"] = parts.level_counts(pad_shape)
     assign = parts.assigner.assign(priors, gt_boxes, gt_labels, ignore_boxes, ignore_valid,
-                                   prior_valid=prior_valid)
+                                   prior_valid=prior_valid, **levels)
     sampled = parts.sampler.sample(assign, priors, gt_boxes, gt_labels, generator=generator)
     gt_index = assign.gt_index  # (N, R)
 

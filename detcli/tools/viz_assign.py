@@ -15,7 +15,9 @@ The steps of :func:`visualize_assignment`:
 2. read the GT of the image: ``--box`` strings (:func:`parse_box`) or the COCO file's entry
    for the image's file name (:func:`coco_gt_for_image`);
 3. run the test pipeline (or the training pipeline, seeded) on the image and its boxes;
-4. run :func:`~detcli.tools.assignment.assign_image` and gather per-GT statistics.
+4. run :func:`~detcli.tools.assignment.assign_image` and gather per-GT statistics;
+5. what the assigner can explain besides its codes
+   (:func:`~detcli.tools.assign_explain.explain`): the FCOS rule's regions, ATSS's candidates.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch
 from detcli.errors import ConfigError, DataError, DetError
 from detcli.registry import DATASETS, suggest
 from detcli.task.assigners.assign_result import IGNORED, NEGATIVE
+from detcli.tools.assign_explain import Explanation, explain
 from detcli.tools.assignment import AssignmentParts, ImageAssignment, assign_image
 from detcli.tools.viz_pipeline import PipelineView, run_pipeline
 
@@ -67,14 +70,18 @@ class GTStats:
     num_pos: int
     num_pos_per_level: list[int]  # L
     low_quality_only: bool
+    iou_threshold: Optional[float] = None  # ATSS: mean + std of its candidates' IoUs
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "label": self.label, "class": self.class_name,
-                "box": [round(v, 2) for v in self.box], "width": round(self.width, 2),
-                "height": round(self.height, 2), "best_iou": round(self.best_iou, 4),
-                "best_level": self.best_level, "num_pos": self.num_pos,
-                "num_pos_per_level": self.num_pos_per_level,
-                "low_quality_only": self.low_quality_only, "zero_positives": self.num_pos == 0}
+        out = {"index": self.index, "label": self.label, "class": self.class_name,
+               "box": [round(v, 2) for v in self.box], "width": round(self.width, 2),
+               "height": round(self.height, 2), "best_iou": round(self.best_iou, 4),
+               "best_level": self.best_level, "num_pos": self.num_pos,
+               "num_pos_per_level": self.num_pos_per_level,
+               "low_quality_only": self.low_quality_only, "zero_positives": self.num_pos == 0}
+        if self.iou_threshold is not None:
+            out["iou_threshold"] = round(self.iou_threshold, 4)
+        return out
 
 
 @dataclass
@@ -101,6 +108,7 @@ class AssignmentView:
     assigner: str
     sampler: str
     assignment: ImageAssignment = field(repr=False)
+    explained: Explanation = field(default_factory=Explanation, repr=False)
 
     @property
     def ignored(self) -> np.ndarray:
@@ -130,11 +138,14 @@ class AssignmentView:
         return [gt.index for gt in self.gts if gt.num_pos == 0]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"image": self.filename, "input_shape": list(self.pad_shape),
-                "img_shape": list(self.img_shape), "scale_factor": self.scale_factor,
-                "flip": self.flip, "assigner": self.assigner, "sampler": self.sampler,
-                "counts": self.counts, "levels": self.per_level(),
-                "gts": [gt.to_dict() for gt in self.gts], "zero_positive_gts": self.zero_positive}
+        out = {"image": self.filename, "input_shape": list(self.pad_shape),
+               "img_shape": list(self.img_shape), "scale_factor": self.scale_factor,
+               "flip": self.flip, "assigner": self.assigner, "sampler": self.sampler,
+               "counts": self.counts, "levels": self.per_level(),
+               "gts": [gt.to_dict() for gt in self.gts], "zero_positive_gts": self.zero_positive}
+        if self.explained.regions is not None:
+            out["regress_ranges"] = [list(r) for r in self.explained.regions["regress_ranges"]]
+        return out
 
 
 # -- GT input ---------------------------------------------------------------------------------
@@ -292,7 +303,8 @@ def _check_inside(gt: OriginalGT, ori_shape: tuple[int, int], image: str) -> Non
                         f"which is {w}x{h} pixels (w x h)")
 
 
-def _gt_stats(assignment: ImageAssignment, class_names: Sequence[str]) -> list[GTStats]:
+def _gt_stats(assignment: ImageAssignment, class_names: Sequence[str],
+              thresholds: Optional[np.ndarray] = None) -> list[GTStats]:
     boxes = assignment.gt_boxes.tolist()
     labels = assignment.gt_labels.tolist()
     rows = []
@@ -305,7 +317,8 @@ def _gt_stats(assignment: ImageAssignment, class_names: Sequence[str]) -> list[G
             best_iou=float(assignment.best_iou[g]), best_level=int(assignment.best_level[g]),
             num_pos=int(assignment.num_pos[g]),
             num_pos_per_level=[int(v) for v in assignment.num_pos_per_level[g].tolist()],
-            low_quality_only=bool(assignment.low_quality_only[g])))
+            low_quality_only=bool(assignment.low_quality_only[g]),
+            iou_threshold=None if thresholds is None else float(thresholds[g])))
     return rows
 
 
@@ -359,6 +372,7 @@ def visualize_assignment(
     assignment = assign_image(parts, torch.from_numpy(view.gt_boxes),
                               torch.from_numpy(view.gt_labels), view.pad_shape,
                               ignore_boxes=ignore, generator=generator, img_shape=view.img_shape)
+    explained = explain(parts, assignment)  # 5.
     return AssignmentView(
         image=view.image, filename=str(image_path), img_shape=view.img_shape,
         pad_shape=view.pad_shape, scale_factor=[float(v) for v in view.scale_factor],
@@ -367,5 +381,5 @@ def visualize_assignment(
         sampled_neg=assignment.sampled_neg.numpy(), gt_boxes=assignment.gt_boxes.numpy(),
         gt_labels=assignment.gt_labels.numpy(), ignore_boxes=view.ignore_boxes,
         strides=[int(s[0]) for s in parts.strides], class_names=gt.class_names,
-        gts=_gt_stats(assignment, gt.class_names), assigner=assigner,
-        sampler=type(parts.sampler).__name__, assignment=assignment)
+        gts=_gt_stats(assignment, gt.class_names, explained.iou_thresholds), assigner=assigner,
+        sampler=type(parts.sampler).__name__, assignment=assignment, explained=explained)

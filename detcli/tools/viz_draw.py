@@ -23,6 +23,13 @@ dashed; ignore regions (crowd boxes) grey; sampled negatives, on request, as sma
 their centres, in the level panels only (the overview would be a carpet of dots). A GT with no
 positive gets a red tag and a red legend entry; one whose positives are all low-quality
 matches a yellow entry. The overview shows every level at once.
+
+What an assigner explains is drawn too (:class:`~detcli.tools.viz_assign.Explanation`). FCOS:
+in each level panel, each GT's eligible region -- where a point of that level may become its
+positive under the regress range (and centre sampling) -- is shaded in the GT's colour, the part
+too close to every side left clear, the centre-sampling region dashed; the panel title gives
+the level's range. ATSS: in each level panel, each GT's candidates that did not become positive are
+dashed in its colour, and its legend entry gives its IoU threshold.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ NEG_DOT = (210, 190, 120)
 WARN = (40, 40, 220)  # red: a GT without positives
 LOW = (40, 200, 230)  # yellow: a GT with low-quality positives only
 DIM = 0.7  # the image is darkened so the drawing stands out
+REGION_ALPHA = 0.45  # opacity of the shaded FCOS regions
 
 
 # Bright, well separated colours on a dark grey picture (RGB, listed for reading); none red,
@@ -180,6 +188,10 @@ def draw_panel(view: AssignmentView, level: Optional[int], scale: float,
     draw_ignore_boxes(panel, view.ignore_boxes * scale)
     for box in priors[on_level & view.ignored]:
         dashed_rectangle(panel, box, GREY)
+    if view.explained.regions is not None and level is not None:
+        draw_regions(panel, view.explained.regions, level, scale, colours)
+    if view.explained.candidates is not None and level is not None:
+        draw_candidates(panel, view, on_level, priors, colours)
     positive = on_level & (view.gt_index >= 0)  # (R,)
     for box, gt in zip(priors[positive], view.gt_index[positive]):
         cv2.rectangle(panel, _pt(box[:2]), _pt(box[2:]), colours[gt], 1)
@@ -198,12 +210,54 @@ def _pt(xy: Sequence[float]) -> tuple[int, int]:
     return int(round(float(xy[0]))), int(round(float(xy[1])))
 
 
+def _empty(box: np.ndarray) -> bool:
+    return bool(box[2] <= box[0] or box[3] <= box[1])
+
+
+def draw_regions(panel: np.ndarray, regions: dict, level: int, scale: float,
+                 colours: list[tuple[int, int, int]]) -> None:
+    """FCOS: shade each GT's eligible region on ``level`` (L x G boxes), minus the part too
+    close to every side, and dash its centre-sampling region; in place."""
+    for g, colour in enumerate(colours):
+        eligible = regions["eligible"][level, g] * scale  # (4,)
+        if not _empty(eligible):
+            shaded = panel.copy()
+            cv2.rectangle(shaded, _pt(eligible[:2]), _pt(eligible[2:]), colour, -1)
+            hole = regions["too_close"][level, g] * scale  # (4,)
+            if not _empty(hole):
+                x1, y1 = (max(v, 0) for v in _pt(hole[:2]))  # no negative (wrapping) index
+                x2, y2 = _pt(hole[2:])
+                shaded[y1:y2, x1:x2] = panel[y1:y2, x1:x2]
+            cv2.addWeighted(shaded, REGION_ALPHA, panel, 1 - REGION_ALPHA, 0, dst=panel)
+        if regions["center"] is not None:
+            dashed_rectangle(panel, regions["center"][level, g] * scale, colour)
+
+
+def draw_candidates(panel: np.ndarray, view: AssignmentView, on_level: np.ndarray,
+                    priors: np.ndarray, colours: list[tuple[int, int, int]]) -> None:
+    """ATSS: each GT's candidates (G, C) on this panel that are not its positives, dashed."""
+    for g, index in enumerate(view.explained.candidates):
+        index = index[index >= 0]  # (C',)
+        index = index[on_level[index] & (view.gt_index[index] != g)]
+        for box in priors[index]:
+            dashed_rectangle(panel, box, colours[g])
+
+
+def _range_text(regions: dict, level: int) -> str:
+    lo, hi = regions["regress_ranges"][level]
+    return f"[{lo:g}, {'inf' if hi >= 1e8 else format(hi, 'g')}]"
+
+
 def panel_title(view: AssignmentView, level: Optional[int], show_negatives: bool) -> str:
     on_level = np.ones(len(view.level), bool) if level is None else view.level == level
     pos = int((on_level & (view.gt_index >= 0)).sum())
     ign = int((on_level & view.ignored).sum())
     if level is None:
         return f"all levels: {pos} pos, {ign} ignored"
+    regions = view.explained.regions
+    if regions is not None:  # FCOS: no ignored points; the range is what matters
+        return (f"L{level} stride {view.strides[level]} range {_range_text(regions, level)}: "
+                f"{pos} pos")
     text = f"L{level} stride {view.strides[level]}: {pos} pos, {ign} ign"
     if show_negatives:
         text += f", {int((on_level & view.sampled_neg).sum())} neg"
@@ -214,19 +268,24 @@ LegendEntry = tuple[str, object, tuple[int, int, int]]  # text, marker, text col
 
 
 def legend_entries(view: AssignmentView, show_negatives: bool) -> list[LegendEntry]:
-    """(text, marker, text colour): marker is "gt", "pos", "ignored", "neg", None (text
-    only), or a GT's index (an int) for that GT's entry, red without positives, yellow with
-    low-quality positives only."""
+    """(text, marker, text colour): marker is "gt", "pos", "ignored", "neg", "region"
+    (FCOS), "candidate" (ATSS), None (text only), or a GT's index (an int) for that GT's
+    entry, red without positives, yellow with low-quality positives only."""
     entries: list[LegendEntry] = [("GT box", "gt", TEXT), ("positive prior", "pos", TEXT),
                                   ("ignored prior", "ignored", TEXT)]
     if show_negatives:
         entries.append(("sampled negative", "neg", TEXT))
+    if view.explained.regions is not None:
+        entries.append(("where a point may be pos", "region", TEXT))
+    if view.explained.candidates is not None:
+        entries.append(("ATSS candidate, not pos", "candidate", TEXT))
     c = view.counts
     entries.append((f"pos {c['positive']}  neg {c['negative']}  ign {c['ignored']}", None, TEXT))
     for g, gt in enumerate(view.gts):
         low = " (low IoU)" if gt.low_quality_only else ""
+        thr = "" if gt.iou_threshold is None else f", thr {gt.iou_threshold:.2f}"
         colour = WARN if gt.num_pos == 0 else LOW if gt.low_quality_only else TEXT
-        entries.append((f"#{g} {gt.class_name[:12]}: {gt.num_pos} pos{low}", g, colour))
+        entries.append((f"#{g} {gt.class_name[:12]}: {gt.num_pos} pos{low}{thr}", g, colour))
     return entries
 
 
@@ -246,6 +305,10 @@ def _draw_legend(canvas: np.ndarray, top: int, entries: list[LegendEntry],
             dashed_rectangle(canvas, (x, mid - 5, x + 14, mid + 5), GREY)
         elif marker == "neg":
             draw_dots(canvas, np.array([[x + 7, mid]], np.float32), NEG_DOT)
+        elif marker == "region":
+            cv2.rectangle(canvas, (x, mid - 5), (x + 14, mid + 5), GREY, -1)
+        elif marker == "candidate":
+            dashed_rectangle(canvas, (x, mid - 5, x + 14, mid + 5), TEXT)
         elif isinstance(marker, int):
             cv2.rectangle(canvas, (x, mid - 5), (x + 14, mid + 5), colours[marker], -1)
         text_x = x if marker is None else x + 20

@@ -83,7 +83,7 @@ def test_anchor_free_head_says_it_does_not_apply(point_head, tmp_path):
     assert result.exit_code == 2
     assert "model.bbox_head (PointHead) has no anchor_generator: anchor analysis does not apply" \
         in result.output
-    assert "hint: heads with anchors: RetinaHead" in result.output
+    assert "hint: heads with anchors: ATSSHead, RetinaHead; with points: FCOSHead" in result.output
 
 
 def test_exit_codes(hand, tmp_path, monkeypatch):

@@ -195,9 +195,12 @@ class AnchorHead(nn.Module):
         gt_boxes = targets.boxes.to(priors)  # (N, G, 4)
         gt_labels = targets.labels  # (N, G)
         inside = self.inside_flags(priors, featmap_sizes, images)  # (N, R) bool; None: all
+        levels = {}  # an assigner that picks priors level by level (ATSS) is told the levels
+        if getattr(self.assigner, "needs_num_level_priors", False):
+            levels["num_level_priors"] = [h * w * self.num_base_priors for h, w in featmap_sizes]
         assign = self.assigner.assign(
             priors, gt_boxes, gt_labels, targets.ignore_boxes.to(priors), targets.ignore_valid,
-            prior_valid=inside)
+            prior_valid=inside, **levels)
         sampled = self.sampler.sample(assign, priors, gt_boxes, gt_labels)
         pos, neg = sampled.pos_mask, sampled.neg_mask  # (N, R) each
 

@@ -1,5 +1,6 @@
 """Detectors: the assembled models that ``build_detector`` returns."""
 
+from detcli.models.detectors.fcos_atss import ATSS, FCOS, ATSSConfig, FCOSConfig
 from detcli.models.detectors.single_stage import (
     RetinaNet,
     RetinaNetConfig,
@@ -7,4 +8,5 @@ from detcli.models.detectors.single_stage import (
     SingleStageDetectorConfig,
 )
 
-__all__ = ["RetinaNet", "RetinaNetConfig", "SingleStageDetector", "SingleStageDetectorConfig"]
+__all__ = ["ATSS", "ATSSConfig", "FCOS", "FCOSConfig", "RetinaNet", "RetinaNetConfig",
+           "SingleStageDetector", "SingleStageDetectorConfig"]

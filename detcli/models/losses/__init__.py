@@ -2,6 +2,7 @@
 
 from detcli.models.losses.cross_entropy_loss import CrossEntropyLoss, CrossEntropyLossConfig
 from detcli.models.losses.focal_loss import FocalLoss, FocalLossConfig
+from detcli.models.losses.iou_loss import IoULoss, IoULossConfig
 from detcli.models.losses.regression_losses import (
     GIoULoss,
     GIoULossConfig,
@@ -14,6 +15,6 @@ from detcli.models.losses.utils import WeightedLoss, weight_reduce_loss
 
 __all__ = [
     "CrossEntropyLoss", "CrossEntropyLossConfig", "FocalLoss", "FocalLossConfig", "GIoULoss",
-    "GIoULossConfig", "L1Loss", "L1LossConfig", "SmoothL1Loss", "SmoothL1LossConfig",
-    "WeightedLoss", "weight_reduce_loss",
+    "GIoULossConfig", "IoULoss", "IoULossConfig", "L1Loss", "L1LossConfig", "SmoothL1Loss",
+    "SmoothL1LossConfig", "WeightedLoss", "weight_reduce_loss",
 ]

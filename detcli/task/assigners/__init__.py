@@ -1,6 +1,8 @@
 """Assigners: which GT (or background, or neither) every prior is trained towards."""
 
 from detcli.task.assigners.assign_result import IGNORED, NEGATIVE, AssignResult
+from detcli.task.assigners.atss import ATSSAssigner, ATSSAssignerConfig, ATSSCandidates
 from detcli.task.assigners.max_iou import MaxIoUAssigner, MaxIoUAssignerConfig
 
-__all__ = ["IGNORED", "NEGATIVE", "AssignResult", "MaxIoUAssigner", "MaxIoUAssignerConfig"]
+__all__ = ["IGNORED", "NEGATIVE", "ATSSAssigner", "ATSSAssignerConfig", "ATSSCandidates",
+           "AssignResult", "MaxIoUAssigner", "MaxIoUAssignerConfig"]

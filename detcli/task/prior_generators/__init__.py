@@ -5,5 +5,10 @@ from detcli.task.prior_generators.anchor_generator import (
     AnchorGeneratorConfig,
     anchor_inside_flags,
 )
+from detcli.task.prior_generators.point_generator import (
+    MlvlPointGenerator,
+    MlvlPointGeneratorConfig,
+)
 
-__all__ = ["AnchorGenerator", "AnchorGeneratorConfig", "anchor_inside_flags"]
+__all__ = ["AnchorGenerator", "AnchorGeneratorConfig", "MlvlPointGenerator",
+           "MlvlPointGeneratorConfig", "anchor_inside_flags"]

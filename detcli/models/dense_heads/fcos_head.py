@@ -1,0 +1,330 @@
+"""FCOS's head (Tian et al. 2019): anchor-free, one point per location, distances to the box.
+
+N images, L levels, C input channels, F ``feat_channels``, H_l x W_l the feature map of level
+l, R = sum_l H_l * W_l points per image, K classes, G GT slots per image.
+
+Per level, ``stacked_convs`` 3x3 conv + GroupNorm + ReLU layers (``cls_convs.i``,
+``reg_convs.i``) feed ``conv_cls`` (K logits per location), ``conv_reg`` (4 distances) and
+``conv_centerness`` (1 logit, on the classification tower, or the regression tower with
+``centerness_on_reg``). The distances are ``exp(scales.l(conv_reg))`` pixels, or with
+``norm_on_bbox`` ``relu(scales.l(conv_reg))`` strides (``predict`` multiplies them by the
+level's stride; the output does not depend on train/eval mode). Module names are
+MMDetection's, so its checkpoints load with no key mapping.
+
+Call graph:
+
+    loss(outputs, images, targets):    forward() -> get_targets() (fcos_targets) -> losses
+    predict(outputs, images, rescale): forward() -> dense_predict.predict_dense(score_factors)
+
+Loss normalisation, as MMDetection 2.x's ``FCOSHead.loss``: P = the positives of the batch
+(at least 1); ``loss_cls`` (focal, every point) / P; ``loss_bbox`` (IoU of decoded boxes) is
+weighted by each positive's centerness target and divided by the sum of those targets;
+``loss_centerness`` (sigmoid cross-entropy against the centerness target, positives only) / P.
+Nothing in a training step loops over images or points or syncs with the host.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Sequence, Union
+
+import torch
+from pydantic import Field, field_validator, model_validator
+from torch import Tensor, nn
+
+from detcli.config.schema import Maybe, Schema
+from detcli.errors import ConfigError, DetError
+from detcli.models.dense_heads.anchor_head import flatten_levels
+from detcli.models.dense_heads.centerness import ScoredDenseOutputs, masked_centerness
+from detcli.models.dense_heads.dense_predict import predict_dense
+from detcli.models.dense_heads.fcos_targets import (
+    DEFAULT_RANGES,
+    FCOSTargetAssigner,
+    PointCells,
+    PointTargets,
+    fcos_targets,
+    per_point,
+)
+from detcli.models.dense_heads.retina_head import ConvConfig
+from detcli.models.layers import ConvModule, NormConfig, Scale, bias_init_with_prob, normal_init
+from detcli.models.losses import CrossEntropyLossConfig, FocalLossConfig, IoULossConfig
+from detcli.registry import BBOX_CODERS, HEADS, LOSSES, BBoxCoderConfig, LossConfig
+from detcli.structures.batch import DetTargets, ImageBatch
+from detcli.structures.detections import DetectionBatch
+from detcli.task.coders.distance_point import DistancePointBBoxCoderConfig
+from detcli.task.postprocess import DenseTestConfig
+from detcli.task.prior_generators.point_generator import (
+    MlvlPointGenerator,
+    MlvlPointGeneratorConfig,
+    Stride,
+)
+from detcli.task.train_cfg import DenseTrainConfig
+
+
+def gn_32() -> NormConfig:
+    return NormConfig(type="GN", num_groups=32, requires_grad=True)
+
+
+def centerness_loss_config() -> CrossEntropyLossConfig:
+    return CrossEntropyLossConfig(use_sigmoid=True, loss_weight=1.0)
+
+
+class FCOSHeadConfig(Schema):
+    """FCOSHead settings (MMDetection 2.x names and defaults; the strides default to
+    AnchorFreeHead's, the FCOS configs set [8, 16, 32, 64, 128])."""
+
+    type: Literal["FCOSHead"] = "FCOSHead"
+    num_classes: int = Field(ge=1)
+    in_channels: int | None = Field(None, ge=1)  # derived from the neck; set it only to assert it
+    feat_channels: int = Field(256, ge=1)
+    stacked_convs: int = Field(4, ge=0)
+    strides: list[Stride] = Field(default_factory=lambda: [4, 8, 16, 32, 64], min_length=1)
+    # per level [lo, hi] of a positive point's largest distance; INF is written 1e8
+    regress_ranges: list[tuple[float, float]] = Field(default_factory=lambda: list(DEFAULT_RANGES))
+    center_sampling: bool = False
+    center_sample_radius: float = Field(1.5, gt=0)
+    norm_on_bbox: bool = False
+    centerness_on_reg: bool = False
+    dcn_on_last_conv: bool = False
+    conv_bias: Union[Literal["auto"], bool] = "auto"
+    conv_cfg: Maybe[ConvConfig] = None
+    norm_cfg: Maybe[NormConfig] = Field(default_factory=gn_32)
+    bbox_coder: BBoxCoderConfig = Field(default_factory=DistancePointBBoxCoderConfig)
+    loss_cls: LossConfig = Field(default_factory=FocalLossConfig)
+    loss_bbox: LossConfig = Field(default_factory=IoULossConfig)
+    loss_centerness: LossConfig = Field(default_factory=centerness_loss_config)
+    prior_prob: float = Field(0.01, gt=0, lt=1)  # initial foreground probability of every class
+
+    @field_validator("dcn_on_last_conv")
+    @classmethod
+    def _no_dcn(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("deformable convolution is not implemented: use dcn_on_last_conv "
+                             "= false")
+        return value
+
+    @model_validator(mode="after")
+    def _one_range_per_level(self) -> FCOSHeadConfig:
+        if len(self.regress_ranges) != len(self.strides):
+            raise ValueError(f"regress_ranges has {len(self.regress_ranges)} entries but strides "
+                             f"has {len(self.strides)}; give one [lo, hi] per level")
+        bad = [list(r) for r in self.regress_ranges if not r[0] < r[1]]
+        if bad:
+            raise ValueError(f"regress range {bad[0]} is empty: each needs lo < hi")
+        return self
+
+
+@HEADS.register(FCOSHeadConfig)
+class FCOSHead(nn.Module):
+    """``forward(feats)``: L x (N, C, H_l, W_l) -> :class:`ScoredDenseOutputs`."""
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        in_channels: int,
+        feat_channels: int = 256,
+        stacked_convs: int = 4,
+        strides: Sequence[Stride] = (4, 8, 16, 32, 64),
+        regress_ranges: Sequence[tuple[float, float]] = tuple(DEFAULT_RANGES),
+        center_sampling: bool = False,
+        center_sample_radius: float = 1.5,
+        norm_on_bbox: bool = False,
+        centerness_on_reg: bool = False,
+        conv_bias: Union[Literal["auto"], bool] = "auto",
+        norm_cfg: NormConfig | None = None,
+        prior_prob: float = 0.01,
+        bbox_coder: Any = None,
+        loss_cls: nn.Module | None = None,
+        loss_bbox: nn.Module | None = None,
+        loss_centerness: nn.Module | None = None,
+        train_cfg: DenseTrainConfig | None = None,
+        test_cfg: DenseTestConfig | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+        if len(regress_ranges) != len(strides):
+            raise ConfigError(f"FCOSHead: {len(regress_ranges)} regress_ranges for "
+                              f"{len(strides)} strides; give one [lo, hi] per level")
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.feat_channels = feat_channels
+        self.prior_prob = prior_prob
+        self.prior_generator = MlvlPointGenerator(strides=strides, offset=0.5)
+        self.strides = self.prior_generator.strides  # (s_w, s_h) per level
+        self.regress_ranges = [(float(lo), float(hi)) for lo, hi in regress_ranges]
+        self.center_sampling = center_sampling
+        self.center_sample_radius = center_sample_radius
+        self.norm_on_bbox = norm_on_bbox
+        self.centerness_on_reg = centerness_on_reg
+        self.bbox_coder = bbox_coder or BBOX_CODERS.build(DistancePointBBoxCoderConfig())
+        self.loss_cls = loss_cls or LOSSES.build(FocalLossConfig())
+        self.loss_bbox = loss_bbox or LOSSES.build(IoULossConfig())
+        self.loss_centerness = loss_centerness or LOSSES.build(centerness_loss_config())
+        for name, loss in (("loss_cls", self.loss_cls), ("loss_centerness", self.loss_centerness)):
+            if not getattr(loss, "use_sigmoid", False):
+                raise ConfigError(f"FCOSHead needs a sigmoid {name} (no background column); got "
+                                  f"{type(loss).__name__} with use_sigmoid = false")
+        self.train_cfg = train_cfg
+        self.test_cfg = test_cfg if test_cfg is not None else DenseTestConfig()
+        # per-level tables as buffers: they follow the module to its device (no host copies)
+        self.register_buffer("range_table", torch.tensor(self.regress_ranges), persistent=False)
+        self.register_buffer("stride_table", torch.tensor(self.strides, dtype=torch.float32),
+                             persistent=False)
+        self._init_layers(stacked_convs, conv_bias, norm_cfg)
+        self.init_weights()
+
+    def _init_layers(self, stacked_convs: int, conv_bias: Union[Literal["auto"], bool],
+                     norm_cfg: NormConfig | None) -> None:
+        """The towers, the three predictors and one Scale per level (MMDetection's names)."""
+        self.cls_convs = nn.ModuleList()
+        self.reg_convs = nn.ModuleList()
+        channels = self.in_channels
+        for _ in range(stacked_convs):
+            for tower in (self.cls_convs, self.reg_convs):
+                tower.append(ConvModule(channels, self.feat_channels, 3, padding=1,
+                                        bias=conv_bias, norm_cfg=norm_cfg))
+            channels = self.feat_channels
+        self.conv_cls = nn.Conv2d(channels, self.num_classes, 3, padding=1)
+        self.conv_reg = nn.Conv2d(channels, 4, 3, padding=1)
+        self.conv_centerness = nn.Conv2d(channels, 1, 3, padding=1)
+        self.scales = nn.ModuleList([Scale(1.0) for _ in self.strides])
+
+    @classmethod
+    def from_config(cls, cfg: FCOSHeadConfig, *, in_channels: int | None = None,
+                    train_cfg: DenseTrainConfig | None = None,
+                    test_cfg: DenseTestConfig | None = None) -> FCOSHead:
+        """Build with ``in_channels`` derived from the neck; a configured value must match."""
+        in_channels = in_channels if in_channels is not None else cfg.in_channels
+        if in_channels is None:
+            raise ConfigError("FCOSHead needs in_channels: pass the neck's out_channels")
+        if cfg.in_channels is not None and cfg.in_channels != in_channels:
+            raise ConfigError(
+                f"bbox_head.in_channels {cfg.in_channels} does not match the {in_channels} "
+                "channels its input has; remove bbox_head.in_channels to derive it")
+        settings = cfg.model_dump(include={
+            "num_classes", "feat_channels", "stacked_convs", "strides", "regress_ranges",
+            "center_sampling", "center_sample_radius", "norm_on_bbox", "centerness_on_reg",
+            "conv_bias", "prior_prob"})
+        return cls(**settings, in_channels=in_channels, norm_cfg=cfg.norm_cfg,
+                   bbox_coder=BBOX_CODERS.build(cfg.bbox_coder),
+                   loss_cls=LOSSES.build(cfg.loss_cls), loss_bbox=LOSSES.build(cfg.loss_bbox),
+                   loss_centerness=LOSSES.build(cfg.loss_centerness),
+                   train_cfg=train_cfg, test_cfg=test_cfg)
+
+    @classmethod
+    def head_assignment(cls, cfg: FCOSHeadConfig) -> dict[str, Any]:
+        """What ``det analyze anchors`` and ``det viz assign`` run for this head: its points as
+        stride-sized cells and the FCOS target rule as an assigner (no network is built)."""
+        points = MlvlPointGenerator(strides=cfg.strides, offset=0.5)
+        assigner = FCOSTargetAssigner(strides=points.strides, regress_ranges=cfg.regress_ranges,
+                                      center_sampling=cfg.center_sampling,
+                                      center_sample_radius=cfg.center_sample_radius)
+        return {"prior_generator": PointCells(points), "assigner": assigner,
+                "generator_cfg": MlvlPointGeneratorConfig(strides=cfg.strides, offset=0.5),
+                "assigner_cfg": assigner.config()}
+
+    def init_weights(self) -> None:
+        """MMDetection's init: every conv N(0, 0.01) with zero bias; the classifier's bias makes
+        each class start at probability ``prior_prob``."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                normal_init(module, std=0.01)
+        normal_init(self.conv_cls, std=0.01, bias=bias_init_with_prob(self.prior_prob))
+
+    def forward(self, feats: Sequence[Tensor]) -> ScoredDenseOutputs:
+        if len(feats) != len(self.strides):
+            raise DetError(f"FCOSHead got {len(feats)} feature maps for {len(self.strides)} "
+                           f"strides {self.strides}")
+        cls_logits, distances, centerness = [], [], []
+        for level, x in enumerate(feats):  # x: (N, C, H_l, W_l)
+            cls_feat = reg_feat = x
+            for conv in self.cls_convs:
+                cls_feat = conv(cls_feat)  # (N, F, H_l, W_l)
+            for conv in self.reg_convs:
+                reg_feat = conv(reg_feat)  # (N, F, H_l, W_l)
+            cls_logits.append(self.conv_cls(cls_feat))  # (N, K, H_l, W_l)
+            centerness.append(self.conv_centerness(
+                reg_feat if self.centerness_on_reg else cls_feat))  # (N, 1, H_l, W_l)
+            # float32 before exp, so AMP cannot overflow
+            reg = self.scales[level](self.conv_reg(reg_feat)).float()  # (N, 4, H_l, W_l)
+            distances.append(reg.clamp(min=0) if self.norm_on_bbox else reg.exp())
+        return ScoredDenseOutputs(cls_logits, distances, centerness)
+
+    def _outputs(self, feats_or_outputs: Any) -> ScoredDenseOutputs:
+        if isinstance(feats_or_outputs, ScoredDenseOutputs):
+            return feats_or_outputs
+        return self(feats_or_outputs)
+
+    def level_priors(self, outputs: ScoredDenseOutputs) -> list[Tensor]:
+        """Points per level, L x (H_l*W_l, 2), for the feature-map sizes of ``outputs``."""
+        sizes = [(x.shape[-2], x.shape[-1]) for x in outputs.cls_logits]
+        return self.prior_generator.grid_priors(sizes, device=outputs.cls_logits[0].device)
+
+    def distances_in_pixels(self, distances: Sequence[Tensor]) -> list[Tensor]:
+        """L x (N, 4, H_l, W_l) head distances -> pixels (times the stride with norm_on_bbox)."""
+        if not self.norm_on_bbox:
+            return list(distances)
+        return [d * self.stride_table[level].repeat(2)[None, :, None, None]  # (1, 4, 1, 1)
+                for level, d in enumerate(distances)]
+
+    # ---- training --------------------------------------------------------------------------
+
+    def loss(self, feats_or_outputs: Any, images: ImageBatch,
+             targets: DetTargets) -> dict[str, Tensor]:
+        """``{"loss_cls", "loss_bbox", "loss_centerness"}``, normalised as the module says."""
+        outputs = self._outputs(feats_or_outputs)
+        num_classes = self.num_classes
+        sizes = [(x.shape[-2], x.shape[-1]) for x in outputs.cls_logits]
+        points_per_level = self.prior_generator.grid_priors(
+            sizes, device=outputs.cls_logits[0].device, with_stride=True)  # L x (R_l, 4)
+        points = torch.cat(points_per_level, dim=0)  # (R, 4): x, y, s_w, s_h
+        cls_logits = flatten_levels(outputs.cls_logits, num_classes)  # (N, R, K)
+        distances = flatten_levels(outputs.bbox_deltas, 4).float()  # (N, R, 4)
+        centerness = flatten_levels(outputs.score_factors, 1)[..., 0]  # (N, R, 1) -> (N, R)
+        tgt = self.get_targets(points_per_level, targets)
+        positive = tgt.positive  # (N, R)
+        num_pos = positive.sum().clamp(min=1).float()  # (): no host sync
+
+        loss_cls = self.loss_cls(cls_logits.reshape(-1, num_classes),  # (N*R, K)
+                                 tgt.labels.reshape(-1), avg_factor=num_pos)  # (N*R,)
+        centerness_t = masked_centerness(tgt.distances, positive)  # (N, R), 0 off positives
+        # off positives, prediction and target are the same stand-in box: zero loss, no NaN
+        stand_in = torch.ones_like(distances)  # (N, R, 4)
+        pred_boxes = self.bbox_coder.decode(points, torch.where(positive[..., None], distances,
+                                                                stand_in))  # (N, R, 4)
+        target_boxes = self.bbox_coder.decode(points, torch.where(positive[..., None],
+                                                                  tgt.distances, stand_in))
+        loss_bbox = self.loss_bbox(pred_boxes.reshape(-1, 4), target_boxes.reshape(-1, 4),
+                                   weight=centerness_t.reshape(-1),  # (N*R,)
+                                   avg_factor=centerness_t.sum().clamp(min=1e-6))
+        loss_centerness = self.loss_centerness(centerness.reshape(-1), centerness_t.reshape(-1),
+                                               weight=positive.reshape(-1).float(),
+                                               avg_factor=num_pos)
+        return {"loss_cls": loss_cls, "loss_bbox": loss_bbox, "loss_centerness": loss_centerness}
+
+    @torch.no_grad()
+    def get_targets(self, points_per_level: Sequence[Tensor], targets: DetTargets) -> PointTargets:
+        """Points L x (R_l, 4) with strides -> :class:`PointTargets` of the batch; distances are
+        in strides with ``norm_on_bbox`` (as the head predicts them), else pixels."""
+        counts = [p.shape[0] for p in points_per_level]
+        points = torch.cat(points_per_level, dim=0)  # (R, 4)
+        ranges = per_point(self.range_table.to(points), counts)  # (R, 2)
+        tgt = fcos_targets(points, points[:, 2:], ranges, targets.boxes.to(points),
+                           targets.labels, self.num_classes, self.center_sampling,
+                           self.center_sample_radius)
+        if self.norm_on_bbox:
+            tgt.distances = tgt.distances / points[:, 2:].repeat(1, 2)  # (N, R, 4) / (R, 4)
+        return tgt
+
+    # ---- inference -------------------------------------------------------------------------
+
+    def predict(self, feats_or_outputs: Any, images: ImageBatch,
+                rescale: bool = True) -> DetectionBatch:
+        """Detections of every image, padded to ``test_cfg.max_per_img``: class scores times
+        centerness, decoded from the points, one batched NMS (boxes in original-image pixels
+        with ``rescale``, else network-input pixels)."""
+        outputs = self._outputs(feats_or_outputs)
+        return predict_dense(outputs.cls_logits, self.distances_in_pixels(outputs.bbox_deltas),
+                             self.level_priors(outputs), self.bbox_coder, images, self.test_cfg,
+                             rescale=rescale, score_factors=outputs.score_factors)
