@@ -37,7 +37,11 @@ from detcli.data.transforms.geometric import scale_list
 from detcli.data.transforms.test_time import MultiScaleFlipAugConfig
 from detcli.errors import ConfigError, DetError
 from detcli.models.dense_heads.anchor_head import AnchorHead
-from detcli.models.dense_heads.dense_predict import level_candidates, nms_to_batch
+from detcli.models.dense_heads.dense_predict import (
+    level_candidates,
+    level_score_factors,
+    nms_to_batch,
+)
 from detcli.structures.batch import ImageBatch
 from detcli.structures.detections import Detections
 
@@ -106,10 +110,15 @@ def view_candidates(model: nn.Module, images: ImageBatch) -> Candidates:
         level_candidates(logits, deltas, anchors, head.bbox_coder, img_shapes, cfg.nms_pre)
         for logits, deltas, anchors in zip(outputs.cls_logits, outputs.bbox_deltas, priors)
     ]
-    boxes = torch.cat([b for b, _, _ in per_level], dim=1)  # (N, P_v, 4)
-    scores = torch.cat([s for _, s, _ in per_level], dim=1)  # (N, P_v)
-    labels = torch.cat([c for _, _, c in per_level], dim=1)  # (N, P_v)
-    return Candidates(boxes, scores, labels, scores > cfg.score_thr)
+    boxes = torch.cat([b for b, _, _, _ in per_level], dim=1)  # (N, P_v, 4)
+    scores = torch.cat([s for _, s, _, _ in per_level], dim=1)  # (N, P_v)
+    labels = torch.cat([c for _, _, c, _ in per_level], dim=1)  # (N, P_v)
+    valid = scores > cfg.score_thr  # the threshold applies before score factors, as in predict
+    score_factors = getattr(outputs, "score_factors", None)  # ATSS centerness
+    if score_factors is not None:
+        scores = scores * torch.cat([level_score_factors(f, index) for f, (_, _, _, index)
+                                     in zip(score_factors, per_level)], dim=1)  # (N, P_v)
+    return Candidates(boxes, scores, labels, valid)
 
 
 def merge_views(model: nn.Module, views: Sequence[ImageBatch]) -> list[Detections]:

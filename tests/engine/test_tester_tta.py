@@ -130,6 +130,24 @@ def test_one_unflipped_view_merges_to_the_plain_prediction():
         assert torch.equal(m.labels, p.labels)
 
 
+def test_one_unflipped_view_keeps_atss_centerness_like_the_plain_prediction():
+    torch.manual_seed(0)
+    atss = dict(TINY_MODEL, type="ATSS", bbox_head={
+        "type": "ATSSHead", "num_classes": 3, "feat_channels": 16, "stacked_convs": 1,
+        "norm_cfg": {"type": "GN", "num_groups": 4}})
+    model = build_detector(atss).eval()
+    nn.init.zeros_(model.bbox_head.atss_cls.bias)  # scores near 0.5: plenty of detections
+    nn.init.constant_(model.bbox_head.atss_centerness.bias, -1.0)  # centerness far from 1
+    images = ImageBatch.from_tensor(torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(2)))
+    with torch.inference_mode():
+        plain = model.predict(images)[0]
+        merged = merge_views(model, [images])[0]
+    assert len(plain) > 0
+    assert plain.scores.max() < 0.5  # the centerness factor is in the plain scores
+    torch.testing.assert_close(merged.scores, plain.scores)
+    torch.testing.assert_close(merged.boxes, plain.boxes)
+
+
 def tta_dataset(tmp_path) -> CocoDataset:
     synth = make_synthetic_dataset(tmp_path / "s", num_train=0, num_val=2, image_size=64, seed=3)
     inner = [

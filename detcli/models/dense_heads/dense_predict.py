@@ -38,23 +38,14 @@ from detcli.task.postprocess import DenseTestConfig, multiclass_nms
 def level_candidates(
     cls_logits: Tensor, bbox_deltas: Tensor, priors: Tensor, bbox_coder: Any,
     img_shapes: Tensor, nms_pre: int,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """One level's top candidates -> boxes (N, k, 4), scores (N, k), labels (N, k).
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One level's top candidates -> boxes (N, k, 4), scores (N, k), labels (N, k) and the
+    index (N, k) of each candidate's prior.
 
     cls_logits (N, A*K, H, W), bbox_deltas (N, A*4, H, W), priors (H*W*A, 4) anchors (or
     (H*W, 2+) points), img_shapes (N, 2) of (h, w). Boxes are decoded and clipped to each
     image, in network-input pixels.
     """
-    boxes, scores, labels, _ = _level_candidates(cls_logits, bbox_deltas, priors, bbox_coder,
-                                                 img_shapes, nms_pre)
-    return boxes, scores, labels
-
-
-def _level_candidates(
-    cls_logits: Tensor, bbox_deltas: Tensor, priors: Tensor, bbox_coder: Any,
-    img_shapes: Tensor, nms_pre: int,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """:func:`level_candidates`, plus each candidate's prior index (N, k)."""
     num_images = cls_logits.shape[0]
     num_priors = priors.shape[0]
     num_classes = cls_logits.shape[1] * cls_logits.shape[2] * cls_logits.shape[3] // num_priors
@@ -100,7 +91,7 @@ def predict_dense(
     device = cls_logits[0].device
     img_shapes = torch.tensor(images.img_shapes, dtype=torch.float32, device=device)  # (N, 2)
     per_level = [
-        _level_candidates(logits, deltas, anchors, bbox_coder, img_shapes, cfg.nms_pre)
+        level_candidates(logits, deltas, anchors, bbox_coder, img_shapes, cfg.nms_pre)
         for logits, deltas, anchors in zip(cls_logits, bbox_deltas, priors)
     ]
     boxes = torch.cat([b for b, _, _, _ in per_level], dim=1)  # (N, P, 4)
