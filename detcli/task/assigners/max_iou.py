@@ -173,9 +173,10 @@ class MaxIoUAssigner:
             prior_ids = torch.arange(num_priors, device=overlaps.device)  # (R,)
             hit = prior_ids[None, None, :] == gt_best_prior[:, :, None]  # (N, G, R)
         hit &= claims[:, :, None]
-        # the last True along G, with one byte per entry: argmax returns the first maximum
-        last_from_end = hit.flip(1).to(torch.uint8).argmax(dim=1)  # (N, R)
-        return hit.any(dim=1), num_slots - 1 - last_from_end
+        # the last claiming slot along G (-1 where no GT claims the prior)
+        slots = torch.arange(num_slots, device=overlaps.device)[None, :, None]  # (1, G, 1)
+        claimant = torch.where(hit, slots, -1).amax(dim=1)  # (N, R)
+        return claimant >= 0, claimant.clamp(min=0)
 
     def _ignored(self, priors: Tensor, ignore_boxes: Tensor,
                  ignore_valid: Optional[Tensor]) -> Tensor:
