@@ -39,16 +39,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import detcli  # noqa: E402
-from retinanet_speed import (  # noqa: E402  (the shared harness)
-    NUM_CLASSES,
-    make_inputs,
-    no_grad_call,
-    optimizer_for,
-    parse_args,
-    report,
-    time_alternating,
-    train_step,
-)
+from retinanet_speed import NUM_CLASSES, compare, parse_args  # noqa: E402  (the shared harness)
 
 PRESET = ROOT / "presets" / "fcos_r50.toml"
 CENTERNESS_BIAS = 10.0
@@ -81,42 +72,8 @@ def build_torchvision(args) -> torch.nn.Module:
 
 def main() -> None:
     args = parse_args()
-    device = torch.device(args.device)
     torch.manual_seed(0)
-    ours, theirs = build_ours(args).to(device), build_torchvision(args).to(device)
-    if args.channels_last:
-        ours = ours.to(memory_format=torch.channels_last)
-        theirs = theirs.to(memory_format=torch.channels_last)
-    (images, targets), (tv_images, tv_targets) = make_inputs(args, device)
-    print(f"FCOS: device {device}, batch {args.batch}, size {args.size}, iters {args.iters} "
-          f"(+{args.warmup} warm-up), amp {args.amp}, channels_last {args.channels_last}, "
-          f"threads {torch.get_num_threads()}, torch {torch.__version__}, "
-          f"torchvision {torchvision.__version__}, tv-frozen {args.tv_frozen}")
-
-    if args.only in (None, "train"):
-        ours.train(), theirs.train()
-        runs = {
-            "det": train_step(ours, optimizer_for(ours), lambda: ours.loss(images, targets),
-                              args, device),
-            "torchvision": train_step(theirs, optimizer_for(theirs),
-                                      lambda: theirs(tv_images, tv_targets), args, device),
-        }
-        report("train", time_alternating(runs, args, device), args.batch)
-
-    ours.eval(), theirs.eval()
-    if args.only in (None, "infer"):
-        runs = {
-            "det": no_grad_call(lambda: ours.predict_batch(images), args, device),
-            "torchvision": no_grad_call(lambda: theirs(tv_images), args, device),
-        }
-        report("infer", time_alternating(runs, args, device), args.batch)
-
-    if args.bare:
-        def tv_net() -> object:
-            return theirs.head(list(theirs.backbone(images.tensor).values()))
-        runs = {"det": no_grad_call(lambda: ours(images.tensor), args, device),
-                "torchvision": no_grad_call(tv_net, args, device)}
-        report("bare", time_alternating(runs, args, device), args.batch)
+    compare("FCOS", build_ours(args), build_torchvision(args), args)
 
 
 if __name__ == "__main__":

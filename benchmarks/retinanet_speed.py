@@ -174,16 +174,15 @@ def optimizer_for(model: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=1e-4, momentum=0.9, weight_decay=1e-4)
 
 
-def main() -> None:
-    args = parse_args()
+def compare(label: str, ours: torch.nn.Module, theirs: torch.nn.Module, args: argparse.Namespace) -> None:
+    """Time det's ``ours`` against torchvision's ``theirs`` (train, infer, and bare with --bare)."""
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    ours, theirs = build_ours(args).to(device), build_torchvision(args).to(device)
+    ours, theirs = ours.to(device), theirs.to(device)
     if args.channels_last:
         ours = ours.to(memory_format=torch.channels_last)
         theirs = theirs.to(memory_format=torch.channels_last)
     (images, targets), (tv_images, tv_targets) = make_inputs(args, device)
-    print(f"device {device}, batch {args.batch}, size {args.size}, iters {args.iters} "
+    print(f"{label}: device {device}, batch {args.batch}, size {args.size}, iters {args.iters} "
           f"(+{args.warmup} warm-up), amp {args.amp}, channels_last {args.channels_last}, "
           f"threads {torch.get_num_threads()}, torch {torch.__version__}, "
           f"torchvision {torchvision.__version__}, tv-frozen {args.tv_frozen}")
@@ -212,6 +211,12 @@ def main() -> None:
         runs = {"det": no_grad_call(lambda: ours(images.tensor), args, device),
                 "torchvision": no_grad_call(tv_net, args, device)}
         report("bare", time_alternating(runs, args, device), args.batch)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.manual_seed(0)
+    compare("RetinaNet", build_ours(args), build_torchvision(args), args)
 
 
 if __name__ == "__main__":
