@@ -5,6 +5,11 @@
 
     cfg = detcli.load_config("presets/retinanet_r50.toml").cfg
     model = detcli.build_detector(cfg.model)
+
+``Detector`` (also imported on first use) runs a trained model on images::
+
+    detector = detcli.Detector.from_checkpoint("presets/retinanet_tiny_synth.toml", "model.pth")
+    dets = detector("image.jpg")  # boxes, scores, labels in original-image pixels
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 
 from detcli.config import load_config
 
-__all__ = ["build_detector", "load_config"]
+__all__ = ["Detector", "build_detector", "load_config"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +26,8 @@ def __getattr__(name: str) -> Any:
         from detcli.models.build import build_detector
 
         return build_detector
+    if name == "Detector":
+        from detcli.inference import Detector
+
+        return Detector
     raise AttributeError(f"module 'detcli' has no attribute {name!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from detcli.cli import analyze, config, data, test, train, viz
+from detcli.cli import analyze, config, data, export, predict, test, train, viz
 
 app = typer.Typer(
     name="det",
@@ -19,6 +19,8 @@ app.add_typer(analyze.app, name="analyze", help="Check a config against its data
 app.add_typer(viz.app, name="viz", help="Draw assignments and dataset samples.")
 app.command("train")(train.train)
 app.command("test")(test.test)
+app.add_typer(export.app, name="export", help="Export a trained detector (ONNX).")
+app.command("predict")(predict.predict)
 
 
 def main() -> None:

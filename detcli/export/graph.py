@@ -1,0 +1,212 @@
+"""What an exported detector computes: network input -> fixed-size detections, NMS included.
+
+N images, H x W the (padded) network input, L levels, H_l x W_l the feature map of level l,
+A anchors per location, K classes, k = ``nms_pre`` candidates per level, B = L * k candidates
+per image (B = R * K, all of them, when ``nms_pre <= 0``), M = ``max_per_img``, S boxes
+selected by NMS in the whole batch.
+
+:class:`ExportWrapper` follows :func:`detcli.models.dense_heads.dense_predict.predict_dense`
+(MMDetection 2.x semantics) step by step, in a form ``torch.export`` can trace with a
+symbolic batch size and image size:
+
+1. per level: sigmoid scores over (location, anchor, class), the k best kept; a level with
+   fewer than k entries is padded with -inf logits (score 0), so k is a constant whatever the
+   input size;
+2. the priors of each level are computed inside the graph from the feature map's shape
+   (same layout as :class:`~detcli.task.prior_generators.anchor_generator.AnchorGenerator`),
+   the chosen deltas decoded with the head's coder and clipped (see below);
+3. candidates scoring at or below ``score_thr``, or with a side at or below
+   ``min_bbox_size``, get score 0 -- a mask, not a filter, so shapes stay fixed; a head with
+   a score factor (ATSS's centerness) has the others' scores multiplied by its sigmoid, after
+   the test, as ``predict_dense(score_factors=...)`` does;
+4. ONNX ``NonMaxSuppression`` (:mod:`detcli.export.nms_op`) on boxes (N, B, 4) and per-class
+   scores (N, K, B): each candidate's score sits in its label's row, so boxes of different
+   classes never suppress each other (one row of scores when ``nms.class_agnostic``); its
+   score threshold is 0, skipping exactly the masked candidates;
+5. the kept scores are scattered back into (N, K, B) and the M best of each image taken
+   (``topk``), padded: slots past ``num_dets`` have box 0, score 0 and label -1.
+
+Boxes are (x1, y1, x2, y2) in pixels of the network input. They are clipped (step 2) to the
+input tensor's (H, W) -- the padded size, since one input does not tell each image's own size
+-- or, when the graph is exported with a second input ``image_sizes`` (N, 2), to each image's
+(h, w) before padding, which is what PyTorch's ``predict`` does. With the padded size, a box
+reaching into the padding is clipped later (by the caller) than in PyTorch, so NMS can judge
+its overlaps differently: detections at the bottom and right edge of padded images may differ.
+Callers divide by their resize factor and clip to the original image (:mod:`detcli.inference`
+does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from detcli.errors import ExportError
+from detcli.export.nms_op import onnx_nms
+from detcli.task.postprocess import NMSConfig
+
+OUTPUTS_NMS = ("boxes", "scores", "labels", "num_dets")
+OUTPUTS_NO_NMS = ("boxes", "scores", "labels")
+
+
+def grid_anchors(base_anchors: Tensor, stride: tuple[int, int], feat_h: Any, feat_w: Any) -> Tensor:
+    """Anchors of one level, (H_l * W_l * A, 4), for a feature map of (symbolic) size
+    ``feat_h`` x ``feat_w``: base anchors (A, 4) shifted by ``(x * stride_w, y * stride_h)``,
+    rows ordered (y, x, anchor) as ``AnchorGenerator.grid_priors``."""
+    stride_w, stride_h = stride
+    device = base_anchors.device
+    shift_x = torch.arange(feat_w, device=device, dtype=torch.float32) * stride_w  # (W_l,)
+    shift_y = torch.arange(feat_h, device=device, dtype=torch.float32) * stride_h  # (H_l,)
+    yy, xx = torch.meshgrid(shift_y, shift_x, indexing="ij")  # (H_l, W_l) each
+    shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)  # (H_l*W_l, 1, 4)
+    return (shifts + base_anchors[None]).reshape(-1, 4)  # (H_l*W_l, A, 4) -> (H_l*W_l*A, 4)
+
+
+def clip_to_input(boxes: Tensor, height: Any, width: Any) -> Tensor:
+    """Clamp x to [0, width] and y to [0, height]; sizes may be symbolic. (..., 4) -> (..., 4)."""
+    x = boxes[..., 0::2].clamp(min=0, max=width)  # (..., 2): x1, x2
+    y = boxes[..., 1::2].clamp(min=0, max=height)  # (..., 2): y1, y2
+    return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)  # (..., 4)
+
+
+class ExportWrapper(nn.Module):
+    """``forward(images (N, 3, H, W) float32)`` -> ``boxes (N, M, 4)``, ``scores (N, M)``,
+    ``labels (N, M)`` int64, ``num_dets (N,)`` int64; with ``nms=False`` the masked candidates
+    ``boxes (N, B, 4)``, ``scores (N, B)``, ``labels (N, B)`` before NMS (module docstring).
+
+    ``forward(images, image_sizes)`` with ``image_sizes`` (N, 2) int64, each image's (h, w)
+    before padding, clips to those instead of the input tensor, as ``predict`` does with
+    ``ImageBatch.img_shapes``: then boxes near the padding, and the NMS among them, come out
+    exactly as in PyTorch.
+
+    ``model`` is a single-stage detector whose ``bbox_head`` has ``prior_generator`` (an
+    :class:`AnchorGenerator`), ``bbox_coder`` and ``test_cfg`` with hard NMS.
+    """
+
+    def __init__(self, model: nn.Module, *, nms: bool = True) -> None:
+        super().__init__()
+        head = getattr(model, "bbox_head", None)
+        if head is None or not hasattr(head, "test_cfg") or not hasattr(head, "bbox_coder"):
+            raise ExportError(f"{type(model).__name__} cannot be exported: export needs a "
+                              "single-stage detector with a dense bbox_head (e.g. RetinaNet)")
+        cfg = head.test_cfg
+        if nms and not isinstance(cfg.nms, NMSConfig):
+            raise ExportError(
+                f"test_cfg.nms.type = {cfg.nms.type!r} cannot be exported: ONNX has hard NMS only",
+                hint="export with --set model.test_cfg.nms.type=nms, or with --no-nms and run "
+                     "soft-NMS on the candidates yourself")
+        generator = head.prior_generator
+        if not (hasattr(generator, "base_anchors") and hasattr(generator, "strides")):
+            raise ExportError(f"the prior generator {type(generator).__name__} cannot be "
+                              "exported: the graph builds priors from `base_anchors` and "
+                              "`strides` (AnchorGenerator)")
+        self.model = model
+        self.nms = nms
+        self.num_classes = int(head.num_classes)
+        self.bbox_coder = head.bbox_coder
+        self.clip_border = bool(getattr(head.bbox_coder, "clip_border", True))
+        self.strides = [tuple(int(s) for s in stride) for stride in generator.strides]
+        for level, anchors in enumerate(generator.base_anchors):
+            self.register_buffer(f"base_anchors_{level}", anchors.clone(), persistent=False)
+        self.nms_pre = int(cfg.nms_pre)
+        self.score_thr = float(cfg.score_thr)
+        self.min_bbox_size = float(cfg.min_bbox_size)
+        self.max_per_img = int(cfg.max_per_img)
+        self.iou_threshold = float(getattr(cfg.nms, "iou_threshold", 0.5))
+        self.class_agnostic = bool(getattr(cfg.nms, "class_agnostic", False))
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return OUTPUTS_NMS if self.nms else OUTPUTS_NO_NMS
+
+    def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> tuple[Tensor, ...]:
+        outputs = self.model(images)  # L x (N, A*K, H_l, W_l) logits, L x (N, A*4, H_l, W_l)
+        factors = getattr(outputs, "score_factors", None)  # L x (N, A, H_l, W_l), or None
+        per_level = [
+            self.level_candidates(logits, deltas, getattr(self, f"base_anchors_{level}"),
+                                  self.strides[level],
+                                  None if factors is None else factors[level])
+            for level, (logits, deltas) in enumerate(zip(outputs.cls_logits, outputs.bbox_deltas))
+        ]
+        boxes = torch.cat([b for b, _, _, _ in per_level], dim=1)  # (N, B, 4)
+        scores = torch.cat([s for _, s, _, _ in per_level], dim=1)  # (N, B)
+        labels = torch.cat([c for _, _, c, _ in per_level], dim=1)  # (N, B)
+        factor = torch.cat([f for _, _, _, f in per_level], dim=1)  # (N, B), ones without
+        if self.clip_border and image_sizes is None:
+            boxes = clip_to_input(boxes, images.shape[-2], images.shape[-1])
+        elif self.clip_border:
+            bounds = image_sizes.flip(-1).to(boxes.dtype).repeat(1, 2)  # (N, 4): w, h, w, h
+            boxes = torch.minimum(boxes.clamp(min=0), bounds[:, None, :])  # (N, B, 4)
+        widths = boxes[..., 2] - boxes[..., 0]  # (N, B)
+        heights = boxes[..., 3] - boxes[..., 1]  # (N, B)
+        keep = ((scores > self.score_thr) & (widths > self.min_bbox_size)
+                & (heights > self.min_bbox_size))  # (N, B)
+        scores = torch.where(keep, scores * factor, torch.zeros_like(scores))  # (N, B)
+        if not self.nms:
+            return boxes, scores, labels
+        return self.suppress(boxes, scores, labels)
+
+    def level_candidates(self, cls_logits: Tensor, bbox_deltas: Tensor, base_anchors: Tensor,
+                         stride: tuple[int, int], score_factor: Tensor | None = None
+                         ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One level -> boxes (N, k, 4) (not clipped yet), scores (N, k), labels (N, k) and the
+        score factors (N, k): the sigmoid of ``score_factor`` (N, A, H_l, W_l) at each
+        candidate's prior (centerness), ones without one."""
+        num_images = cls_logits.shape[0]
+        priors = grid_anchors(base_anchors, stride, cls_logits.shape[-2], cls_logits.shape[-1])
+        num_priors = priors.shape[0]  # H_l*W_l*A
+        flat = cls_logits.permute(0, 2, 3, 1).reshape(num_images, -1).float()  # (N, H_l*W_l*A*K)
+        if self.nms_pre > 0:
+            # A level smaller than k gets -inf logits (score 0) as filler: k stays constant.
+            filler = flat.new_full((num_images, self.nms_pre), float("-inf"))  # (N, k)
+            flat = torch.cat([flat, filler], dim=1)  # (N, H_l*W_l*A*K + k)
+            top_logits, top_index = flat.topk(self.nms_pre, dim=1)  # (N, k) each
+        else:
+            top_logits = flat  # (N, R_l*K): every entry
+            top_index = torch.arange(flat.shape[1], device=flat.device).expand(num_images, -1)
+        scores = top_logits.sigmoid()  # (N, k)
+        prior_index = torch.div(top_index, self.num_classes, rounding_mode="floor")  # (N, k)
+        prior_index = prior_index.clamp(max=num_priors - 1)  # filler rows point at a real prior
+        labels = top_index % self.num_classes  # (N, k)
+        # (N, A*4, H_l, W_l) -> (N, H_l, W_l, A*4) -> (N, H_l*W_l*A, 4)
+        flat_deltas = bbox_deltas.permute(0, 2, 3, 1).reshape(num_images, -1, 4)
+        deltas = torch.gather(flat_deltas, 1, prior_index[..., None].expand(-1, -1, 4))  # (N, k, 4)
+        anchors = priors[prior_index]  # (N, k, 4)
+        boxes = self.bbox_coder.decode(anchors, deltas.float())  # (N, k, 4)
+        if score_factor is None:
+            return boxes, scores, labels, torch.ones_like(scores)
+        # (N, A, H_l, W_l) -> (N, H_l, W_l, A) -> (N, H_l*W_l*A)
+        flat_factor = score_factor.permute(0, 2, 3, 1).reshape(num_images, -1).float()
+        return boxes, scores, labels, torch.gather(flat_factor, 1, prior_index).sigmoid()
+
+    def suppress(self, boxes: Tensor, scores: Tensor, labels: Tensor
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Masked candidates (N, B, ...) -> padded detections (N, M, ...) and counts; steps 4-5."""
+        num_images, num_cand = scores.shape
+        if self.class_agnostic:
+            columns = scores[:, None, :]  # (N, 1, B)
+        else:
+            columns = scores.new_zeros(num_images, self.num_classes, num_cand).scatter(
+                1, labels[:, None, :], scores[:, None, :])  # (N, K, B): score in its label's row
+        # The score test was the mask (step 3), made before any score factor: NMS only has to
+        # skip the masked (zero) scores.
+        selected = onnx_nms(boxes, columns, self.max_per_img, self.iou_threshold,
+                            0.0)  # (S, 3): image, column, box
+        image, column, box = selected[:, 0], selected[:, 1], selected[:, 2]  # (S,) each
+        kept = torch.zeros_like(columns).index_put(
+            (image, column, box), columns[image, column, box])  # (N, C, B)
+        flat = torch.cat([kept.reshape(num_images, -1),  # (N, C*B)
+                          kept.new_zeros(num_images, self.max_per_img)], dim=1)  # (N, C*B + M)
+        top_scores, top_index = flat.topk(self.max_per_img, dim=1)  # (N, M) each
+        valid = top_scores > 0  # (N, M): kept scores are > 0, masked ones and filler are 0
+        box_index = (top_index % num_cand).clamp(max=num_cand - 1)  # (N, M)
+        if self.class_agnostic:
+            out_labels = torch.gather(labels, 1, box_index)  # (N, M)
+        else:
+            out_labels = torch.div(top_index, num_cand, rounding_mode="floor")  # (N, M)
+        out_labels = torch.where(valid, out_labels, torch.full_like(out_labels, -1))  # (N, M)
+        out_boxes = torch.gather(boxes, 1, box_index[..., None].expand(-1, -1, 4))  # (N, M, 4)
+        out_boxes = out_boxes * valid[..., None].to(out_boxes.dtype)  # (N, M, 4), 0 past num_dets
+        return out_boxes, top_scores, out_labels, valid.sum(dim=1)

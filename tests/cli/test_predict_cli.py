@@ -1,0 +1,131 @@
+"""`det predict` through typer's CliRunner on a folder of synthetic images: drawings and
+predictions.json, the same records from PyTorch and --onnx, globs, and the clear failures:
+an unreadable image (reported, the rest go on, exit 1), an empty folder, no glob match, the
+missing export extra."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections import defaultdict
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from detcli.cli.main import app
+from detcli.export import ExportOptions, export_onnx
+from tests.export.tiny_export import CLASSES, detecting_model, make_tiny_export
+
+
+def run(*args: object):
+    return CliRunner().invoke(app, ["predict", *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    tiny = make_tiny_export(tmp_path_factory.mktemp("predict_cli"), num_images=4)
+    sub = tiny.root / "inputs" / "sub"
+    sub.mkdir(parents=True)
+    images = sorted(tiny.images.glob("*.jpg"))
+    for image in images[:3]:
+        shutil.copy(image, tiny.root / "inputs" / image.name)
+    shutil.copy(images[3], sub / images[3].name)
+    return tiny
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tiny):
+    options = ExportOptions(dynamic_batch=True, dynamic_size=True, image_sizes=True)
+    return export_onnx(detecting_model(tiny.config), tiny.root / "tiny.onnx",
+                       input_size=(256, 256), options=options).path
+
+
+def by_image(records: list[dict]) -> dict[str, list[dict]]:
+    grouped = defaultdict(list)
+    for record in records:
+        grouped[record["file_name"]].append(record)
+    return grouped
+
+
+def test_folder_gives_drawings_and_coco_style_json(tiny, tmp_path):
+    out = tmp_path / "out"
+    result = run(tiny.config, tiny.checkpoint, tiny.root / "inputs", "--out", out,
+                 "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    names = ["000001.jpg", "000002.jpg", "000003.jpg", "sub/000004.jpg"]
+    for name in names:
+        drawn, original = cv2.imread(str(out / name)), cv2.imread(str(tiny.root / "inputs" / name))
+        assert drawn.shape == original.shape
+    records = json.loads((out / "predictions.json").read_text())
+    # the fourth image's best score is about 0.16: under --score-thr 0.3, drawn without boxes
+    assert sorted(by_image(records)) == names[:3]
+    assert set(records[0]) == {"file_name", "bbox", "score", "category_id", "category_name"}
+    assert all(r["score"] > 0.3 for r in records)  # the default --score-thr
+    assert all(r["category_name"] == CLASSES[r["category_id"]] for r in records)
+    x, y, w, h = records[0]["bbox"]
+    assert w > 0 and h > 0
+    drawn = cv2.imread(str(out / records[0]["file_name"]))
+    assert not np.array_equal(drawn, cv2.imread(str(tiny.root / "inputs" /
+                                                    records[0]["file_name"])))
+    assert "4 of 4 images" in result.stdout and f"{len(records)} detections" in result.stdout
+
+
+def test_pytorch_and_onnx_give_the_same_predictions(tiny, onnx_file):
+    args = (tiny.config, tiny.checkpoint, tiny.root / "inputs", "--score-thr", 0.05, "--json")
+    torch_run, onnx_run = run(*args), run(*args, "--onnx", onnx_file)
+    assert torch_run.exit_code == 0 and onnx_run.exit_code == 0, onnx_run.output
+    ref, out = json.loads(torch_run.stdout), json.loads(onnx_run.stdout)
+    assert (ref["backend"], out["backend"]) == ("pytorch", "onnxruntime")
+    assert ref["num_detections"] == out["num_detections"] > 100
+    for name, expected in by_image(ref["predictions"]).items():
+        found = by_image(out["predictions"])[name]
+        assert [r["category_id"] for r in found] == [r["category_id"] for r in expected]
+        boxes = np.array([r["bbox"] for r in found]) - np.array([r["bbox"] for r in expected])
+        scores = np.array([r["score"] for r in found]) - np.array([r["score"] for r in expected])
+        assert np.abs(boxes).max() <= 0.02 and np.abs(scores).max() <= 1e-4
+
+
+def test_glob_and_duplicates(tiny):
+    pattern = str(tiny.root / "inputs" / "**" / "*.jpg")
+    result = run(tiny.config, tiny.checkpoint, pattern, tiny.root / "inputs" / "000001.jpg",
+                 "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["num_images"] == 4  # 000001.jpg once
+
+
+def test_unreadable_image_is_reported_and_the_rest_go_on(tiny, tmp_path):
+    folder = tmp_path / "mixed"
+    shutil.copytree(tiny.root / "inputs", folder)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    out = tmp_path / "out"
+    result = run(tiny.config, tiny.checkpoint, folder, "--out", out)
+    assert result.exit_code == 1
+    assert "4 of 5 images" in result.stdout
+    assert "1 image(s) could not be read" in result.stdout
+    assert "broken.jpg" in result.stdout
+    assert (out / "000001.jpg").is_file() and (out / "predictions.json").is_file()
+    assert not (out / "broken.jpg").exists()
+
+
+def test_empty_folder_and_no_match_are_clear_errors(tiny, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run(tiny.config, tiny.checkpoint, tmp_path / "empty")
+    assert result.exit_code == 3
+    assert f"folder {tmp_path / 'empty'} has no image files" in result.output
+    result = run(tiny.config, tiny.checkpoint, str(tmp_path / "*.png"))
+    assert result.exit_code == 3
+    assert "no image file matches" in result.output
+    result = run(tiny.config, tiny.checkpoint, tmp_path / "missing.jpg")
+    assert result.exit_code == 3
+    assert "missing.jpg does not exist" in result.output
+
+
+def test_onnx_without_the_extra_names_it(tiny, onnx_file, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    result = run(tiny.config, tiny.checkpoint, tiny.root / "inputs", "--onnx", onnx_file)
+    assert result.exit_code == 1
+    assert "onnxruntime is not installed" in result.output
+    assert "pip install 'detcli[export]'" in result.output
