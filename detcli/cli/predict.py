@@ -63,14 +63,8 @@ def predict(
     from detcli.inference import Detector
     from detcli.inference.files import collect_images, relative_names
 
-    import torch
-
     cfg = load(config, overrides).cfg
     paths = collect_images(inputs)
-    # Denormal floats cost x86 CPUs up to 100x per operation, and a trained RetinaNet's
-    # activations reach them: flushing them to zero made the tiny preset's CPU forward 3x to
-    # 30x faster (docs/export.md). The change to the results is below 1e-38.
-    torch.set_flush_denormal(True)
     if onnx is not None:
         detector = Detector.from_onnx(cfg, onnx, score_thr=score_thr)
     else:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from detcli.config import tree as T
 from detcli.config.schema import Schema, ensure_current
 from detcli.config.toml_lines import key_lines
-from detcli.errors import ConfigError, ConfigIssue
+from detcli.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -57,9 +57,14 @@ def build_test_loader(dataset: Dataset, *, samples_per_gpu: int = 1, workers_per
 
 
 def resolve_device(name: str | None) -> torch.device:
-    """``name`` as a device; None: CUDA when available, else CPU. Unavailable CUDA is an error."""
+    """``name`` as a device; None: CUDA when available, else CPU. Unavailable CUDA is an error.
+
+    On the CPU this also flushes denormal floats to zero: x86 CPUs pay up to 100x per operation
+    on them and a trained detector's activations reach them (the tiny preset's forward ran 3x
+    to 30x faster); the change to any result is below 1e-38.
+    """
     if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError as exc:
@@ -67,6 +72,8 @@ def resolve_device(name: str | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DetError(f"device {name!r} asked for, but CUDA is not available here",
                        hint="use --device cpu")
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)
     return device
 
 

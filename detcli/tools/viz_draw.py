@@ -35,13 +35,11 @@ dashed in its colour, and its legend entry gives its IoU threshold.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import cv2
 import numpy as np
 
-from detcli.errors import DetError
 
 if TYPE_CHECKING:
     from detcli.tools.viz_assign import AssignmentView
