@@ -48,6 +48,8 @@ SetOpt = Annotated[Optional[list[str]], typer.Option(
     help="Override a config value; VALUE is TOML (--set lr_config.step=[16,22]). Repeatable.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON to stdout.")]
+DeviceOpt = Annotated[Optional[str], typer.Option(
+    help="cpu, cuda or cuda:N (default: cuda when available).")]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from detcli.cli.common import (
     ConfigArg,
     DebugOpt,
+    DeviceOpt,
     JsonOpt,
     SetOpt,
     console,
@@ -53,8 +54,7 @@ def predict(
         min=0.0, max=1.0, help="Keep detections scoring above this (drawings and JSON).")] = 0.3,
     out: Annotated[Optional[Path], typer.Option(
         help="Write pictures with the boxes and predictions.json here.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N for PyTorch "
-                                                  "(default: cuda when available).")] = None,
+    device: DeviceOpt = None,
     overrides: SetOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,

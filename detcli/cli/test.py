@@ -20,6 +20,7 @@ from rich.table import Table
 from detcli.cli.common import (
     ConfigArg,
     DebugOpt,
+    DeviceOpt,
     JsonOpt,
     SetOpt,
     console,
@@ -100,8 +101,7 @@ def test(
     split: Annotated[Optional[Split], typer.Option(help="Dataset to test on (default: test, "
                                                    "else val).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 1,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N (default: cuda "
-                                                  "when available).")] = None,
+    device: DeviceOpt = None,
     overrides: SetOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,

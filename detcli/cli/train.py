@@ -24,6 +24,7 @@ import typer
 from detcli.cli.common import (
     ConfigArg,
     DebugOpt,
+    DeviceOpt,
     JsonOpt,
     SetOpt,
     console,
@@ -49,8 +50,6 @@ ResumeOpt = Annotated[Optional[str], typer.Option(
 InitFromOpt = Annotated[Optional[Path], typer.Option(
     "--init-from", help="Start a new run from these weights only (like load_from); keys that "
                         "do not fit are listed and skipped.")]
-DeviceOpt = Annotated[Optional[str], typer.Option(
-    help="cpu, cuda or cuda:N (default: cuda when available).")]
 AmpOpt = Annotated[Optional[Amp], typer.Option(
     help="Mixed precision on CUDA: bf16, or fp16 with a gradient scaler (not on CPU).")]
 GpusOpt = Annotated[Optional[int], typer.Option(
