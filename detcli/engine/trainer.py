@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 
 from detcli.config.loader import LoadedConfig
 from detcli.data.build import build_dataset
+from detcli.data.check import inspect_dataset, write_problem_list
 from detcli.data.loader import SkipBadImages, build_dataloader, set_epoch
 from detcli.engine import distributed as D
 from detcli.engine import resume as R
@@ -150,6 +151,7 @@ class Trainer:
         if data.train is None:
             raise ConfigError("data.train is not set: there is nothing to train on")
         dataset = build_dataset(data.train, on_bad=data.on_bad_image)
+        self._check_train_data(dataset)
         if data.on_bad_image == "skip":
             dataset = SkipBadImages(dataset, record_file=self.work_dir / "skipped_images.jsonl")
         self.train_dataset = dataset
@@ -166,6 +168,25 @@ class Trainer:
         self.state = TrainState(by_epoch=by_epoch, iters_per_epoch=ipe,
                                 max_epochs=runner.max_epochs if by_epoch else None,
                                 max_iters=runner.max_epochs * ipe if by_epoch else runner.max_iters)
+
+    def _check_train_data(self, dataset: Any) -> None:
+        """The cheap part of ``det data check`` before training: annotation problems found
+        while loading and missing image files. With ``on_bad_image = "stop"`` an error stops
+        here; with ``"skip"`` the problems are listed in ``dataset_problems.txt``."""
+        report = inspect_dataset(dataset, cheap=True, split="train")
+        log.info("train data: %d images, %d boxes, %d without boxes, %d problems (%s)",
+                 report.num_images, report.num_boxes, report.empty_images, len(report.problems),
+                 report.source)
+        if not report.problems:
+            return
+        if not report.ok and self.cfg.data.on_bad_image == "stop":
+            first = "; ".join(str(p) for p in report.problems[:5])
+            raise DataError(f"{report.num_errors} problem(s) in the training data: {first}",
+                            hint="run `det data check CONFIG` for the full list, or set "
+                                 "data.on_bad_image = \"skip\" to train without them")
+        if self.dist.is_main:
+            path = write_problem_list(report.problems, self.work_dir / "dataset_problems.txt")
+            log.warning("%d dataset problem(s) skipped; the list is in %s", len(report.problems), path)
 
     def _build_model(self) -> None:
         from detcli.models.build import build_detector

@@ -130,3 +130,38 @@ def test_configuration_mistakes_stop_before_training(tiny_config, tmp_path):
         train_detector(tiny_config("model.bbox_head.num_classes=5"), work_dir=tmp_path,
                        device="cpu")
     assert not list(tmp_path.glob("*.pth"))
+
+
+def _copy_with_missing_image(synth, tmp_path):
+    """The session's training images, copied, with the first image file deleted."""
+    import shutil
+
+    images = tmp_path / "train"
+    shutil.copytree(synth.img_prefix("train"), images)
+    missing = sorted(images.iterdir())[0]
+    missing.unlink()
+    return images, missing
+
+
+def test_missing_training_image_stops_before_the_first_step(tiny_config, synth, tmp_path):
+    from detcli.errors import DataError
+
+    images, missing = _copy_with_missing_image(synth, tmp_path)
+    loaded = tiny_config(f'data.train.img_prefix="{images}/"')
+    work = tmp_path / "work"
+    with pytest.raises(DataError) as info:
+        train_detector(loaded, work_dir=work, device="cpu")
+    assert "1 problem(s) in the training data" in str(info.value)
+    assert str(missing) in str(info.value) and "does not exist" in str(info.value)
+    assert not list(work.glob("*.pth"))  # nothing trained
+
+
+def test_skip_mode_lists_the_problems_in_the_work_dir_and_trains(tiny_config, synth, tmp_path):
+    images, missing = _copy_with_missing_image(synth, tmp_path)
+    loaded = tiny_config(f'data.train.img_prefix="{images}/"', 'data.on_bad_image="skip"',
+                         "runner.max_epochs=1", "evaluation.interval=5")
+    work = tmp_path / "work"
+    result = train_detector(loaded, work_dir=work, device="cpu")
+    assert result.epoch == 1
+    listed = (work / "dataset_problems.txt").read_text()
+    assert "missing_file" in listed and str(missing) in listed
