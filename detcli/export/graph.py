@@ -14,11 +14,15 @@ symbolic batch size and image size:
    input size;
 2. the priors of each level are computed inside the graph from the feature map's shape
    (same layout as :class:`~detcli.task.prior_generators.anchor_generator.AnchorGenerator`),
-   the chosen deltas decoded with the head's coder and clipped (see below);
+   or, for an anchor-free head, its points (A = 1) by the head's own
+   :class:`~detcli.task.prior_generators.point_generator.MlvlPointGenerator`; the chosen
+   deltas -- for FCOS, distances turned into pixels by the head's ``distances_in_pixels``
+   first (times the stride with ``norm_on_bbox``) -- decoded with the head's coder and
+   clipped (see below);
 3. candidates scoring at or below ``score_thr``, or with a side at or below
    ``min_bbox_size``, get score 0 -- a mask, not a filter, so shapes stay fixed; a head with
-   a score factor (ATSS's centerness) has the others' scores multiplied by its sigmoid, after
-   the test, as ``predict_dense(score_factors=...)`` does;
+   a score factor (ATSS's and FCOS's centerness) has the others' scores multiplied by its
+   sigmoid, after the test, as ``predict_dense(score_factors=...)`` does;
 4. ONNX ``NonMaxSuppression`` (:mod:`detcli.export.nms_op`) on boxes (N, B, 4) and per-class
    scores (N, K, B): each candidate's score sits in its label's row, so boxes of different
    classes never suppress each other (one row of scores when ``nms.class_agnostic``); its
@@ -82,7 +86,10 @@ class ExportWrapper(nn.Module):
     exactly as in PyTorch.
 
     ``model`` is a single-stage detector whose ``bbox_head`` has ``prior_generator`` (an
-    :class:`AnchorGenerator`), ``bbox_coder`` and ``test_cfg`` with hard NMS.
+    :class:`AnchorGenerator`, or a point generator with ``single_level_grid_priors``, as
+    FCOS's), ``bbox_coder`` and ``test_cfg`` with hard NMS. A head with
+    ``distances_in_pixels`` (FCOS) has its regression outputs passed through it before
+    decoding, as its ``predict`` does.
     """
 
     def __init__(self, model: nn.Module, *, nms: bool = True) -> None:
@@ -98,18 +105,22 @@ class ExportWrapper(nn.Module):
                 hint="export with --set model.test_cfg.nms.type=nms, or with --no-nms and run "
                      "soft-NMS on the candidates yourself")
         generator = head.prior_generator
-        if not (hasattr(generator, "base_anchors") and hasattr(generator, "strides")):
+        has_anchors = hasattr(generator, "base_anchors") and hasattr(generator, "strides")
+        if not (has_anchors or hasattr(generator, "single_level_grid_priors")):
             raise ExportError(f"the prior generator {type(generator).__name__} cannot be "
                               "exported: the graph builds priors from `base_anchors` and "
-                              "`strides` (AnchorGenerator)")
+                              "`strides` (AnchorGenerator) or with `single_level_grid_priors` "
+                              "(MlvlPointGenerator)")
         self.model = model
+        self.point_generator = None if has_anchors else generator
+        self.to_pixels = getattr(head, "distances_in_pixels", None)  # FCOS: strides -> pixels
         self.nms = nms
         self.num_classes = int(head.num_classes)
         self.bbox_coder = head.bbox_coder
         self.clip_border = bool(getattr(head.bbox_coder, "clip_border", True))
         self.strides = [tuple(int(s) for s in stride) for stride in generator.strides]
-        for level, anchors in enumerate(generator.base_anchors):
-            self.register_buffer(f"base_anchors_{level}", anchors.clone(), persistent=False)
+        for level, base in enumerate(generator.base_anchors if has_anchors else []):
+            self.register_buffer(f"base_anchors_{level}", base.clone(), persistent=False)
         self.nms_pre = int(cfg.nms_pre)
         self.score_thr = float(cfg.score_thr)
         self.min_bbox_size = float(cfg.min_bbox_size)
@@ -124,11 +135,13 @@ class ExportWrapper(nn.Module):
     def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> tuple[Tensor, ...]:
         outputs = self.model(images)  # L x (N, A*K, H_l, W_l) logits, L x (N, A*4, H_l, W_l)
         factors = getattr(outputs, "score_factors", None)  # L x (N, A, H_l, W_l), or None
+        deltas_per_level = outputs.bbox_deltas  # L x (N, A*4, H_l, W_l)
+        if self.to_pixels is not None:
+            deltas_per_level = self.to_pixels(deltas_per_level)  # same shapes, in pixels
         per_level = [
-            self.level_candidates(logits, deltas, getattr(self, f"base_anchors_{level}"),
-                                  self.strides[level],
+            self.level_candidates(logits, deltas, self.level_priors(level, logits),
                                   None if factors is None else factors[level])
-            for level, (logits, deltas) in enumerate(zip(outputs.cls_logits, outputs.bbox_deltas))
+            for level, (logits, deltas) in enumerate(zip(outputs.cls_logits, deltas_per_level))
         ]
         boxes = torch.cat([b for b, _, _, _ in per_level], dim=1)  # (N, B, 4)
         scores = torch.cat([s for _, s, _, _ in per_level], dim=1)  # (N, B)
@@ -148,14 +161,25 @@ class ExportWrapper(nn.Module):
             return boxes, scores, labels
         return self.suppress(boxes, scores, labels)
 
-    def level_candidates(self, cls_logits: Tensor, bbox_deltas: Tensor, base_anchors: Tensor,
-                         stride: tuple[int, int], score_factor: Tensor | None = None
+    def level_priors(self, level: int, cls_logits: Tensor) -> Tensor:
+        """Priors of ``level`` for its logits (N, A*K, H_l, W_l) of (symbolic) size H_l x W_l:
+        anchors (H_l*W_l*A, 4), or points (H_l*W_l, 2) ``(x + offset) * stride`` from the point
+        generator's own uncached, traceable ``single_level_grid_priors``."""
+        feat_h, feat_w = cls_logits.shape[-2], cls_logits.shape[-1]
+        if self.point_generator is not None:
+            return self.point_generator.single_level_grid_priors((feat_h, feat_w), level,
+                                                                 cls_logits.device)
+        return grid_anchors(getattr(self, f"base_anchors_{level}"), self.strides[level],
+                            feat_h, feat_w)
+
+    def level_candidates(self, cls_logits: Tensor, bbox_deltas: Tensor, priors: Tensor,
+                         score_factor: Tensor | None = None
                          ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """One level -> boxes (N, k, 4) (not clipped yet), scores (N, k), labels (N, k) and the
         score factors (N, k): the sigmoid of ``score_factor`` (N, A, H_l, W_l) at each
-        candidate's prior (centerness), ones without one."""
+        candidate's prior (centerness), ones without one. ``priors`` (H_l*W_l*A, 4 or 2) are
+        the level's anchors or points, decoded against by the head's coder."""
         num_images = cls_logits.shape[0]
-        priors = grid_anchors(base_anchors, stride, cls_logits.shape[-2], cls_logits.shape[-1])
         num_priors = priors.shape[0]  # H_l*W_l*A
         flat = cls_logits.permute(0, 2, 3, 1).reshape(num_images, -1).float()  # (N, H_l*W_l*A*K)
         if self.nms_pre > 0:
@@ -173,8 +197,8 @@ class ExportWrapper(nn.Module):
         # (N, A*4, H_l, W_l) -> (N, H_l, W_l, A*4) -> (N, H_l*W_l*A, 4)
         flat_deltas = bbox_deltas.permute(0, 2, 3, 1).reshape(num_images, -1, 4)
         deltas = torch.gather(flat_deltas, 1, prior_index[..., None].expand(-1, -1, 4))  # (N, k, 4)
-        anchors = priors[prior_index]  # (N, k, 4)
-        boxes = self.bbox_coder.decode(anchors, deltas.float())  # (N, k, 4)
+        chosen = priors[prior_index]  # (N, k, 4) anchors, or (N, k, 2) points
+        boxes = self.bbox_coder.decode(chosen, deltas.float())  # (N, k, 4)
         if score_factor is None:
             return boxes, scores, labels, torch.ones_like(scores)
         # (N, A, H_l, W_l) -> (N, H_l, W_l, A) -> (N, H_l*W_l*A)
