@@ -32,6 +32,7 @@ from detcli.config.schema import Maybe, Schema
 from detcli.errors import ConfigError
 from detcli.models.dense_heads.anchor_head import AnchorHead, flatten_levels
 from detcli.models.dense_heads.centerness import ScoredDenseOutputs, masked_centerness
+from detcli.models.dense_heads.channels import head_in_channels
 from detcli.models.dense_heads.dense_predict import predict_dense
 from detcli.models.dense_heads.fcos_head import centerness_loss_config, gn_32
 from detcli.models.dense_heads.retina_head import ConvConfig
@@ -149,13 +150,7 @@ class ATSSHead(AnchorHead):
                     train_cfg: DenseTrainConfig | None = None,
                     test_cfg: DenseTestConfig | None = None) -> ATSSHead:
         """Build with ``in_channels`` derived from the neck; a configured value must match."""
-        in_channels = in_channels if in_channels is not None else cfg.in_channels
-        if in_channels is None:
-            raise ConfigError("ATSSHead needs in_channels: pass the neck's out_channels")
-        if cfg.in_channels is not None and cfg.in_channels != in_channels:
-            raise ConfigError(
-                f"bbox_head.in_channels {cfg.in_channels} does not match the {in_channels} "
-                "channels its input has; remove bbox_head.in_channels to derive it")
+        in_channels = head_in_channels("ATSSHead", cfg.in_channels, in_channels)
         return cls(num_classes=cfg.num_classes, in_channels=in_channels,
                    stacked_convs=cfg.stacked_convs, feat_channels=cfg.feat_channels,
                    norm_cfg=cfg.norm_cfg, prior_prob=cfg.prior_prob,

@@ -35,6 +35,7 @@ from detcli.config.schema import Maybe, Schema
 from detcli.errors import ConfigError, DetError
 from detcli.models.dense_heads.anchor_head import flatten_levels
 from detcli.models.dense_heads.centerness import ScoredDenseOutputs, masked_centerness
+from detcli.models.dense_heads.channels import head_in_channels
 from detcli.models.dense_heads.dense_predict import predict_dense
 from detcli.models.dense_heads.fcos_targets import (
     DEFAULT_RANGES,
@@ -195,13 +196,7 @@ class FCOSHead(nn.Module):
                     train_cfg: DenseTrainConfig | None = None,
                     test_cfg: DenseTestConfig | None = None) -> FCOSHead:
         """Build with ``in_channels`` derived from the neck; a configured value must match."""
-        in_channels = in_channels if in_channels is not None else cfg.in_channels
-        if in_channels is None:
-            raise ConfigError("FCOSHead needs in_channels: pass the neck's out_channels")
-        if cfg.in_channels is not None and cfg.in_channels != in_channels:
-            raise ConfigError(
-                f"bbox_head.in_channels {cfg.in_channels} does not match the {in_channels} "
-                "channels its input has; remove bbox_head.in_channels to derive it")
+        in_channels = head_in_channels("FCOSHead", cfg.in_channels, in_channels)
         settings = cfg.model_dump(include={
             "num_classes", "feat_channels", "stacked_convs", "strides", "regress_ranges",
             "center_sampling", "center_sample_radius", "norm_on_bbox", "centerness_on_reg",

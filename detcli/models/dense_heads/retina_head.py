@@ -17,8 +17,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from detcli.config.schema import Maybe, Schema
-from detcli.errors import ConfigError
 from detcli.models.dense_heads.anchor_head import AnchorHead, DenseOutputs
+from detcli.models.dense_heads.channels import head_in_channels
 from detcli.models.layers import ConvModule, NormConfig, bias_init_with_prob, normal_init
 from detcli.models.losses import FocalLossConfig, L1LossConfig
 from detcli.registry import (
@@ -122,14 +122,7 @@ class RetinaHead(AnchorHead):
         test_cfg: DenseTestConfig | None = None,
     ) -> RetinaHead:
         """Build with ``in_channels`` derived from the neck; a configured value must match."""
-        if in_channels is None:
-            in_channels = cfg.in_channels
-        if in_channels is None:
-            raise ConfigError("RetinaHead needs in_channels: pass the neck's out_channels")
-        if cfg.in_channels is not None and cfg.in_channels != in_channels:
-            raise ConfigError(
-                f"bbox_head.in_channels {cfg.in_channels} does not match the {in_channels} "
-                "channels its input has; remove bbox_head.in_channels to derive it")
+        in_channels = head_in_channels("RetinaHead", cfg.in_channels, in_channels)
         return cls(
             num_classes=cfg.num_classes,
             in_channels=in_channels,
