@@ -164,6 +164,12 @@ BBOX_CODERS: Registry = Registry("bbox coder", "encode(priors, gt) -> deltas; de
 DATASETS: Registry = Registry("dataset", "torch Dataset of dict samples")
 TRANSFORMS: Registry = Registry("transform", "__call__(results: dict) -> dict")
 HOOKS: Registry = Registry("hook", "engine hook with before/after run, epoch and iteration points")
+ROI_EXTRACTORS: Registry = Registry(
+    "RoI extractor", "nn.Module; forward(feature maps, rois (R, 5)) -> RoI features (R, C, S, S)")
+ROI_HEADS: Registry = Registry(
+    "RoI head", "nn.Module; loss(feats, proposals, images, targets) -> dict; predict(...) -> detections")
+BBOX_HEADS: Registry = Registry(
+    "RoI box head", "nn.Module; forward(RoI features (R, C, S, S)) -> (class logits (R, K+1), deltas)")
 
 BackboneConfig = Annotated[Schema, BACKBONES]
 NeckConfig = Annotated[Schema, NECKS]
@@ -177,8 +183,11 @@ BBoxCoderConfig = Annotated[Schema, BBOX_CODERS]
 DatasetConfig = Annotated[Schema, DATASETS]
 TransformConfig = Annotated[Schema, TRANSFORMS]
 HookConfig = Annotated[Schema, HOOKS]
+RoIExtractorConfig = Annotated[Schema, ROI_EXTRACTORS]
+RoIHeadConfig = Annotated[Schema, ROI_HEADS]
+BBoxHeadConfig = Annotated[Schema, BBOX_HEADS]
 
 ALL_REGISTRIES = (
     BACKBONES, NECKS, HEADS, DETECTORS, LOSSES, PRIOR_GENERATORS, ASSIGNERS, SAMPLERS,
-    BBOX_CODERS, DATASETS, TRANSFORMS, HOOKS,
+    BBOX_CODERS, DATASETS, TRANSFORMS, HOOKS, ROI_EXTRACTORS, ROI_HEADS, BBOX_HEADS,
 )

@@ -164,6 +164,65 @@ ATSS_SEED = dict(
     lr_config=SEED["lr_config"],
     **RUNTIME,
 )
+# faster_rcnn_r50_fpn_1x_coco.py as MMDetection 2.x's print_config.py prints it.
+FASTER_RCNN_SEED = dict(
+    model=dict(
+        type="FasterRCNN",
+        backbone=SEED["model"]["backbone"],
+        neck=dict(type="FPN", in_channels=[256, 512, 1024, 2048], out_channels=256, num_outs=5),
+        rpn_head=dict(
+            type="RPNHead", in_channels=256, feat_channels=256,
+            anchor_generator=dict(type="AnchorGenerator", scales=[8], ratios=[0.5, 1.0, 2.0],
+                                  strides=[4, 8, 16, 32, 64]),
+            bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0, 0.0, 0.0, 0.0],
+                            target_stds=[1.0, 1.0, 1.0, 1.0]),
+            loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0),
+            loss_bbox=dict(type="L1Loss", loss_weight=1.0)),
+        roi_head=dict(
+            type="StandardRoIHead",
+            bbox_roi_extractor=dict(type="SingleRoIExtractor",
+                                    roi_layer=dict(type="RoIAlign", output_size=7, sampling_ratio=0),
+                                    out_channels=256, featmap_strides=[4, 8, 16, 32]),
+            bbox_head=dict(
+                type="Shared2FCBBoxHead", in_channels=256, fc_out_channels=1024, roi_feat_size=7,
+                num_classes=80,
+                bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0, 0.0, 0.0, 0.0],
+                                target_stds=[0.1, 0.1, 0.2, 0.2]),
+                reg_class_agnostic=False,
+                loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0),
+                loss_bbox=dict(type="L1Loss", loss_weight=1.0))),
+        train_cfg=dict(
+            rpn=dict(
+                assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3,
+                              match_low_quality=True, ignore_iof_thr=-1),
+                sampler=dict(type="RandomSampler", num=256, pos_fraction=0.5, neg_pos_ub=-1,
+                             add_gt_as_proposals=False),
+                allowed_border=-1, pos_weight=-1, debug=False),
+            rpn_proposal=dict(nms_pre=2000, max_per_img=1000, nms=dict(type="nms", iou_threshold=0.7),
+                              min_bbox_size=0),
+            rcnn=dict(
+                assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.5,
+                              match_low_quality=False, ignore_iof_thr=-1),
+                sampler=dict(type="RandomSampler", num=512, pos_fraction=0.25, neg_pos_ub=-1,
+                             add_gt_as_proposals=True),
+                pos_weight=-1, debug=False)),
+        test_cfg=dict(
+            rpn=dict(nms_pre=1000, max_per_img=1000, nms=dict(type="nms", iou_threshold=0.7),
+                     min_bbox_size=0),
+            rcnn=dict(score_thr=0.05, nms=dict(type="nms", iou_threshold=0.5), max_per_img=100))),
+    data=SEED["data"],
+    optimizer=dict(type="SGD", lr=0.02, momentum=0.9, weight_decay=0.0001),
+    optimizer_config=dict(grad_clip=None),
+    lr_config=SEED["lr_config"],
+    **RUNTIME,
+)
+# Defaults MMDetection fills in (mmcv's RoIAlign, SingleRoIExtractor, RPNHead) that the preset
+# leaves to the schema.
+FASTER_RCNN_DEFAULTS = dict(model=dict(
+    rpn_head=dict(num_convs=1, reg_decoded_bbox=False),
+    roi_head=dict(bbox_roi_extractor=dict(roi_layer=dict(aligned=True), finest_scale=56),
+                  bbox_head=dict(reg_decoded_bbox=False)),
+    neck=dict(start_level=0, add_extra_convs=False)))
 # The head defaults MMDetection fills in (FCOSHead's, ATSSHead's): the presets write them out
 # or leave them to the schema, and either way they must resolve to these.
 HEAD_DEFAULTS = {
@@ -219,6 +278,19 @@ def test_fcos_and_atss_match_mmdetection_value_for_value(preset, seed):
     for split in ("train", "val", "test"):
         n = len(seed["data"][split]["pipeline"])
         assert f"data.{split}.pipeline[{n}].type" not in resolved
+
+
+def test_faster_rcnn_r50_matches_mmdetection_value_for_value():
+    assert _mismatches("faster_rcnn_r50.toml", FASTER_RCNN_SEED) == {}
+    assert _mismatches("faster_rcnn_r50.toml", FASTER_RCNN_DEFAULTS) == {}
+
+
+def test_faster_rcnn_derived_channels_are_marked():
+    origins = load_config(PRESETS / "faster_rcnn_r50.toml").origins
+    for key in (("model", "neck", "in_channels"), ("model", "rpn_head", "in_channels"),
+                ("model", "roi_head", "bbox_roi_extractor", "out_channels"),
+                ("model", "roi_head", "bbox_head", "in_channels")):
+        assert origins[key].startswith("derived"), key
 
 
 def test_derived_channels_are_marked():

@@ -37,6 +37,7 @@ from detcli.data.transforms.geometric import scale_list
 from detcli.data.transforms.test_time import MultiScaleFlipAugConfig
 from detcli.errors import ConfigError, DetError
 from detcli.models.dense_heads.anchor_head import AnchorHead
+from detcli.models.introspect import detection_test_cfg, final_head
 from detcli.models.dense_heads.dense_predict import (
     level_candidates,
     level_score_factors,
@@ -95,7 +96,7 @@ def map_back(boxes: Tensor, images: ImageBatch) -> Tensor:
 
 def view_candidates(model: nn.Module, images: ImageBatch) -> Candidates:
     """One view's candidates (see the module docstring, step 1)."""
-    head = model.bbox_head
+    head = final_head(model)
     cfg = head.test_cfg
     if not isinstance(head, AnchorHead):
         batch = model.predict_batch(images, rescale=False)
@@ -125,7 +126,7 @@ def merge_views(model: nn.Module, views: Sequence[ImageBatch]) -> list[Detection
     """TTA detections of N images from their V view batches, boxes in original pixels."""
     if not views:
         raise DetError("test-time augmentation got no views")
-    cfg = model.bbox_head.test_cfg
+    cfg = detection_test_cfg(model)
     boxes, scores, labels, valid = [], [], [], []
     for images in views:
         cand = view_candidates(model, images)

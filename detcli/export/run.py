@@ -22,6 +22,7 @@ from detcli.export.runtime import EXPORT_PACKAGES, OnnxModel, require
 from detcli.export.verify import Tolerance, VerifyReport, verify_onnx
 from detcli.export.verify_inputs import folder_images, verification_batches
 from detcli.inference.preprocess import Preprocessor, inference_pipeline, inference_image_dir
+from detcli.models.introspect import detection_test_cfg, num_classes_of
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +63,14 @@ def export_checkpoint(cfg: Any, checkpoint: str | Path, out: str | Path, *,
                           "at least 32 pixels")
     model = build_detector(cfg.model)
     report = load_test_checkpoint(model, checkpoint)
-    num_classes = int(model.bbox_head.num_classes)
+    num_classes = num_classes_of(model)
     classes = resolve_classes(cfg, report.meta.get("classes"), num_classes)
     metadata = {
         **contract.metadata(),
         "det.classes": json.dumps(classes),
         "det.num_classes": json.dumps(num_classes),
         "det.input_size": json.dumps(list(size)),
-        "det.test_cfg": json.dumps(model.bbox_head.test_cfg.model_dump()),
+        "det.test_cfg": json.dumps(detection_test_cfg(model).model_dump()),
         "det.checkpoint": Path(checkpoint).name,
     }
     step = contract.size_divisor or 32

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from detcli.errors import ExportError
+from detcli.models.introspect import detection_test_cfg
 from detcli.structures.batch import ImageBatch
 from detcli.structures.detections import DetectionBatch, Detections
 
@@ -145,7 +146,7 @@ def verify_onnx(model: nn.Module, onnx_model: Any, batches: Sequence[Tensor], *,
     """Run PyTorch and ``onnx_model`` (an :class:`~detcli.export.runtime.OnnxModel`) on each
     (N, 3, H, W) batch and compare (module docstring)."""
     model.eval()
-    test_cfg = model.bbox_head.test_cfg
+    test_cfg = detection_test_cfg(model)
     report = VerifyReport(tolerance=tolerance)
     for batch in batches:
         shape = tuple(batch.shape)

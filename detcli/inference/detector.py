@@ -40,6 +40,7 @@ from torch import nn
 from detcli.errors import ExportError
 from detcli.export.runtime import OnnxModel
 from detcli.inference.preprocess import ImageInput, Preprocessor
+from detcli.models.introspect import config_num_classes, detection_test_cfg, num_classes_of
 from detcli.structures.batch import ImageBatch
 from detcli.structures.detections import DetectionBatch, Detections
 
@@ -70,7 +71,7 @@ class TorchBackend:
 
     @property
     def test_cfg(self) -> Any:
-        return self.model.bbox_head.test_cfg
+        return detection_test_cfg(self.model)
 
     def __call__(self, batch: ImageBatch) -> DetectionBatch:
         with torch.inference_mode():
@@ -148,7 +149,7 @@ class Detector:
         cfg = as_config(config)
         model = build_detector(cfg.model)
         report = load_test_checkpoint(model, checkpoint)
-        classes = resolve_classes(cfg, report.meta.get("classes"), model.bbox_head.num_classes)
+        classes = resolve_classes(cfg, report.meta.get("classes"), num_classes_of(model))
         return cls(backend=TorchBackend(model, resolve_device(device)),
                    preprocess=Preprocessor.from_config(cfg), classes=classes,
                    score_thr=score_thr, batch_size=batch_size)
@@ -167,7 +168,7 @@ class Detector:
         model = OnnxModel(onnx_path, providers=providers)
         pipeline = inference_pipeline(cfg)
         _check_metadata(model, cfg, InputContract.from_pipeline(pipeline).metadata())
-        num_classes = int(cfg.model.bbox_head.num_classes)
+        num_classes = int(config_num_classes(cfg.model))
         classes = resolve_classes(cfg, model.meta_json("det.classes"), num_classes)
         return cls(backend=OnnxBackend(model, cfg.model.test_cfg),
                    preprocess=Preprocessor(pipeline), classes=classes,
@@ -204,7 +205,7 @@ def _check_metadata(model: Any, cfg: Any, contract: dict[str, str]) -> None:
     """ExportError when the ONNX file was exported with another class count or pipeline."""
     problems = []
     exported_k = model.meta_json("det.num_classes")
-    config_k = int(cfg.model.bbox_head.num_classes)
+    config_k = config_num_classes(cfg.model)
     if exported_k is not None and exported_k != config_k:
         problems.append(f"num_classes: {exported_k} in the file, {config_k} in the config")
     for key, value in contract.items():

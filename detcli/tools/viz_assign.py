@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from detcli.errors import ConfigError, DataError, DetError
+from detcli.models.introspect import config_num_classes
 from detcli.registry import DATASETS, suggest
 from detcli.task.assigners.assign_result import IGNORED, NEGATIVE
 from detcli.tools.assign_explain import Explanation, explain
@@ -361,7 +362,7 @@ def visualize_assignment(
         classes = getattr(cfg.data.train, "classes", None)  # the labels training would use
         gt = coco_gt_for_image(Path(ann_file), image_path, classes)
     elif boxes:
-        num_classes = int(getattr(cfg.model.bbox_head, "num_classes", 0) or 0)
+        num_classes = config_num_classes(cfg.model) or 0
         gt = gt_from_boxes(boxes, config_class_names(cfg), num_classes)
     else:
         raise DetError("no GT boxes: give --ann COCO_JSON or --box x1,y1,x2,y2[,label]")

@@ -1,4 +1,5 @@
-"""``NumClassCheckHook``: the datasets' class count must equal ``model.bbox_head.num_classes``.
+"""``NumClassCheckHook``: the datasets' class count must equal the head's ``num_classes``
+(``model.bbox_head.num_classes``, or ``model.roi_head.bbox_head.num_classes`` for two stages).
 
 K classes. Runs before the first iteration (MMDetection checks before every train and val
 epoch; nothing can change in between here), on the training set and, when the run evaluates,
@@ -14,6 +15,7 @@ from detcli.data.build import check_num_classes
 from detcli.engine.config import NumClassCheckHookConfig
 from detcli.engine.hooks.base import VERY_HIGH, Hook
 from detcli.errors import ConfigError
+from detcli.models.introspect import model_num_classes_key
 from detcli.registry import HOOKS
 
 
@@ -28,12 +30,14 @@ class NumClassCheckHook(Hook):
         return cls()
 
     def before_run(self, trainer: Any) -> None:
-        head = getattr(trainer.model, "bbox_head", None)
-        num_classes = getattr(head, "num_classes", None)
+        model = trainer.model
+        num_classes = getattr(getattr(model, "roi_head", getattr(model, "bbox_head", None)),
+                              "num_classes", None)
         if num_classes is None:
             raise ConfigError(f"NumClassCheckHook needs a model with bbox_head.num_classes; "
-                              f"{type(trainer.model).__name__} has none",
+                              f"{type(model).__name__} has none",
                               hint="remove NumClassCheckHook from custom_hooks")
-        check_num_classes(trainer.train_dataset, num_classes, "model.bbox_head.num_classes")
+        key = model_num_classes_key(model)
+        check_num_classes(trainer.train_dataset, num_classes, key)
         if trainer.evaluates and trainer.val_dataset is not None:
-            check_num_classes(trainer.val_dataset, num_classes, "model.bbox_head.num_classes")
+            check_num_classes(trainer.val_dataset, num_classes, key)

@@ -7,6 +7,13 @@ from detcli.models.detectors.single_stage import (
     SingleStageDetector,
     SingleStageDetectorConfig,
 )
+from detcli.models.detectors.two_stage import (
+    FasterRCNN,
+    FasterRCNNConfig,
+    TwoStageDetector,
+    TwoStageDetectorConfig,
+)
 
-__all__ = ["ATSS", "ATSSConfig", "FCOS", "FCOSConfig", "RetinaNet", "RetinaNetConfig",
-           "SingleStageDetector", "SingleStageDetectorConfig"]
+__all__ = ["ATSS", "ATSSConfig", "FCOS", "FCOSConfig", "FasterRCNN", "FasterRCNNConfig",
+           "RetinaNet", "RetinaNetConfig", "SingleStageDetector", "SingleStageDetectorConfig",
+           "TwoStageDetector", "TwoStageDetectorConfig"]

@@ -1,0 +1,196 @@
+"""Two-stage detectors: backbone -> neck -> RPN (proposals) -> RoI head (Faster R-CNN).
+
+N images, H x W the padded network input, L feature levels, P proposal slots per image
+(``max_per_img`` of the proposal config), K classes, M ``test_cfg.rcnn.max_per_img``.
+
+Training (``loss``): the RPN's anchor targets and losses (``loss_rpn_cls``, ``loss_rpn_bbox``,
+with ``train_cfg.rpn``); proposals from the RPN's detached outputs (``train_cfg.rpn_proposal``);
+the RoI head samples them (``train_cfg.rcnn``: assigner, sampler, GT added as proposals),
+pools their features and adds ``loss_cls``, ``loss_bbox`` and ``acc``. Inference
+(``predict_batch``): proposals with ``test_cfg.rpn``, the RoI head's detections with
+``test_cfg.rcnn``.
+
+The config derives the channels that connect the parts, so a TOML file never repeats them:
+``neck.in_channels`` from the backbone's outputs; ``rpn_head.in_channels``,
+``roi_head.bbox_roi_extractor.out_channels`` and ``roi_head.bbox_head.in_channels`` from the
+neck's ``out_channels``. A value written anyway must agree, or validation fails naming both.
+Attribute names ``backbone``, ``neck``, ``rpn_head`` and ``roi_head`` give MMDetection's
+state-dict layout, so its checkpoints load without key mapping.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NamedTuple
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from detcli.config.schema import Maybe, Schema
+from detcli.errors import ConfigError
+from detcli.models.dense_heads.anchor_head import DenseOutputs
+from detcli.models.detectors.single_stage import _describe, backbone_out_channels, derive_or_check
+from detcli.registry import (
+    BACKBONES,
+    DETECTORS,
+    HEADS,
+    NECKS,
+    ROI_HEADS,
+    BackboneConfig,
+    HeadConfig,
+    NeckConfig,
+    RoIHeadConfig,
+)
+from detcli.structures.batch import DetTargets, ImageBatch
+from detcli.structures.detections import DetectionBatch, Detections
+from detcli.structures.proposals import Proposals
+from detcli.task.two_stage_cfg import TwoStageTestConfig, TwoStageTrainConfig
+
+
+class TwoStageOutputs(NamedTuple):
+    """What ``forward`` computes without proposals: the features and the RPN's raw outputs."""
+
+    feats: tuple[Tensor, ...]  # L x (N, C, H_l, W_l)
+    rpn: DenseOutputs  # L x (N, A, H_l, W_l) objectness, L x (N, A*4, H_l, W_l) deltas
+
+
+class TwoStageDetectorConfig(Schema):
+    type: Literal["TwoStageDetector"] = "TwoStageDetector"
+    backbone: BackboneConfig
+    neck: Maybe[NeckConfig] = None
+    rpn_head: HeadConfig
+    roi_head: RoIHeadConfig
+    train_cfg: Maybe[TwoStageTrainConfig] = Field(default_factory=TwoStageTrainConfig)
+    test_cfg: TwoStageTestConfig = Field(default_factory=TwoStageTestConfig)
+
+    @model_validator(mode="after")
+    def _derive_channels(self) -> TwoStageDetectorConfig:
+        feats = backbone_out_channels(self.backbone)
+        feats_from = _describe(self.backbone, "model.backbone")
+        head_in: int | None = None
+        head_from = feats_from
+        if self.neck is not None:
+            if feats is not None:
+                derive_or_check(self.neck, "in_channels", feats, feats_from,
+                                "model.neck.in_channels")
+            head_in = getattr(self.neck, "out_channels", None)
+            head_from = f"model.neck ({self.neck.type} out_channels {head_in})"
+        elif feats is not None and len(set(feats)) == 1:
+            head_in = feats[0]
+        if head_in is None:
+            return self
+        derive_or_check(self.rpn_head, "in_channels", head_in, head_from,
+                        "model.rpn_head.in_channels")
+        extractor = getattr(self.roi_head, "bbox_roi_extractor", None)
+        if extractor is not None:
+            derive_or_check(extractor, "out_channels", head_in, head_from,
+                            "model.roi_head.bbox_roi_extractor.out_channels")
+            box_head = getattr(self.roi_head, "bbox_head", None)
+            if box_head is not None:
+                derive_or_check(box_head, "in_channels", head_in,
+                                "model.roi_head.bbox_roi_extractor.out_channels",
+                                "model.roi_head.bbox_head.in_channels")
+        return self
+
+
+class FasterRCNNConfig(TwoStageDetectorConfig):
+    type: Literal["FasterRCNN"] = "FasterRCNN"  # type: ignore[assignment]
+
+
+class TwoStageDetector(nn.Module):
+    """``backbone`` -> optional ``neck`` -> ``rpn_head`` -> ``roi_head``; see the module
+    docstring."""
+
+    def __init__(self, *, backbone: nn.Module, neck: nn.Module | None, rpn_head: nn.Module,
+                 roi_head: nn.Module, train_cfg: TwoStageTrainConfig | None = None,
+                 test_cfg: TwoStageTestConfig | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.rpn_head = rpn_head
+        self.roi_head = roi_head
+        self.train_cfg = train_cfg
+        self.test_cfg = test_cfg if test_cfg is not None else TwoStageTestConfig()
+
+    @classmethod
+    def from_config(cls, cfg: TwoStageDetectorConfig, **derived: Any) -> TwoStageDetector:
+        backbone = BACKBONES.build(cfg.backbone)
+        channels = list(backbone.out_channels)
+        neck = None
+        if cfg.neck is not None:
+            neck = NECKS.build(cfg.neck, in_channels=channels)
+            head_in = neck.out_channels
+        elif len(set(channels)) == 1:
+            head_in = channels[0]
+        else:
+            raise ConfigError(
+                f"without a neck the heads read the backbone's outputs directly, but their "
+                f"channels {channels} differ; add a neck (e.g. FPN) or use one out_index")
+        train_cfg = cfg.train_cfg
+        rpn_head = HEADS.build(cfg.rpn_head, in_channels=head_in,
+                               train_cfg=None if train_cfg is None else train_cfg.rpn,
+                               test_cfg=cfg.test_cfg.rpn)
+        roi_head = ROI_HEADS.build(cfg.roi_head, in_channels=head_in,
+                                   train_cfg=None if train_cfg is None else train_cfg.rcnn,
+                                   test_cfg=cfg.test_cfg.rcnn)
+        return cls(backbone=backbone, neck=neck, rpn_head=rpn_head, roi_head=roi_head,
+                   train_cfg=train_cfg, test_cfg=cfg.test_cfg, **derived)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.roi_head.num_classes)
+
+    def init_weights(self) -> None:
+        """Each part's own init; the backbone loads its ``init_cfg`` checkpoint here."""
+        for part in (self.backbone, self.neck, self.rpn_head, self.roi_head):
+            if part is not None and hasattr(part, "init_weights"):
+                part.init_weights()
+
+    def extract_feat(self, images: Tensor) -> tuple[Tensor, ...]:
+        """(N, 3, H, W) -> L feature maps (N, C, H_l, W_l)."""
+        feats = self.backbone(images)
+        if self.neck is not None:
+            feats = self.neck(feats)
+        return tuple(feats)
+
+    def forward(self, images: Tensor) -> TwoStageOutputs:
+        """Features and the RPN's raw outputs (for benchmarks): no proposals, no RoI head."""
+        feats = self.extract_feat(images)
+        return TwoStageOutputs(feats, self.rpn_head(feats))
+
+    def loss(self, images: ImageBatch, targets: DetTargets) -> dict[str, Tensor]:
+        """The RPN's and the RoI head's losses (keys ``loss_*``) and the RoI head's ``acc``."""
+        if self.train_cfg is None:
+            raise ConfigError(f"{type(self).__name__}.loss needs model.train_cfg; the model was "
+                              "built with train_cfg = false")
+        feats, rpn_outputs = self(images.tensor)
+        losses = dict(self.rpn_head.loss(rpn_outputs, images, targets))
+        proposals = self.rpn_head.predict_proposals(rpn_outputs, images,
+                                                    self.train_cfg.rpn_proposal)
+        losses.update(self.roi_head.loss(feats, proposals, images, targets))
+        return losses
+
+    @torch.no_grad()
+    def predict_proposals(self, images: ImageBatch) -> Proposals:
+        """The RPN's test-time proposals (``test_cfg.rpn``), in network-input pixels."""
+        feats, rpn_outputs = self(images.tensor)
+        return self.rpn_head.predict_proposals(rpn_outputs, images, self.test_cfg.rpn)
+
+    @torch.no_grad()
+    def predict_batch(self, images: ImageBatch, rescale: bool = True) -> DetectionBatch:
+        """Detections padded to (N, M), boxes in original-image pixels with ``rescale``."""
+        feats, rpn_outputs = self(images.tensor)
+        proposals = self.rpn_head.predict_proposals(rpn_outputs, images, self.test_cfg.rpn)
+        return self.roi_head.predict(feats, proposals, images, rescale=rescale)
+
+    def predict(self, images: ImageBatch, rescale: bool = True) -> list[Detections]:
+        """One :class:`Detections` per image, scores descending."""
+        return self.predict_batch(images, rescale=rescale).unbind()
+
+
+class FasterRCNN(TwoStageDetector):
+    """Faster R-CNN (Ren et al. 2015) with FPN: an RPNHead and a StandardRoIHead."""
+
+
+DETECTORS.register(TwoStageDetectorConfig)(TwoStageDetector)
+DETECTORS.register(FasterRCNNConfig)(FasterRCNN)

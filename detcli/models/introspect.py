@@ -1,0 +1,58 @@
+"""Where a detector keeps its class count and its final post-processing, whatever its family.
+
+A single-stage detector's last head is ``bbox_head`` (its ``num_classes``, its ``test_cfg``);
+a two-stage detector's is ``roi_head`` (``roi_head.bbox_head.num_classes`` in the config, the
+RoI head's ``test_cfg`` = ``model.test_cfg.rcnn``). Tools, the engine and export ask here
+instead of reaching into ``model.bbox_head``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from detcli.errors import ConfigError
+
+
+def final_head(model: nn.Module) -> nn.Module:
+    """The head whose outputs are the detections: ``bbox_head`` or ``roi_head``."""
+    for name in ("roi_head", "bbox_head"):
+        head = getattr(model, name, None)
+        if head is not None:
+            return head
+    raise ConfigError(f"{type(model).__name__} has neither a bbox_head nor a roi_head")
+
+
+def num_classes_of(model: nn.Module) -> int:
+    """K, the number of object classes the detector predicts."""
+    return int(final_head(model).num_classes)
+
+
+def detection_test_cfg(model: nn.Module) -> Any:
+    """The final post-processing settings: ``score_thr``, ``nms``, ``max_per_img``, ..."""
+    return final_head(model).test_cfg
+
+
+def model_num_classes_key(model: nn.Module) -> str:
+    """The config key that holds a built model's K (see :func:`num_classes_key`)."""
+    if getattr(model, "roi_head", None) is not None:
+        return "model.roi_head.bbox_head.num_classes"
+    return "model.bbox_head.num_classes"
+
+
+def num_classes_key(model_cfg: Any) -> str:
+    """The config key that holds K: ``model.bbox_head.num_classes`` or, for a two-stage
+    detector, ``model.roi_head.bbox_head.num_classes``."""
+    if getattr(model_cfg, "roi_head", None) is not None:
+        return "model.roi_head.bbox_head.num_classes"
+    return "model.bbox_head.num_classes"
+
+
+def config_num_classes(model_cfg: Any) -> int | None:
+    """K as the model config states it (None when the head config has no ``num_classes``)."""
+    roi_head = getattr(model_cfg, "roi_head", None)
+    head = getattr(roi_head, "bbox_head", None) if roi_head is not None else \
+        getattr(model_cfg, "bbox_head", None)
+    value = getattr(head, "num_classes", None)
+    return None if value is None else int(value)

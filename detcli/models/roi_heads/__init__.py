@@ -1,0 +1,22 @@
+"""RoI heads of two-stage detectors: RoI feature extraction, box heads, and the RoI head that
+samples proposals, computes their targets and losses, and turns them into detections."""
+
+from detcli.models.roi_heads.bbox_head import Shared2FCBBoxHead, Shared2FCBBoxHeadConfig
+from detcli.models.roi_heads.roi_extractor import (
+    RoIAlignConfig,
+    SingleRoIExtractor,
+    SingleRoIExtractorConfig,
+    map_roi_levels,
+)
+from detcli.models.roi_heads.standard_roi_head import (
+    RoISamples,
+    StandardRoIHead,
+    StandardRoIHeadConfig,
+    batch_rois,
+)
+
+__all__ = [
+    "RoIAlignConfig", "RoISamples", "Shared2FCBBoxHead", "Shared2FCBBoxHeadConfig",
+    "SingleRoIExtractor", "SingleRoIExtractorConfig", "StandardRoIHead", "StandardRoIHeadConfig",
+    "batch_rois", "map_roi_levels",
+]
