@@ -2,8 +2,10 @@
 
 The run is the engine tests' tiny setting (24 synthetic images at 128 pixels, an eighth-width
 ResNet-18, 32-channel FPN; :mod:`tests.engine.conftest`) on
-``presets/faster_rcnn_tiny_synth.toml`` with a 32-channel RPN and a 128-wide box head, for
-EPOCHS epochs of 6 iterations. Measured with torch 2.14 on CPU, one thread (see FLOORS).
+``presets/faster_rcnn_tiny_synth.toml`` with a 32-channel RPN and a 128-wide box head, for 30
+epochs of 6 iterations (about 18 s on one thread). Measured with torch 2.14 on CPU, one thread,
+seeds 0, 1 and 2: mean loss 1.81-1.88 in the first epoch, 0.39-0.49 in the last (ratio 0.21-0.26);
+bbox_mAP 0.38-0.44 and bbox_mAP_50 0.76-0.80 after 30 epochs.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 PRESET = ROOT / "presets" / "faster_rcnn_tiny_synth.toml"
 EPOCHS = 30
-# Measured over seeds 0, 1 and 2 (filled in below); the floors leave a margin under the worst.
-LOSS_RATIO, MAP_FLOOR, MAP50_FLOOR = 0.6, 0.10, 0.25
+# The floors leave a margin under the worst measured seed (module docstring).
+LOSS_RATIO, MAP_FLOOR, MAP50_FLOOR = 0.4, 0.25, 0.55
 
 DENSE_HEAD = """[model.bbox_head]
 feat_channels = 32
