@@ -36,6 +36,19 @@ class Schema(BaseModel):
         self._derived[name] = reason
 
 
+def derive_or_check(cfg: Schema, name: str, value: Any, reason: str, where: str) -> None:
+    """Fill ``cfg.name`` with ``value`` derived from ``reason``, or check the value given."""
+    if name not in type(cfg).model_fields:
+        return
+    given = getattr(cfg, name)
+    if given is None:
+        cfg.derive(name, value, reason)
+    elif given != value:
+        raise ValueError(
+            f"{where} = {given} disagrees with {value} derived from {reason}; "
+            f"remove {where} to derive it")
+
+
 def _false_is_none(value: Any) -> Any:
     return None if value is False else value
 

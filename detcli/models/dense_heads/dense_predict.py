@@ -25,14 +25,22 @@ each image as its own group.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence, Union
 
 import torch
 from torch import Tensor
 
 from detcli.structures.batch import ImageBatch
 from detcli.structures.detections import DetectionBatch
-from detcli.task.postprocess import DenseTestConfig, multiclass_nms
+from detcli.task.postprocess import DenseTestConfig, NMSConfig, SoftNMSConfig, multiclass_nms
+
+
+class NMSSettingsLike(Protocol):
+    """What :func:`nms_to_batch` reads: a dense head's test_cfg, the RPN's proposal config or
+    the RoI head's ``test_cfg.rcnn``."""
+
+    nms: Union[NMSConfig, SoftNMSConfig]
+    max_per_img: int
 
 
 def level_candidates(
@@ -110,7 +118,7 @@ def predict_dense(
 
 
 def nms_to_batch(boxes: Tensor, scores: Tensor, labels: Tensor, keep: Tensor,
-                 cfg: DenseTestConfig) -> DetectionBatch:
+                 cfg: NMSSettingsLike) -> DetectionBatch:
     """One NMS over the candidates ``keep`` marks, (N, P, ...) -> DetectionBatch (N, M)."""
     num_images = boxes.shape[0]
     max_per_img = cfg.max_per_img

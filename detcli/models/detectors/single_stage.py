@@ -17,7 +17,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from detcli.config.schema import Maybe, Schema
+from detcli.config.schema import Maybe, Schema, derive_or_check
 from detcli.errors import ConfigError
 from detcli.models.dense_heads.anchor_head import DenseOutputs
 from detcli.registry import (
@@ -45,19 +45,6 @@ def backbone_out_channels(backbone: Schema) -> list[int] | None:
     """The channels of each backbone output, when its config can tell without building."""
     out = getattr(backbone, "out_channels", None)
     return list(out()) if callable(out) else None
-
-
-def derive_or_check(cfg: Schema, name: str, value: Any, reason: str, where: str) -> None:
-    """Fill ``cfg.name`` with ``value`` derived from ``reason``, or check the value given."""
-    if name not in type(cfg).model_fields:
-        return
-    given = getattr(cfg, name)
-    if given is None:
-        cfg.derive(name, value, reason)
-    elif given != value:
-        raise ValueError(
-            f"{where} = {given} disagrees with {value} derived from {reason}; "
-            f"remove {where} to derive it")
 
 
 class SingleStageDetectorConfig(Schema):

@@ -26,10 +26,10 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from detcli.config.schema import Maybe, Schema
+from detcli.config.schema import Maybe, Schema, derive_or_check
 from detcli.errors import ConfigError
 from detcli.models.dense_heads.anchor_head import DenseOutputs
-from detcli.models.detectors.single_stage import _describe, backbone_out_channels, derive_or_check
+from detcli.models.detectors.single_stage import _describe, backbone_out_channels
 from detcli.registry import (
     BACKBONES,
     DETECTORS,

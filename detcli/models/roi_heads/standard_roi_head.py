@@ -28,10 +28,9 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from detcli.config.schema import Schema
+from detcli.config.schema import Schema, derive_or_check
 from detcli.errors import DetError
 from detcli.models.dense_heads.dense_predict import nms_to_batch
-from detcli.models.detectors.single_stage import derive_or_check
 from detcli.models.roi_heads.roi_extractor import SingleRoIExtractorConfig
 from detcli.registry import (
     ASSIGNERS,
