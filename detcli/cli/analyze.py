@@ -89,11 +89,13 @@ def _describe(summary: dict[str, Any]) -> list[str]:
     priors = (f"points: {a.get('type')} strides {a.get('strides')}, offset {a.get('offset')} "
               "(IoU and best level measured on each point's stride-sized cell)"
               if "prior_boxes" in a else
-              f"anchors: {a.get('type')} strides {a.get('strides')}, {scales}, ratios "
+              f"anchors ({a.get('config_key', 'model.bbox_head.anchor_generator')}): "
+              f"{a.get('type')} strides {a.get('strides')}, {scales}, ratios "
               f"{a.get('ratios')} ({a['num_base_priors'][0]} per location)")
     return [
         priors,
-        f"assigner: {summary['assigner'].get('type')} {assigner}; sampler {summary['sampler'].get('type')}",
+        f"{summary['assigner'].get('config_key', 'model.train_cfg.assigner')}: "
+        f"{summary['assigner'].get('type')} {assigner}; sampler {summary['sampler'].get('type')}",
         f"data.{summary['split']}: {ds['num_images_analysed']} of {ds['num_images']} images, "
         f"{ds['num_gt']} GT boxes; sizes from {geo['pipeline']} ({resize}, pad {pad})",
     ]
@@ -160,7 +162,7 @@ def _print_optimized(result: Any, config: str) -> None:
     console.print("paste into the config:", style="bold")
     console.out(result.toml(), highlight=False)
     console.print(f"or try it first: det analyze anchors {config} "
-                  + " ".join(f"--set '{arg}'" for arg in pa.set_args()), highlight=False, markup=False)
+                  + " ".join(f"--set '{arg}'" for arg in result.set_args()), highlight=False, markup=False)
 
 
 def _write_out(out: Path, data: dict[str, Any], report: Any, result: Any) -> list[Path]:

@@ -1,11 +1,14 @@
 """``det viz``: pictures of what the detector's data and targets look like.
 
 ``det viz assign`` draws which priors the configured assigner makes positive, negative or
-ignored for one image's GT boxes, and prints a table per GT; ``det viz dataset`` draws a
-dataset's images after its training pipeline with their GT boxes.
+ignored for one image's GT boxes, and prints a table per GT; for a two-stage detector these are
+the RPN's anchors, and a second picture and table show the RoI head's sampling of proposals
+(jittered GT boxes, or a checkpoint's RPN proposals). ``det viz dataset`` draws a dataset's
+images after its training pipeline with their GT boxes.
 
-Exit status: 0 done; 1 a bad option value (``--levels``, ``--out``) or an assigner that needs
-a checkpoint; 2 a config problem; 3 an image, annotation file or ``--box`` that cannot be used.
+Exit status: 0 done; 1 a bad option value (``--levels``, ``--out``, an RoI option for a
+single-stage config) or an assigner that needs a checkpoint; 2 a config problem; 3 an image,
+annotation file or ``--box`` that cannot be used; 4 a checkpoint that does not fit the config.
 """
 
 from __future__ import annotations
@@ -19,7 +22,16 @@ import typer
 from rich.box import SIMPLE_HEAD
 from rich.table import Table
 
-from detcli.cli.common import DebugOpt, JsonOpt, SetOpt, console, guarded, load, print_json
+from detcli.cli.common import (
+    DebugOpt,
+    DeviceOpt,
+    JsonOpt,
+    SetOpt,
+    console,
+    guarded,
+    load,
+    print_json,
+)
 
 app = typer.Typer(help="Draw assignments and dataset samples.", no_args_is_help=True)
 
@@ -52,7 +64,8 @@ def _gt_table(view) -> Table:
     matches (IoU under the positive threshold, from the assigner's "each GT claims its best
     priors" step)."""
     levels = [f"L{k}" for k in range(len(view.strides))]
-    table = Table(title=f"{view.assigner} + {view.sampler} on {view.filename} "
+    rpn = "" if view.head_key == "model.bbox_head" else "RPN (every GT an object): "
+    table = Table(title=f"{rpn}{view.assigner} + {view.sampler} on {view.filename} "
                         f"(input {view.pad_shape[1]}x{view.pad_shape[0]})", title_justify="left",
                   caption="red: no positive prior; yellow: low-quality matches only",
                   caption_justify="left", box=SIMPLE_HEAD, pad_edge=False)
@@ -93,6 +106,56 @@ def _summary(view, out: Path, size: tuple[int, int]) -> list[str]:
     return lines
 
 
+def _rcnn_table(rcnn) -> Table:
+    """Rich table: one row per GT of the RoI sampling; yellow rows have no matching proposal."""
+    table = Table(title=f"RoI head: {rcnn.assigner} + {rcnn.sampler} on "
+                        f"{'jittered GT boxes' if rcnn.source == 'jitter' else 'RPN proposals'}",
+                  title_justify="left", caption="yellow: no proposal matches the GT (only its "
+                  "own box, added as a proposal)", caption_justify="left", box=SIMPLE_HEAD,
+                  pad_edge=False)
+    for name in ("#", "class", "proposals", "sampled pos", "GT sampled", "best IoU"):
+        table.add_column(name, justify="left" if name == "class" else "right", no_wrap=True)
+    for gt in rcnn.gts:
+        table.add_row(str(gt.index), gt.class_name, str(gt.num_proposals),
+                      str(gt.num_sampled_pos), "yes" if gt.gt_sampled else "no",
+                      f"{gt.best_iou:.3f}", style="yellow" if gt.num_proposals == 0 else None)
+    return table
+
+
+def _rcnn_plain_table(rcnn) -> str:
+    lines = ["\t".join(["#", "class", "proposals", "sampled_pos", "gt_sampled", "best_iou",
+                        "note"])]
+    for gt in rcnn.gts:
+        lines.append("\t".join([str(gt.index), gt.class_name, str(gt.num_proposals),
+                                str(gt.num_sampled_pos), "yes" if gt.gt_sampled else "no",
+                                f"{gt.best_iou:.3f}",
+                                "no-matching-proposal" if gt.num_proposals == 0 else ""]))
+    return "\n".join(lines)
+
+
+def _rcnn_summary(rcnn, out: Path, size: tuple[int, int]) -> list[str]:
+    c = rcnn.counts
+    if rcnn.source == "jitter":
+        source = (f"{rcnn.settings['jitter_per_gt']} jittered per GT + "
+                  f"{rcnn.settings['background']} background")
+    else:
+        source = f"RPN of {rcnn.settings['checkpoint']}"
+    budget = ("" if rcnn.sampler_num is None else
+              f" (num {rcnn.sampler_num}, pos_fraction {rcnn.pos_fraction:g}: at most "
+              f"{rcnn.max_pos} positives)")
+    return [f"RoI proposals {c['proposals']} ({source}); candidates {c['candidates']} "
+            f"(incl. {c['gt_added']} GT boxes)",
+            f"sampled positives {c['sampled_positive']} of {c['assigned_positive']}, negatives "
+            f"{c['sampled_negative']} of {c['assigned_negative']}{budget}; not sampled "
+            f"{c['not_sampled']}",
+            f"wrote {out} ({size[1]}x{size[0]})"]
+
+
+def rcnn_path(out: Path) -> Path:
+    """Where the RoI picture goes: next to ``out``, ``<stem>_rcnn<suffix>``."""
+    return out.with_name(f"{out.stem}_rcnn{out.suffix}")
+
+
 @app.command()
 @guarded
 def assign(
@@ -118,7 +181,21 @@ def assign(
     train_pipeline: Annotated[bool, typer.Option(
         "--train-pipeline", help="Prepare the image with the training pipeline (random flips "
                                  "and crops, seeded) instead of the test pipeline.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the training pipeline and the sampler.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the training pipeline, the samplers and "
+                                           "the jittered proposals.")] = 0,
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        "--checkpoint", help="Two-stage: sample the model's own RPN proposals (a .pth of this "
+        "config) instead of jittered GT boxes.", show_default=False)] = None,
+    jitter: Annotated[Optional[int], typer.Option(
+        "--jitter", min=0, help="Two-stage: jittered proposals per GT, IoU spread over "
+        "0.1-0.95 [default: 16].", show_default=False)] = None,
+    background: Annotated[Optional[int], typer.Option(
+        "--background", min=0, help="Two-stage: random background proposals [default: 64].",
+        show_default=False)] = None,
+    show_unsampled: Annotated[bool, typer.Option(
+        "--show-unsampled", help="Two-stage: draw the proposals left out of the RoI sample "
+                                 "faintly.")] = False,
+    device: DeviceOpt = None,
     overrides: SetOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -128,26 +205,69 @@ def assign(
     Runs the config's test pipeline (or --train-pipeline), prior generator, assigner and
     sampler on the GT boxes of --ann or --box, writes the picture to --out, and prints per GT
     its size, best IoU and positives per level; GT boxes without positives are flagged.
+    A two-stage config shows its RPN's anchors, and its RoI head's sampling of proposals in a
+    second picture, <out stem>_rcnn.png, and table.
     """
+    from detcli.errors import DetError
     from detcli.tools.draw import save_image
-    from detcli.tools.viz_assign import visualize_assignment
-    from detcli.tools.viz_draw import draw_assignment
+    from detcli.tools.roi_sampling import (
+        BACKGROUND,
+        JITTER_PER_GT,
+        is_two_stage,
+        visualize_roi_sampling,
+    )
+    from detcli.tools.viz_assign import pipeline_of, visualize_assignment
+    from detcli.tools.viz_draw import draw_assignment, draw_roi_sampling
 
     cfg = load(config, overrides).cfg
+    two_stage = is_two_stage(cfg.model)
+    if not two_stage:
+        given = [name for name, v in (("--checkpoint", checkpoint), ("--jitter", jitter),
+                                      ("--background", background)) if v is not None]
+        given += ["--show-unsampled"] if show_unsampled else []
+        if given:
+            raise DetError(f"{', '.join(given)}: RoI sampling options apply to two-stage "
+                           f"detectors, and {config} configures a {cfg.model.type}")
+    if checkpoint is not None and jitter is not None:
+        raise DetError("--jitter makes proposals from the GT boxes, --checkpoint takes the RPN's: "
+                       "give one of them")
     view = visualize_assignment(cfg, image, ann_file=ann, boxes=box or (),
                                 train_pipeline=train_pipeline, seed=seed)
     chosen = parse_levels(levels, len(view.strides))
+    rcnn = None
+    if two_stage:
+        rcnn = visualize_roi_sampling(
+            cfg, view, pipeline_of(cfg, train_pipeline), checkpoint=checkpoint,
+            jitter=JITTER_PER_GT if jitter is None else jitter,
+            background=BACKGROUND if background is None else background, seed=seed,
+            device=device)
     picture = draw_assignment(view, chosen, show_negatives=show_negatives)
     out = out if out is not None else Path(f"{image.stem}_assign.png")
     save_image(out, picture)
+    rcnn_out = rcnn_picture = None
+    if rcnn is not None:
+        rcnn_picture = draw_roi_sampling(rcnn, show_unsampled=show_unsampled)
+        rcnn_out = save_image(rcnn_path(out), rcnn_picture)
     if as_json:
-        print_json({**view.to_dict(), "out": str(out), "picture_shape": list(picture.shape[:2])})
+        data = {**view.to_dict(), "out": str(out), "picture_shape": list(picture.shape[:2])}
+        if rcnn is not None:
+            data["rcnn"] = {**rcnn.to_dict(), "out": str(rcnn_out),
+                            "picture_shape": list(rcnn_picture.shape[:2])}
+        print_json(data)
         return
     if console.is_terminal:
         console.print(_gt_table(view))
     else:
         sys.stdout.write(_plain_table(view) + "\n")  # tab-separated: rich would expand tabs
     for line in _summary(view, out, picture.shape[:2]):
+        console.print(line, highlight=False)
+    if rcnn is None:
+        return
+    if console.is_terminal:
+        console.print(_rcnn_table(rcnn))
+    else:
+        sys.stdout.write("\n" + _rcnn_plain_table(rcnn) + "\n")
+    for line in _rcnn_summary(rcnn, rcnn_out, rcnn_picture.shape[:2]):
         console.print(line, highlight=False)
 
 

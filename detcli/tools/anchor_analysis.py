@@ -8,6 +8,10 @@ size below is in network-input pixels. Each image gets the configured anchors fo
 padded shape, and the configured assigner runs on them, batched over images of one padded shape
 (:func:`detcli.tools.assignment.assign_padded`). No network and no weights are involved.
 
+The anchors and the assigner are the head's that assigns anchors: ``model.bbox_head`` with
+``model.train_cfg``, or a two-stage detector's RPN (``model.rpn_head``, ``model.train_cfg.rpn``),
+for which every GT is an "object" (:mod:`detcli.tools.assignment`).
+
 For each GT: its best IoU with any anchor, the level of that anchor (where the GT "lands"),
 its positives (all, and per level) and whether they all came from low-quality matching. The
 report (:meth:`AnchorReport.to_dict`, schema in docs/analyze.md) summarises them overall, by
@@ -202,6 +206,9 @@ class AnchorStudy:
         parts = parts or self.parts
         stats = stats if stats is not None else self.assign(parts)
         summary = build_summary(self.gts, stats, parts, self.geometry, self.context)
+        # where the anchors and the assigner come from (a two-stage detector: its RPN's)
+        summary["anchors"]["config_key"] = parts.anchor_key
+        summary["assigner"]["config_key"] = f"{parts.train_cfg_key}.assigner"
         return AnchorReport(summary=summary, gt_wh=self.gts.wh, best_iou=stats.best_iou,
                             zero_positive=stats.num_pos == 0, anchor_shapes=anchor_shapes(parts))
 

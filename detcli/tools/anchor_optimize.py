@@ -5,7 +5,9 @@ dimensions (1 or S scale coordinates, then P ratio coordinates). Sizes are netwo
 
 What is searched and what is kept: ``octave_base_scale`` (or each of ``scales``) and
 ``ratios``; ``scales_per_octave``, the number of ratios, ``strides`` and ``base_sizes`` stay,
-so the head keeps its A = S * P anchors per location and its layer shapes.
+so the head keeps its A = S * P anchors per location and its layer shapes. The generator is
+the one the analysis assigns with: ``model.bbox_head.anchor_generator``, or a two-stage
+detector's ``model.rpn_head.anchor_generator``; the snippet and the ``--set`` lines name it.
 
 1. Seed: k-means with IoU distance (1 - IoU of (w, h) boxes sharing a centre, as YOLO's anchor
    clustering) over the GT shapes scaled to unit area gives P aspect ratios; then, on a grid of
@@ -38,7 +40,7 @@ from detcli.tools.anchor_analysis import AnchorReport, AnchorStudy, GTStats
 log = logging.getLogger(__name__)
 
 Objective = Literal["coverage", "mean-iou"]
-CONFIG_KEY = "model.bbox_head.anchor_generator"
+CONFIG_KEY = "model.bbox_head.anchor_generator"  # a single-stage detector's; see AnchorStudy
 DIGITS = 3
 RATIO_LIMIT = 4.0  # log2 bounds of a ratio: 1/16 .. 16
 SAMPLE = 4000  # GT shapes used by the seeding steps
@@ -84,9 +86,10 @@ class AnchorParams:
     scales: Optional[tuple[float, ...]] = None
 
     @classmethod
-    def from_config(cls, cfg: Any) -> AnchorParams:
+    def from_config(cls, cfg: Any, key: str = CONFIG_KEY) -> AnchorParams:
+        """The searched values of ``cfg``, the generator config at ``key``."""
         if cfg.type != "AnchorGenerator":
-            raise ConfigError(f"--optimize searches AnchorGenerator settings; {CONFIG_KEY} is "
+            raise ConfigError(f"--optimize searches AnchorGenerator settings; {key} is "
                               f"{cfg.type}")
         return cls(tuple(cfg.ratios), cfg.octave_base_scale, cfg.scales_per_octave,
                    tuple(cfg.scales) if cfg.scales is not None else None)
@@ -118,12 +121,12 @@ class AnchorParams:
                                        "scales_per_octave": self.scales_per_octave,
                                        "scales": list(self.scales) if self.scales else None})
 
-    def set_args(self) -> list[str]:
-        """``--set`` overrides that apply these values to a config."""
+    def set_args(self, key: str = CONFIG_KEY) -> list[str]:
+        """``--set`` overrides that apply these values to the generator at ``key``."""
         pairs = [("ratios", list(self.ratios))]
         pairs += ([("scales", list(self.scales))] if self.scales is not None
                   else [("octave_base_scale", self.octave_base_scale)])
-        return [f"{CONFIG_KEY}.{name}={value(v)}" for name, v in pairs]
+        return [f"{key}.{name}={value(v)}" for name, v in pairs]
 
 
 def _parts_for(study: AnchorStudy, params: AnchorParams) -> Any:
@@ -195,12 +198,20 @@ class OptimizeResult:
     evaluations: int
     seconds: float
     anchor_cfg: Any  # the configured AnchorGeneratorConfig
+    config_key: str = CONFIG_KEY  # where it sits: model.bbox_head / model.rpn_head.anchor_generator
 
     def toml(self) -> str:
-        """The ``[model.bbox_head.anchor_generator]`` table to paste into a config."""
+        """The ``[<config_key>]`` table (e.g. ``[model.rpn_head.anchor_generator]``) to paste
+        into a config."""
         table = self.params_after.config(self.anchor_cfg).model_dump(mode="json", exclude_none=True)
-        tree = {"model": {"bbox_head": {"anchor_generator": table}}}
+        tree: dict[str, Any] = table
+        for name in reversed(self.config_key.split(".")):
+            tree = {name: tree}
         return to_toml(tree, header=f"det analyze anchors --optimize (objective {self.objective})")
+
+    def set_args(self) -> list[str]:
+        """``--set`` overrides that apply the optimised values to the config."""
+        return self.params_after.set_args(self.config_key)
 
     def to_dict(self) -> dict[str, Any]:
         def params(p: AnchorParams, s: tuple[float, float]) -> dict[str, Any]:
@@ -215,7 +226,7 @@ class OptimizeResult:
             "after": params(self.params_after, self.score_after),
             "seed": params(self.params_seed, self.score_seed),
             "kmeans_ratio_centres": [[round(float(v), 4) for v in c] for c in self.kmeans_ratio_centres],
-            "toml": self.toml(), "set": self.params_after.set_args(),
+            "toml": self.toml(), "set": self.set_args(),
             "before_report": self.before.to_dict(), "after_report": self.after.to_dict(),
         }
 
@@ -277,7 +288,7 @@ def optimize_anchors(study: AnchorStudy, objective: Objective = "coverage", max_
         raise ConfigError(f"max_evals must be >= 2 (the configured and the seeded design), "
                           f"got {max_evals}")
     started = time.perf_counter()
-    configured = AnchorParams.from_config(study.parts.anchor_cfg)
+    configured = AnchorParams.from_config(study.parts.anchor_cfg, study.parts.anchor_key)
     seeded, centres = seed_params(study, configured)
     search = _Search(study, objective, max_evals, progress)
     start = max((configured, seeded), key=search)
@@ -292,4 +303,5 @@ def optimize_anchors(study: AnchorStudy, objective: Objective = "coverage", max_
         score_before=search(configured), score_seed=search(seeded), score_after=search(best),
         kmeans_ratio_centres=centres, evaluations=len(search.scores),
         seconds=time.perf_counter() - started, anchor_cfg=study.parts.anchor_cfg,
+        config_key=study.parts.anchor_key,
     )

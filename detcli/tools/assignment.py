@@ -10,6 +10,12 @@ A *positive* is a prior with ``gt_index >= 0``. It is *low quality* when its IoU
 under the assigner's ``pos_iou_thr``: only MaxIoUAssigner's step 4 (each GT claims its best
 priors) can give it. A GT is ``low_quality_only`` when it has positives and all are such.
 
+The head that assigns anchors is ``model.bbox_head`` with ``model.train_cfg`` (assigner, sampler,
+``allowed_border``) in a single-stage detector, and ``model.rpn_head`` with
+``model.train_cfg.rpn`` in a two-stage one: there the RPN assigns anchors to every GT as one
+class, "object" (the GT labels do not change which anchor matches which GT). The RoI head's
+sampling of proposals is :mod:`detcli.tools.roi_sampling`'s.
+
 A head without anchors can still be analysed when its class offers ``head_assignment(cfg)``:
 a dict with the ``prior_generator`` whose boxes stand for its priors (FCOS: each point's
 stride-sized cell), the ``assigner`` that applies its target rule, and the ``generator_cfg`` and
@@ -79,6 +85,11 @@ def _head_class(name: str) -> Any:
         return None
 
 
+def proposal_heads() -> list[str]:
+    """Registered head types that make proposals (``predict_proposals``): RPNHead."""
+    return [name for name in HEADS.names() if hasattr(_head_class(name), "predict_proposals")]
+
+
 def assigning_heads() -> list[str]:
     """Registered head types without anchors that offer ``head_assignment`` (FCOSHead)."""
     return [name for name in HEADS.names() if name not in anchor_heads()
@@ -104,9 +115,22 @@ def _sampler_config(head_cfg: Schema, train_cfg: Any) -> Schema:
     return train_cfg.sampler
 
 
+def assigning_head(model_cfg: Any) -> tuple[Any, Any, str, str]:
+    """(head config, its train_cfg or None, the head's key, the train_cfg's key): the RPN of a
+    two-stage detector, else the bbox head (module docstring)."""
+    train_cfg = getattr(model_cfg, "train_cfg", None)
+    rpn = getattr(model_cfg, "rpn_head", None)
+    if rpn is not None:
+        return (rpn, None if train_cfg is None else train_cfg.rpn, "model.rpn_head",
+                "model.train_cfg.rpn")
+    return getattr(model_cfg, "bbox_head", None), train_cfg, "model.bbox_head", "model.train_cfg"
+
+
 @dataclass
 class AssignmentParts:
-    """The configured prior generator, assigner and sampler; built once from a config."""
+    """The configured prior generator, assigner and sampler; built once from a config.
+    ``head_key`` and ``train_cfg_key`` name where they come from (``model.rpn_head`` and
+    ``model.train_cfg.rpn`` for a two-stage detector)."""
 
     prior_generator: Any
     assigner: Any
@@ -117,35 +141,37 @@ class AssignmentParts:
     anchor_cfg: Optional[Schema] = None  # the generator's config, for reports and the optimiser
     assigner_cfg: Optional[Schema] = None
     sampler_cfg: Optional[Schema] = None
+    head_key: str = "model.bbox_head"
+    train_cfg_key: str = "model.train_cfg"
     _priors: dict = field(default_factory=dict, repr=False)  # (pad_shape, device) -> (priors, level)
 
     @classmethod
     def from_config(cls, cfg: Any) -> AssignmentParts:
         """From a DetConfig; ConfigError (exit 2) for a head with neither anchors nor its own
         assignment, or without train_cfg."""
-        model = cfg.model
-        head = getattr(model, "bbox_head", None)
+        head, train_cfg, head_key, train_key = assigning_head(cfg.model)
         anchor_cfg = getattr(head, "anchor_generator", None)
         provided = head_assignment(head) if anchor_cfg is None else None
         if anchor_cfg is None and provided is None:
-            kind = getattr(head, "type", type(model).__name__)
-            own = assigning_heads()
+            kind = getattr(head, "type", type(cfg.model).__name__)
+            own, rpn = assigning_heads(), proposal_heads()
+            single = [name for name in anchor_heads() if name not in rpn]
             raise ConfigError(
-                f"model.bbox_head ({kind}) has no anchor_generator: anchor analysis does not "
+                f"{head_key} ({kind}) has no anchor_generator: anchor analysis does not "
                 f"apply to an anchor-free head",
-                hint=f"heads with anchors: {', '.join(anchor_heads()) or '(none registered)'}"
-                     + (f"; with points: {', '.join(own)}" if own else ""))
+                hint=f"heads with anchors: {', '.join(single) or '(none registered)'}"
+                     + (f"; with points: {', '.join(own)}" if own else "")
+                     + (f"; a two-stage detector's rpn_head: {', '.join(rpn)}" if rpn else ""))
         if provided is not None:  # the head's own rule: it keeps every prior
             sampler_cfg: Schema = PseudoSamplerConfig()
             generator, assigner = provided["prior_generator"], provided["assigner"]
             anchor_cfg, assigner_cfg = provided["generator_cfg"], provided["assigner_cfg"]
             allowed_border = -1
         else:
-            train_cfg = getattr(model, "train_cfg", None)
             if train_cfg is None:
                 raise ConfigError(
                     "model.train_cfg = false: there is no assigner to analyse",
-                    hint="remove `train_cfg = false`, or set model.train_cfg.assigner")
+                    hint=f"remove `train_cfg = false`, or set {train_key}.assigner")
             sampler_cfg = _sampler_config(head, train_cfg)
             generator = PRIOR_GENERATORS.build(anchor_cfg)
             assigner, assigner_cfg = ASSIGNERS.build(train_cfg.assigner), train_cfg.assigner
@@ -153,13 +179,19 @@ class AssignmentParts:
         parts = cls(prior_generator=generator, assigner=assigner,
                     sampler=SAMPLERS.build(sampler_cfg), num_levels=len(generator.strides),
                     strides=list(generator.strides), allowed_border=allowed_border,
-                    anchor_cfg=anchor_cfg, assigner_cfg=assigner_cfg, sampler_cfg=sampler_cfg)
+                    anchor_cfg=anchor_cfg, assigner_cfg=assigner_cfg, sampler_cfg=sampler_cfg,
+                    head_key=head_key, train_cfg_key=train_key)
         probe, _ = parts.priors((max(max(s) for s in parts.strides),) * 2)
         if probe.shape[-1] != 4:
             raise ConfigError(
-                f"model.bbox_head.anchor_generator ({anchor_cfg.type}) makes points, not boxes: "
+                f"{head_key}.anchor_generator ({anchor_cfg.type}) makes points, not boxes: "
                 "anchor analysis does not apply")
         return parts
+
+    @property
+    def anchor_key(self) -> str:
+        """The config key of the anchor generator: ``<head_key>.anchor_generator``."""
+        return f"{self.head_key}.anchor_generator"
 
     def with_prior_generator(self, generator: Any, anchor_cfg: Optional[Schema] = None) -> AssignmentParts:
         """The same assigner and sampler on other anchors (the optimiser's candidates)."""

@@ -10,7 +10,8 @@ matched GT, -1 negative, -2 ignored.
 The steps of :func:`visualize_assignment`:
 
 1. build the prior generator, assigner and sampler from the config
-   (:class:`~detcli.tools.assignment.AssignmentParts`); an assigner whose class says
+   (:class:`~detcli.tools.assignment.AssignmentParts`: a two-stage detector's are its RPN's,
+   ``model.rpn_head`` and ``model.train_cfg.rpn``); an assigner whose class says
    ``needs_predictions = True`` cannot run without a trained model and is refused;
 2. read the GT of the image: ``--box`` strings (:func:`parse_box`) or the COCO file's entry
    for the image's file name (:func:`coco_gt_for_image`);
@@ -18,6 +19,9 @@ The steps of :func:`visualize_assignment`:
 4. run :func:`~detcli.tools.assignment.assign_image` and gather per-GT statistics;
 5. what the assigner can explain besides its codes
    (:func:`~detcli.tools.assign_explain.explain`): the FCOS rule's regions, ATSS's candidates.
+
+A two-stage detector's second stage, the RoI head's sampling of proposals, is
+:mod:`detcli.tools.roi_sampling`'s, on the same prepared image and GT.
 """
 
 from __future__ import annotations
@@ -110,6 +114,8 @@ class AssignmentView:
     sampler: str
     assignment: ImageAssignment = field(repr=False)
     explained: Explanation = field(default_factory=Explanation, repr=False)
+    ori_shape: tuple[int, int] = (0, 0)  # (h0, w0) of the file as read
+    head_key: str = "model.bbox_head"  # whose anchors: model.rpn_head in a two-stage detector
 
     @property
     def ignored(self) -> np.ndarray:
@@ -144,6 +150,8 @@ class AssignmentView:
                "flip": self.flip, "assigner": self.assigner, "sampler": self.sampler,
                "counts": self.counts, "levels": self.per_level(),
                "gts": [gt.to_dict() for gt in self.gts], "zero_positive_gts": self.zero_positive}
+        if self.head_key != "model.bbox_head":  # a two-stage detector: the RPN's anchors
+            out["anchors_of"] = self.head_key
         if self.explained.regions is not None:
             out["regress_ranges"] = [list(r) for r in self.explained.regions["regress_ranges"]]
         return out
@@ -383,4 +391,5 @@ def visualize_assignment(
         gt_labels=assignment.gt_labels.numpy(), ignore_boxes=view.ignore_boxes,
         strides=[int(s[0]) for s in parts.strides], class_names=gt.class_names,
         gts=_gt_stats(assignment, gt.class_names, explained.iou_thresholds), assigner=assigner,
-        sampler=type(parts.sampler).__name__, assignment=assignment, explained=explained)
+        sampler=type(parts.sampler).__name__, assignment=assignment, explained=explained,
+        ori_shape=tuple(int(v) for v in view.ori_shape[:2]), head_key=parts.head_key)
