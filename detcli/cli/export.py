@@ -51,7 +51,8 @@ def onnx(
         "pipeline, a square of its longer scale edge, rounded up to size_divisor).")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset (17 to 23).")] = DEFAULT_OPSET,
     no_nms: Annotated[bool, typer.Option("--no-nms", help="End the graph with the decoded, "
-                                         "score-masked candidates; run NMS yourself.")] = False,
+                                         "score-masked candidates; run NMS yourself (a "
+                                         "two-stage model keeps its RPN's NMS).")] = False,
     image_sizes: Annotated[bool, typer.Option(
         "--image-sizes", help="Add a second input image_sizes (N, 2) int64, each image's (h, w) "
         "before padding: boxes are clipped to it as in PyTorch (default: to the padded "

@@ -38,6 +38,10 @@ reaching into the padding is clipped later (by the caller) than in PyTorch, so N
 its overlaps differently: detections at the bottom and right edge of padded images may differ.
 Callers divide by their resize factor and clip to the original image (:mod:`detcli.inference`
 does).
+
+The steps are module functions as well (:func:`top_candidates`, :func:`clip_in_graph`,
+:func:`nms_keep`, :func:`top_per_image`, :func:`check_hard_nms`):
+:mod:`detcli.export.two_stage_graph` builds Faster R-CNN's graph from the same pieces.
 """
 
 from __future__ import annotations
@@ -75,6 +79,77 @@ def clip_to_input(boxes: Tensor, height: Any, width: Any) -> Tensor:
     return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)  # (..., 4)
 
 
+def clip_in_graph(boxes: Tensor, images: Tensor, image_sizes: Tensor | None) -> Tensor:
+    """Boxes (N, ..., 4) clipped to the input tensor's (H, W), or with ``image_sizes`` (N, 2)
+    to each image's (h, w) (see the module docstring)."""
+    if image_sizes is None:
+        return clip_to_input(boxes, images.shape[-2], images.shape[-1])
+    bounds = image_sizes.flip(-1).to(boxes.dtype).repeat(1, 2)  # (N, 4): w, h, w, h
+    bounds = bounds.reshape(bounds.shape[0], *([1] * (boxes.dim() - 2)), 4)  # (N, 1.., 4)
+    return torch.minimum(boxes.clamp(min=0), bounds)  # (N, ..., 4)
+
+
+def check_hard_nms(nms_cfg: Any, key: str) -> None:
+    """ExportError unless ``nms_cfg`` (at config key ``key``, e.g. ``model.test_cfg.nms``) is
+    hard NMS, the only kind ONNX has."""
+    if not isinstance(nms_cfg, NMSConfig):
+        raise ExportError(
+            f"{key.removeprefix('model.')}.type = {nms_cfg.type!r} cannot be exported: ONNX has "
+            "hard NMS only",
+            hint=f"export with --set {key}.type=nms, or with --no-nms and run soft-NMS on the "
+                 "candidates yourself")
+
+
+def top_candidates(cls_logits: Tensor, bbox_deltas: Tensor, priors: Tensor, bbox_coder: Any,
+                   nms_pre: int, num_classes: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One level's k best (prior, class) pairs (step 1) -> boxes (N, k, 4) decoded but not
+    clipped, sigmoid scores (N, k), labels (N, k) and prior indices (N, k).
+
+    cls_logits (N, A*K, H_l, W_l), bbox_deltas (N, A*4, H_l, W_l), priors (H_l*W_l*A, 4 or
+    2). A level with fewer than k = ``nms_pre`` entries is padded with -inf logits (score 0)
+    pointing at a real prior, so k is a constant; ``nms_pre <= 0`` keeps every entry.
+    """
+    num_images = cls_logits.shape[0]
+    num_priors = priors.shape[0]  # H_l*W_l*A
+    flat = cls_logits.permute(0, 2, 3, 1).reshape(num_images, -1).float()  # (N, H_l*W_l*A*K)
+    if nms_pre > 0:
+        filler = flat.new_full((num_images, nms_pre), float("-inf"))  # (N, k)
+        flat = torch.cat([flat, filler], dim=1)  # (N, H_l*W_l*A*K + k)
+        top_logits, top_index = flat.topk(nms_pre, dim=1)  # (N, k) each
+    else:
+        top_logits = flat  # (N, R_l*K): every entry
+        top_index = torch.arange(flat.shape[1], device=flat.device).expand(num_images, -1)
+    scores = top_logits.sigmoid()  # (N, k)
+    prior_index = torch.div(top_index, num_classes, rounding_mode="floor")  # (N, k)
+    prior_index = prior_index.clamp(max=num_priors - 1)  # filler rows point at a real prior
+    labels = top_index % num_classes  # (N, k)
+    # (N, A*4, H_l, W_l) -> (N, H_l, W_l, A*4) -> (N, H_l*W_l*A, 4)
+    flat_deltas = bbox_deltas.permute(0, 2, 3, 1).reshape(num_images, -1, 4)
+    deltas = torch.gather(flat_deltas, 1, prior_index[..., None].expand(-1, -1, 4))  # (N, k, 4)
+    chosen = priors[prior_index]  # (N, k, 4) anchors, or (N, k, 2) points
+    boxes = bbox_coder.decode(chosen, deltas.float())  # (N, k, 4)
+    return boxes, scores, labels, prior_index
+
+
+def nms_keep(boxes: Tensor, columns: Tensor, max_output: int, iou_threshold: float) -> Tensor:
+    """ONNX NonMaxSuppression of boxes (N', B, 4) against every score row of ``columns``
+    (N', C, B), score threshold 0 (masked candidates have score 0) -> the kept scores (N', C,
+    B): a selected candidate keeps its score, every other entry is 0."""
+    selected = onnx_nms(boxes, columns, max_output, iou_threshold,
+                        0.0)  # (S, 3): image, column, box
+    image, column, box = selected[:, 0], selected[:, 1], selected[:, 2]  # (S,) each
+    return torch.zeros_like(columns).index_put(
+        (image, column, box), columns[image, column, box])  # (N', C, B)
+
+
+def top_per_image(scores: Tensor, count: int) -> tuple[Tensor, Tensor]:
+    """The ``count`` best of scores (N, X) -> scores (N, count), descending, and their index
+    (N, count) into X. Zeros pad X first, so ``count`` may exceed X: a padding slot has score 0
+    and an index >= X."""
+    flat = torch.cat([scores, scores.new_zeros(scores.shape[0], count)], dim=1)  # (N, X + count)
+    return flat.topk(count, dim=1)  # (N, count) each
+
+
 class ExportWrapper(nn.Module):
     """``forward(images (N, 3, H, W) float32)`` -> ``boxes (N, M, 4)``, ``scores (N, M)``,
     ``labels (N, M)`` int64, ``num_dets (N,)`` int64; with ``nms=False`` the masked candidates
@@ -96,14 +171,13 @@ class ExportWrapper(nn.Module):
         super().__init__()
         head = getattr(model, "bbox_head", None)
         if head is None or not hasattr(head, "test_cfg") or not hasattr(head, "bbox_coder"):
-            raise ExportError(f"{type(model).__name__} cannot be exported: export needs a "
-                              "single-stage detector with a dense bbox_head (e.g. RetinaNet)")
+            raise ExportError(f"{type(model).__name__} cannot be exported: ExportWrapper needs a "
+                              "single-stage detector with a dense bbox_head (e.g. RetinaNet); a "
+                              "two-stage one (rpn_head and roi_head) goes through "
+                              "TwoStageExportWrapper")
         cfg = head.test_cfg
-        if nms and not isinstance(cfg.nms, NMSConfig):
-            raise ExportError(
-                f"test_cfg.nms.type = {cfg.nms.type!r} cannot be exported: ONNX has hard NMS only",
-                hint="export with --set model.test_cfg.nms.type=nms, or with --no-nms and run "
-                     "soft-NMS on the candidates yourself")
+        if nms:
+            check_hard_nms(cfg.nms, "model.test_cfg.nms")
         generator = head.prior_generator
         has_anchors = hasattr(generator, "base_anchors") and hasattr(generator, "strides")
         if not (has_anchors or hasattr(generator, "single_level_grid_priors")):
@@ -147,11 +221,8 @@ class ExportWrapper(nn.Module):
         scores = torch.cat([s for _, s, _, _ in per_level], dim=1)  # (N, B)
         labels = torch.cat([c for _, _, c, _ in per_level], dim=1)  # (N, B)
         factor = torch.cat([f for _, _, _, f in per_level], dim=1)  # (N, B), ones without
-        if self.clip_border and image_sizes is None:
-            boxes = clip_to_input(boxes, images.shape[-2], images.shape[-1])
-        elif self.clip_border:
-            bounds = image_sizes.flip(-1).to(boxes.dtype).repeat(1, 2)  # (N, 4): w, h, w, h
-            boxes = torch.minimum(boxes.clamp(min=0), bounds[:, None, :])  # (N, B, 4)
+        if self.clip_border:
+            boxes = clip_in_graph(boxes, images, image_sizes)  # (N, B, 4)
         widths = boxes[..., 2] - boxes[..., 0]  # (N, B)
         heights = boxes[..., 3] - boxes[..., 1]  # (N, B)
         keep = ((scores > self.score_thr) & (widths > self.min_bbox_size)
@@ -179,30 +250,13 @@ class ExportWrapper(nn.Module):
         score factors (N, k): the sigmoid of ``score_factor`` (N, A, H_l, W_l) at each
         candidate's prior (centerness), ones without one. ``priors`` (H_l*W_l*A, 4 or 2) are
         the level's anchors or points, decoded against by the head's coder."""
-        num_images = cls_logits.shape[0]
-        num_priors = priors.shape[0]  # H_l*W_l*A
-        flat = cls_logits.permute(0, 2, 3, 1).reshape(num_images, -1).float()  # (N, H_l*W_l*A*K)
-        if self.nms_pre > 0:
-            # A level smaller than k gets -inf logits (score 0) as filler: k stays constant.
-            filler = flat.new_full((num_images, self.nms_pre), float("-inf"))  # (N, k)
-            flat = torch.cat([flat, filler], dim=1)  # (N, H_l*W_l*A*K + k)
-            top_logits, top_index = flat.topk(self.nms_pre, dim=1)  # (N, k) each
-        else:
-            top_logits = flat  # (N, R_l*K): every entry
-            top_index = torch.arange(flat.shape[1], device=flat.device).expand(num_images, -1)
-        scores = top_logits.sigmoid()  # (N, k)
-        prior_index = torch.div(top_index, self.num_classes, rounding_mode="floor")  # (N, k)
-        prior_index = prior_index.clamp(max=num_priors - 1)  # filler rows point at a real prior
-        labels = top_index % self.num_classes  # (N, k)
-        # (N, A*4, H_l, W_l) -> (N, H_l, W_l, A*4) -> (N, H_l*W_l*A, 4)
-        flat_deltas = bbox_deltas.permute(0, 2, 3, 1).reshape(num_images, -1, 4)
-        deltas = torch.gather(flat_deltas, 1, prior_index[..., None].expand(-1, -1, 4))  # (N, k, 4)
-        chosen = priors[prior_index]  # (N, k, 4) anchors, or (N, k, 2) points
-        boxes = self.bbox_coder.decode(chosen, deltas.float())  # (N, k, 4)
+        boxes, scores, labels, prior_index = top_candidates(
+            cls_logits, bbox_deltas, priors, self.bbox_coder, self.nms_pre,
+            self.num_classes)  # (N, k, 4), (N, k), (N, k), (N, k)
         if score_factor is None:
             return boxes, scores, labels, torch.ones_like(scores)
         # (N, A, H_l, W_l) -> (N, H_l, W_l, A) -> (N, H_l*W_l*A)
-        flat_factor = score_factor.permute(0, 2, 3, 1).reshape(num_images, -1).float()
+        flat_factor = score_factor.permute(0, 2, 3, 1).reshape(cls_logits.shape[0], -1).float()
         return boxes, scores, labels, torch.gather(flat_factor, 1, prior_index).sigmoid()
 
     def suppress(self, boxes: Tensor, scores: Tensor, labels: Tensor
@@ -216,14 +270,9 @@ class ExportWrapper(nn.Module):
                 1, labels[:, None, :], scores[:, None, :])  # (N, K, B): score in its label's row
         # The score test was the mask (step 3), made before any score factor: NMS only has to
         # skip the masked (zero) scores.
-        selected = onnx_nms(boxes, columns, self.max_per_img, self.iou_threshold,
-                            0.0)  # (S, 3): image, column, box
-        image, column, box = selected[:, 0], selected[:, 1], selected[:, 2]  # (S,) each
-        kept = torch.zeros_like(columns).index_put(
-            (image, column, box), columns[image, column, box])  # (N, C, B)
-        flat = torch.cat([kept.reshape(num_images, -1),  # (N, C*B)
-                          kept.new_zeros(num_images, self.max_per_img)], dim=1)  # (N, C*B + M)
-        top_scores, top_index = flat.topk(self.max_per_img, dim=1)  # (N, M) each
+        kept = nms_keep(boxes, columns, self.max_per_img, self.iou_threshold)  # (N, C, B)
+        top_scores, top_index = top_per_image(kept.reshape(num_images, -1),
+                                              self.max_per_img)  # (N, M) each
         valid = top_scores > 0  # (N, M): kept scores are > 0, masked ones and filler are 0
         box_index = (top_index % num_cand).clamp(max=num_cand - 1)  # (N, M)
         if self.class_agnostic:

@@ -36,6 +36,7 @@ from detcli.errors import ExportError
 from detcli.export.graph import ExportWrapper
 from detcli.export.nms_op import translation_table
 from detcli.export.runtime import EXPORT_PACKAGES, require
+from detcli.export.two_stage_graph import TwoStageExportWrapper, is_two_stage
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,15 @@ def quiet_exporter() -> Iterator[None]:
                 log.debug("exporter warning: %s", warning.message)
 
 
+def export_wrapper(model: nn.Module, *, nms: bool = True) -> nn.Module:
+    """The traced computation for ``model``: :class:`TwoStageExportWrapper` for a detector with
+    an ``rpn_head`` and a ``roi_head`` (Faster R-CNN), else :class:`ExportWrapper` (a dense
+    head)."""
+    if is_two_stage(model):
+        return TwoStageExportWrapper(model, nms=nms)
+    return ExportWrapper(model, nms=nms)
+
+
 def export_onnx(model: nn.Module, path: str | os.PathLike, *, input_size: tuple[int, int],
                 options: ExportOptions = ExportOptions(),
                 metadata: dict[str, str] | None = None, size_step: int = 32) -> ExportResult:
@@ -169,7 +179,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, input_size: tuple[
     check_torch()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = ExportWrapper(model.eval(), nms=options.nms).eval()
+    wrapper = export_wrapper(model.eval(), nms=options.nms).eval()
     sample = tracing_input(input_size, options, size_step)
     args = (sample, tracing_sizes(sample)) if options.image_sizes else (sample,)
     input_names = [INPUT_NAME, SIZES_NAME][: len(args)]

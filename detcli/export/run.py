@@ -4,7 +4,11 @@ H x W the network input. Steps: check the optional dependencies and the opset (b
 model is built, so a missing install fails in a second), build the model from the config, load
 the checkpoint with ``det test``'s checks (a checkpoint that does not fit the config is a
 CheckpointError naming the tensors and, when they differ, both class counts), read the input
-contract from the test pipeline, export, and verify on new inputs.
+contract from the test pipeline, export, and verify on new inputs. The graph is
+:class:`~detcli.export.graph.ExportWrapper`'s for a dense head, or
+:class:`~detcli.export.two_stage_graph.TwoStageExportWrapper`'s for a detector with an RPN and
+a RoI head; the metadata holds the final stage's ``test_cfg`` (``det.test_cfg``: the RoI head's
+for a two-stage detector, whose proposal settings go to ``det.rpn_test_cfg``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from detcli.errors import ExportError
 from detcli.export.contract import InputContract
 from detcli.export.onnx import ExportOptions, ExportResult, check_opset, export_onnx
 from detcli.export.runtime import EXPORT_PACKAGES, OnnxModel, require
+from detcli.export.two_stage_graph import is_two_stage
 from detcli.export.verify import Tolerance, VerifyReport, verify_onnx
 from detcli.export.verify_inputs import folder_images, verification_batches
 from detcli.inference.preprocess import Preprocessor, inference_pipeline, inference_image_dir
@@ -73,6 +78,8 @@ def export_checkpoint(cfg: Any, checkpoint: str | Path, out: str | Path, *,
         "det.test_cfg": json.dumps(detection_test_cfg(model).model_dump()),
         "det.checkpoint": Path(checkpoint).name,
     }
+    if is_two_stage(model):  # the proposal settings baked into the graph's first stage
+        metadata["det.rpn_test_cfg"] = json.dumps(model.test_cfg.rpn.model_dump())
     step = contract.size_divisor or 32
     result = export_onnx(model, out, input_size=size, options=options, metadata=metadata,
                          size_step=step)

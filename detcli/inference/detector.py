@@ -40,7 +40,12 @@ from torch import nn
 from detcli.errors import ExportError
 from detcli.export.runtime import OnnxModel
 from detcli.inference.preprocess import ImageInput, Preprocessor
-from detcli.models.introspect import config_num_classes, detection_test_cfg, num_classes_of
+from detcli.models.introspect import (
+    config_num_classes,
+    config_test_cfg,
+    detection_test_cfg,
+    num_classes_of,
+)
 from detcli.structures.batch import ImageBatch
 from detcli.structures.detections import DetectionBatch, Detections
 
@@ -170,7 +175,7 @@ class Detector:
         _check_metadata(model, cfg, InputContract.from_pipeline(pipeline).metadata())
         num_classes = int(config_num_classes(cfg.model))
         classes = resolve_classes(cfg, model.meta_json("det.classes"), num_classes)
-        return cls(backend=OnnxBackend(model, cfg.model.test_cfg),
+        return cls(backend=OnnxBackend(model, config_test_cfg(cfg.model)),
                    preprocess=Preprocessor(pipeline), classes=classes,
                    score_thr=score_thr, batch_size=batch_size)
 

@@ -49,6 +49,15 @@ def num_classes_key(model_cfg: Any) -> str:
     return "model.bbox_head.num_classes"
 
 
+def config_test_cfg(model_cfg: Any) -> Any:
+    """The final post-processing as the model config states it: ``model.test_cfg``, or for a
+    two-stage detector the RoI head's ``model.test_cfg.rcnn`` (what an ONNX file's ``--no-nms``
+    candidates still need; the RPN's NMS is inside the graph)."""
+    if getattr(model_cfg, "roi_head", None) is not None:
+        return model_cfg.test_cfg.rcnn
+    return model_cfg.test_cfg
+
+
 def config_num_classes(model_cfg: Any) -> int | None:
     """K as the model config states it (None when the head config has no ``num_classes``)."""
     roi_head = getattr(model_cfg, "roi_head", None)

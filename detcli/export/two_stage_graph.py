@@ -1,0 +1,259 @@
+"""What an exported two-stage detector (Faster R-CNN) computes: network input -> fixed-size
+detections, the RPN's NMS and the final NMS both inside the graph.
+
+N images, H x W the (padded) network input, L RPN levels, H_l x W_l the feature map of level l,
+A anchors per location, k = ``test_cfg.rpn.nms_pre`` candidates per level, B = L * k RPN
+candidates per image (every anchor, B = sum_l H_l*W_l*A, when ``nms_pre <= 0``), P =
+``test_cfg.rpn.max_per_img`` proposal slots per image, C channels, S x S the pooled RoI size,
+K classes, M = ``test_cfg.rcnn.max_per_img``.
+
+:class:`TwoStageExportWrapper` follows
+:meth:`~detcli.models.detectors.two_stage.TwoStageDetector.predict_batch` (the RPN's
+:func:`~detcli.models.dense_heads.proposals.generate_proposals`, then
+:meth:`~detcli.models.roi_heads.standard_roi_head.StandardRoIHead.predict`) step by step, with
+the fixed shapes ``torch.export`` needs for a symbolic batch and image size:
+
+1. RPN, per level: the k best objectness logits (:func:`~detcli.export.graph.top_candidates`,
+   -inf filler so k is a constant), their anchors built in the graph from the feature map's
+   shape (:func:`~detcli.export.graph.grid_anchors`), the deltas decoded and clipped;
+   candidates with a side at or below ``min_bbox_size`` get score 0 (a mask, not a filter);
+2. the first NMS: ONNX ``NonMaxSuppression`` on boxes (N, B, 4) and scores (N, L, B), each
+   candidate's score in its level's row -- boxes of different levels never suppress each
+   other, as MMDetection's level ids in ``batched_nms`` (one row with
+   ``test_cfg.rpn.nms.class_agnostic``) -- at most P per (image, level), score threshold 0;
+   the kept scores are scattered back and the P best of each image taken: proposals (N, P, 4),
+   their objectness (N, P) and ``valid`` (N, P), score > 0; padding slots have box 0;
+3. RoIs (N*P, 5) ``[image, x1, y1, x2, y2]``, pooled by the
+   :class:`~detcli.models.roi_heads.roi_extractor.SingleRoIExtractor`'s dense path: every
+   level's RoIAlign on every RoI, the RoI's own level (``map_roi_levels``) picked by a mask.
+   ``torchvision::roi_align`` becomes an ONNX ``RoiAlign`` node per level: ``aligned = true``
+   as ``coordinate_transformation_mode = "half_pixel"``, ``sampling_ratio = 0`` as ONNX's
+   adaptive ``ceil(roi_size / S)`` samples per bin, average pooling;
+4. the box head on the (N*P, C, S, S) features; softmax scores without the background column
+   (N, P, K); each class's deltas decoded against its proposal and clipped (N, P, K, 4); score
+   0 unless the proposal is valid, the score is above ``score_thr`` and both sides are above
+   ``min_bbox_size``;
+5. the second NMS: one ``NonMaxSuppression`` whose batch axis is (image, class): boxes
+   (N*K, P, 4) and scores (N*K, 1, P). Boxes are class-specific, so the single-stage layout
+   (boxes (N, P*K, 4), scores (N, K, P*K)) would hold K times the scores to no purpose. With
+   ``test_cfg.rcnn.nms.class_agnostic``: boxes (N, P*K, 4), one score row. At most M per
+   (image, class); the kept scores scattered back and the M best of each image taken, padded:
+   slots past ``num_dets`` have box 0, score 0 and label -1.
+
+Boxes are clipped (steps 1 and 4) to the input tensor's (H, W), or to each image's (h, w) with
+the ``image_sizes`` input, as :class:`~detcli.export.graph.ExportWrapper` does. With
+``nms=False`` the graph ends before step 5 with the P*K masked candidates of each image; the
+RPN's NMS stays in the graph (proposals need it).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detcli.errors import ExportError
+from detcli.export.graph import (
+    OUTPUTS_NMS,
+    OUTPUTS_NO_NMS,
+    check_hard_nms,
+    clip_in_graph,
+    grid_anchors,
+    nms_keep,
+    top_candidates,
+    top_per_image,
+)
+from detcli.models.roi_heads.standard_roi_head import batch_rois
+from detcli.structures.proposals import Proposals
+
+
+def is_two_stage(model: nn.Module) -> bool:
+    """A detector with an RPN and a RoI head (exported by :class:`TwoStageExportWrapper`)."""
+    return getattr(model, "rpn_head", None) is not None and \
+        getattr(model, "roi_head", None) is not None
+
+
+class TwoStageExportWrapper(nn.Module):
+    """``forward(images (N, 3, H, W) float32)`` -> ``boxes (N, M, 4)``, ``scores (N, M)``,
+    ``labels (N, M)`` int64, ``num_dets (N,)`` int64; with ``nms=False`` the masked candidates
+    ``boxes (N, P*K, 4)``, ``scores (N, P*K)``, ``labels (N, P*K)`` before the final NMS
+    (module docstring). ``forward(images, image_sizes)`` with ``image_sizes`` (N, 2) int64,
+    each image's (h, w) before padding, clips to those, as ``predict_batch`` does with
+    ``ImageBatch.img_shapes``.
+
+    ``model`` is a two-stage detector: ``forward(images)`` -> (features, RPN outputs), an
+    ``rpn_head`` with an anchor generator (``base_anchors``, ``strides``) and a coder, a
+    ``roi_head`` with ``bbox_roi_extractor`` and ``bbox_head`` (K + 1 softmax logits, 4K or 4
+    deltas, ``bbox_coder``), ``test_cfg.rpn`` for the proposals and ``roi_head.test_cfg`` for
+    the detections -- what ``predict_batch`` reads.
+    """
+
+    def __init__(self, model: nn.Module, *, nms: bool = True) -> None:
+        super().__init__()
+        if not is_two_stage(model):
+            raise ExportError(f"{type(model).__name__} is not a two-stage detector: the "
+                              "two-stage export needs an rpn_head and a roi_head")
+        rpn_head, roi_head = model.rpn_head, model.roi_head
+        proposal_cfg = getattr(getattr(model, "test_cfg", None), "rpn", None) or rpn_head.test_cfg
+        rcnn_cfg = roi_head.test_cfg
+        check_hard_nms(proposal_cfg.nms, "model.test_cfg.rpn.nms")  # always in the graph
+        if nms:
+            check_hard_nms(rcnn_cfg.nms, "model.test_cfg.rcnn.nms")
+        generator = rpn_head.prior_generator
+        if not (hasattr(generator, "base_anchors") and hasattr(generator, "strides")):
+            raise ExportError(f"the RPN's prior generator {type(generator).__name__} cannot be "
+                              "exported: the graph builds anchors from `base_anchors` and "
+                              "`strides` (AnchorGenerator)")
+        extractor = roi_head.bbox_roi_extractor
+        bbox_head = roi_head.bbox_head
+        for name in ("num_classes", "bbox_coder"):
+            if not hasattr(bbox_head, name):
+                raise ExportError(f"the box head {type(bbox_head).__name__} cannot be exported: "
+                                  f"it has no `{name}` (the graph decodes K softmax classes "
+                                  "with it, as Shared2FCBBoxHead)")
+        self.model = model
+        self.nms = nms
+        # the dense path (fixed shapes, no host sync) when the extractor has one
+        self.extractor_kwargs = ({"dense": True} if "dense" in
+                                 inspect.signature(extractor.forward).parameters else {})
+        self.rpn_coder = rpn_head.bbox_coder
+        self.rpn_clip = bool(getattr(rpn_head.bbox_coder, "clip_border", True))
+        self.strides = [tuple(int(s) for s in stride) for stride in generator.strides]
+        for level, base in enumerate(generator.base_anchors):
+            self.register_buffer(f"base_anchors_{level}", base.clone(), persistent=False)
+        self.nms_pre = int(proposal_cfg.nms_pre)
+        self.num_proposals = int(proposal_cfg.max_per_img)  # P
+        self.rpn_min_size = float(proposal_cfg.min_bbox_size)
+        self.rpn_iou = float(proposal_cfg.nms.iou_threshold)
+        self.rpn_agnostic = bool(proposal_cfg.nms.class_agnostic)
+        self.num_classes = int(bbox_head.num_classes)
+        self.rcnn_coder = bbox_head.bbox_coder
+        self.rcnn_clip = bool(getattr(bbox_head.bbox_coder, "clip_border", True))
+        self.score_thr = float(rcnn_cfg.score_thr)
+        self.min_bbox_size = float(rcnn_cfg.min_bbox_size)
+        self.max_per_img = int(rcnn_cfg.max_per_img)
+        self.iou_threshold = float(getattr(rcnn_cfg.nms, "iou_threshold", 0.5))
+        self.class_agnostic = bool(getattr(rcnn_cfg.nms, "class_agnostic", False))
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return OUTPUTS_NMS if self.nms else OUTPUTS_NO_NMS
+
+    def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> tuple[Tensor, ...]:
+        feats, rpn = self.model(images)  # L x (N, C, H_l, W_l); RPN logits and deltas
+        proposals = self.proposals(rpn.cls_logits, rpn.bbox_deltas, images, image_sizes)
+        boxes, scores = self.detection_candidates(feats, proposals, images,
+                                                  image_sizes)  # (N, P, K, 4), (N, P, K)
+        if not self.nms:
+            num_images, num_props = scores.shape[:2]
+            labels = torch.arange(self.num_classes, device=scores.device).expand(
+                num_images, num_props, -1)  # (N, P, K)
+            flat = num_props * self.num_classes
+            return (boxes.reshape(num_images, flat, 4), scores.reshape(num_images, flat),
+                    labels.reshape(num_images, flat))  # (N, P*K, 4), (N, P*K), (N, P*K)
+        return self.suppress(boxes, scores)
+
+    # ---- stage 1: the RPN's proposals (steps 1-2) --------------------------------------------
+
+    def level_anchors(self, level: int, cls_logits: Tensor) -> Tensor:
+        """Anchors (H_l*W_l*A, 4) of ``level`` for its logits (N, A, H_l, W_l) of (symbolic)
+        size H_l x W_l."""
+        return grid_anchors(getattr(self, f"base_anchors_{level}"), self.strides[level],
+                            cls_logits.shape[-2], cls_logits.shape[-1])
+
+    def proposals(self, cls_logits: list[Tensor], bbox_deltas: list[Tensor], images: Tensor,
+                  image_sizes: Tensor | None = None) -> Proposals:
+        """Objectness L x (N, A, H_l, W_l) and deltas L x (N, A*4, H_l, W_l) -> P proposal
+        slots per image (steps 1-2): what ``rpn_head.predict_proposals`` gives for
+        ``test_cfg.rpn``, boxes in network-input pixels."""
+        boxes, scores, levels = [], [], []
+        for level, (logits, deltas) in enumerate(zip(cls_logits, bbox_deltas)):
+            level_boxes, level_scores, _, _ = top_candidates(
+                logits, deltas, self.level_anchors(level, logits), self.rpn_coder, self.nms_pre,
+                1)  # (N, k, 4), (N, k): one sigmoid logit per anchor
+            boxes.append(level_boxes)
+            scores.append(level_scores)
+            levels.append(torch.full_like(level_scores, level, dtype=torch.long))  # (N, k)
+        boxes_cat = torch.cat(boxes, dim=1)  # (N, B, 4)
+        scores_cat = torch.cat(scores, dim=1)  # (N, B)
+        levels_cat = torch.cat(levels, dim=1)  # (N, B) the NMS row of each candidate
+        if self.rpn_clip:
+            boxes_cat = clip_in_graph(boxes_cat, images, image_sizes)  # (N, B, 4)
+        widths = boxes_cat[..., 2] - boxes_cat[..., 0]  # (N, B)
+        heights = boxes_cat[..., 3] - boxes_cat[..., 1]  # (N, B)
+        keep = (widths > self.rpn_min_size) & (heights > self.rpn_min_size)  # (N, B)
+        scores_cat = torch.where(keep, scores_cat, torch.zeros_like(scores_cat))  # (N, B)
+        num_images, num_cand = scores_cat.shape
+        if self.rpn_agnostic:
+            columns = scores_cat[:, None, :]  # (N, 1, B)
+        else:
+            columns = scores_cat.new_zeros(num_images, len(cls_logits), num_cand).scatter(
+                1, levels_cat[:, None, :], scores_cat[:, None, :])  # (N, L, B)
+        kept = nms_keep(boxes_cat, columns, self.num_proposals, self.rpn_iou)  # (N, L|1, B)
+        top_scores, top_index = top_per_image(kept.reshape(num_images, -1),
+                                              self.num_proposals)  # (N, P) each
+        valid = top_scores > 0  # (N, P): masked candidates, filler and padding are 0
+        box_index = (top_index % num_cand).clamp(max=num_cand - 1)  # (N, P)
+        props = torch.gather(boxes_cat, 1, box_index[..., None].expand(-1, -1, 4))  # (N, P, 4)
+        return Proposals(boxes=props * valid[..., None].to(props.dtype), scores=top_scores,
+                         valid=valid)
+
+    # ---- stage 2: the RoI head's detections (steps 3-5) ---------------------------------------
+
+    def detection_candidates(self, feats: tuple[Tensor, ...], proposals: Proposals,
+                             images: Tensor, image_sizes: Tensor | None = None
+                             ) -> tuple[Tensor, Tensor]:
+        """Every proposal slot classified and regressed (steps 3-4) -> per-class boxes (N, P,
+        K, 4), clipped, and scores (N, P, K), 0 where masked."""
+        roi_head = self.model.roi_head
+        props = proposals.boxes.float()  # (N, P, 4)
+        num_images, num_props = props.shape[:2]
+        num_classes = self.num_classes
+        roi_feats = roi_head.bbox_roi_extractor(feats, batch_rois(props),
+                                                **self.extractor_kwargs)  # (N*P, C, S, S)
+        cls_score, bbox_pred = roi_head.bbox_head(roi_feats)  # (N*P, K + 1), (N*P, 4K or 4)
+        # as Shared2FCBBoxHead.predict_boxes, clipped by the graph's rule instead
+        scores = F.softmax(cls_score.float(), dim=-1)[:, :num_classes]  # (N*P, K)
+        scores = scores.reshape(num_images, num_props, num_classes)  # (N, P, K)
+        boxes_per_roi = bbox_pred.shape[-1] // 4  # K, or 1 when class-agnostic
+        deltas = bbox_pred.float().reshape(num_images, num_props, boxes_per_roi, 4)
+        deltas = deltas.expand(-1, -1, num_classes, -1)  # (N, P, K, 4)
+        priors = props[:, :, None, :].expand_as(deltas)  # (N, P, K, 4)
+        boxes = self.rcnn_coder.decode(priors.reshape(num_images, -1, 4),
+                                       deltas.reshape(num_images, -1, 4))  # (N, P*K, 4)
+        if self.rcnn_clip:
+            boxes = clip_in_graph(boxes, images, image_sizes)  # (N, P*K, 4)
+        boxes = boxes.reshape(num_images, num_props, num_classes, 4)  # (N, P, K, 4)
+        widths = boxes[..., 2] - boxes[..., 0]  # (N, P, K)
+        heights = boxes[..., 3] - boxes[..., 1]  # (N, P, K)
+        keep = (proposals.valid[..., None] & (scores > self.score_thr)
+                & (widths > self.min_bbox_size) & (heights > self.min_bbox_size))  # (N, P, K)
+        return boxes, torch.where(keep, scores, torch.zeros_like(scores))
+
+    def suppress(self, boxes: Tensor, scores: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Masked per-class candidates (N, P, K, 4), (N, P, K) -> padded detections (N, M, ...)
+        and counts (step 5)."""
+        num_images, num_props, num_classes = scores.shape
+        classes = torch.arange(num_classes, device=scores.device)  # (K,)
+        if self.class_agnostic:  # every box against every other of its image
+            cand_boxes = boxes.reshape(num_images, -1, 4)  # (N, P*K, 4)
+            kept = nms_keep(cand_boxes, scores.reshape(num_images, 1, -1), self.max_per_img,
+                            self.iou_threshold)  # (N, 1, P*K)
+            cand_labels = classes.repeat(num_props)  # (P*K,): (proposal, class) order
+        else:  # (image, class) on NMS's batch axis: per-class boxes, one score row each
+            per_class = boxes.permute(0, 2, 1, 3).reshape(-1, num_props, 4)  # (N*K, P, 4)
+            kept = nms_keep(per_class, scores.permute(0, 2, 1).reshape(-1, 1, num_props),
+                            self.max_per_img, self.iou_threshold)  # (N*K, 1, P)
+            cand_boxes = per_class.reshape(num_images, -1, 4)  # (N, K*P, 4)
+            cand_labels = classes.repeat_interleave(num_props)  # (K*P,): (class, proposal)
+        num_cand = cand_boxes.shape[1]  # P*K
+        top_scores, top_index = top_per_image(kept.reshape(num_images, num_cand),
+                                              self.max_per_img)  # (N, M) each
+        valid = top_scores > 0  # (N, M): kept scores are > 0, masked ones and filler are 0
+        index = top_index.clamp(max=num_cand - 1)  # (N, M)
+        labels = torch.where(valid, cand_labels[index], torch.full_like(index, -1))  # (N, M)
+        out_boxes = torch.gather(cand_boxes, 1, index[..., None].expand(-1, -1, 4))  # (N, M, 4)
+        out_boxes = out_boxes * valid[..., None].to(out_boxes.dtype)  # (N, M, 4), 0 past num_dets
+        return out_boxes, top_scores, labels, valid.sum(dim=1)
