@@ -47,6 +47,36 @@ def backbone_out_channels(backbone: Schema) -> list[int] | None:
     return list(out()) if callable(out) else None
 
 
+def derive_trunk_channels(cfg: Any) -> tuple[int | None, str]:
+    """Derive (or check) ``neck.in_channels`` from the backbone, and say what a head reads:
+    -> (its channels, or None when the config cannot tell; where they come from)."""
+    feats = backbone_out_channels(cfg.backbone)
+    feats_from = _describe(cfg.backbone, "model.backbone")
+    if cfg.neck is not None:
+        if feats is not None:
+            derive_or_check(cfg.neck, "in_channels", feats, feats_from, "model.neck.in_channels")
+        head_in = getattr(cfg.neck, "out_channels", None)
+        return head_in, f"model.neck ({cfg.neck.type} out_channels {head_in})"
+    if feats is not None and len(set(feats)) == 1:
+        return feats[0], feats_from
+    return None, feats_from
+
+
+def build_trunk(cfg: Any) -> tuple[nn.Module, nn.Module | None, int]:
+    """The backbone and neck of a detector config -> (backbone, neck or None, the channels of
+    each feature map the heads read)."""
+    backbone = BACKBONES.build(cfg.backbone)
+    channels = list(backbone.out_channels)
+    if cfg.neck is not None:
+        neck = NECKS.build(cfg.neck, in_channels=channels)
+        return backbone, neck, neck.out_channels
+    if len(set(channels)) == 1:
+        return backbone, None, channels[0]
+    raise ConfigError(
+        f"without a neck the heads read the backbone's outputs directly, but their "
+        f"channels {channels} differ; add a neck (e.g. FPN) or use one out_index")
+
+
 class SingleStageDetectorConfig(Schema):
     type: Literal["SingleStageDetector"] = "SingleStageDetector"
     backbone: BackboneConfig
@@ -57,17 +87,7 @@ class SingleStageDetectorConfig(Schema):
 
     @model_validator(mode="after")
     def _derive_channels(self) -> SingleStageDetectorConfig:
-        feats = backbone_out_channels(self.backbone)
-        feats_from = _describe(self.backbone, "model.backbone")
-        head_in: int | None = None
-        if self.neck is not None:
-            if feats is not None:
-                derive_or_check(self.neck, "in_channels", feats, feats_from,
-                                "model.neck.in_channels")
-            head_in = getattr(self.neck, "out_channels", None)
-            head_from = f"model.neck ({self.neck.type} out_channels {head_in})"
-        elif feats is not None and len(set(feats)) == 1:
-            head_in, head_from = feats[0], feats_from
+        head_in, head_from = derive_trunk_channels(self)
         if head_in is not None:
             derive_or_check(self.bbox_head, "in_channels", head_in, head_from,
                             "model.bbox_head.in_channels")
@@ -90,18 +110,7 @@ class SingleStageDetector(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: SingleStageDetectorConfig, **derived: Any) -> SingleStageDetector:
-        backbone = BACKBONES.build(cfg.backbone)
-        channels = list(backbone.out_channels)
-        neck = None
-        if cfg.neck is not None:
-            neck = NECKS.build(cfg.neck, in_channels=channels)
-            head_in = neck.out_channels
-        elif len(set(channels)) == 1:
-            head_in = channels[0]
-        else:
-            raise ConfigError(
-                f"without a neck the head reads the backbone's outputs directly, but their "
-                f"channels {channels} differ; add a neck (e.g. FPN) or use one out_index")
+        backbone, neck, head_in = build_trunk(cfg)
         bbox_head = HEADS.build(cfg.bbox_head, in_channels=head_in,
                                 train_cfg=cfg.train_cfg, test_cfg=cfg.test_cfg)
         return cls(backbone=backbone, neck=neck, bbox_head=bbox_head, **derived)

@@ -29,12 +29,10 @@ from torch import Tensor, nn
 from detcli.config.schema import Maybe, Schema, derive_or_check
 from detcli.errors import ConfigError
 from detcli.models.dense_heads.anchor_head import DenseOutputs
-from detcli.models.detectors.single_stage import _describe, backbone_out_channels
+from detcli.models.detectors.single_stage import build_trunk, derive_trunk_channels
 from detcli.registry import (
-    BACKBONES,
     DETECTORS,
     HEADS,
-    NECKS,
     ROI_HEADS,
     BackboneConfig,
     HeadConfig,
@@ -65,18 +63,7 @@ class TwoStageDetectorConfig(Schema):
 
     @model_validator(mode="after")
     def _derive_channels(self) -> TwoStageDetectorConfig:
-        feats = backbone_out_channels(self.backbone)
-        feats_from = _describe(self.backbone, "model.backbone")
-        head_in: int | None = None
-        head_from = feats_from
-        if self.neck is not None:
-            if feats is not None:
-                derive_or_check(self.neck, "in_channels", feats, feats_from,
-                                "model.neck.in_channels")
-            head_in = getattr(self.neck, "out_channels", None)
-            head_from = f"model.neck ({self.neck.type} out_channels {head_in})"
-        elif feats is not None and len(set(feats)) == 1:
-            head_in = feats[0]
+        head_in, head_from = derive_trunk_channels(self)
         if head_in is None:
             return self
         derive_or_check(self.rpn_head, "in_channels", head_in, head_from,
@@ -114,18 +101,7 @@ class TwoStageDetector(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: TwoStageDetectorConfig, **derived: Any) -> TwoStageDetector:
-        backbone = BACKBONES.build(cfg.backbone)
-        channels = list(backbone.out_channels)
-        neck = None
-        if cfg.neck is not None:
-            neck = NECKS.build(cfg.neck, in_channels=channels)
-            head_in = neck.out_channels
-        elif len(set(channels)) == 1:
-            head_in = channels[0]
-        else:
-            raise ConfigError(
-                f"without a neck the heads read the backbone's outputs directly, but their "
-                f"channels {channels} differ; add a neck (e.g. FPN) or use one out_index")
+        backbone, neck, head_in = build_trunk(cfg)
         train_cfg = cfg.train_cfg
         rpn_head = HEADS.build(cfg.rpn_head, in_channels=head_in,
                                train_cfg=None if train_cfg is None else train_cfg.rpn,
