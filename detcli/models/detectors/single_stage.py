@@ -98,7 +98,32 @@ class RetinaNetConfig(SingleStageDetectorConfig):
     type: Literal["RetinaNet"] = "RetinaNet"  # type: ignore[assignment]
 
 
-class SingleStageDetector(nn.Module):
+class TrunkDetector(nn.Module):
+    """What every detector does with its ``backbone`` and optional ``neck``; subclasses add
+    their heads, ``loss`` and ``predict_batch`` (which ``predict`` unbinds)."""
+
+    backbone: nn.Module
+    neck: nn.Module | None
+
+    def init_weights(self) -> None:
+        """Each part's own init; the backbone loads its ``init_cfg`` checkpoint here."""
+        for part in self.children():
+            if hasattr(part, "init_weights"):
+                part.init_weights()
+
+    def extract_feat(self, images: Tensor) -> tuple[Tensor, ...]:
+        """(N, 3, H, W) -> L feature maps (N, C, H_l, W_l)."""
+        feats = self.backbone(images)
+        if self.neck is not None:
+            feats = self.neck(feats)
+        return tuple(feats)
+
+    def predict(self, images: ImageBatch, rescale: bool = True) -> list[Detections]:
+        """One :class:`Detections` per image, scores descending."""
+        return self.predict_batch(images, rescale=rescale).unbind()
+
+
+class SingleStageDetector(TrunkDetector):
     """``backbone`` -> optional ``neck`` -> ``bbox_head``; see the module docstring."""
 
     def __init__(self, *, backbone: nn.Module, neck: nn.Module | None,
@@ -115,19 +140,6 @@ class SingleStageDetector(nn.Module):
                                 train_cfg=cfg.train_cfg, test_cfg=cfg.test_cfg)
         return cls(backbone=backbone, neck=neck, bbox_head=bbox_head, **derived)
 
-    def init_weights(self) -> None:
-        """Each part's own init; the backbone loads its ``init_cfg`` checkpoint here."""
-        for part in (self.backbone, self.neck, self.bbox_head):
-            if part is not None and hasattr(part, "init_weights"):
-                part.init_weights()
-
-    def extract_feat(self, images: Tensor) -> tuple[Tensor, ...]:
-        """(N, 3, H, W) -> L feature maps (N, C, H_l, W_l)."""
-        feats = self.backbone(images)
-        if self.neck is not None:
-            feats = self.neck(feats)
-        return tuple(feats)
-
     def forward(self, images: Tensor) -> DenseOutputs:
         """The head's raw per-level outputs (for export and benchmarks): no loss, no NMS."""
         return self.bbox_head(self.extract_feat(images))
@@ -140,10 +152,6 @@ class SingleStageDetector(nn.Module):
     def predict_batch(self, images: ImageBatch, rescale: bool = True) -> DetectionBatch:
         """Detections padded to (N, M), boxes in original-image pixels with ``rescale``."""
         return self.bbox_head.predict(self(images.tensor), images, rescale=rescale)
-
-    def predict(self, images: ImageBatch, rescale: bool = True) -> list[Detections]:
-        """One :class:`Detections` per image, scores descending."""
-        return self.predict_batch(images, rescale=rescale).unbind()
 
 
 class RetinaNet(SingleStageDetector):

@@ -29,7 +29,11 @@ from torch import Tensor, nn
 from detcli.config.schema import Maybe, Schema, derive_or_check
 from detcli.errors import ConfigError
 from detcli.models.dense_heads.anchor_head import DenseOutputs
-from detcli.models.detectors.single_stage import build_trunk, derive_trunk_channels
+from detcli.models.detectors.single_stage import (
+    TrunkDetector,
+    build_trunk,
+    derive_trunk_channels,
+)
 from detcli.registry import (
     DETECTORS,
     HEADS,
@@ -40,7 +44,7 @@ from detcli.registry import (
     RoIHeadConfig,
 )
 from detcli.structures.batch import DetTargets, ImageBatch
-from detcli.structures.detections import DetectionBatch, Detections
+from detcli.structures.detections import DetectionBatch
 from detcli.structures.proposals import Proposals
 from detcli.task.two_stage_cfg import TwoStageTestConfig, TwoStageTrainConfig
 
@@ -84,7 +88,7 @@ class FasterRCNNConfig(TwoStageDetectorConfig):
     type: Literal["FasterRCNN"] = "FasterRCNN"  # type: ignore[assignment]
 
 
-class TwoStageDetector(nn.Module):
+class TwoStageDetector(TrunkDetector):
     """``backbone`` -> optional ``neck`` -> ``rpn_head`` -> ``roi_head``; see the module
     docstring."""
 
@@ -116,19 +120,6 @@ class TwoStageDetector(nn.Module):
     def num_classes(self) -> int:
         return int(self.roi_head.num_classes)
 
-    def init_weights(self) -> None:
-        """Each part's own init; the backbone loads its ``init_cfg`` checkpoint here."""
-        for part in (self.backbone, self.neck, self.rpn_head, self.roi_head):
-            if part is not None and hasattr(part, "init_weights"):
-                part.init_weights()
-
-    def extract_feat(self, images: Tensor) -> tuple[Tensor, ...]:
-        """(N, 3, H, W) -> L feature maps (N, C, H_l, W_l)."""
-        feats = self.backbone(images)
-        if self.neck is not None:
-            feats = self.neck(feats)
-        return tuple(feats)
-
     def forward(self, images: Tensor) -> TwoStageOutputs:
         """Features and the RPN's raw outputs (for benchmarks): no proposals, no RoI head."""
         feats = self.extract_feat(images)
@@ -158,10 +149,6 @@ class TwoStageDetector(nn.Module):
         feats, rpn_outputs = self(images.tensor)
         proposals = self.rpn_head.predict_proposals(rpn_outputs, images, self.test_cfg.rpn)
         return self.roi_head.predict(feats, proposals, images, rescale=rescale)
-
-    def predict(self, images: ImageBatch, rescale: bool = True) -> list[Detections]:
-        """One :class:`Detections` per image, scores descending."""
-        return self.predict_batch(images, rescale=rescale).unbind()
 
 
 class FasterRCNN(TwoStageDetector):
