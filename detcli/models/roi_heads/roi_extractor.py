@@ -213,21 +213,19 @@ class SingleRoIExtractor(nn.Module):
         return out
 
     def _forward_eager(self, feats: list[Tensor], rois: Tensor, levels: Tensor) -> Tensor:
-        """RoIs sorted by level; each level pools its own run, and the runs are put back."""
+        """RoIs sorted by level; each level pools its own run straight into its RoIs' rows
+        (every row is written once: no zero fill, no concatenation)."""
         num_rois = rois.shape[0]
         channels = feats[0].shape[1]
         order = torch.sort(levels, stable=True).indices  # (R,) RoIs grouped by level
         # host sync (unavoidable): the size of each level's group is data-dependent
         counts = torch.bincount(levels, minlength=len(feats)).tolist()
         sorted_rois = rois[order]  # (R, 5)
-        runs: list[Tensor] = []
+        out = rois.new_empty(num_rois, channels, *self.output_size)  # (R, C, S_h, S_w)
         start = 0
         for level, (feat, count) in enumerate(zip(feats, counts)):
             if count > 0:
-                runs.append(self._pool(feat, sorted_rois[start:start + count], level))
+                run = slice(start, start + count)
+                out.index_copy_(0, order[run], self._pool(feat, sorted_rois[run], level))
             start += count
-        out = rois.new_zeros(num_rois, channels, *self.output_size)  # (R, C, S_h, S_w)
-        if not runs:
-            return out
-        pooled = torch.cat(runs, dim=0)  # (R, C, S_h, S_w) in level order
-        return out.index_copy(0, order, pooled)  # back to the RoIs' order
+        return out
