@@ -116,6 +116,7 @@ from detcli.structures.batch import ImageBatch  # noqa: E402
 from detcli.structures.proposals import Proposals  # noqa: E402
 from retinanet_speed import (  # noqa: E402  (the shared harness)
     NUM_CLASSES,
+    harness_parser,
     make_inputs,
     no_grad_call,
     report,
@@ -129,25 +130,14 @@ SAME_BOX_IOU = 0.9  # a proposal of ours counts as torchvision's too above this 
 
 def parse_args() -> argparse.Namespace:
     """The harness's options (``retinanet_speed.parse_args``, without ``--cls-bias``) and ours."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--size", type=int, default=320)
-    parser.add_argument("--iters", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--amp", choices=["bf16", "fp16"], default=None)
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--bare", action="store_true",
-                        help="also time backbone + FPN + RPN head alone")
-    parser.add_argument("--tv-frozen", action="store_true",
-                        help="torchvision with FrozenBatchNorm2d and 3 trainable stages")
+    parser = harness_parser(__doc__.split("\n\n")[0],
+                            bare_help="also time backbone + FPN + RPN head alone")
     parser.add_argument("--same-weights", action="store_true",
                         help="copy torchvision's weights into ours, check both agree")
     parser.add_argument("--hot-classes", type=int, default=4,
                         help="classes every proposal scores above score_thr (0: none)")
     parser.add_argument("--hot-prob", type=float, default=0.1,
                         help="softmax probability of each hot class")
-    parser.add_argument("--only", choices=["train", "infer"], default=None)
     args = parser.parse_args()
     if not 0 <= args.hot_classes <= NUM_CLASSES:
         parser.error(f"--hot-classes must be in [0, {NUM_CLASSES}], got {args.hot_classes}")

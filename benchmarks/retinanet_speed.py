@@ -55,8 +55,11 @@ NUM_CLASSES = 80
 NUM_GTS = 5
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def harness_parser(description: str,
+                   bare_help: str = "also time the network forward alone") -> argparse.ArgumentParser:
+    """The options every speed comparison takes (device, batch, size, iterations, AMP,
+    channels_last, --bare, --tv-frozen, --only); a script adds its own."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--size", type=int, default=320)
@@ -64,11 +67,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--amp", choices=["bf16", "fp16"], default=None)
     parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--bare", action="store_true", help="also time the network forward alone")
+    parser.add_argument("--bare", action="store_true", help=bare_help)
     parser.add_argument("--tv-frozen", action="store_true",
                         help="torchvision with FrozenBatchNorm2d and 3 trainable stages")
-    parser.add_argument("--cls-bias", type=float, default=-math.log(0.95 / 0.05))
     parser.add_argument("--only", choices=["train", "infer"], default=None)
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    parser = harness_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--cls-bias", type=float, default=-math.log(0.95 / 0.05))
     return parser.parse_args()
 
 
