@@ -55,6 +55,22 @@ def fpn_roi_extractor() -> SingleRoIExtractorConfig:
     return SingleRoIExtractorConfig(featmap_strides=[4, 8, 16, 32])
 
 
+def trim_padding(proposals: Proposals) -> Proposals:
+    """Drop the trailing slots no image uses: (N, P) -> (N, P'), P' = 1 + the last valid slot
+    of any image (at least 1). A small image's RPN often keeps far fewer than ``max_per_img``
+    proposals, and every slot costs a RoIAlign and the box head. One host sync, after the
+    proposals' NMS has made one anyway; not for traced graphs (export keeps fixed shapes)."""
+    num_slots = proposals.boxes.shape[1]
+    if proposals.valid.numel() == 0:
+        return proposals
+    slot = torch.arange(1, num_slots + 1, device=proposals.valid.device)  # (P,) 1-based
+    used = max(int((proposals.valid * slot).max()), 1)
+    if used >= num_slots:
+        return proposals
+    return Proposals(proposals.boxes[:, :used], proposals.scores[:, :used],
+                     proposals.valid[:, :used])
+
+
 def batch_rois(boxes: Tensor) -> Tensor:
     """Per-image boxes (N, P, 4) -> RoIs (N*P, 5) ``[batch_index, x1, y1, x2, y2]``
     (MMDetection's ``bbox2roi`` with every image holding P boxes)."""
@@ -272,12 +288,14 @@ class StandardRoIHead(nn.Module):
                 rescale: bool = True) -> DetectionBatch:
         """Detections of every image, padded to ``test_cfg.max_per_img``.
 
-        Every proposal slot is classified and regressed (fixed shapes); padding slots are
-        masked out before NMS. Boxes are in original-image pixels with ``rescale`` (else
-        network-input pixels).
+        The proposal slots past the fullest image's last valid one are dropped first (each
+        image's valid proposals come first); the rest are classified and regressed together,
+        and the remaining padding slots are masked out before NMS. Boxes are in
+        original-image pixels with ``rescale`` (else network-input pixels).
         """
         cfg = self.test_cfg
-        boxes = proposals.boxes.float()  # (N, P, 4)
+        proposals = trim_padding(proposals)
+        boxes = proposals.boxes.float()  # (N, P', 4)
         num_images, num_props = boxes.shape[:2]
         num_classes = self.num_classes
         cls_score, bbox_pred = self.bbox_forward(feats, batch_rois(boxes))  # (N*P, ...)

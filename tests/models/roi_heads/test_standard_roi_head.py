@@ -33,6 +33,7 @@ from detcli.models.roi_heads import (
     StandardRoIHeadConfig,
     batch_rois,
 )
+from detcli.models.roi_heads.standard_roi_head import trim_padding
 from detcli.registry import ROI_HEADS
 from detcli.structures.batch import DetTargets, ImageBatch
 from detcli.structures.proposals import Proposals
@@ -346,3 +347,32 @@ def test_predict_without_proposal_slots() -> None:
                       torch.zeros(2, 0, dtype=torch.bool))
     out = constant_head().predict(features(2), empty, images_of(2))
     assert out.boxes.shape == (2, 100, 4) and out.num_dets.tolist() == [0, 0]
+
+
+def test_trim_padding_keeps_every_slot_up_to_the_last_valid_one() -> None:
+    # image 0 has valid slots 0 and 2 (a hole at 1), image 1 only slot 0: slots 3-5 are unused
+    valid = torch.tensor([[True, False, True, False, False, False],
+                          [True, False, False, False, False, False]])
+    boxes = torch.arange(2 * 6 * 4, dtype=torch.float32).view(2, 6, 4)
+    trimmed = trim_padding(Proposals(boxes, valid.float(), valid))
+    assert trimmed.boxes.shape == (2, 3, 4)
+    assert torch.equal(trimmed.boxes, boxes[:, :3]) and torch.equal(trimmed.valid, valid[:, :3])
+    none_valid = trim_padding(Proposals(boxes, torch.zeros(2, 6), torch.zeros_like(valid)))
+    assert none_valid.boxes.shape == (2, 1, 4)  # one slot left: shapes stay non-empty
+    full = Proposals(boxes, torch.ones(2, 6), torch.ones_like(valid))
+    assert trim_padding(full) is full
+
+
+def test_predict_runs_the_box_head_on_used_slots_only_with_the_same_detections() -> None:
+    # 3 valid proposals in 40 slots: the box head sees 3 RoIs, and the detections are those of
+    # the same 3 proposals given without padding
+    head = constant_head()
+    seen: list[int] = []
+    head.bbox_head.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    boxes = [[10.0, 10.0, 30.0, 30.0], [50.0, 50.0, 70.0, 90.0], [60.0, 10.0, 80.0, 40.0]]
+    padded = proposals_of(boxes + [[0.0, 0.0, 0.0, 0.0]] * 37, valid=[[True] * 3 + [False] * 37])
+    out = head.predict(features(1), padded, images_of(1))
+    ref = head.predict(features(1), proposals_of(boxes), images_of(1))
+    assert seen == [3, 3]
+    assert out.num_dets.tolist() == ref.num_dets.tolist() == [9]  # 3 boxes x 3 classes
+    assert torch.equal(out.boxes, ref.boxes) and torch.equal(out.scores, ref.scores)
