@@ -93,7 +93,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -111,6 +110,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import detcli  # noqa: E402
 from detcli.models.roi_heads.roi_extractor import map_roi_levels  # noqa: E402
+from detcli.models.torchvision_weights import faster_rcnn_from_torchvision  # noqa: E402
 from detcli.models.roi_heads.standard_roi_head import batch_rois  # noqa: E402
 from detcli.structures.batch import ImageBatch  # noqa: E402
 from detcli.structures.proposals import Proposals  # noqa: E402
@@ -204,54 +204,6 @@ def align_last_layers(ours: nn.Module, theirs: nn.Module, args: argparse.Namespa
                 layer.bias.zero_()
             else:
                 layer.bias.copy_(layer_bias)
-
-
-def torchvision_to_ours(theirs: nn.Module, ours: nn.Module) -> dict[str, torch.Tensor]:
-    """torchvision's Faster R-CNN state dict in our key layout and class order.
-
-    Keys: ``backbone.body.*`` -> ``backbone.*``, ``backbone.fpn.inner_blocks.i.0`` ->
-    ``neck.lateral_convs.i.conv``, ``layer_blocks`` -> ``fpn_convs``, ``rpn.head.conv.0.0`` ->
-    ``rpn_head.rpn_conv``, ``cls_logits`` / ``bbox_pred`` -> ``rpn_cls`` / ``rpn_reg``,
-    ``fc6`` / ``fc7`` -> ``shared_fcs.0`` / ``.1``. The predictor: ``cls_score`` rows
-    (background, 1..K) -> ``fc_cls`` rows (0..K-1, background); ``bbox_pred`` (4 (K + 1), 1024)
-    drops the background's first 4 rows -> ``fc_reg`` (4K, 1024). FrozenBatchNorm2d has no
-    ``num_batches_tracked``: ours keeps its own.
-    """
-    renames = [  # regex on torchvision's key -> ours
-        (r"^backbone\.body\.", "backbone."),
-        (r"^backbone\.fpn\.inner_blocks\.(\d+)\.0\.", r"neck.lateral_convs.\1.conv."),
-        (r"^backbone\.fpn\.layer_blocks\.(\d+)\.0\.", r"neck.fpn_convs.\1.conv."),
-        (r"^rpn\.head\.conv\.0\.0\.", "rpn_head.rpn_conv."),
-        (r"^rpn\.head\.cls_logits\.", "rpn_head.rpn_cls."),
-        (r"^rpn\.head\.bbox_pred\.", "rpn_head.rpn_reg."),
-        (r"^roi_heads\.box_head\.fc6\.", "roi_head.bbox_head.shared_fcs.0."),
-        (r"^roi_heads\.box_head\.fc7\.", "roi_head.bbox_head.shared_fcs.1."),
-    ]
-    mapped: dict[str, torch.Tensor] = {}
-    for key, value in theirs.state_dict().items():
-        if key.startswith("roi_heads.box_predictor."):
-            continue
-        for pattern, replacement in renames:
-            key, count = re.subn(pattern, replacement, key)
-            if count:
-                break
-        mapped[key] = value
-    predictor = theirs.roi_heads.box_predictor
-    cls_w, cls_b = predictor.cls_score.weight, predictor.cls_score.bias  # (K + 1, F), (K + 1,)
-    mapped["roi_head.bbox_head.fc_cls.weight"] = torch.cat([cls_w[1:], cls_w[:1]])
-    mapped["roi_head.bbox_head.fc_cls.bias"] = torch.cat([cls_b[1:], cls_b[:1]])
-    mapped["roi_head.bbox_head.fc_reg.weight"] = predictor.bbox_pred.weight[4:]  # (4K, F)
-    mapped["roi_head.bbox_head.fc_reg.bias"] = predictor.bbox_pred.bias[4:]  # (4K,)
-    own = ours.state_dict()
-    for key in own:
-        if key not in mapped and key.endswith("num_batches_tracked"):
-            mapped[key] = own[key]
-    unknown = sorted(set(mapped) - set(own))
-    missing = sorted(set(own) - set(mapped))
-    if unknown or missing:
-        raise KeyError(f"state-dict mapping incomplete: unknown {unknown[:5]}, missing "
-                       f"{missing[:5]}")
-    return mapped
 
 
 def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -421,11 +373,11 @@ def main() -> None:
         # the raw random images, not normalised: objectness logits within about +-5, so no
         # sigmoid saturates to 1.0 (ties, which each library breaks its own way)
         (images, _), _ = make_inputs(args, torch.device("cpu"))
-        ours.load_state_dict(torchvision_to_ours(theirs, ours))
+        ours.load_state_dict(faster_rcnn_from_torchvision(theirs.state_dict(), ours.state_dict()))
         check_same_weights(ours, theirs, images)
     align_last_layers(ours, theirs, args)
     if args.same_weights:
-        ours.load_state_dict(torchvision_to_ours(theirs, ours))
+        ours.load_state_dict(faster_rcnn_from_torchvision(theirs.state_dict(), ours.state_dict()))
 
     ours, theirs = ours.to(device), theirs.to(device)
     if args.channels_last:
