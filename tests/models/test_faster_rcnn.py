@@ -169,3 +169,30 @@ def test_train_cfg_false_builds_for_inference_and_loss_says_why() -> None:
     with pytest.raises(ConfigError, match="train_cfg"):
         model.loss(images, targets)
     assert model.eval().predict_batch(images).boxes.shape[0] == 2
+
+
+def test_bf16_autocast_and_channels_last_are_safe() -> None:
+    # The train step and predict run under autocast and on channels_last weights and inputs,
+    # as on a GPU (here on CPU, bf16): losses finite and float32, gradients everywhere,
+    # channels_last predictions equal to the default layout's.
+    torch.manual_seed(0)
+    model = build_detector(TINY)
+    images, targets = tiny_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model.loss(images, targets)
+    assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in losses.values())
+    sum(v for k, v in losses.items() if k.startswith("loss")).backward()
+    assert model.roi_head.bbox_head.shared_fcs[0].weight.grad.abs().sum() > 0
+
+    model.eval()
+    with torch.no_grad():
+        model.rpn_head.rpn_cls.bias.fill_(2.0)
+    reference = model.predict_batch(images)
+    model = model.to(memory_format=torch.channels_last)
+    images.tensor = images.tensor.contiguous(memory_format=torch.channels_last)
+    channels_last = model.predict_batch(images)
+    assert torch.equal(channels_last.num_dets, reference.num_dets)
+    torch.testing.assert_close(channels_last.boxes, reference.boxes, rtol=0, atol=1e-3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model.predict_batch(images)
+    assert mixed.boxes.dtype == torch.float32 and int(mixed.num_dets.min()) > 0
