@@ -243,3 +243,6 @@ def test_config_defaults_and_checks() -> None:
             validate_tree({"type": "RPNHead", **tree}, RPNHeadConfig)
     with pytest.raises(ConfigError, match="sigmoid"):  # a softmax RPN (2 logits) is not built
         RPNHead(in_channels=8, loss_cls=LOSSES.build(CrossEntropyLossConfig(use_sigmoid=False)))
+    # ... and the config says so first, naming the key
+    with pytest.raises(ConfigError, match=r"loss_cls: the RPN scores objectness .* use_sigmoid"):
+        validate_tree({"type": "RPNHead", "loss_cls": {"type": "CrossEntropyLoss"}}, RPNHeadConfig)

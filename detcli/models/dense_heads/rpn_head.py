@@ -28,7 +28,7 @@ from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from detcli.config.schema import Schema
@@ -78,6 +78,15 @@ class RPNHeadConfig(Schema):
     loss_cls: LossConfig = Field(default_factory=rpn_loss_cls_config)
     loss_bbox: LossConfig = Field(default_factory=L1LossConfig)
     reg_decoded_bbox: bool = False  # true: loss_bbox compares decoded boxes (GIoU), not deltas
+
+    @field_validator("loss_cls")
+    @classmethod
+    def _sigmoid_loss(cls, value: Schema) -> Schema:
+        if not getattr(value, "use_sigmoid", False):
+            raise ValueError(
+                f"the RPN scores objectness with one sigmoid logit per anchor: {value.type} needs "
+                "use_sigmoid = true")
+        return value
 
 
 @HEADS.register(RPNHeadConfig)
