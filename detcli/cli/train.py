@@ -47,9 +47,10 @@ ResumeOpt = Annotated[Optional[str], typer.Option(
     help="Continue a run: 'auto' (the work dir's latest.pth) or a checkpoint. Restores weights, "
          "optimizer, schedule, EMA, epoch and random state; with a larger runner.max_epochs it "
          "extends a finished run.")]
-InitFromOpt = Annotated[Optional[Path], typer.Option(
-    "--init-from", help="Start a new run from these weights only (like load_from); keys that "
-                        "do not fit are listed and skipped.")]
+InitFromOpt = Annotated[Optional[str], typer.Option(
+    "--init-from", help="Start a new run from these weights only (like load_from): a "
+                        "checkpoint file, or torchvision://fasterrcnn_resnet50_fpn (COCO); keys "
+                        "that do not fit are listed and skipped.")]
 AmpOpt = Annotated[Optional[Amp], typer.Option(
     help="Mixed precision on CUDA: bf16, or fp16 with a gradient scaler (not on CPU).")]
 GpusOpt = Annotated[Optional[int], typer.Option(
@@ -57,7 +58,7 @@ GpusOpt = Annotated[Optional[int], typer.Option(
 
 
 def _launch(gpus: int, config: Path, work_dir: Optional[Path], overrides: Optional[list[str]],
-            resume: Optional[str], init_from: Optional[Path], amp: Optional[Amp],
+            resume: Optional[str], init_from: Optional[str], amp: Optional[Amp],
             as_json: bool, debug: bool) -> int:
     """Run this command again in ``gpus`` processes through torchrun; its exit status."""
     import torch
@@ -75,7 +76,7 @@ def _launch(gpus: int, config: Path, work_dir: Optional[Path], overrides: Option
     for item in overrides or []:
         args += ["--set", item]
     args += ["--resume", resume] if resume else []
-    args += ["--init-from", str(init_from)] if init_from else []
+    args += ["--init-from", init_from] if init_from else []
     args += ["--amp", amp.value] if amp else []
     args += ["--json"] if as_json else []
     args += ["--debug"] if debug else []
@@ -117,7 +118,7 @@ def train(
     progress = RichProgress(quiet=as_json)
     try:
         result = train_detector(loaded, work_dir=work_dir, resume=resume,
-                                init_from=str(init_from) if init_from else None, device=device,
+                                init_from=init_from, device=device,
                                 amp=amp.value if amp else None, callbacks=[progress])
     finally:
         progress.close()

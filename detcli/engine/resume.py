@@ -10,7 +10,9 @@
   the same (or a smaller) maximum the run is already finished and nothing is trained.
 * **init from** (``--init-from PATH`` or ``load_from``): weights only, into a fresh run
   (epoch 0, new optimizer and schedule). Tensors whose shape differs (a new ``num_classes``),
-  and keys either side lacks, are skipped and listed.
+  and keys either side lacks, are skipped and listed. ``torchvision://fasterrcnn_resnet50_fpn``
+  takes torchvision's COCO-trained Faster R-CNN, converted to det's layout, its box predictor
+  picked by the training set's class names (:mod:`detcli.models.torchvision_weights`).
 
 ``--resume`` wins over ``load_from`` (and says so); ``--resume`` together with
 ``--init-from`` is an error. ``--resume auto`` with no ``latest.pth`` starts a new run and says so.
@@ -23,9 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detcli.engine.checkpoint import LoadReport, load_checkpoint, load_state_dict, read_checkpoint
+from detcli.engine.checkpoint import (
+    LoadReport,
+    load_checkpoint,
+    load_state_dict,
+    read_checkpoint,
+    unwrap_model,
+)
 from detcli.engine.hooks.checkpoint_hook import LATEST
 from detcli.errors import ConfigError, TrainingError
+from detcli.models.pretrained import TORCHVISION_PREFIX
+from detcli.models.torchvision_weights import torchvision_detector_state
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +85,20 @@ def choose_start(resume: str | None, init_from: str | None, cfg: Any,
 
 
 def init_from_weights(trainer: Any, path: str) -> RestoreReport:
-    """Load weights only; everything else starts fresh."""
+    """Load weights only; everything else starts fresh. ``path`` is a checkpoint file, or
+    ``torchvision://NAME`` for a torchvision detector's COCO weights (converted, the box
+    predictor picked by the training set's class names)."""
+    if path.startswith(TORCHVISION_PREFIX):
+        state, notes = torchvision_detector_state(
+            path, unwrap_model(trainer.model).state_dict(), trainer.train_dataset.CLASSES)
+        load = load_state_dict(trainer.model, state, path)
+        for line in load.lines():
+            log.info("%s", line)
+        report = RestoreReport("init_from", path, load=load)
+        report.restored.append(f"weights only: {load.num_loaded} tensors")
+        report.notes += notes
+        report.notes.append("optimizer, lr schedule, epoch and random generators start fresh")
+        return report
     load = load_checkpoint(path, trainer.model)
     report = RestoreReport("init_from", path, load=load)
     report.restored.append(f"weights only: {load.num_loaded} tensors")

@@ -18,6 +18,13 @@ predictor. What differs:
 - torchvision's ``FrozenBatchNorm2d`` has no ``num_batches_tracked``: the model's own count is
   kept.
 
+``det train --init-from torchvision://fasterrcnn_resnet50_fpn`` (or ``load_from``) starts a run
+from torchvision's COCO-trained weights, fetched through torchvision's weights API into torch's
+hub cache the first time (:func:`torchvision_detector_state`). The predictor's rows are picked
+by class name: each of the dataset's classes must be one of torchvision's COCO categories
+(``person``, ``car``, ...), in any order and any subset; otherwise the predictor is left at its
+initialisation and the run says which class names were not found.
+
 What stays different after conversion (so outputs agree closely, not exactly): torchvision
 rounds its base anchors to whole pixels (MMDetection does not), pools with ``aligned = False``
 and maps RoIs to levels by its own rule (canonical size 224 at level 4), normalises images
@@ -27,12 +34,13 @@ inside the model, and filters boxes under 1e-3 px.
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from detcli.errors import CheckpointError
+from detcli.models.pretrained import TORCHVISION_PREFIX, read_checkpoint
 
 RENAMES = (  # regex on torchvision's key -> det's key
     (r"^backbone\.body\.", "backbone."),
@@ -45,13 +53,15 @@ RENAMES = (  # regex on torchvision's key -> det's key
     (r"^roi_heads\.box_head\.fc7\.", "roi_head.bbox_head.shared_fcs.1."),
 )
 PREDICTOR = "roi_heads.box_predictor."
+PREDICTOR_OURS = ("roi_head.bbox_head.fc_cls.", "roi_head.bbox_head.fc_reg.")
 
 
 def faster_rcnn_from_torchvision(state: Mapping[str, Tensor],
                                  own: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """torchvision's Faster R-CNN ``state`` -> a state dict for det's model whose own state
-    dict is ``own`` (K classes; torchvision's has K + 1). CheckpointError naming the keys when
-    the two do not correspond one to one (another architecture or class count)."""
+    dict is ``own`` (K classes; torchvision's has K + 1). A ``state`` without the predictor
+    gives one without ``fc_cls`` / ``fc_reg``. CheckpointError naming the keys when the two do
+    not correspond one to one (another architecture or class count)."""
     mapped: dict[str, Tensor] = {}
     for key, value in state.items():
         if key.startswith(PREDICTOR):
@@ -61,17 +71,20 @@ def faster_rcnn_from_torchvision(state: Mapping[str, Tensor],
             if count:
                 break
         mapped[key] = value
-    cls_w, cls_b = state[PREDICTOR + "cls_score.weight"], state[PREDICTOR + "cls_score.bias"]
-    reg_w, reg_b = state[PREDICTOR + "bbox_pred.weight"], state[PREDICTOR + "bbox_pred.bias"]
-    mapped["roi_head.bbox_head.fc_cls.weight"] = torch.cat([cls_w[1:], cls_w[:1]])  # (K + 1, F)
-    mapped["roi_head.bbox_head.fc_cls.bias"] = torch.cat([cls_b[1:], cls_b[:1]])  # (K + 1,)
-    mapped["roi_head.bbox_head.fc_reg.weight"] = reg_w[4:]  # (4K, F): background rows dropped
-    mapped["roi_head.bbox_head.fc_reg.bias"] = reg_b[4:]  # (4K,)
+    with_predictor = PREDICTOR + "cls_score.weight" in state
+    if with_predictor:
+        cls_w, cls_b = state[PREDICTOR + "cls_score.weight"], state[PREDICTOR + "cls_score.bias"]
+        reg_w, reg_b = state[PREDICTOR + "bbox_pred.weight"], state[PREDICTOR + "bbox_pred.bias"]
+        mapped["roi_head.bbox_head.fc_cls.weight"] = torch.cat([cls_w[1:], cls_w[:1]])  # (K+1, F)
+        mapped["roi_head.bbox_head.fc_cls.bias"] = torch.cat([cls_b[1:], cls_b[:1]])  # (K + 1,)
+        mapped["roi_head.bbox_head.fc_reg.weight"] = reg_w[4:]  # (4K, F): background dropped
+        mapped["roi_head.bbox_head.fc_reg.bias"] = reg_b[4:]  # (4K,)
     for key, value in own.items():
         if key not in mapped and key.endswith("num_batches_tracked"):
             mapped[key] = value
     unknown = sorted(set(mapped) - set(own))
-    missing = sorted(set(own) - set(mapped))
+    missing = sorted(k for k in set(own) - set(mapped)
+                     if with_predictor or not k.startswith(PREDICTOR_OURS))
     wrong = sorted(k for k in set(mapped) & set(own) if mapped[k].shape != own[k].shape)
     if unknown or missing or wrong:
         raise CheckpointError(
@@ -81,3 +94,56 @@ def faster_rcnn_from_torchvision(state: Mapping[str, Tensor],
             hint="the model must be ResNet + FPN (start_level 0, max-pooled fifth level) + "
                  "RPNHead (3 anchors) + Shared2FCBBoxHead with torchvision's class count - 1")
     return mapped
+
+
+def select_classes(state: Mapping[str, Tensor], categories: Sequence[str],
+                   classes: Sequence[str]) -> tuple[dict[str, Tensor], list[str]]:
+    """torchvision's predictor cut down to ``classes`` -> (state, notes).
+
+    ``categories`` names torchvision's predictor rows (background first, e.g. COCO's 91 with
+    ``N/A`` gaps). The result keeps torchvision's layout with K + 1 rows: background, then each
+    of ``classes`` in order. When a class name is not among ``categories``, the predictor is
+    dropped (the model keeps its own initialisation) and a note names the missing classes."""
+    out = {k: v for k, v in state.items() if not k.startswith(PREDICTOR)}
+    missing = [name for name in classes if name not in categories]
+    if missing:
+        return out, [f"the box predictor is not loaded: torchvision's categories have no "
+                     f"{', '.join(repr(m) for m in missing[:5])}"
+                     + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "")
+                     + "; it starts from its own initialisation"]
+    rows = torch.tensor([0] + [categories.index(name) for name in classes])  # (K + 1,)
+    box_rows = (rows[1:, None] * 4 + torch.arange(4)).reshape(-1)  # (4K,)
+    box_rows = torch.cat([torch.arange(4), box_rows])  # (4 (K + 1),) background first
+    for name, index in (("cls_score", rows), ("bbox_pred", box_rows)):
+        for part in ("weight", "bias"):
+            out[f"{PREDICTOR}{name}.{part}"] = state[f"{PREDICTOR}{name}.{part}"][index]
+    return out, [f"box predictor: {len(classes)} classes picked by name from torchvision's "
+                 f"{len(categories) - 1} categories"]
+
+
+Converter = Callable[[Mapping[str, Tensor], Mapping[str, Tensor]], dict[str, Tensor]]
+CONVERTERS: dict[str, Converter] = {"fasterrcnn_resnet50_fpn": faster_rcnn_from_torchvision}
+
+
+def download_detector(name: str) -> tuple[dict[str, Tensor], list[str]]:
+    """torchvision's default (COCO) weights of detector ``name`` -> (state dict, category
+    names of its predictor rows), from torch's hub cache or downloaded into it."""
+    from torchvision.models import get_model_weights
+
+    weights = get_model_weights(name).DEFAULT
+    return read_checkpoint(weights.url), list(weights.meta["categories"])
+
+
+def torchvision_detector_state(checkpoint: str, own: Mapping[str, Tensor],
+                               classes: Sequence[str]) -> tuple[dict[str, Tensor], list[str]]:
+    """``torchvision://NAME`` -> (a state dict for the model whose state dict is ``own``,
+    notes): NAME's COCO weights converted, the predictor picked by ``classes`` names."""
+    name = checkpoint.removeprefix(TORCHVISION_PREFIX)
+    if name not in CONVERTERS:
+        raise CheckpointError(
+            f"{checkpoint}: det converts torchvision's {', '.join(sorted(CONVERTERS))} weights, "
+            f"not {name!r}",
+            hint="torchvision://NAME as a backbone's init_cfg.checkpoint takes ImageNet weights")
+    state, categories = download_detector(name)
+    state, notes = select_classes(state, categories, classes)
+    return CONVERTERS[name](state, own), notes
