@@ -297,3 +297,13 @@ def test_derived_channels_are_marked():
     loaded = load_config(PRESETS / "retinanet_r50.toml")
     assert loaded.origins[("model", "neck", "in_channels")].startswith("derived")
     assert loaded.origins[("model", "bbox_head", "in_channels")].startswith("derived")
+
+
+def test_faster_rcnn_r101_differs_from_r50_in_depth_and_weights_only():
+    r50 = flatten(load_config(PRESETS / "faster_rcnn_r50.toml").resolved())
+    r101 = flatten(load_config(PRESETS / "faster_rcnn_r101.toml").resolved())
+    changed = {k: (r50.get(k), r101.get(k)) for k in set(r50) | set(r101) if r50.get(k) != r101.get(k)}
+    assert changed == {
+        "model.backbone.depth": (50, 101),
+        "model.backbone.init_cfg.checkpoint": ("torchvision://resnet50", "torchvision://resnet101"),
+    }
