@@ -32,7 +32,7 @@ from detcli.engine.checkpoint import LoadReport, load_checkpoint, unwrap_model
 from detcli.engine.tta import enable_tta, merge_views
 from detcli.errors import CheckpointError, ConfigError, DetError
 from detcli.models.build import build_detector
-from detcli.models.introspect import model_num_classes_key, num_classes_of
+from detcli.models.introspect import declared_num_classes, num_classes_key, num_classes_of
 from detcli.structures.batch import ImageBatch
 from detcli.structures.detections import Detections
 
@@ -214,12 +214,11 @@ def _mismatch_message(model: nn.Module, report: LoadReport) -> str:
              f"{len(report.mismatched)} tensor(s) differ in shape, {len(report.missing)} "
              "missing in the checkpoint"]
     trained = report.meta.get("classes")
-    num_classes = getattr(getattr(model, "roi_head", getattr(model, "bbox_head", None)),
-                          "num_classes", None)
+    num_classes = declared_num_classes(model)
     if trained is not None and num_classes is not None and len(trained) != num_classes:
         lines.append(f"  the checkpoint was trained on {len(trained)} classes "
                      f"({', '.join(map(str, trained[:10]))}), but the config has "
-                     f"{model_num_classes_key(model)} = {num_classes}")
+                     f"{num_classes_key(model)} = {num_classes}")
     lines += report.lines()[1:]
     return "\n".join(lines)
 
@@ -265,7 +264,7 @@ def evaluate_checkpoint(cfg: Any, checkpoint: str | Path, *, split: str | None =
     dev = resolve_device(device)
     dataset = build_dataset(ds_cfg, on_bad=cfg.data.on_bad_image)
     model = build_detector(cfg.model)
-    check_num_classes(dataset, num_classes_of(model), model_num_classes_key(model))
+    check_num_classes(dataset, num_classes_of(model), num_classes_key(model))
     load_test_checkpoint(model, checkpoint, class_names=dataset.CLASSES)
     loader = build_test_loader(dataset, samples_per_gpu=batch_size,
                                workers_per_gpu=cfg.data.workers_per_gpu)

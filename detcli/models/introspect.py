@@ -29,22 +29,24 @@ def num_classes_of(model: nn.Module) -> int:
     return int(final_head(model).num_classes)
 
 
+def declared_num_classes(model: nn.Module) -> int | None:
+    """K when the model has a final head that states it, else None (no error)."""
+    head = getattr(model, "roi_head", None)
+    head = getattr(model, "bbox_head", None) if head is None else head
+    value = getattr(head, "num_classes", None)
+    return None if value is None else int(value)
+
+
 def detection_test_cfg(model: nn.Module) -> Any:
     """The final post-processing settings: ``score_thr``, ``nms``, ``max_per_img``, ..."""
     return final_head(model).test_cfg
 
 
-def model_num_classes_key(model: nn.Module) -> str:
-    """The config key that holds a built model's K (see :func:`num_classes_key`)."""
-    if getattr(model, "roi_head", None) is not None:
-        return "model.roi_head.bbox_head.num_classes"
-    return "model.bbox_head.num_classes"
-
-
-def num_classes_key(model_cfg: Any) -> str:
-    """The config key that holds K: ``model.bbox_head.num_classes`` or, for a two-stage
-    detector, ``model.roi_head.bbox_head.num_classes``."""
-    if getattr(model_cfg, "roi_head", None) is not None:
+def num_classes_key(model_or_cfg: Any) -> str:
+    """The config key that holds K, for a model config or a built model:
+    ``model.bbox_head.num_classes`` or, for a two-stage detector,
+    ``model.roi_head.bbox_head.num_classes``."""
+    if getattr(model_or_cfg, "roi_head", None) is not None:
         return "model.roi_head.bbox_head.num_classes"
     return "model.bbox_head.num_classes"
 

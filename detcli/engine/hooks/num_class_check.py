@@ -15,7 +15,7 @@ from detcli.data.build import check_num_classes
 from detcli.engine.config import NumClassCheckHookConfig
 from detcli.engine.hooks.base import VERY_HIGH, Hook
 from detcli.errors import ConfigError
-from detcli.models.introspect import model_num_classes_key
+from detcli.models.introspect import declared_num_classes, num_classes_key
 from detcli.registry import HOOKS
 
 
@@ -31,13 +31,12 @@ class NumClassCheckHook(Hook):
 
     def before_run(self, trainer: Any) -> None:
         model = trainer.model
-        num_classes = getattr(getattr(model, "roi_head", getattr(model, "bbox_head", None)),
-                              "num_classes", None)
+        num_classes = declared_num_classes(model)
         if num_classes is None:
             raise ConfigError(f"NumClassCheckHook needs a model with bbox_head.num_classes; "
                               f"{type(model).__name__} has none",
                               hint="remove NumClassCheckHook from custom_hooks")
-        key = model_num_classes_key(model)
+        key = num_classes_key(model)
         check_num_classes(trainer.train_dataset, num_classes, key)
         if trainer.evaluates and trainer.val_dataset is not None:
             check_num_classes(trainer.val_dataset, num_classes, key)
