@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from detcli.data.paths import lookup_note
 from detcli.errors import DataError
 
 COCO_HINT = "a COCO file is a JSON object with `images`, `annotations` and `categories` lists"
@@ -39,7 +40,7 @@ def read_coco_json(path: str | Path, *, need_annotations: bool = True) -> dict[s
     path = Path(path)
     if not path.is_file():
         raise DataError(f"annotation file {path} does not exist"
-                        + (" (it is a directory)" if path.is_dir() else ""))
+                        + (" (it is a directory)" if path.is_dir() else lookup_note(path)))
     text = path.read_text(encoding="utf-8", errors="replace")
     if not text.strip():
         raise DataError(f"annotation file {path} is empty", hint=COCO_HINT)

@@ -21,6 +21,7 @@ import numpy as np
 
 from detcli.data.datasets.base import DatasetBaseConfig, DetDataset, LoadedAnnotations
 from detcli.data.image_file import image_size
+from detcli.data.paths import lookup_note
 from detcli.data.problems import BAD_ANNOTATION, MISSING_FILE, DataProblem
 from detcli.errors import DataError
 from detcli.registry import DATASETS, suggest
@@ -84,7 +85,7 @@ class VOCDataset(DetDataset):
     def _image_ids(self) -> list[str]:
         path = Path(self.ann_file)
         if not path.is_file():
-            raise DataError(f"image-set file {path} does not exist",
+            raise DataError(f"image-set file {path} does not exist{lookup_note(path)}",
                             hint="VOC's ann_file is e.g. VOC2007/ImageSets/Main/trainval.txt")
         ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
         if not ids:

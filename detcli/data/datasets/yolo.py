@@ -26,6 +26,7 @@ from detcli.config.schema import Maybe
 from detcli.data.datasets.base import DatasetBaseConfig, DetDataset, LoadedAnnotations, OnBad
 from detcli.data.transforms.compose import TransformSpec
 from detcli.data.image_file import image_size
+from detcli.data.paths import lookup_note
 from detcli.data.problems import BAD_ANNOTATION, MISSING_FILE, UNREADABLE_IMAGE, DataProblem
 from detcli.errors import DataError
 from detcli.registry import DATASETS
@@ -89,13 +90,13 @@ class YOLODataset(DetDataset):
     def _images(self) -> list[Path]:
         prefix = Path(self.img_prefix)
         if not prefix.is_dir():
-            raise DataError(f"image folder {prefix} does not exist")
+            raise DataError(f"image folder {prefix} does not exist{lookup_note(prefix)}")
         if self.ann_file is None:
             images = sorted(p for p in prefix.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         else:
             listing = Path(self.ann_file)
             if not listing.is_file():
-                raise DataError(f"image list {listing} does not exist")
+                raise DataError(f"image list {listing} does not exist{lookup_note(listing)}")
             images = [prefix / line.strip() for line in listing.read_text().splitlines() if line.strip()]
         if not images:
             raise DataError(f"no images in {self.ann_file or prefix} "
