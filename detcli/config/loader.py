@@ -1,11 +1,13 @@
 """Load a TOML config: follow ``extends``, merge, apply ``--set`` overrides, validate once.
 
 ``load_config(path, overrides)`` is the one entry point; it returns a :class:`LoadedConfig`
-holding the validated config and the origin of every resolved value.
+holding the validated config and the origin of every resolved value. ``path`` and every
+``extends`` entry may be a file or the name of a packaged preset (``detcli.config.presets``).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from typing import Any, Sequence
 from pydantic import BaseModel, ValidationError
 
 from detcli.config import tree as T
+from detcli.config.presets import resolve_reference
 from detcli.config.schema import Schema, ensure_current
 from detcli.config.toml_lines import key_lines
 from detcli.errors import ConfigError
@@ -48,10 +51,15 @@ class LoadedConfig:
 
 
 def display_path(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    """``path`` relative to the current directory when it is under it (through a symlink as
+    written, or resolved), else as given."""
+    cwd = Path.cwd()
+    for file, here in ((Path(os.path.abspath(path)), cwd), (path.resolve(), cwd.resolve())):
+        try:
+            return str(file.relative_to(here))
+        except ValueError:
+            continue
+    return str(path)
 
 
 def read_toml(path: Path) -> tuple[dict, T.Origins]:
@@ -73,6 +81,13 @@ def read_toml(path: Path) -> tuple[dict, T.Origins]:
     return data, origins
 
 
+def _absolute(path: Path) -> Path:
+    """``path`` made absolute without following symlinks when that names the same file, so
+    ``presets/x.toml`` (a link to ``detcli/presets``) is shown as the user wrote it."""
+    lexical = Path(os.path.abspath(path))
+    return lexical if lexical.resolve() == path.resolve() else path.resolve()
+
+
 def _extends_list(data: dict, path: Path) -> list[str]:
     value = data.pop(EXTENDS, [])
     if isinstance(value, str):
@@ -85,8 +100,8 @@ def _extends_list(data: dict, path: Path) -> list[str]:
 
 def resolve_file(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, T.Origins, list[Path]]:
     """The merged tree of ``path`` and everything it extends, bases first."""
-    path = path.resolve()
-    if path in chain:
+    path = _absolute(path)
+    if path.resolve() in {p.resolve() for p in chain}:
         cycle = " -> ".join(display_path(p) for p in chain + (path,))
         raise ConfigError(f"`extends` cycle: {cycle}")
     data, own_origins = read_toml(path)
@@ -94,11 +109,7 @@ def resolve_file(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, T.Orig
     origins: T.Origins = {}
     files: list[Path] = []
     for base in _extends_list(data, path):
-        base_path = (path.parent / base)
-        if not base_path.is_file():
-            raise ConfigError(
-                f"{display_path(path)} extends {base!r}, but {display_path(base_path)} does not exist",
-                hint="paths in `extends` are relative to the file that names them")
+        base_path = resolve_reference(base, referrer=path)
         base_tree, base_origins, base_files = resolve_file(base_path, chain + (path,))
         T.merge(merged, origins, base_tree, base_origins)
         files += [f for f in base_files if f not in files]
@@ -157,9 +168,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), *,
     """Read ``path`` and its bases, apply ``overrides`` (``"key=value"``) and validate."""
     from detcli.config.validation import issues_from_error, record_defaults
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {display_path(path)} does not exist")
+    path = resolve_reference(path)
     merged, origins, files = resolve_file(path)
     for text in overrides:
         apply_override(merged, origins, text)
