@@ -20,6 +20,7 @@ from detcli.config import tree as T
 from detcli.config.presets import resolve_reference
 from detcli.config.schema import Schema, ensure_current
 from detcli.config.toml_lines import key_lines
+from detcli.data.paths import anchor_data_paths
 from detcli.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -105,6 +106,7 @@ def resolve_file(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, T.Orig
         cycle = " -> ".join(display_path(p) for p in chain + (path,))
         raise ConfigError(f"`extends` cycle: {cycle}")
     data, own_origins = read_toml(path)
+    anchor_data_paths(data, path.parent)  # data paths: relative to this file (detcli/data/paths.py)
     merged: dict = {}
     origins: T.Origins = {}
     files: list[Path] = []
