@@ -39,6 +39,7 @@ from detcli.models.dense_heads.channels import head_in_channels
 from detcli.models.dense_heads.dense_predict import predict_dense
 from detcli.models.dense_heads.fcos_targets import (
     DEFAULT_RANGES,
+    GT_CHUNK_SIZE,
     FCOSTargetAssigner,
     PointCells,
     PointTargets,
@@ -83,6 +84,9 @@ class FCOSHeadConfig(Schema):
     regress_ranges: list[tuple[float, float]] = Field(default_factory=lambda: list(DEFAULT_RANGES))
     center_sampling: bool = False
     center_sample_radius: float = Field(1.5, gt=0)
+    # GT slots the target rule matches at once (memory bound N x R x gt_chunk_size x 4;
+    # fcos_targets' docstring); 0: all at once
+    gt_chunk_size: int = Field(GT_CHUNK_SIZE, ge=0)
     norm_on_bbox: bool = False
     centerness_on_reg: bool = False
     dcn_on_last_conv: bool = False
@@ -129,6 +133,7 @@ class FCOSHead(nn.Module):
         regress_ranges: Sequence[tuple[float, float]] = tuple(DEFAULT_RANGES),
         center_sampling: bool = False,
         center_sample_radius: float = 1.5,
+        gt_chunk_size: int = GT_CHUNK_SIZE,
         norm_on_bbox: bool = False,
         centerness_on_reg: bool = False,
         conv_bias: Union[Literal["auto"], bool] = "auto",
@@ -156,6 +161,7 @@ class FCOSHead(nn.Module):
         self.regress_ranges = [(float(lo), float(hi)) for lo, hi in regress_ranges]
         self.center_sampling = center_sampling
         self.center_sample_radius = center_sample_radius
+        self.gt_chunk_size = gt_chunk_size
         self.norm_on_bbox = norm_on_bbox
         self.centerness_on_reg = centerness_on_reg
         self.bbox_coder = bbox_coder or BBOX_CODERS.build(DistancePointBBoxCoderConfig())
@@ -199,7 +205,8 @@ class FCOSHead(nn.Module):
         in_channels = head_in_channels("FCOSHead", cfg.in_channels, in_channels)
         settings = cfg.model_dump(include={
             "num_classes", "feat_channels", "stacked_convs", "strides", "regress_ranges",
-            "center_sampling", "center_sample_radius", "norm_on_bbox", "centerness_on_reg",
+            "center_sampling", "center_sample_radius", "gt_chunk_size", "norm_on_bbox",
+            "centerness_on_reg",
             "conv_bias", "prior_prob"})
         return cls(**settings, in_channels=in_channels, norm_cfg=cfg.norm_cfg,
                    bbox_coder=BBOX_CODERS.build(cfg.bbox_coder),
@@ -214,7 +221,8 @@ class FCOSHead(nn.Module):
         points = MlvlPointGenerator(strides=cfg.strides, offset=0.5)
         assigner = FCOSTargetAssigner(strides=points.strides, regress_ranges=cfg.regress_ranges,
                                       center_sampling=cfg.center_sampling,
-                                      center_sample_radius=cfg.center_sample_radius)
+                                      center_sample_radius=cfg.center_sample_radius,
+                                      gt_chunk_size=cfg.gt_chunk_size)
         return {"prior_generator": PointCells(points), "assigner": assigner,
                 "generator_cfg": MlvlPointGeneratorConfig(strides=cfg.strides, offset=0.5),
                 "assigner_cfg": assigner.config()}
@@ -307,7 +315,7 @@ class FCOSHead(nn.Module):
         ranges = per_point(self.range_table.to(points), counts)  # (R, 2)
         tgt = fcos_targets(points, points[:, 2:], ranges, targets.boxes.to(points),
                            targets.labels, self.num_classes, self.center_sampling,
-                           self.center_sample_radius)
+                           self.center_sample_radius, self.gt_chunk_size)
         if self.norm_on_bbox:
             tgt.distances = tgt.distances / points[:, 2:].repeat(1, 2)  # (N, R, 4) / (R, 4)
         return tgt

@@ -17,6 +17,13 @@ A point of level l is positive for a GT when
 
 Other points are background (label K). Ignore boxes play no part, as in MMDetection's FCOS.
 
+Memory: the rule holds (N, R, G, 4) distances for the batch's largest GT count G. Rules 1-3
+are per GT but for the minimum of rule 3, so :func:`fcos_targets` runs them on at most
+``gt_chunk_size`` GT slots at a time and keeps a running (N, R) minimum: the peak holds
+N x R x c x 4 instead of N x R x G x 4, and the result is bitwise the same (a tie still goes
+to the lower slot). The number of passes depends on G, a shape, never on values: no host
+synchronisation.
+
 :class:`PointRegions` gives the same rule as geometry, per level and GT, for pictures; the
 analysis tools reach the rule through :class:`FCOSTargetAssigner`, which returns an
 :class:`~detcli.task.assigners.assign_result.AssignResult` over stride-sized cells centred on
@@ -39,6 +46,7 @@ from detcli.task.assigners.assign_result import NEGATIVE, AssignResult
 from detcli.task.prior_generators.point_generator import MlvlPointGenerator
 
 INF = 1e8
+GT_CHUNK_SIZE = 32  # FCOSHeadConfig.gt_chunk_size's default
 Range = tuple[float, float]
 DEFAULT_RANGES: list[Range] = [(-1, 64), (64, 128), (128, 256), (256, 512), (512, INF)]
 
@@ -65,9 +73,13 @@ def per_point(values: Tensor, counts: Sequence[int]) -> Tensor:
 @torch.no_grad()
 def fcos_targets(points: Tensor, point_strides: Tensor, regress_ranges: Tensor,
                  gt_boxes: Tensor, gt_labels: Tensor, num_classes: int,
-                 center_sampling: bool = False, center_sample_radius: float = 1.5) -> PointTargets:
+                 center_sampling: bool = False, center_sample_radius: float = 1.5,
+                 gt_chunk_size: int = GT_CHUNK_SIZE) -> PointTargets:
     """points (R, 2+), point_strides (R, 2) as (s_w, s_h), regress_ranges (R, 2) as (lo, hi),
-    gt_boxes (N, G, 4), gt_labels (N, G) -> :class:`PointTargets` (module docstring)."""
+    gt_boxes (N, G, 4), gt_labels (N, G) -> :class:`PointTargets` (module docstring);
+    ``gt_chunk_size`` GT slots at a time (0: all at once)."""
+    if gt_chunk_size < 0:
+        raise DetError(f"gt_chunk_size must be >= 0 (0: all GT at once), got {gt_chunk_size}")
     num_images, num_slots = gt_labels.shape
     num_points = points.shape[0]
     device = points.device
@@ -78,41 +90,65 @@ def fcos_targets(points: Tensor, point_strides: Tensor, regress_ranges: Tensor,
             distances=torch.zeros(num_images, num_points, 4, device=device),
             gt_index=torch.full((num_images, num_points), NEGATIVE, dtype=torch.long,
                                 device=device))
-    x = points[:, 0].float()[None, :, None]  # (1, R, 1)
-    y = points[:, 1].float()[None, :, None]  # (1, R, 1)
-    box = gt_boxes.float()[:, None, :, :]  # (N, 1, G, 4)
-    x1, y1, x2, y2 = box.unbind(-1)  # (N, 1, G) each
-    distances = torch.stack([x - x1, y - y1, x2 - x, y2 - y], dim=-1)  # (N, R, G, 4)
-    # 1. inside the GT, or inside its centre region
-    if center_sampling:
-        radius = point_strides.float()[None, :, None, :] * center_sample_radius  # (1, R, 1, 2)
-        cx, cy = (x1 + x2) * 0.5, (y1 + y2) * 0.5  # (N, 1, G) each
-        region = torch.stack([torch.maximum(cx - radius[..., 0], x1),
-                              torch.maximum(cy - radius[..., 1], y1),
-                              torch.minimum(cx + radius[..., 0], x2),
-                              torch.minimum(cy + radius[..., 1], y2)], dim=-1)  # (N, R, G, 4)
-        to_region = torch.stack([x - region[..., 0], y - region[..., 1],
-                                 region[..., 2] - x, region[..., 3] - y], dim=-1)  # (N, R, G, 4)
-        inside = to_region.amin(dim=-1) > 0  # (N, R, G)
-    else:
-        inside = distances.amin(dim=-1) > 0  # (N, R, G)
-    # 2. the largest distance in the level's regress range
-    farthest = distances.amax(dim=-1)  # (N, R, G)
-    lo = regress_ranges.float()[None, :, 0:1]  # (1, R, 1)
-    hi = regress_ranges.float()[None, :, 1:2]  # (1, R, 1)
-    in_range = (farthest >= lo) & (farthest <= hi)  # (N, R, G)
-    # 3. the smallest GT passing both
-    usable = inside & in_range & (gt_labels >= 0)[:, None, :]  # (N, R, G)
-    areas = ((x2 - x1) * (y2 - y1)).expand(-1, num_points, -1)  # (N, R, G)
-    areas = torch.where(usable, areas, torch.full_like(areas, INF))
-    min_area, min_slot = areas.min(dim=2)  # (N, R): the first minimum, i.e. the lowest slot
+    chunk = gt_chunk_size if gt_chunk_size > 0 else num_slots
+    min_area = min_slot = matched = None
+    for start in range(0, num_slots, chunk):  # G is a shape: the passes are static
+        stop = min(start + chunk, num_slots)
+        part_area, part_slot, part_matched = _smallest_usable_gt(
+            points, point_strides, regress_ranges, gt_boxes[:, start:stop],
+            gt_labels[:, start:stop], center_sampling, center_sample_radius)
+        part_slot += start
+        if min_area is None:
+            min_area, min_slot, matched = part_area, part_slot, part_matched
+            continue
+        later = part_area < min_area  # strict: a tie keeps the lower slot, as one min does
+        min_area = torch.where(later, part_area, min_area)
+        min_slot = torch.where(later, part_slot, min_slot)
+        matched = torch.where(later[..., None], part_matched, matched)
     positive = min_area < INF  # (N, R)
     labels = torch.gather(gt_labels, 1, min_slot)  # (N, R)
     labels = torch.where(positive, labels, num_classes)
-    index = min_slot[:, :, None, None].expand(-1, -1, 1, 4)  # (N, R, 1, 4)
-    matched = distances.gather(2, index).squeeze(2)  # (N, R, 1, 4) -> (N, R, 4)
     matched = torch.where(positive[..., None], matched, torch.zeros_like(matched))
     return PointTargets(labels, matched, torch.where(positive, min_slot, NEGATIVE))
+
+
+def _smallest_usable_gt(points: Tensor, point_strides: Tensor, regress_ranges: Tensor,
+                        gt_boxes: Tensor, gt_labels: Tensor, center_sampling: bool,
+                        center_sample_radius: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Rules 1-3 over c GT slots (N, c, 4) -> (min_area (N, R), INF where no GT is usable;
+    min_slot (N, R) in [0, c); distances (N, R, 4) to that GT)."""
+    num_points = points.shape[0]
+    x = points[:, 0].float()[None, :, None]  # (1, R, 1)
+    y = points[:, 1].float()[None, :, None]  # (1, R, 1)
+    box = gt_boxes.float()[:, None, :, :]  # (N, 1, c, 4)
+    x1, y1, x2, y2 = box.unbind(-1)  # (N, 1, c) each
+    distances = torch.stack([x - x1, y - y1, x2 - x, y2 - y], dim=-1)  # (N, R, c, 4)
+    # 1. inside the GT, or inside its centre region
+    if center_sampling:
+        radius = point_strides.float()[None, :, None, :] * center_sample_radius  # (1, R, 1, 2)
+        cx, cy = (x1 + x2) * 0.5, (y1 + y2) * 0.5  # (N, 1, c) each
+        region = torch.stack([torch.maximum(cx - radius[..., 0], x1),
+                              torch.maximum(cy - radius[..., 1], y1),
+                              torch.minimum(cx + radius[..., 0], x2),
+                              torch.minimum(cy + radius[..., 1], y2)], dim=-1)  # (N, R, c, 4)
+        to_region = torch.stack([x - region[..., 0], y - region[..., 1],
+                                 region[..., 2] - x, region[..., 3] - y], dim=-1)  # (N, R, c, 4)
+        inside = to_region.amin(dim=-1) > 0  # (N, R, c)
+    else:
+        inside = distances.amin(dim=-1) > 0  # (N, R, c)
+    # 2. the largest distance in the level's regress range
+    farthest = distances.amax(dim=-1)  # (N, R, c)
+    lo = regress_ranges.float()[None, :, 0:1]  # (1, R, 1)
+    hi = regress_ranges.float()[None, :, 1:2]  # (1, R, 1)
+    in_range = (farthest >= lo) & (farthest <= hi)  # (N, R, c)
+    # 3. the smallest GT passing both
+    usable = inside & in_range & (gt_labels >= 0)[:, None, :]  # (N, R, c)
+    areas = ((x2 - x1) * (y2 - y1)).expand(-1, num_points, -1)  # (N, R, c)
+    areas = torch.where(usable, areas, torch.full_like(areas, INF))
+    min_area, min_slot = areas.min(dim=2)  # (N, R): the first minimum, i.e. the lowest slot
+    index = min_slot[:, :, None, None].expand(-1, -1, 1, 4)  # (N, R, 1, 4)
+    matched = distances.gather(2, index).squeeze(2)  # (N, R, 1, 4) -> (N, R, 4)
+    return min_area, min_slot, matched
 
 
 @dataclass
@@ -205,13 +241,15 @@ class FCOSTargetAssigner:
     needs_num_level_priors = True
 
     def __init__(self, *, strides: Sequence[tuple[int, int]], regress_ranges: Sequence[Range],
-                 center_sampling: bool = False, center_sample_radius: float = 1.5) -> None:
+                 center_sampling: bool = False, center_sample_radius: float = 1.5,
+                 gt_chunk_size: int = GT_CHUNK_SIZE) -> None:
         if len(regress_ranges) != len(strides):
             raise DetError(f"{len(regress_ranges)} regress ranges for {len(strides)} levels")
         self.strides = [tuple(s) for s in strides]
         self.regress_ranges = [tuple(r) for r in regress_ranges]
         self.center_sampling = center_sampling
         self.center_sample_radius = center_sample_radius
+        self.gt_chunk_size = gt_chunk_size
 
     @torch.no_grad()
     def assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor,
@@ -227,7 +265,8 @@ class FCOSTargetAssigner:
         strides = per_point(priors.new_tensor(self.strides), num_level_priors)  # (R, 2)
         ranges = per_point(priors.new_tensor(self.regress_ranges), num_level_priors)  # (R, 2)
         targets = fcos_targets(points, strides, ranges, gt_boxes, gt_labels, -1,  # background -1
-                               self.center_sampling, self.center_sample_radius)
+                               self.center_sampling, self.center_sample_radius,
+                               self.gt_chunk_size)
         gt_valid = gt_labels >= 0  # (N, G)
         if gt_labels.shape[1]:
             overlaps = box_iou(gt_boxes, priors)  # (N, G, R)

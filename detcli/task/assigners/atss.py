@@ -28,6 +28,13 @@ from MMDetection, whose ``std`` of one value is NaN (no positive): here it is 0.
 
 The assigner needs to know where each level's priors start: callers pass
 ``num_level_priors`` (the class says so with ``needs_num_level_priors = True``).
+
+Memory: steps 1-4 hold (N, G, R) IoUs and centre distances for the batch's largest GT count
+G. Every GT's candidates depend on that GT alone, so ``assign`` runs steps 1-4 on at most
+``gt_chunk_size`` GT slots at a time and keeps step 5's running (N, R) maximum: the peak holds
+N x c x R instead of N x G x R, and the result is bitwise the same (a tie still goes to the
+lower slot). The number of passes depends on G, a shape, never on values: no host
+synchronisation. :meth:`ATSSAssigner.candidates` itself (for the tools) takes every GT at once.
 """
 
 from __future__ import annotations
@@ -52,6 +59,9 @@ class ATSSAssignerConfig(Schema):
     type: Literal["ATSSAssigner"] = "ATSSAssigner"
     topk: int = Field(9, ge=1)  # candidates per level per GT
     ignore_iof_thr: float = Field(-1.0, le=1)  # <= 0: ignore boxes are not used
+    # GT slots assigned at once (memory bound N x gt_chunk_size x R; the module docstring);
+    # 0: all at once
+    gt_chunk_size: int = Field(32, ge=0)
 
 
 @dataclass
@@ -77,16 +87,21 @@ class ATSSAssigner:
     needs_predictions = False  # static: priors and GT only (``det viz assign`` needs no model)
     needs_num_level_priors = True  # callers pass ``num_level_priors`` to ``assign``
 
-    def __init__(self, *, topk: int = 9, ignore_iof_thr: float = -1.0) -> None:
+    def __init__(self, *, topk: int = 9, ignore_iof_thr: float = -1.0,
+                 gt_chunk_size: int = 32) -> None:
         if topk < 1:
             raise DetError(f"ATSSAssigner topk must be >= 1, got {topk}")
+        if gt_chunk_size < 0:
+            raise DetError(f"ATSSAssigner gt_chunk_size must be >= 0 (0: all GT at once), got "
+                           f"{gt_chunk_size}")
         self.topk = topk
         self.ignore_iof_thr = ignore_iof_thr
+        self.gt_chunk_size = gt_chunk_size
 
     @classmethod
     def from_config(cls, cfg: ATSSAssignerConfig, **derived: object) -> ATSSAssigner:
         return cls(topk=cfg.topk, ignore_iof_thr=cfg.ignore_iof_thr,
-                   **derived)  # type: ignore[arg-type]
+                   gt_chunk_size=cfg.gt_chunk_size, **derived)  # type: ignore[arg-type]
 
     @torch.no_grad()
     def assign(
@@ -118,20 +133,47 @@ class ATSSAssigner:
             return AssignResult(gt_index, zeros, torch.full_like(gt_index, -1), num_gts)
 
         ignored = self._ignored(priors, ignore_boxes, ignore_valid, num_images)  # (N, R)
-        cand = self.candidates(priors, gt_boxes, gt_labels, num_level_priors, usable, ignored)
-        # 5. a prior positive for several GTs takes the one it overlaps most
-        pos_matrix = torch.zeros_like(cand.overlaps, dtype=torch.bool)  # (N, G, R)
-        pos_matrix.scatter_(2, cand.index, cand.positive)
-        pos_iou = cand.overlaps.masked_fill(~pos_matrix, -1.0)  # (N, G, R)
-        best_iou, best_gt = pos_iou.max(dim=1)  # (N, R): first maximum = lowest slot
+        best_iou, best_gt, max_iou = self._best_positive(priors, gt_boxes, gt_labels,
+                                                         num_level_priors, usable, ignored)
         gt_index.masked_fill_(ignored, IGNORED)
         gt_index = torch.where(best_iou >= 0, best_gt, gt_index)
         gt_index = torch.where(num_gts[:, None] == 0, NEGATIVE, gt_index)  # image without GT
         gt_index = torch.where(usable, gt_index, IGNORED)
         labels = torch.gather(gt_labels, 1, gt_index.clamp(min=0))  # (N, R)
         labels = torch.where(gt_index >= 0, labels, -1)
-        max_iou = cand.overlaps.amax(dim=1).clamp(min=0)  # (N, R): best valid GT
         return AssignResult(gt_index, max_iou, labels, num_gts)
+
+    def _best_positive(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor,
+                       num_level_priors: Optional[Sequence[int]], usable: Tensor,
+                       ignored: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Steps 1-4 on ``gt_chunk_size`` GT slots at a time, and step 5's maximum over them.
+
+        -> best_iou (N, R) float32: the IoU of each prior's best GT among those it is positive
+        for, -1 where none; best_gt (N, R) int64: that GT's slot (ties: the lower slot);
+        max_iou (N, R): the best IoU over valid GT, clamped at 0.
+        """
+        num_slots = gt_labels.shape[1]
+        chunk = self.gt_chunk_size if self.gt_chunk_size > 0 else num_slots
+        best_iou = best_gt = max_iou = None
+        for start in range(0, num_slots, chunk):  # G is a shape: the passes are static
+            stop = min(start + chunk, num_slots)
+            cand = self.candidates(priors, gt_boxes[:, start:stop], gt_labels[:, start:stop],
+                                   num_level_priors, usable, ignored)
+            # 5. a prior positive for several GTs takes the one it overlaps most
+            pos_matrix = torch.zeros_like(cand.overlaps, dtype=torch.bool)  # (N, c, R)
+            pos_matrix.scatter_(2, cand.index, cand.positive)
+            pos_iou = cand.overlaps.masked_fill(~pos_matrix, -1.0)  # (N, c, R)
+            part_best, part_gt = pos_iou.max(dim=1)  # (N, R): first maximum = lowest slot
+            part_gt += start
+            part_max = cand.overlaps.amax(dim=1)  # (N, R)
+            if best_iou is None:
+                best_iou, best_gt, max_iou = part_best, part_gt, part_max
+                continue
+            later = part_best > best_iou  # strict: a tie keeps the lower slot, as one max does
+            best_iou = torch.where(later, part_best, best_iou)
+            best_gt = torch.where(later, part_gt, best_gt)
+            max_iou = torch.maximum(max_iou, part_max)
+        return best_iou, best_gt, max_iou.clamp(min=0)
 
     @torch.no_grad()
     def candidates(

@@ -20,6 +20,13 @@ Before step 2, priors that overlap an ignore box by IoF ``> ignore_iof_thr`` (wh
 ``> 0``) take no part: they stay IGNORED and no GT can claim them in step 4. Priors flagged
 invalid by ``prior_valid`` take no part either. An image without GT is all NEGATIVE (except
 invalid priors), whatever its ignore boxes.
+
+Memory: the (N, G, R) overlaps grow with the batch's largest GT count G. At most
+``gt_chunk_size`` GT slots are matched at once; a batch with more runs in ceil(G / c) passes
+over GT slices, each keeping only running (N, R) maxima, so the peak holds N x c x R overlaps
+instead of N x G x R. The result is bitwise the same: every IoU is computed alone, and the
+running maxima keep the lower slot on ties as one ``max`` over G does. The number of passes
+depends on G, a shape, never on values: no host synchronisation.
 """
 
 from __future__ import annotations
@@ -48,6 +55,9 @@ class MaxIoUAssignerConfig(Schema):
     ignore_iof_thr: float = Field(-1.0, le=1)  # <= 0: ignore boxes are not used
     ignore_wrt_candidates: bool = True  # IoF over the prior's area (else the ignore box's)
     match_low_quality: bool = True
+    # GT slots matched at once (memory bound N x gt_chunk_size x R; the module docstring);
+    # 0: all at once
+    gt_chunk_size: int = Field(32, ge=0)
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> "MaxIoUAssignerConfig":
@@ -84,11 +94,15 @@ class MaxIoUAssigner:
         ignore_iof_thr: float = -1.0,
         ignore_wrt_candidates: bool = True,
         match_low_quality: bool = True,
+        gt_chunk_size: int = 32,
     ) -> None:
         if not isinstance(neg_iou_thr, (int, float)) and len(neg_iou_thr) != 2:
             raise ConfigError(f"neg_iou_thr must be a float or a [lo, hi] pair, got {neg_iou_thr}")
         if not 0 <= min_pos_iou <= 1:
             raise ConfigError(f"min_pos_iou must be in [0, 1], got {min_pos_iou}")
+        if gt_chunk_size < 0:
+            raise ConfigError(f"gt_chunk_size must be >= 0 (0: all GT at once), got "
+                              f"{gt_chunk_size}")
         self.pos_iou_thr = pos_iou_thr
         self.neg_iou_thr = neg_iou_thr
         self.neg_lo, self.neg_hi = _neg_interval(neg_iou_thr)
@@ -97,6 +111,7 @@ class MaxIoUAssigner:
         self.ignore_iof_thr = ignore_iof_thr
         self.ignore_wrt_candidates = ignore_wrt_candidates
         self.match_low_quality = match_low_quality
+        self.gt_chunk_size = gt_chunk_size
 
     @classmethod
     def from_config(cls, cfg: MaxIoUAssignerConfig, **derived: object) -> "MaxIoUAssigner":
@@ -134,12 +149,7 @@ class MaxIoUAssigner:
             zeros = torch.zeros(num_images, num_priors, device=device)
             return AssignResult(gt_index, zeros, torch.full_like(gt_index, -1), num_gts)
 
-        overlaps = box_iou(gt_boxes, priors)  # (N, G, R) float32
-        overlaps.masked_fill_(~gt_valid[:, :, None], -1.0)  # padding slots never match
-        max_iou = overlaps.amax(dim=1).clamp(min=0)  # (N, R), before priors are masked
-        overlaps.masked_fill_(~eligible[:, None, :], -1.0)  # ignored/invalid priors never match
-        best_iou, best_gt = overlaps.max(dim=1)  # (N, R) per prior
-        gt_best_iou, gt_best_prior = overlaps.max(dim=2)  # (N, G) per GT
+        best_iou, best_gt, max_iou, claimant = self._match(priors, gt_boxes, gt_valid, eligible)
 
         # 2. negatives: best IoU in [lo, hi)
         negative = (best_iou >= self.neg_lo) & (best_iou < self.neg_hi)  # (N, R)
@@ -147,9 +157,8 @@ class MaxIoUAssigner:
         # 3. positives: best IoU >= pos_iou_thr
         gt_index = torch.where(best_iou >= self.pos_iou_thr, best_gt, gt_index)
         # 4. low-quality matches: each GT claims its best priors
-        if self.match_low_quality:
-            claimed, claimant = self._low_quality(overlaps, gt_best_iou, gt_best_prior)
-            gt_index = torch.where(claimed, claimant, gt_index)
+        if claimant is not None:
+            gt_index = torch.where(claimant >= 0, claimant, gt_index)
 
         gt_index = torch.where(num_gts[:, None] == 0, NEGATIVE, gt_index)  # image without GT
         gt_index = torch.where(prior_ok, gt_index, IGNORED)
@@ -157,26 +166,60 @@ class MaxIoUAssigner:
         labels = torch.where(gt_index >= 0, labels, -1)
         return AssignResult(gt_index, max_iou, labels, num_gts)
 
-    def _low_quality(self, overlaps: Tensor, gt_best_iou: Tensor,
-                     gt_best_prior: Tensor) -> tuple[Tensor, Tensor]:
-        """Step 4 -> (claimed (N, R) bool, claimant (N, R) int64 GT slot).
+    def _match(self, priors: Tensor, gt_boxes: Tensor, gt_valid: Tensor,
+               eligible: Tensor) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+        """The reductions over GT that steps 2-4 need, ``gt_chunk_size`` slots at a time.
+
+        -> best_iou (N, R) float32 and best_gt (N, R) int64: each prior's best eligible GT
+        (first maximum: the lower slot); max_iou (N, R): the best IoU over valid GT before
+        priors are masked, clamped at 0; claimant (N, R) int64: the slot claiming the prior in
+        step 4, -1 where none does (None without ``match_low_quality``).
+        """
+        num_slots = gt_boxes.shape[1]
+        chunk = self.gt_chunk_size if self.gt_chunk_size > 0 else num_slots
+        best_iou = best_gt = max_iou = claimant = None
+        for start in range(0, num_slots, chunk):  # G is a shape: the passes are static
+            stop = min(start + chunk, num_slots)
+            overlaps = box_iou(gt_boxes[:, start:stop], priors)  # (N, c, R) float32
+            overlaps.masked_fill_(~gt_valid[:, start:stop, None], -1.0)  # padding never matches
+            part_max = overlaps.amax(dim=1)  # (N, R), before priors are masked
+            overlaps.masked_fill_(~eligible[:, None, :], -1.0)  # ignored/invalid: no match
+            part_best, part_gt = overlaps.max(dim=1)  # (N, R) per prior
+            part_gt += start
+            part_claimant = self._low_quality(overlaps, start) if self.match_low_quality \
+                else None  # (N, R)
+            if best_iou is None:
+                best_iou, best_gt, max_iou, claimant = part_best, part_gt, part_max, part_claimant
+                continue
+            later = part_best > best_iou  # strict: a tie keeps the lower slot, as one max does
+            best_iou = torch.where(later, part_best, best_iou)
+            best_gt = torch.where(later, part_gt, best_gt)
+            max_iou = torch.maximum(max_iou, part_max)
+            if part_claimant is not None:  # the highest claiming slot wins
+                claimant = torch.maximum(claimant, part_claimant)
+        return best_iou, best_gt, max_iou.clamp(min=0), claimant
+
+    def _low_quality(self, overlaps: Tensor, first_slot: int) -> Tensor:
+        """Step 4 on GT slots ``first_slot ..`` with overlaps (N, c, R) -> claimant (N, R)
+        int64: the highest slot claiming each prior, -1 where none does.
 
         When several GTs claim one prior the highest slot wins, as MMDetection's loop over GTs
         overwrites earlier ones. Padding slots and GTs with no usable prior have a best IoU of
         -1 < min_pos_iou, so they claim nothing.
         """
         num_slots, num_priors = overlaps.shape[1:]
-        claims = gt_best_iou >= self.min_pos_iou  # (N, G)
+        gt_best_iou, gt_best_prior = overlaps.max(dim=2)  # (N, c) per GT
+        claims = gt_best_iou >= self.min_pos_iou  # (N, c)
         if self.gt_max_assign_all:
-            hit = overlaps == gt_best_iou[:, :, None]  # (N, G, R)
+            hit = overlaps == gt_best_iou[:, :, None]  # (N, c, R)
         else:
             prior_ids = torch.arange(num_priors, device=overlaps.device)  # (R,)
-            hit = prior_ids[None, None, :] == gt_best_prior[:, :, None]  # (N, G, R)
+            hit = prior_ids[None, None, :] == gt_best_prior[:, :, None]  # (N, c, R)
         hit &= claims[:, :, None]
         # the last claiming slot along G (-1 where no GT claims the prior)
-        slots = torch.arange(num_slots, device=overlaps.device)[None, :, None]  # (1, G, 1)
-        claimant = torch.where(hit, slots, -1).amax(dim=1)  # (N, R)
-        return claimant >= 0, claimant.clamp(min=0)
+        slots = torch.arange(first_slot, first_slot + num_slots,
+                             device=overlaps.device)[None, :, None]  # (1, c, 1)
+        return torch.where(hit, slots, -1).amax(dim=1)  # (N, R)
 
     def _ignored(self, priors: Tensor, ignore_boxes: Tensor,
                  ignore_valid: Optional[Tensor]) -> Tensor:
