@@ -41,7 +41,8 @@ EXIT_CODES: dict[type[DetError], int] = {
     DetError: 1,
 }
 
-ConfigArg = Annotated[Path, typer.Argument(help="A config file (TOML), e.g. presets/retinanet_r50.toml.",
+ConfigArg = Annotated[Path, typer.Argument(help="A config file (TOML) or a preset name, e.g. "
+                                           "my.toml or retinanet_tiny_synth (det presets lists them).",
                                            show_default=False)]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", "-s", metavar="KEY=VALUE",

@@ -53,15 +53,16 @@ def show(
     """Print a config: the file as written with its extends chain, or the resolved config."""
     from detcli.config import emit
     from detcli.config.loader import display_path, resolve_file
+    from detcli.config.presets import resolve_reference
     from detcli.config.tree import format_path
 
     if not (resolved or origin or overrides):
-        _, _, files = resolve_file(config)
+        _, _, files = resolve_file(resolve_reference(config))
         if fmt is Format.json:
             print_json({"file": display_path(files[-1]), "extends_chain": [display_path(f) for f in files]})
             return
         _print_chain(files)
-        _print_toml(config.read_text(encoding="utf-8"))
+        _print_toml(files[-1].read_text(encoding="utf-8"))
         return
     loaded = load(config, overrides)
     tree = loaded.resolved()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from detcli.cli import analyze, config, data, export, predict, test, train, viz
+from detcli.cli import analyze, config, data, export, predict, presets, test, train, viz
 
 app = typer.Typer(
     name="det",
@@ -14,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(config.app, name="config", help="Show, compare and describe configs.")
+app.command("presets")(presets.presets)
 app.add_typer(data.app, name="data", help="Make and check datasets.")
 app.add_typer(analyze.app, name="analyze", help="Check a config against its data (anchors).")
 app.add_typer(viz.app, name="viz", help="Draw assignments and dataset samples.")

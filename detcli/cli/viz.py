@@ -161,7 +161,7 @@ def rcnn_path(out: Path) -> Path:
 def assign(
     image: Annotated[Path, typer.Argument(help="An image file (any format OpenCV reads).",
                                           show_default=False)],
-    config: Annotated[Path, typer.Option("--config", "-c", help="A config file (TOML).",
+    config: Annotated[Path, typer.Option("--config", "-c", help="A config file (TOML) or a preset name.",
                                          show_default=False)],
     ann: Annotated[Optional[Path], typer.Option(
         "--ann", help="A COCO JSON file; the GT of the image with the same file name is used.",
@@ -274,7 +274,7 @@ def assign(
 @app.command()
 @guarded
 def dataset(
-    config: Annotated[Path, typer.Argument(help="A config file (TOML).", show_default=False)],
+    config: Annotated[Path, typer.Argument(help="A config file (TOML) or a preset name.", show_default=False)],
     split: Annotated[Split, typer.Option(help="Which dataset of the config to draw.")] = Split.train,
     num: Annotated[int, typer.Option("--num", "-n", help="How many images (drawn at random "
                                      "with --seed).")] = 8,

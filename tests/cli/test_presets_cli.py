@@ -1,0 +1,69 @@
+"""`det presets`, and preset names where a command takes CONFIG, run from outside the checkout."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from detcli.cli.main import app
+from detcli.config.presets import preset_names, presets_dir
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no presets/ folder here: names must come from the package
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, list(args))
+
+
+def test_presets_json_lists_every_preset_with_its_columns(run):
+    result = run("presets", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["name"] for r in rows] == preset_names()
+    tiny = next(r for r in rows if r["name"] == "retinanet_tiny_synth")
+    assert tiny == {
+        "name": "retinanet_tiny_synth", "file": str(presets_dir() / "retinanet_tiny_synth.toml"),
+        "family": "RetinaNet", "backbone": "ResNet-18 (1/4 width)",
+        "dataset": "CocoDataset data/synth, 3 classes",
+        "schedule": "12 epochs, AdamW lr 0.001, step at 9, 11",
+        "summary": "A tiny RetinaNet for det's synthetic shapes: trains on a CPU in minutes "
+                   "(the README's demo).",
+    }
+
+
+def test_presets_table_shows_each_name_and_summary(run):
+    result = run("presets")
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())  # the table wraps at the terminal's width
+    for name in preset_names():
+        assert name in out
+    assert "Faster R-CNN R50-FPN, 1x schedule on COCO" in out
+    assert "FCOS | ResNet-50 caffe | CocoDataset data/coco, 80 classes" in out
+
+
+def test_config_show_takes_a_preset_name(run):
+    result = run("config", "show", "retinanet_tiny_synth", "--resolved", "--origin")
+    assert result.exit_code == 0, result.output
+    preset = presets_dir() / "retinanet_tiny_synth.toml"
+    assert f"# resolved from {preset} <- " in result.stdout
+    depth = next(l for l in result.stdout.splitlines() if l.startswith("depth = "))
+    assert depth.startswith("depth = 18") and f"# {preset}:" in depth
+    plain = run("config", "show", "fcos_r50")
+    assert plain.exit_code == 0 and "FCOS R50-caffe-FPN" in plain.stdout
+
+
+def test_config_diff_takes_two_names(run):
+    result = run("config", "diff", "retinanet_r50", "retinanet_r101")
+    assert result.exit_code == 1  # different
+    assert "~ model.backbone.depth: 50 -> 101" in result.stdout
+
+
+def test_an_unknown_name_is_exit_2_with_did_you_mean(run):
+    for command in (["config", "show", "retinanet_r5"], ["train", "retinanet_r5"],
+                    ["data", "check", "retinanet_r5"]):
+        result = run(*command)
+        assert result.exit_code == 2, (command, result.output)
+        assert "no packaged preset is named 'retinanet_r5'" in result.stderr
+        assert "did you mean 'retinanet_r50'" in result.stderr
+        assert "Traceback" not in result.output
