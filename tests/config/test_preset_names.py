@@ -194,3 +194,11 @@ def test_names_resolve_the_same_from_any_directory(elsewhere):
     here = load_config("faster_rcnn_tiny_synth").resolved()
     os.chdir(ROOT)
     assert load_config("presets/faster_rcnn_tiny_synth.toml").resolved() == here
+
+
+def test_a_run_of_a_preset_by_name_gets_the_presets_work_dir(elsewhere):
+    from detcli.engine.work_dir import default_work_dir
+
+    loaded = load_config("retinanet_tiny_synth")
+    assert loaded.source == PACKAGED / "retinanet_tiny_synth.toml"
+    assert default_work_dir(loaded.source) == Path("work_dirs/retinanet_tiny_synth")
