@@ -26,6 +26,7 @@ from detcli.errors import (
     DetError,
     PluginError,
     RegistryError,
+    StorageError,
 )
 
 console = Console(soft_wrap=True)  # results: stdout
@@ -38,6 +39,7 @@ EXIT_CODES: dict[type[DetError], int] = {
     PluginError: 2,
     DataError: 3,
     CheckpointError: 4,
+    StorageError: 5,
     DetError: 1,
 }
 
