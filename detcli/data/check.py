@@ -3,9 +3,17 @@
 I images, K classes. :func:`check_dataset` builds the dataset with ``on_bad="skip"`` and no
 filtering, so annotation problems are collected instead of raised (an image with an annotation
 error is then left out of the counts and the image scan), then looks at the image files:
-existence only with ``cheap=True`` (what training runs before it starts), or a full decode
-that also catches truncated JPEG/PNG files and sizes that disagree with the annotation.
-:func:`inspect_dataset` does the second half on a dataset already built.
+with ``cheap=True`` (what training runs before it starts) each file's first bytes, which
+catch a missing or empty file and one that is not an image of its extension
+(:func:`~detcli.data.image_file.header_fault`); otherwise a full decode that also catches
+truncated JPEG/PNG files and sizes that disagree with the annotation. A dataset without a
+single GT box is a problem of its own (``no_boxes``): there is nothing to train on or to
+measure. :func:`inspect_dataset` does the second half on a dataset already built.
+
+Counts: ``num_images`` is the images of the annotation source, ``num_used`` those the dataset
+keeps (training drops images without GT, ``filter_empty_gt``), and ``empty_images`` the images
+of the source without a GT box, kept or not, so a training run and ``det data check`` report
+the same number.
 """
 
 from __future__ import annotations
@@ -21,12 +29,14 @@ from typing import Any, Callable, Iterator
 
 from detcli.config.schema import Schema
 from detcli.data.datasets.base import DetDataset
-from detcli.data.image_file import image_fault
+from detcli.data.image_file import header_fault, image_fault
 from detcli.data.problems import (
     BAD_ANNOTATION,
     BOX_OUTSIDE,
+    MISNAMED_IMAGE,
     MISSING_FILE,
     NAN_BOX,
+    NO_BOXES,
     NON_POSITIVE_BOX,
     SIZE_MISMATCH,
     TINY_BOX,
@@ -35,9 +45,13 @@ from detcli.data.problems import (
     UNKNOWN_IMAGE,
     UNREADABLE_IMAGE,
     DataProblem,
+    Severity,
+    plural,
 )
-from detcli.errors import DataError
+from detcli.errors import DataError, writing
 from detcli.registry import DATASETS
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (images done, images in all)
 
@@ -50,7 +64,14 @@ PROBLEM_COUNTS: dict[str, tuple[str, ...]] = {
     "missing_files": (MISSING_FILE,),
     "unreadable_images": (UNREADABLE_IMAGE, TRUNCATED_IMAGE),
     "size_mismatches": (SIZE_MISMATCH,),
+    "misnamed_images": (MISNAMED_IMAGE,),
+    "no_boxes": (NO_BOXES,),
 }
+# Image-file problems that are legal (the file loads); every other kind the scan finds is an error.
+IMAGE_WARNINGS = {MISNAMED_IMAGE}
+SPLIT_WORDS = {"train": "training", "val": "validation"}
+# The image-file problems LoadImageFromFile fails on (a size mismatch loads).
+UNLOADABLE = frozenset({MISSING_FILE, UNREADABLE_IMAGE, TRUNCATED_IMAGE})
 
 
 @dataclass
@@ -62,9 +83,10 @@ class CheckReport:
     split: str | None = None
     cheap: bool = False
     num_images: int = 0  # in the annotation source
+    num_used: int = 0  # images the dataset keeps (module docstring)
     num_boxes: int = 0  # GT boxes kept (ignore boxes not included)
     num_ignore_boxes: int = 0
-    empty_images: int = 0  # images without a GT box
+    empty_images: int = 0  # images of the source without a GT box, kept or not
     boxes_per_class: dict[str, int] = field(default_factory=dict)
     problems: list[DataProblem] = field(default_factory=list)
 
@@ -76,6 +98,12 @@ class CheckReport:
     def num_errors(self) -> int:
         return sum(p.severity == "error" for p in self.problems)
 
+    def summary(self) -> str:
+        """One line of counts: ``200 images (186 used), 512 boxes, 14 without boxes, 1 problem``."""
+        used = f" ({self.num_used} used)" if self.num_used != self.num_images else ""
+        return (f"{plural(self.num_images, 'image')}{used}, {plural(self.num_boxes, 'box', 'boxes')}, "
+                f"{self.empty_images} without boxes, {plural(len(self.problems), 'problem')}")
+
     def problem_counts(self) -> dict[str, int]:
         """Problems per report column (see PROBLEM_COUNTS)."""
         kinds = Counter(p.kind for p in self.problems)
@@ -85,34 +113,57 @@ class CheckReport:
         return {
             "source": self.source, "dataset_type": self.dataset_type, "split": self.split,
             "cheap": self.cheap, "ok": self.ok, "num_images": self.num_images,
-            "num_boxes": self.num_boxes, "num_ignore_boxes": self.num_ignore_boxes,
+            "num_used": self.num_used, "num_boxes": self.num_boxes,
+            "num_ignore_boxes": self.num_ignore_boxes,
             "empty_images": self.empty_images, "boxes_per_class": dict(self.boxes_per_class),
             **self.problem_counts(), "problems": [p.to_dict() for p in self.problems],
         }
 
 
-def _scan_images(dataset: DetDataset, cheap: bool, progress: Progress | None) -> list[DataProblem]:
-    """A problem per image file that is missing (cheap) or cannot be used as annotated."""
+def image_faults(dataset: DetDataset, *, cheap: bool = False,
+                 progress: Progress | None = None) -> list[tuple[int, DataProblem]]:
+    """(dataset index, problem) per image file that is not an image of its extension (cheap)
+    or cannot be used as annotated (a full decode)."""
     infos = dataset.img_infos
 
     def one(info: dict[str, Any]) -> tuple[str, str] | None:
         if cheap:
-            return None if os.path.isfile(info["filename"]) else (MISSING_FILE, "image file does not exist")
+            return header_fault(info["filename"])
         return image_fault(info["filename"], (info["width"], info["height"]))
 
-    problems = []
-    workers = 1 if cheap else min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # OpenCV decodes without the GIL
+    found = []
+    workers = min(8, os.cpu_count() or 1)  # OpenCV decodes, and files open, without the GIL
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         for k, fault in enumerate(pool.map(one, infos, chunksize=16)):
             if fault is not None:
                 kind, message = fault
-                problems.append(DataProblem(kind, infos[k]["filename"], message,
-                                            image=infos[k]["file_name"]))
+                severity: Severity = "warning" if kind in IMAGE_WARNINGS else "error"
+                found.append((k, DataProblem(kind, infos[k]["filename"], message,
+                                             image=infos[k]["file_name"], severity=severity)))
             if progress is not None and (k + 1) % 64 == 0:
                 progress(k + 1, len(infos))
     if progress is not None:
         progress(len(infos), len(infos))
-    return problems
+    return found
+
+
+def _no_boxes(dataset: DetDataset) -> DataProblem:
+    """The ``no_boxes`` problem of a dataset without GT boxes, saying why there are none."""
+    report = dataset.filter_report
+    if report.num_images == 0:
+        why = "it has no images"
+    elif report.dropped_bad == report.num_images:
+        why = f"every one of its {plural(report.num_images, 'image')} has a bad annotation"
+    else:
+        reasons = [f"{plural(n, 'box', 'boxes')} {what}" for n, what in (
+            (report.dropped_unselected_boxes, "of classes not in `classes`"),
+            (report.dropped_tiny_boxes, "under 1 pixel")) if n]
+        why = (f"none of its {plural(report.num_images, 'image')} has a box"
+               + (f" that is used (dropped: {', '.join(reasons)})" if reasons else ""))
+    return DataProblem(
+        NO_BOXES, dataset.source,
+        f"the dataset has no GT boxes: {why}; there is nothing to train on or to evaluate. "
+        "Check ann_file (YOLO and VOC: each image's label file), img_prefix and `classes`")
 
 
 def inspect_dataset(
@@ -121,17 +172,23 @@ def inspect_dataset(
 ) -> CheckReport:
     """The report of a built dataset: its counts, its load-time problems and an image scan."""
     per_class = dataset.num_gts_per_class()
+    problems = list(dataset.problems) + [p for _, p in image_faults(dataset, cheap=cheap,
+                                                                    progress=progress)]
+    if per_class.sum() == 0:
+        problems.append(_no_boxes(dataset))
     return CheckReport(
         source=dataset.source,
         dataset_type=type(dataset).__name__,
         split=split,
         cheap=cheap,
         num_images=dataset.filter_report.num_images,
+        num_used=len(dataset),
         num_boxes=int(per_class.sum()),
         num_ignore_boxes=dataset.num_ignore_boxes,
-        empty_images=int((dataset.num_gts_per_image() == 0).sum()),
+        empty_images=int((dataset.num_gts_per_image() == 0).sum())
+        + dataset.filter_report.dropped_empty,
         boxes_per_class={name: int(n) for name, n in zip(dataset.CLASSES, per_class)},
-        problems=list(dataset.problems) + _scan_images(dataset, cheap, progress),
+        problems=problems,
     )
 
 
@@ -168,9 +225,45 @@ def check_dataset(
     return inspect_dataset(dataset, cheap=cheap, split=split, progress=progress)
 
 
+def check_before_training(
+    datasets: dict[str, DetDataset], *, on_bad: str = "stop", problem_file: Path | None = None,
+) -> list[CheckReport]:
+    """The cheap check of the datasets a training run uses (``{"train": ..., "val": ...}``),
+    before its first step; each report is logged as one line.
+
+    A training set without GT boxes stops the run (DataError), whatever ``on_bad`` says. With
+    ``on_bad="stop"`` any error stops it too, naming the first five; with ``"skip"`` the
+    problems are written to ``problem_file`` (unless None) and the run goes on without them.
+    """
+    reports = [inspect_dataset(dataset, cheap=True, split=split)
+               for split, dataset in datasets.items()]
+    for report in reports:
+        log.info("%s data: %s (%s)", report.split, report.summary(), report.source)
+    for report in reports:
+        empty = next((p for p in report.problems if p.kind == NO_BOXES), None)
+        if empty is not None and report.split == "train":
+            raise DataError(f"the training set {empty}",
+                            hint="`det data check CONFIG --split train` shows what it holds")
+    errors = [(r.split, p) for r in reports for p in r.problems if p.severity == "error"]
+    if errors and on_bad == "stop":
+        counts = Counter(split for split, _ in errors)
+        where = " and ".join(f"{plural(n, 'problem')} in the {SPLIT_WORDS.get(split, split)} data"
+                             for split, n in counts.items())
+        raise DataError(f"{where}: " + "; ".join(str(p) for _, p in errors[:5])
+                        + (f"; ... and {len(errors) - 5} more" if len(errors) > 5 else ""),
+                        hint="run `det data check CONFIG` for the full list, or set "
+                             "data.on_bad_image = \"skip\" to train without them")
+    problems = [p for r in reports for p in r.problems]
+    if problems and problem_file is not None:
+        path = write_problem_list(problems, problem_file)
+        log.warning("%s skipped; the list is in %s", plural(len(problems), "dataset problem"), path)
+    return reports
+
+
 def write_problem_list(problems: list[DataProblem], path: str | Path) -> Path:
     """The problems as text, one a line (the list ``on_bad_image = "skip"`` leaves behind)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{p.severity}\t{p.kind}\t{p}\n" for p in problems))
+    with writing(path, "the problem list"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{p.severity}\t{p.kind}\t{p}\n" for p in problems))
     return path

@@ -1,4 +1,5 @@
-"""Image files without decoding them: size from the header, and faults (missing, truncated).
+"""Image files without decoding them: size from the header, and faults (missing, truncated,
+not an image of their extension).
 
 H, W: image height and width in pixels; sizes are returned as (W, H), OpenCV shapes are (H, W, 3).
 
@@ -10,6 +11,14 @@ anything else falls back to a full OpenCV decode. Sizes are cached per (path, mt
 OpenCV decodes a truncated JPEG with a warning on stderr and grey rows at the bottom, so
 :func:`image_fault` looks for the end marker first (JPEG EOI after the last scan, PNG IEND)
 and only then decodes.
+
+:func:`header_fault` is the cheap check training runs first: it reads the first 32 bytes and
+compares the format they announce (JPEG ``FF D8 FF``, PNG ``89 'PNG'``, BMP ``'BM'`` with a
+DIB header size, WebP ``'RIFF' .... 'WEBP'``, TIFF ``'II*' 0`` / ``'MM' 0 '*'``, GIF
+``'GIF87a'`` / ``'GIF89a'``) with the file's extension. A file of a known image extension that
+starts like none of them (a text file or an HTML error page saved as ``.jpg``) is an error; an
+image of another format than its name says (a PNG named ``.jpg``) is a warning, since OpenCV
+decodes by content.
 """
 
 from __future__ import annotations
@@ -23,7 +32,13 @@ from typing import BinaryIO
 import cv2
 import numpy as np
 
-from detcli.data.problems import MISSING_FILE, SIZE_MISMATCH, TRUNCATED_IMAGE, UNREADABLE_IMAGE
+from detcli.data.problems import (
+    MISNAMED_IMAGE,
+    MISSING_FILE,
+    SIZE_MISMATCH,
+    TRUNCATED_IMAGE,
+    UNREADABLE_IMAGE,
+)
 from detcli.data.transforms.image_io import file_problem
 from detcli.errors import DataError
 
@@ -33,6 +48,75 @@ JPEG_SOI = b"\xff\xd8"
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xDA)}  # markers without a length field
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+HEADER_BYTES = 32  # what header_fault reads
+# The image formats datasets use (all of which OpenCV decodes) and the suffixes that name them.
+FORMAT_SUFFIXES = {
+    "JPEG": (".jpg", ".jpeg", ".jpe", ".jfif"),
+    "PNG": (".png",),
+    "BMP": (".bmp", ".dib"),
+    "WebP": (".webp",),
+    "TIFF": (".tif", ".tiff"),
+    "GIF": (".gif",),
+}
+_SUFFIX_FORMAT = {suffix: name for name, suffixes in FORMAT_SUFFIXES.items() for suffix in suffixes}
+_BMP_DIB_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}  # BITMAPCOREHEADER ... BITMAPV5HEADER
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The format (a key of FORMAT_SUFFIXES) a file's first bytes announce, or None."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(PNG_SIGNATURE):
+        return "PNG"
+    if head.startswith(b"BM") and len(head) >= 18 and \
+            struct.unpack("<I", head[14:18])[0] in _BMP_DIB_SIZES:
+        return "BMP"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    return None
+
+
+def _shown(head: bytes) -> str:
+    """The first bytes of a file as a person would recognise them: text, or hex."""
+    text = head[:16]
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in text):
+        return f"the text {text.decode('ascii')!r}"
+    return f"the bytes {text.hex(' ')}"
+
+
+def format_fault(path: str | Path, head: bytes) -> tuple[str, str] | None:
+    """(problem kind, message) when ``head``, a file's first bytes, is not an image of the
+    format the file's extension names (module docstring); None when it is, or the extension
+    names no format checked here."""
+    if not head:
+        return UNREADABLE_IMAGE, "image file is empty"
+    expected = _SUFFIX_FORMAT.get(Path(path).suffix.lower())
+    found = sniff_format(head)
+    if expected is None or found == expected:
+        return None
+    if found is None:
+        return UNREADABLE_IMAGE, (f"not a {expected} image: the file starts with {_shown(head)}, "
+                                  "which is no image format")
+    return MISNAMED_IMAGE, f"a {found} image named {Path(path).suffix}; it loads (by content)"
+
+
+def header_fault(path: str | Path) -> tuple[str, str] | None:
+    """:func:`image_fault` without decoding: (problem kind, message) for a file that is
+    missing, unreadable, empty or not an image of its extension, from its first 32 bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEADER_BYTES)
+    except FileNotFoundError:
+        return MISSING_FILE, "image file does not exist"
+    except IsADirectoryError:
+        return UNREADABLE_IMAGE, "a folder, not an image file"
+    except OSError as exc:
+        return UNREADABLE_IMAGE, f"cannot read the file: {exc.strerror or exc}"
+    return format_fault(path, head)
 
 
 def _exif_orientation(segment: bytes) -> int:
@@ -131,10 +215,13 @@ def image_fault(path: str | Path, expected_wh: tuple[int, int] | None = None) ->
         data = Path(path).read_bytes()
     except FileNotFoundError:
         return MISSING_FILE, "image file does not exist"
+    except IsADirectoryError:
+        return UNREADABLE_IMAGE, "a folder, not an image file"
     except OSError as exc:
         return UNREADABLE_IMAGE, f"cannot read the file: {exc.strerror or exc}"
-    if not data:
-        return UNREADABLE_IMAGE, "image file is empty"
+    misnamed = format_fault(path, data[:HEADER_BYTES])
+    if misnamed is not None and misnamed[0] != MISNAMED_IMAGE:
+        return misnamed
     reason = file_problem(data)  # OpenCV decodes a truncated JPEG with only a warning
     if reason:
         return (TRUNCATED_IMAGE if reason.startswith("truncated") else UNREADABLE_IMAGE), reason
@@ -145,4 +232,4 @@ def image_fault(path: str | Path, expected_wh: tuple[int, int] | None = None) ->
     if expected_wh is not None and (width, height) != tuple(expected_wh):
         return SIZE_MISMATCH, (f"image is {width}x{height} but the annotation says "
                                f"{expected_wh[0]}x{expected_wh[1]} (width x height)")
-    return None
+    return misnamed

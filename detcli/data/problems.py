@@ -41,6 +41,13 @@ MISSING_FILE = "missing_file"
 UNREADABLE_IMAGE = "unreadable_image"
 TRUNCATED_IMAGE = "truncated_image"
 SIZE_MISMATCH = "size_mismatch"
+MISNAMED_IMAGE = "misnamed_image"  # a PNG named .jpg: it loads (by content), a warning
+NO_BOXES = "no_boxes"  # a dataset without a single GT box: nothing to learn or measure
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 problem``, ``2 problems``, ``0 boxes`` (``many`` when adding "s" is wrong)."""
+    return f"{count} {word if count == 1 else (many or word + 's')}"
 
 
 @dataclass
@@ -144,5 +151,5 @@ def first_errors(problems: list[DataProblem], limit: int = 5) -> str:
     errors = [p for p in problems if p.severity == "error"]
     lines = [str(p) for p in errors[:limit]]
     if len(errors) > limit:
-        lines.append(f"... and {len(errors) - limit} more problems")
+        lines.append(f"... and {plural(len(errors) - limit, 'more problem')}")
     return "\n".join(lines)

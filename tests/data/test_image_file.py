@@ -59,6 +59,30 @@ def test_image_fault_kinds(tmp_path):
     cut = write(tmp_path / "cut.jpg", jpg[: len(jpg) // 2])
     assert image_fault(cut)[0] == "truncated_image"
     junk = write(tmp_path / "junk.jpg", b"\x00" * 100)
-    assert image_fault(junk) == ("unreadable_image", "OpenCV cannot decode it")
+    assert image_fault(junk) == ("unreadable_image", "not a JPEG image: the file starts with the "
+                                 "bytes " + " ".join(["00"] * 16) + ", which is no image format")
+    junk_ppm = write(tmp_path / "junk.ppm", b"\x00" * 100)  # an extension not checked by its header
+    assert image_fault(junk_ppm) == ("unreadable_image", "OpenCV cannot decode it")
     assert image_fault(good, (64, 96)) == (
         "size_mismatch", "image is 96x64 but the annotation says 64x96 (width x height)")
+
+
+def test_header_fault_reads_the_format_the_first_bytes_announce(tmp_path):
+    import cv2
+
+    from detcli.data.image_file import header_fault, sniff_format
+
+    img = noise_image(h=16, w=24)
+    for ext, name in ((".jpg", "JPEG"), (".png", "PNG"), (".bmp", "BMP"), (".webp", "WebP"),
+                      (".tiff", "TIFF"), (".gif", "GIF")):
+        data = cv2.imencode(ext, img)[1].tobytes()
+        assert sniff_format(data[:32]) == name, ext
+        assert header_fault(write(tmp_path / f"a{ext}", data)) is None
+        assert header_fault(write(tmp_path / f"a{ext.upper()}", data)) is None  # case of the suffix
+    assert sniff_format(b"BM is a text file that starts with BM") is None  # no DIB header size
+    assert header_fault(tmp_path / "missing.png") == ("missing_file", "image file does not exist")
+    assert header_fault(tmp_path) == ("unreadable_image", "a folder, not an image file")
+    assert header_fault(write(tmp_path / "text.png", b"hello")) == (
+        "unreadable_image", "not a PNG image: the file starts with the text 'hello', which is no "
+                            "image format")
+    assert header_fault(write(tmp_path / "x.pgm", b"P5 anything")) is None  # not checked: no rule
