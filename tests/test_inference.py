@@ -30,7 +30,7 @@ def images(tiny):
 
 @pytest.fixture(scope="module")
 def torch_detector(tiny):
-    return Detector.from_checkpoint(tiny.config, tiny.checkpoint)
+    return Detector.from_checkpoint(tiny.config, tiny.checkpoint, score_thr=None)  # keep all
 
 
 @pytest.fixture(scope="module")
@@ -83,14 +83,15 @@ def test_list_in_list_out_and_score_thr(tiny, images):
                                         batch_size=2)
     found = detector(list(images))
     assert isinstance(found, list) and len(found) == len(images)
-    everything = Detector.from_checkpoint(tiny.config, tiny.checkpoint)(list(images))
+    everything = Detector.from_checkpoint(tiny.config, tiny.checkpoint, score_thr=None)(
+        list(images))
     for kept, allof in zip(found, everything):
         assert bool((kept.scores > 0.3).all())
         assert len(kept) == int((allof.scores > 0.3).sum())
 
 
 def test_onnx_detector_agrees_with_pytorch(tiny, onnx_file, torch_detector, images):
-    onnx_detector = Detector.from_onnx(tiny.config, onnx_file)
+    onnx_detector = Detector.from_onnx(tiny.config, onnx_file, score_thr=None)
     assert onnx_detector.classes == ["a", "b", "c"]  # from the file's metadata
     assert onnx_detector.backend.name == "onnxruntime"
     for path in images:
@@ -106,6 +107,29 @@ def test_onnx_from_another_config_is_refused(tiny, onnx_file):
     other = load_config(tiny.config, ["model.bbox_head.num_classes=2"]).cfg
     with pytest.raises(ExportError, match="num_classes: 3 in the file, 2 in the config"):
         Detector.from_onnx(other, onnx_file)
+
+
+def test_onnx_with_other_class_names_than_the_config_is_refused(tiny, onnx_file):
+    from detcli.config.loader import load_config
+
+    swapped = load_config(tiny.config, ['data.test.classes=["a", "c", "b"]']).cfg
+    with pytest.raises(ExportError, match=r"classes: \['a', 'b', 'c'\] in the file, "
+                                          r"\['a', 'c', 'b'\] in the config"):
+        Detector.from_onnx(swapped, onnx_file)
+    same = load_config(tiny.config, ['data.test.classes=["a", "b", "c"]']).cfg
+    assert Detector.from_onnx(same, onnx_file).classes == ["a", "b", "c"]
+
+
+def test_default_score_threshold_is_the_clis():
+    import inspect
+
+    from detcli.cli.predict import predict
+    from detcli.inference import DEFAULT_SCORE_THR
+
+    assert DEFAULT_SCORE_THR == 0.3
+    for factory in (Detector.from_checkpoint, Detector.from_onnx, Detector):
+        assert inspect.signature(factory).parameters["score_thr"].default == DEFAULT_SCORE_THR
+    assert inspect.signature(predict).parameters["score_thr"].default == DEFAULT_SCORE_THR
 
 
 @pytest.mark.parametrize("array, message", [

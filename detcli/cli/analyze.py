@@ -19,16 +19,19 @@ from rich.table import Table
 from detcli.cli.common import (
     ConfigArg,
     DebugOpt,
+    DetCommand,
+    DetGroup,
     JsonOpt,
     SetOpt,
     console,
     err_console,
+    examples,
     guarded,
     load,
     print_json,
 )
 
-app = typer.Typer(help="Check a config against its data.", no_args_is_help=True)
+app = typer.Typer(cls=DetGroup, help="Check a config against its data.", no_args_is_help=True)
 MAX_LISTED = 20  # zero-positive GTs listed in the terminal; all of them are in the JSON
 
 
@@ -177,7 +180,9 @@ def _write_out(out: Path, data: dict[str, Any], report: Any, result: Any) -> lis
     return [*written, path]
 
 
-@app.command()
+@app.command(cls=DetCommand, epilog=examples(
+    "det analyze anchors retinanet_tiny_synth",
+    "det analyze anchors my.toml --optimize --out anchors/"))
 @guarded
 def anchors(
     config: ConfigArg,

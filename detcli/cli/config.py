@@ -14,16 +14,19 @@ from rich.tree import Tree
 from detcli.cli.common import (
     ConfigArg,
     DebugOpt,
+    DetCommand,
+    DetGroup,
     JsonOpt,
     SetOpt,
     console,
     err_console,
+    examples,
     guarded,
     load,
     print_json,
 )
 
-app = typer.Typer(help="Show, compare and describe configs.", no_args_is_help=True)
+app = typer.Typer(cls=DetGroup, help="Show, compare and describe configs.", no_args_is_help=True)
 
 
 class Format(str, Enum):
@@ -38,7 +41,9 @@ def _print_toml(text: str) -> None:
         console.out(text, end="", highlight=False)
 
 
-@app.command()
+@app.command(cls=DetCommand, epilog=examples(
+    "det config show retinanet_r50",
+    "det config show my.toml --resolved --origin --set optimizer.lr=0.02"))
 @guarded
 def show(
     config: ConfigArg,
@@ -96,7 +101,9 @@ def _print_chain(files: list[Path]) -> None:
     console.rule(style="dim")
 
 
-@app.command()
+@app.command(cls=DetCommand, epilog=examples(
+    "det config diff retinanet_r50 retinanet_r101",
+    "det config diff my.toml retinanet_tiny_synth --json"))
 @guarded
 def diff(
     a: Annotated[Path, typer.Argument(help="The first config.", show_default=False)],
@@ -131,7 +138,8 @@ def diff(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=DetCommand, epilog=examples(
+    "det config schema --out det.schema.json"))
 @guarded
 def schema(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,

@@ -18,18 +18,20 @@ from rich.table import Table
 from detcli.cli.common import (
     ConfigArg,
     DebugOpt,
+    DetCommand,
+    DetGroup,
     JsonOpt,
     SetOpt,
     console,
     err_console,
+    examples,
     guarded,
     load,
     print_json,
 )
-from detcli.data.problems import plural
 from detcli.data.synth import SynthSpec
 
-app = typer.Typer(help="Make and check datasets.", no_args_is_help=True)
+app = typer.Typer(cls=DetGroup, help="Make and check datasets.", no_args_is_help=True)
 
 SPLITS = ("train", "val", "test")
 
@@ -41,7 +43,9 @@ class Split(str, Enum):
     all = "all"
 
 
-@app.command()
+@app.command(cls=DetCommand, epilog=examples(
+    "det data synth data/synth",
+    "det data synth data/big --num-train 2000 --image-size 512 --seed 1"))
 @guarded
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Where to write the dataset.", show_default=False)],
@@ -87,8 +91,7 @@ def _counts_table(report) -> Table:
 
 def _print_problems(report) -> None:
     """One line per problem (file, annotation, image, what): long lists stay readable and greppable."""
-    console.print(f"{plural(len(report.problems), 'problem')} in {report.split or 'the dataset'}:",
-                  style="bold")
+    console.print(f"{len(report.problems)} problems in {report.split or 'the dataset'}:", style="bold")
     for p in report.problems:
         style = "red" if p.severity == "error" else "yellow"
         console.print(f"[{style}]{p.severity:7}[/] {p.kind:18} ", end="")
@@ -99,12 +102,13 @@ def _summary(reports: list) -> str:
     parts = []
     for r in reports:
         warnings = len(r.problems) - r.num_errors
-        parts.append(f"{r.split}: {plural(r.num_errors, 'error')}"
-                     + (f", {plural(warnings, 'warning')}" if warnings else ""))
+        parts.append(f"{r.split}: {r.num_errors} errors" + (f", {warnings} warnings" if warnings else ""))
     return "; ".join(parts)
 
 
-@app.command()
+@app.command(cls=DetCommand, epilog=examples(
+    "det data check my.toml",
+    "det data check my.toml --split train --cheap --json"))
 @guarded
 def check(
     config: ConfigArg,

@@ -17,10 +17,13 @@ import typer
 from detcli.cli.common import (
     ConfigArg,
     DebugOpt,
+    DetCommand,
+    DetGroup,
     JsonOpt,
     SetOpt,
     console,
     err_console,
+    examples,
     guarded,
     load,
     print_json,
@@ -28,13 +31,16 @@ from detcli.cli.common import (
 
 DEFAULT_OPSET = 18  # detcli.export.onnx.DEFAULT_OPSET, repeated so `det --help` stays light
 
-app = typer.Typer(no_args_is_help=True, help="Export a trained detector for deployment.")
+app = typer.Typer(cls=DetGroup, no_args_is_help=True,
+                  help="Export a trained detector for deployment.")
 
 CheckpointArg = Annotated[Path, typer.Argument(
     help="The checkpoint (.pth) whose weights to export.", show_default=False)]
 
 
-@app.command("onnx")
+@app.command("onnx", cls=DetCommand, epilog=examples(
+    "det export onnx my.toml work_dirs/my/latest.pth --out model.onnx",
+    "det export onnx my.toml latest.pth --dynamic-batch --dynamic-size --image-sizes"))
 @guarded
 def onnx(
     config: ConfigArg,

@@ -1,19 +1,23 @@
-"""``det predict CONFIG CHECKPOINT INPUT...``: detections on image files, folders or globs.
+"""``det predict CONFIG [CHECKPOINT] INPUT...``: detections on images and videos.
 
-Runs the config's test pipeline and the model (PyTorch, or onnxruntime with ``--onnx``) on each
-image. ``--out DIR`` gets one picture per image with boxes, class names and scores (named after
-the image, sub-folders kept) and ``predictions.json`` (COCO-style records, see
-:mod:`detcli.inference.files`); ``--json`` prints the same records on stdout. An image that
-cannot be read is reported with its file and the rest go on; the command then exits with 1.
+Runs the config's test pipeline and the model -- PyTorch with CHECKPOINT, or onnxruntime with
+``--onnx model.onnx``, which holds the weights, so no checkpoint is named then -- on each image
+and on every frame of each video (``.mp4``, ``.avi``, ``.mov``, ``.mkv``, read with OpenCV).
+INPUTs are files, folders (searched recursively) or quoted globs; what each file is called under
+``--out`` is said in :mod:`detcli.inference.files` (several folders keep their own names).
+``--out DIR`` gets one picture per image with boxes, class names and scores, an annotated
+``.mp4`` per video, and ``predictions.json`` (COCO-style records; a video frame's carry
+``"frame"``); ``--json`` prints the same records on stdout. A file that cannot be read is
+reported with its name and the rest go on; the command then exits with 1.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from detcli.cli.common import (
     ConfigArg,
@@ -23,117 +27,206 @@ from detcli.cli.common import (
     SetOpt,
     console,
     err_console,
+    examples,
     guarded,
     load,
+    plural,
     print_json,
 )
+from detcli.cli.progress import JobProgress
+from detcli.inference.defaults import DEFAULT_SCORE_THR
 
-CheckpointArg = Annotated[Path, typer.Argument(
-    help="The checkpoint (.pth) to run. With --onnx it is not loaded: the ONNX file holds the "
-         "weights.", show_default=False)]
-InputsArg = Annotated[list[str], typer.Argument(
-    help="Image files, folders (searched recursively) or quoted glob patterns.",
+CHECKPOINT_SUFFIXES = (".pth", ".pt")
+
+EXAMPLES = examples(
+    "det predict my.toml work_dirs/my/latest.pth photos/ --out predictions/",
+    "det predict my.toml --onnx model.onnx clip.mp4 'shots/**/*.jpg' --out predictions/")
+
+FilesArg = Annotated[list[str], typer.Argument(
+    metavar="[CHECKPOINT] INPUT...",
+    help="The checkpoint (.pth) to run, then image or video files, folders (searched "
+         "recursively) or quoted glob patterns. With --onnx, the inputs only.",
     show_default=False)]
 
 
-def _progress(disable: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=err_console, transient=True,
-                    disable=disable or not err_console.is_terminal)
+@dataclass
+class Outcome:
+    """What predicting on every input gave (records in input order)."""
+
+    records: list[dict] = field(default_factory=list)
+    per_file: list[tuple[str, int, int]] = field(default_factory=list)  # name, frames, dets
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    videos: list[dict[str, Any]] = field(default_factory=list)
+    pictures: int = 0
+
+
+def split_checkpoint(files: list[str], onnx: Optional[Path]) -> tuple[Optional[Path], list[str]]:
+    """(checkpoint, inputs) of the positional arguments: the first is the checkpoint unless
+    ``--onnx`` runs the model; a .pth given with --onnx anyway is not loaded (said in a note)."""
+    from detcli.errors import ConfigError
+
+    if onnx is None:
+        if len(files) < 2:
+            raise ConfigError("det predict needs a CHECKPOINT and at least one INPUT (or --onnx "
+                              "model.onnx and the INPUTs)",
+                              hint="det predict CONFIG CHECKPOINT INPUT... or det predict CONFIG "
+                                   "--onnx model.onnx INPUT...")
+        return Path(files[0]), files[1:]
+    if files and Path(files[0]).suffix.lower() in CHECKPOINT_SUFFIXES:
+        err_console.print(f"note: --onnx runs {onnx}; the checkpoint {files[0]} is not needed "
+                          "and not loaded", style="yellow", highlight=False)
+        files = files[1:]
+    return None, files
 
 
 @guarded
 def predict(
     config: ConfigArg,
-    checkpoint: CheckpointArg,
-    inputs: InputsArg,
+    files: FilesArg,
     onnx: Annotated[Optional[Path], typer.Option(
-        "--onnx", help="Run this file (from `det export onnx`) with onnxruntime instead of "
-        "PyTorch.")] = None,
+        "--onnx", help="Run this file (from `det export onnx`) with onnxruntime instead of a "
+        "checkpoint with PyTorch; its classes and input contract must fit CONFIG.")] = None,
     score_thr: Annotated[float, typer.Option(
-        min=0.0, max=1.0, help="Keep detections scoring above this (drawings and JSON).")] = 0.3,
+        min=0.0, max=1.0, help="Keep detections scoring above this (drawings and JSON).")
+    ] = DEFAULT_SCORE_THR,
     out: Annotated[Optional[Path], typer.Option(
-        help="Write pictures with the boxes and predictions.json here.")] = None,
+        help="Write pictures and annotated videos with the boxes, and predictions.json, "
+             "here.")] = None,
     device: DeviceOpt = None,
     overrides: SetOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Detect objects in images with CHECKPOINT (or an exported --onnx model) of CONFIG."""
+    """Detect objects in images and videos with a CHECKPOINT (or an exported --onnx model) of
+    CONFIG."""
     from detcli.inference import Detector
-    from detcli.inference.files import collect_images, relative_names
+    from detcli.inference.files import collect_inputs
 
     cfg = load(config, overrides).cfg
-    paths = collect_images(inputs)
+    checkpoint, inputs = split_checkpoint(files, onnx)
+    found = collect_inputs(inputs)
     if onnx is not None:
         detector = Detector.from_onnx(cfg, onnx, score_thr=score_thr)
     else:
         detector = Detector.from_checkpoint(cfg, checkpoint, device=device, score_thr=score_thr)
-    names = relative_names(paths)
-    records, failed, per_image = _run(detector, paths, names, out, quiet=as_json)
+    outcome = Outcome()
+    images = [f for f in found if not f.is_video]
+    if images:
+        _predict_images(detector, images, out, outcome, quiet=as_json)
+    for video in (f for f in found if f.is_video):
+        _predict_video(detector, video, out, outcome, quiet=as_json)
     if out is not None:
         from detcli.inference.files import write_predictions
 
-        written = write_predictions(out, records)
-        err_console.print(f"wrote {len(paths) - len(failed)} pictures and {written}",
-                          highlight=False)
+        written = write_predictions(out, outcome.records)
+        made = [plural(outcome.pictures, "picture")]
+        made += [plural(len(outcome.videos), "video")] if outcome.videos else []
+        err_console.print(f"wrote {' and '.join(made)} and {written}", highlight=False)
     if as_json:
-        print_json({"backend": detector.backend.name, "num_images": len(paths),
-                    "num_detections": len(records), "classes": detector.classes,
-                    "failed": [{"file": str(p), "error": e} for p, e in failed],
-                    "out": str(out) if out else None, "predictions": records})
+        print_json({"backend": detector.backend.name, "num_images": len(images),
+                    "num_videos": len(found) - len(images),
+                    "num_detections": len(outcome.records), "classes": detector.classes,
+                    "failed": [{"file": str(p), "error": e} for p, e in outcome.failed],
+                    "videos": outcome.videos, "out": str(out) if out else None,
+                    "predictions": outcome.records})
     else:
-        _summary(detector, per_image, records, failed, len(paths))
-    if failed:
+        _summary(detector, outcome, len(images), len(found) - len(images))
+    if outcome.failed:
         raise typer.Exit(1)
 
 
-def _run(detector: Any, paths: list[Path], names: list[Path], out: Optional[Path], *,
-         quiet: bool) -> tuple[list[dict], list[tuple[Path, str]], list[tuple[str, int]]]:
-    """Predict every image: (records, (file, error) of failed images, (name, count) per image)."""
+def _predict_images(detector: Any, images: list[Any], out: Optional[Path], outcome: Outcome, *,
+                    quiet: bool) -> None:
+    """Every image: its records and count, or its failure; its drawing under ``out``."""
     from detcli.data.transforms.image_io import read_image
     from detcli.errors import DataError
     from detcli.inference.files import prediction_records, save_drawing
 
-    records: list[dict] = []
-    failed: list[tuple[Path, str]] = []
-    per_image: list[tuple[str, int]] = []
-    with _progress(quiet) as bar:
-        task = bar.add_task("predicting", total=len(paths))
-        for path, name in zip(paths, names):
+    with JobProgress("predicting", total=len(images), quiet=quiet) as job:
+        for item in images:
             try:
-                image = read_image(path)  # (H, W, 3) BGR
+                image = read_image(item.path)  # (H, W, 3) BGR
                 dets = detector(image)
             except DataError as exc:  # listed in the summary; the other images go on
-                failed.append((path, str(exc)))
+                outcome.failed.append((item.path, str(exc)))
             else:
-                records += prediction_records(name.as_posix(), dets, detector.classes)
-                per_image.append((name.as_posix(), len(dets)))
+                name = item.name.as_posix()
+                outcome.records += prediction_records(name, dets, detector.classes)
+                outcome.per_file.append((name, 0, len(dets)))
                 if out is not None:
-                    save_drawing(out, name, image, dets, detector.classes)
-            bar.advance(task)
-    return records, failed, per_image
+                    save_drawing(out, item.name, image, dets, detector.classes)
+                    outcome.pictures += 1
+            job.advance()
 
 
-def _summary(detector: Any, per_image: list[tuple[str, int]], records: list[dict],
-             failed: list[tuple[Path, str]], num_images: int) -> None:
+def _predict_video(detector: Any, item: Any, out: Optional[Path], outcome: Outcome, *,
+                   quiet: bool) -> None:
+    """Every frame of one video: records with ``frame``, and the annotated copy under ``out``."""
+    from detcli.errors import DataError
+    from detcli.inference.files import draw_detections, prediction_records
+    from detcli.inference.video import VideoReader, VideoWriter, annotated_video_path
+
+    name = item.name.as_posix()
+    writer = None
+    records: list[dict] = []
+    frames = 0
+    try:
+        reader = VideoReader(item.path)
+        info = reader.info
+        target = annotated_video_path(out, item.name) if out is not None else None
+        if target is not None:
+            writer = VideoWriter(target, info.fps, info.width, info.height)
+        with JobProgress(name, total=info.num_frames or None, quiet=quiet) as job:
+            for index, frame in reader:
+                dets = detector(frame)
+                for record in prediction_records(name, dets, detector.classes):
+                    records.append({**record, "frame": index})
+                if writer is not None:
+                    writer.write(draw_detections(frame, dets, detector.classes))
+                frames = index + 1
+                job.advance()
+    except DataError as exc:
+        if writer is not None:  # no half-written video is left behind
+            writer.close()
+            writer.path.unlink(missing_ok=True)
+            writer = None
+        outcome.failed.append((item.path, str(exc)))
+        return
+    finally:
+        if writer is not None:
+            writer.close()
+    outcome.records += records
+    outcome.per_file.append((name, frames, len(records)))
+    outcome.videos.append({"file_name": name, "frames": frames, "fps": info.fps,
+                           "out": str(target) if target is not None else None})
+
+
+def _summary(detector: Any, outcome: Outcome, num_images: int, num_videos: int) -> None:
     from rich.table import Table
+
+    from detcli.inference.files import VIDEO_SUFFIXES
 
     table = Table(title=f"detections ({detector.backend.name}, score > "
                         f"{detector.score_thr:g})", title_justify="left")
-    table.add_column("image")
+    table.add_column("file")
     table.add_column("detections", justify="right")
     table.add_column("classes")
-    for name, count in per_image[:50]:
-        classes = sorted({r["category_name"] for r in records if r["file_name"] == name})
-        table.add_row(name, str(count), ", ".join(classes))
+    for name, frames, count in outcome.per_file[:50]:
+        classes = sorted({r["category_name"] for r in outcome.records if r["file_name"] == name})
+        shown = f"{count} in {plural(frames, 'frame')}" if frames else str(count)
+        table.add_row(name, shown, ", ".join(classes))
     console.print(table)
-    if len(per_image) > 50:
-        console.print(f"... and {len(per_image) - 50} more images", highlight=False)
-    done = num_images - len(failed)
-    line = f"{done} of {num_images} images, {len(records)} detections"
-    if failed:
-        line += f"; {len(failed)} image(s) could not be read:"
+    if len(outcome.per_file) > 50:
+        console.print(f"... and {plural(len(outcome.per_file) - 50, 'more file')}",
+                      highlight=False)
+    failed_images = sum(1 for p, _ in outcome.failed if p.suffix.lower() not in VIDEO_SUFFIXES)
+    parts = [f"{num_images - failed_images} of {plural(num_images, 'image')}"] if num_images else []
+    if num_videos:
+        parts.append(f"{num_videos - (len(outcome.failed) - failed_images)} of "
+                     f"{plural(num_videos, 'video')}")
+    line = ", ".join(parts) + f", {plural(len(outcome.records), 'detection')}"
+    if outcome.failed:
+        line += f"; {plural(len(outcome.failed), 'file')} could not be read:"
     console.print(line, highlight=False)
-    for path, error in failed:
+    for path, error in outcome.failed:
         console.print(f"  {path}: {error}", style="red", highlight=False, markup=False)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from detcli.cli.common import (
@@ -25,10 +24,13 @@ from detcli.cli.common import (
     SetOpt,
     console,
     err_console,
+    examples,
     guarded,
     load,
+    plural,
     print_json,
 )
+from detcli.cli.progress import JobProgress
 
 METRIC_ROWS = (
     ("bbox_mAP", "AP @[IoU 0.50:0.95]"), ("bbox_mAP_50", "AP @[IoU 0.50]"),
@@ -39,6 +41,11 @@ METRIC_ROWS = (
 )
 
 
+EXAMPLES = examples(
+    "det test retinanet_tiny_synth work_dirs/retinanet_tiny_synth/latest.pth",
+    "det test my.toml work_dirs/my/best_bbox_mAP.pth --tta --out detections.json")
+
+
 class Split(str, Enum):
     val = "val"
     test = "test"
@@ -46,12 +53,6 @@ class Split(str, Enum):
 
 CheckpointArg = Annotated[Path, typer.Argument(help="A checkpoint (.pth) to test.",
                                                show_default=False)]
-
-
-def _progress(disable: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=err_console, transient=True,
-                    disable=disable or not err_console.is_terminal)
 
 
 def _fmt(value: Any) -> str:
@@ -111,17 +112,16 @@ def test(
     from detcli.engine.tester import evaluate_checkpoint
 
     cfg = load(config, overrides).cfg
-    with _progress(as_json) as bar:
-        task = bar.add_task("testing", total=None)
+    with JobProgress("testing", quiet=as_json) as job:
         run = evaluate_checkpoint(
             cfg, checkpoint, split=split.value if split else None, tta=tta,
-            batch_size=batch_size, device=device,
-            progress=lambda done, total: bar.update(task, completed=done, total=total))
+            batch_size=batch_size, device=device, progress=job.step)
     for note in run.notes:
         err_console.print(f"note: {note}", style="yellow", highlight=False)
     if out is not None:
         write_results(out, run.results)
-        err_console.print(f"wrote {len(run.results)} detections to {out}", highlight=False)
+        err_console.print(f"wrote {plural(len(run.results), 'detection')} to {out}",
+                          highlight=False)
     if show_dir is not None:
         _show(run, show_dir, show_score_thr, as_json)
     if as_json:
@@ -140,8 +140,7 @@ def test(
 def _show(run, show_dir: Path, score_thr: float, quiet: bool) -> None:
     from detcli.tools.draw import show_predictions
 
-    with _progress(quiet) as bar:
-        task = bar.add_task("drawing", total=len(run.dataset))
+    with JobProgress("drawing", total=len(run.dataset), quiet=quiet) as job:
         written = show_predictions(run.dataset, run.detections, show_dir, score_thr=score_thr,
-                                   progress=lambda done, total: bar.update(task, completed=done))
-    err_console.print(f"wrote {len(written)} pictures to {show_dir}", highlight=False)
+                                   progress=job.step)
+    err_console.print(f"wrote {plural(len(written), 'picture')} to {show_dir}", highlight=False)

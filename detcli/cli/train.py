@@ -29,10 +29,17 @@ from detcli.cli.common import (
     SetOpt,
     console,
     err_console,
+    examples,
     guarded,
     load,
     print_json,
 )
+
+
+EXAMPLES = examples(
+    "det train retinanet_tiny_synth",
+    "det train my.toml --resume auto",
+    "det train my.toml --set optimizer.lr=0.005 --work-dir work_dirs/lr0.005")
 
 
 class Amp(str, Enum):

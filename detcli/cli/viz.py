@@ -24,16 +24,20 @@ from rich.table import Table
 
 from detcli.cli.common import (
     DebugOpt,
+    DetCommand,
+    DetGroup,
     DeviceOpt,
     JsonOpt,
     SetOpt,
     console,
+    examples,
     guarded,
     load,
     print_json,
+    shown_default,
 )
 
-app = typer.Typer(help="Draw assignments and dataset samples.", no_args_is_help=True)
+app = typer.Typer(cls=DetGroup, help="Draw assignments and dataset samples.", no_args_is_help=True)
 
 
 class Split(str, Enum):
@@ -156,7 +160,10 @@ def rcnn_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}_rcnn{out.suffix}")
 
 
-@app.command()
+@app.command(cls=DetCommand, epilog=examples(
+    "det viz assign data/synth/val/000003.jpg -c retinanet_tiny_synth "
+    "--ann data/synth/annotations/val.json",
+    "det viz assign photo.jpg -c my.toml --box 10,20,60,90,circle --levels 0,1"))
 @guarded
 def assign(
     image: Annotated[Path, typer.Argument(help="An image file (any format OpenCV reads).",
@@ -171,10 +178,10 @@ def assign(
         help="A GT box in original-image pixels; label is a class index or name (default 0). "
              "Repeatable.")] = None,
     out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", help="Where to write the picture [default: <image stem>_assign.png].",
+        "--out", "-o", help="Where to write the picture " + shown_default("<image stem>_assign.png"),
         show_default=False)] = None,
     levels: Annotated[Optional[str], typer.Option(
-        "--levels", metavar="0,1", help="FPN levels to give a panel each [default: all].",
+        "--levels", metavar="0,1", help="FPN levels to give a panel each " + shown_default("all"),
         show_default=False)] = None,
     show_negatives: Annotated[bool, typer.Option(
         "--show-negatives", help="Draw the sampled negatives' centres as dots (level panels).")] = False,
@@ -188,9 +195,9 @@ def assign(
         "config) instead of jittered GT boxes.", show_default=False)] = None,
     jitter: Annotated[Optional[int], typer.Option(
         "--jitter", min=0, help="Two-stage: jittered proposals per GT, IoU spread over "
-        "0.1-0.95 [default: 16].", show_default=False)] = None,
+        "0.1-0.95 " + shown_default("16"), show_default=False)] = None,
     background: Annotated[Optional[int], typer.Option(
-        "--background", min=0, help="Two-stage: random background proposals [default: 64].",
+        "--background", min=0, help="Two-stage: random background proposals " + shown_default("64"),
         show_default=False)] = None,
     show_unsampled: Annotated[bool, typer.Option(
         "--show-unsampled", help="Two-stage: draw the proposals left out of the RoI sample "
@@ -271,7 +278,9 @@ def assign(
         console.print(line, highlight=False)
 
 
-@app.command()
+@app.command(cls=DetCommand, epilog=examples(
+    "det viz dataset retinanet_tiny_synth --num 8 --grid",
+    "det viz dataset my.toml --split val --out viz/"))
 @guarded
 def dataset(
     config: Annotated[Path, typer.Argument(help="A config file (TOML) or a preset name.", show_default=False)],

@@ -5,11 +5,16 @@ N images in the dataset, B = ``samples_per_gpu`` images per batch.
 Determinism: the loader owns a ``torch.Generator`` seeded with ``seed + rank``. It draws the
 shuffle order (single process) and, at the start of every epoch, the base seed of the
 workers; torch seeds worker ``i`` with ``base + i`` and :func:`worker_init_fn` passes that on
-to ``numpy`` and ``random``, which the transforms draw from. So a seed fixes the order and the
-augmentations for a given number of workers, and every epoch and worker gets fresh draws.
-With 0 workers the transforms draw from the main process's global state, which the engine
-seeds. Distributed runs use ``DistributedSampler`` (seeded with ``seed``, call
-:func:`set_epoch` every epoch).
+to ``numpy`` and ``random``, which the transforms draw from. Distributed runs use
+``DistributedSampler`` (seeded with ``seed``, call :func:`set_epoch` every epoch).
+
+Training loaders (``per_sample_seeds=True``) go further: the batch sampler hands the dataset
+``(index, epoch)`` keys (:class:`EpochKeyedBatches`) and :class:`SeededSamples` loads each
+sample inside :func:`~detcli.engine.seed.seeded_draws` of (seed, epoch, index), and a single
+process shuffles with :class:`~detcli.data.samplers.EpochShuffleSampler`. A sample's
+augmentation is then the same whichever worker (or the main process) loads it and whatever
+was loaded before, so an epoch started at batch k (a resumed run) gives exactly the batches an
+uninterrupted one gives from k on, with any number of workers, persistent or not.
 
 Bad images: :class:`SkipBadImages` wraps a dataset for ``data.on_bad_image = "skip"``.
 """
@@ -29,11 +34,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import (BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler,
+                              Sampler, SequentialSampler)
 
 from detcli.data.collate import collate
-from detcli.data.samplers import GroupedBatchSampler, aspect_ratio_groups
-from detcli.errors import DataError
+from detcli.data.samplers import EpochShuffleSampler, GroupedBatchSampler, aspect_ratio_groups
+from detcli.engine.seed import sample_seed, seeded_draws
+from detcli.errors import DataError, writing
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,51 @@ def _dist_info(distributed: bool) -> tuple[int, int] | None:
     return None
 
 
+class EpochKeyedBatches(Sampler[list[tuple[int, int]]]):
+    """The batches of ``batch_sampler`` as ``(index, epoch)`` keys, from batch ``first`` on.
+
+    :func:`set_epoch` sets both; the order itself is ``batch_sampler``'s, computed in full
+    (so the generator it draws from moves as in an epoch started at batch 0) and then skipped.
+    """
+
+    def __init__(self, batch_sampler: Any) -> None:
+        self.batch_sampler = batch_sampler
+        self.epoch, self.first = 0, 0
+
+    def __iter__(self):
+        epoch = self.epoch
+        for i, batch in enumerate(self.batch_sampler):
+            if i >= self.first:
+                yield [(int(index), epoch) for index in batch]
+
+    def __len__(self) -> int:
+        return max(len(self.batch_sampler) - self.first, 0)
+
+
+class SeededSamples(Dataset):
+    """``dataset[index]`` loaded inside ``seeded_draws(sample_seed(seed, epoch, index))``.
+
+    Keys are ``(index, epoch)`` pairs from :class:`EpochKeyedBatches` (a plain index means
+    epoch 0). Attributes (``CLASSES``, ``img_infos``, ...) are the wrapped dataset's.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Any:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        with seeded_draws(sample_seed(self.seed, epoch, index)):
+            return self.dataset[index]
+
+
 def build_dataloader(
     dataset: Dataset,
     samples_per_gpu: int,
@@ -66,16 +118,25 @@ def build_dataloader(
     persistent_workers: bool = False,
     drop_last: bool = False,
     collate_fn: Callable[[list[Any]], Any] = collate,
+    per_sample_seeds: bool = False,
 ) -> DataLoader:
     """A DataLoader of ``collate_fn`` batches (by default ``(ImageBatch, DetTargets | None)``).
 
     ``pin_memory`` None means "when CUDA is available"; ``persistent_workers`` only applies with
     workers. ``group_by_aspect_ratio`` batches landscape and portrait images apart
-    (:class:`~detcli.data.samplers.GroupedBatchSampler`).
+    (:class:`~detcli.data.samplers.GroupedBatchSampler`). ``per_sample_seeds`` gives every
+    sample its own random draws from (seed, epoch, index) (module docstring); the loader's
+    ``dataset`` is then a :class:`SeededSamples` and its ``batch_sampler`` an
+    :class:`EpochKeyedBatches`.
     """
     if samples_per_gpu < 1 or workers_per_gpu < 0:
         raise DataError(f"samples_per_gpu must be >= 1 and workers_per_gpu >= 0, got "
                         f"{samples_per_gpu} and {workers_per_gpu}")
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        report = getattr(dataset, "filter_report", None)
+        raise DataError(f"the dataset {getattr(dataset, 'source', '')} has no images to load"
+                        + (f" ({report})" if report is not None else ""),
+                        hint="`det data check CONFIG` shows what it holds")
     ranks = _dist_info(distributed)
     rank, world = ranks if ranks else (0, 1)
     generator = torch.Generator().manual_seed(seed + rank)
@@ -88,11 +149,18 @@ def build_dataloader(
         if ranks:
             base = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle,
                                       seed=seed, drop_last=drop_last)
+        elif shuffle and per_sample_seeds:
+            base = EpochShuffleSampler(len(dataset), seed)  # type: ignore[arg-type]
         elif shuffle:
             base = RandomSampler(dataset, generator=generator)
         else:
             base = SequentialSampler(dataset)
         batch_kwargs = {"sampler": base, "batch_size": samples_per_gpu, "drop_last": drop_last}
+    if per_sample_seeds:
+        batches = (batch_kwargs["batch_sampler"] if group_by_aspect_ratio
+                   else BatchSampler(base, samples_per_gpu, drop_last))
+        dataset = SeededSamples(dataset, seed)
+        batch_kwargs = {"batch_sampler": EpochKeyedBatches(batches)}
     return DataLoader(
         dataset,
         num_workers=workers_per_gpu,
@@ -105,9 +173,16 @@ def build_dataloader(
     )
 
 
-def set_epoch(loader: DataLoader, epoch: int) -> None:
-    """Tell the loader's sampler which epoch starts (distributed and grouped orders use it)."""
-    for sampler in (loader.batch_sampler, loader.sampler):
+def set_epoch(loader: DataLoader, epoch: int, first_batch: int = 0) -> None:
+    """Tell the loader's samplers which epoch starts (distributed and grouped orders use it);
+    a ``per_sample_seeds`` loader also starts that epoch at batch ``first_batch``."""
+    batch_sampler = loader.batch_sampler
+    if isinstance(batch_sampler, EpochKeyedBatches):
+        batch_sampler.epoch, batch_sampler.first = epoch, first_batch
+        batch_sampler = batch_sampler.batch_sampler
+    elif first_batch:
+        raise ValueError("starting an epoch inside needs a loader built with per_sample_seeds")
+    for sampler in (batch_sampler, getattr(batch_sampler, "sampler", None)):
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
 
@@ -161,11 +236,12 @@ class SkipBadImages(Dataset):
     def _record(self, record: SkippedImage) -> None:
         log.warning("skipping image %s (index %d): %s", record.file, record.index, record.reason)
         line = (json.dumps(record.to_dict()) + "\n").encode()
-        fd = os.open(self.record_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+        with writing(self.record_file, "the list of skipped images"):
+            fd = os.open(self.record_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
 
     def _another(self, tried: int) -> int:
         n = len(self)

@@ -1,4 +1,11 @@
-"""Aspect-ratio grouping: batches whose images share an orientation, so padding wastes little.
+"""Training orders that depend on (seed, epoch) alone, and aspect-ratio grouping.
+
+:class:`EpochShuffleSampler` is a single process's shuffled order: a permutation drawn from
+its own generator seeded with (seed, epoch) at every :meth:`set_epoch`, so it does not depend
+on what else drew from the loader's generator (the workers' base seed, which a DataLoader
+with persistent workers draws only in its first epoch).
+
+Aspect-ratio grouping: batches whose images share an orientation, so padding wastes little.
 
 N images in the dataset, B images per batch, R replicas (processes) when distributed.
 
@@ -20,6 +27,23 @@ import torch
 from torch.utils.data import Sampler
 
 from detcli.errors import DataError
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation of ``range(num_samples)`` per epoch, from (seed, epoch) only."""
+
+    def __init__(self, num_samples: int, seed: int = 0) -> None:
+        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        yield from torch.randperm(self.num_samples, generator=g).tolist()
+
+    def __len__(self) -> int:
+        return self.num_samples
 
 
 def aspect_ratio_groups(dataset: Any) -> np.ndarray:

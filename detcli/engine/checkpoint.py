@@ -7,7 +7,7 @@ A checkpoint is ``torch.save`` of one dict::
      "state_dict": model weights,        # what det test / --init-from load
      "optimizer": ..., "scheduler": ..., "scaler": ...,   # present when given
      "ema": {"train_state_dict": ..., "updates": ...},     # with EMA, see below
-     "rng": {"python", "numpy", "torch", "cuda"}}
+     "rng": [{"python", "numpy", "torch", "cuda"}, ...]}     # one per process (rank order)
 
 ``meta`` / ``state_dict`` / ``optimizer`` are MMDetection's keys, so its checkpoints load here
 and ours load there. ``epoch`` and ``iter`` count what is *done* (``epoch = 3``: three epochs
@@ -129,12 +129,14 @@ def save_checkpoint(
     scaler: Any = None,
     ema: Any = None,
     meta: Mapping[str, Any] | None = None,
-    rng: bool = True,
+    rng: bool | list[dict[str, Any]] = True,
 ) -> Path:
     """Write a checkpoint of ``model`` (unwrapped from DDP) and whatever else is given.
 
     ``scheduler``, ``scaler`` and ``ema`` are objects with ``state_dict()``; ``ema`` also has
     ``module`` (the averaged model), whose weights become ``state_dict`` (module docstring).
+    ``rng``: True saves this process's generator states, a list saves those given (one per
+    rank of a distributed run, gathered by the caller), False none.
     """
     model = unwrap_model(model)
     full_meta = {"det_version": det_version(), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -149,8 +151,10 @@ def save_checkpoint(
         ckpt["scheduler"] = scheduler.state_dict()
     if scaler is not None:
         ckpt["scaler"] = scaler.state_dict()
-    if rng:
-        ckpt["rng"] = rng_state()
+    if rng is True:
+        ckpt["rng"] = [rng_state()]
+    elif rng:
+        ckpt["rng"] = list(rng)
     return atomic_save(ckpt, path)
 
 

@@ -182,6 +182,9 @@ class LogConfig(Schema):
 
 class DistParams(Schema):
     backend: Literal["nccl", "gloo"] = "nccl"  # a CPU run uses gloo whatever this says
+    # seconds a collective waits for the other processes before the run fails (a stalled or
+    # dead rank); long enough for rank 0's checkpoint writes and a large evaluation
+    timeout: float = Field(1800.0, gt=0)
 
 
 class AutoScaleLrConfig(Schema):

@@ -9,6 +9,9 @@ joins the group (``dist_params.backend`` on CUDA, gloo on CPU). Without them, or
 runs evaluation (over the whole validation set, on the unwrapped model); the other ranks wait
 at a barrier and receive its metrics, so every rank takes the same decisions (best
 checkpoint, early stopping).
+
+A collective that waits longer than ``dist_params.timeout`` seconds (a rank stalled or dead)
+fails on every rank instead of blocking them; torchrun then stops the run.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -60,10 +64,11 @@ def env_dist_info() -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local)
 
 
-def init_distributed(backend: str, device_type: str) -> DistInfo:
+def init_distributed(backend: str, device_type: str, timeout_s: float = 1800.0) -> DistInfo:
     """Join the process group torchrun describes; no-op for one process.
 
     ``backend`` is ``dist_params.backend``; on CPU it is replaced by gloo (NCCL needs GPUs).
+    ``timeout_s`` (``dist_params.timeout``) bounds how long a collective waits for the others.
     """
     info = env_dist_info()
     if not info.enabled:
@@ -76,9 +81,10 @@ def init_distributed(backend: str, device_type: str) -> DistInfo:
         backend = "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(info.local_rank)
-    dist.init_process_group(backend=backend, init_method="env://")
-    log.info("process %d of %d (local rank %d, backend %s)", info.rank, info.world_size,
-             info.local_rank, backend)
+    dist.init_process_group(backend=backend, init_method="env://",
+                            timeout=timedelta(seconds=timeout_s))
+    log.info("process %d of %d (local rank %d, backend %s, timeout %gs)", info.rank,
+             info.world_size, info.local_rank, backend, timeout_s)
     return DistInfo(info.rank, info.world_size, info.local_rank, backend)
 
 
@@ -110,6 +116,15 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` for one process)."""
+    if not is_distributed():
+        return [obj]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:

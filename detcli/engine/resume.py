@@ -1,39 +1,52 @@
 """Three ways a run starts from a checkpoint, each saying exactly what it restores.
 
-* **resume** (``--resume PATH``, ``--resume auto`` = ``work_dir/latest.pth``, or the config's
-  ``resume_from``): the model's weights, optimizer, lr schedule, fp16 grad scaler, EMA,
-  epoch and iteration, best score, hook counters and the random generators. The run goes
-  on exactly where it stopped: on CPU its losses equal an uninterrupted run's bit for bit.
-  A checkpoint that does not fit the model exactly cannot be resumed.
+* **resume** (``--resume PATH``, ``--resume auto``, or the config's ``resume_from``): the
+  model's weights, optimizer, lr schedule, fp16 grad scaler, EMA, epoch and iteration, the
+  data position (the epoch goes on from its next batch), best score, hook counters and every
+  rank's random generators. The run goes on exactly where it stopped: on CPU its losses and
+  weights equal an uninterrupted run's bit for bit, with loader workers and with several
+  processes. A checkpoint written before its epoch's evaluation (they all are) marks it
+  pending, and the resumed run evaluates first. A checkpoint that does not fit the model
+  exactly cannot be resumed (:class:`~detcli.errors.CheckpointError`).
+* ``--resume auto`` takes the work dir's ``latest.pth``; when that is missing, a dangling
+  link, unreadable, or older than a periodic checkpoint, the newest ``epoch_N.pth`` /
+  ``iter_N.pth`` that loads, saying which and why. With no checkpoint at all it starts a new
+  run and says so; with checkpoints none of which loads it stops.
+* **new run**: in a work dir that already holds checkpoints (``*.pth``) it is refused, as
+  it would overwrite them (:class:`~detcli.errors.ConfigError`; resume, or choose another
+  ``--work-dir``).
 * **extend**: a resume whose checkpoint finished its schedule (``epoch == max_epochs``) while
   the config now asks for more (``--set runner.max_epochs=N``) trains the extra epochs. With
   the same (or a smaller) maximum the run is already finished and nothing is trained.
 * **init from** (``--init-from PATH`` or ``load_from``): weights only, into a fresh run
   (epoch 0, new optimizer and schedule). Tensors whose shape differs (a new ``num_classes``),
-  and keys either side lacks, are skipped and listed. ``torchvision://fasterrcnn_resnet50_fpn``
+  and keys either side lacks, are skipped and listed; a checkpoint none of whose tensors
+  fits is an error naming both sides' key prefixes. ``torchvision://fasterrcnn_resnet50_fpn``
   takes torchvision's COCO-trained Faster R-CNN, converted to det's layout, its box predictor
   picked by the training set's class names (:mod:`detcli.models.torchvision_weights`).
 
 ``--resume`` wins over ``load_from`` (and says so); ``--resume`` together with
-``--init-from`` is an error. ``--resume auto`` with no ``latest.pth`` starts a new run and says so.
+``--init-from`` is an error.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from detcli.engine.checkpoint import (
     LoadReport,
-    load_checkpoint,
     load_state_dict,
     read_checkpoint,
     unwrap_model,
 )
 from detcli.engine.hooks.checkpoint_hook import LATEST
-from detcli.errors import ConfigError, TrainingError
+from detcli.errors import CheckpointError, ConfigError
 from detcli.models.pretrained import TORCHVISION_PREFIX
 from detcli.models.torchvision_weights import torchvision_detector_state
 
@@ -50,21 +63,107 @@ class RestoreReport:
     notes: list[str] = field(default_factory=list)  # what did not, and why
     load: LoadReport | None = None  # the weights load, for init_from
     already_finished: bool = False
+    first_notes: list[str] = field(default_factory=list)  # what explains the load: before it
 
     def lines(self) -> list[str]:
         titles = {"resume": "resuming from", "extend": "extending the finished run of",
                   "init_from": "initialising weights from", "new": "new run"}
         head = f"{titles[self.kind]} {self.path}" if self.path else titles[self.kind]
-        out = [head] + [f"  restored {item}" for item in self.restored]
+        out = [head] + [f"  note: {note}" for note in self.first_notes]
+        out += [f"  restored {item}" for item in self.restored]
         if self.load is not None:
             out += self.load.lines()[1:]
         return out + [f"  note: {note}" for note in self.notes]
 
 
+@dataclass
+class StartPlan:
+    """How a run starts: the checkpoint to resume, or the weights to load, or neither."""
+
+    resume: str | None = None
+    init_from: str | None = None
+    notes: list[str] = field(default_factory=list)
+    checkpoint: dict[str, Any] | None = None  # ``resume`` as read while choosing it
+
+    def without_checkpoint(self) -> StartPlan:
+        return replace(self, checkpoint=None)
+
+
+_PERIODIC = re.compile(r"^(epoch|iter)_(\d+)\.pth$")
+
+
+def existing_checkpoints(work_dir: Path) -> list[str]:
+    """Names of the ``*.pth`` entries in ``work_dir`` (dangling links too), sorted."""
+    if not work_dir.is_dir():
+        return []
+    return sorted(e.name for e in os.scandir(work_dir) if e.name.endswith(".pth"))
+
+
+def _resumable(path: Path) -> dict[str, Any]:
+    """The checkpoint at ``path`` if a run can resume from it, else CheckpointError."""
+    ckpt = read_checkpoint(path)
+    meta = ckpt["meta"]
+    if "optimizer" not in ckpt or "epoch" not in meta or "iter" not in meta:
+        raise CheckpointError(f"{path} holds weights only (no optimizer state, epoch or "
+                              "iteration): it cannot be resumed",
+                              hint=f"start a new run from its weights with --init-from {path}")
+    return ckpt
+
+
+def _reason(exc: CheckpointError) -> str:
+    return str(exc).splitlines()[0]
+
+
+def find_resumable(work_dir: Path, prefix: str) -> tuple[Path, dict[str, Any], list[str]] | None:
+    """The newest checkpoint of ``work_dir`` a run can resume from, as (path, checkpoint,
+    notes on what was skipped and why); None when the work dir holds no checkpoint at all.
+
+    ``latest.pth`` unless it is missing, a dangling link, unreadable, not resumable or older
+    than a ``{prefix}_N.pth`` next to it; else the ``{prefix}_N.pth`` with the largest N that
+    loads. Checkpoints that exist but none of which loads are a CheckpointError.
+    """
+    periodic = sorted(((int(m.group(2)), work_dir / name) for name in existing_checkpoints(work_dir)
+                       if (m := _PERIODIC.match(name)) and m.group(1) == prefix), reverse=True)
+    latest = work_dir / LATEST
+    skipped: list[str] = []
+    if latest.is_symlink() and not latest.exists():
+        skipped.append(f"{LATEST} skipped: it links to {os.readlink(latest)}, which does not exist")
+    elif os.path.lexists(latest):
+        try:
+            ckpt = _resumable(latest)
+        except CheckpointError as exc:
+            skipped.append(f"{LATEST} skipped: {_reason(exc)}")
+        else:
+            done = int(ckpt["meta"]["epoch" if prefix == "epoch" else "iter"])
+            newer = [path for n, path in periodic if n > done]
+            if not newer:
+                return latest, ckpt, []
+            skipped.append(f"{LATEST} skipped: it holds {prefix} {done}, older than "
+                           f"{newer[0].name}")
+    elif periodic:
+        skipped.append(f"{LATEST} is missing")
+    for _, path in periodic:
+        try:
+            ckpt = _resumable(path)
+        except CheckpointError as exc:
+            skipped.append(f"{path.name} skipped: {_reason(exc)}")
+            continue
+        return path, ckpt, [f"resuming from {path.name}, the newest checkpoint that loads "
+                            f"({'; '.join(skipped)})"]
+    if skipped or existing_checkpoints(work_dir):
+        found = ", ".join(existing_checkpoints(work_dir))
+        raise CheckpointError(f"--resume auto: no checkpoint in {work_dir} can be resumed "
+                              f"(found {found}): " + "; ".join(skipped or ["none is latest.pth "
+                                                                           f"or {prefix}_N.pth"]),
+                              hint="pass --resume PATH with a checkpoint that loads, or start a "
+                                   "new run with another --work-dir")
+    return None
+
+
 def choose_start(resume: str | None, init_from: str | None, cfg: Any,
-                 work_dir: Path) -> tuple[str | None, str | None, list[str]]:
-    """(checkpoint to resume, weights to load, notes) from the options and the config."""
-    notes: list[str] = []
+                 work_dir: Path) -> StartPlan:
+    """How the run starts, from the options, the config and what ``work_dir`` holds."""
+    plan = StartPlan()
     if resume is not None and init_from is not None:
         raise ConfigError("--resume and --init-from cannot be combined: resuming restores the "
                           "weights too", hint="use --resume to continue a run, --init-from to "
@@ -72,43 +171,75 @@ def choose_start(resume: str | None, init_from: str | None, cfg: Any,
     resume = resume if resume is not None else cfg.resume_from
     init_from = init_from if init_from is not None else cfg.load_from
     if resume == "auto":
-        latest = work_dir / LATEST
-        if latest.exists():
-            resume = str(latest)
-        else:
-            notes.append(f"nothing to resume in {work_dir} (no {LATEST}): starting a new run")
+        prefix = "epoch" if cfg.runner.type == "EpochBasedRunner" else "iter"
+        found = find_resumable(work_dir, prefix)
+        if found is None:
+            plan.notes.append(f"nothing to resume in {work_dir} (no checkpoint): starting a "
+                              "new run")
             resume = None
+        else:
+            path, plan.checkpoint, skipped = found
+            resume = str(path)
+            plan.notes += skipped
     if resume is not None and init_from is not None:
-        notes.append(f"load_from = {init_from} is not used: resuming restores the weights")
+        plan.notes.append(f"load_from = {init_from} is not used: resuming restores the weights")
         init_from = None
-    return resume, init_from, notes
+    if resume is None:
+        _refuse_to_overwrite(work_dir)
+    plan.resume, plan.init_from = resume, init_from
+    return plan
+
+
+def _refuse_to_overwrite(work_dir: Path) -> None:
+    """A new run would overwrite the checkpoints ``work_dir`` holds: refuse."""
+    names = existing_checkpoints(work_dir)
+    if names:
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        raise ConfigError(f"{work_dir} already holds checkpoints ({shown}): a new run there "
+                          "would overwrite them",
+                          hint="continue that run with --resume auto, or start the new one in "
+                               "another directory with --work-dir DIR")
 
 
 def init_from_weights(trainer: Any, path: str) -> RestoreReport:
     """Load weights only; everything else starts fresh. ``path`` is a checkpoint file, or
     ``torchvision://NAME`` for a torchvision detector's COCO weights (converted, the box
     predictor picked by the training set's class names)."""
+    report = RestoreReport("init_from", path)
     if path.startswith(TORCHVISION_PREFIX):
         state, notes = torchvision_detector_state(
             path, unwrap_model(trainer.model).state_dict(), trainer.train_dataset.CLASSES)
-        load = load_state_dict(trainer.model, state, path)
-        for line in load.lines():
-            log.info("%s", line)
-        report = RestoreReport("init_from", path, load=load)
-        report.restored.append(f"weights only: {load.num_loaded} tensors")
         report.notes += notes
-        report.notes.append("optimizer, lr schedule, epoch and random generators start fresh")
-        return report
-    load = load_checkpoint(path, trainer.model)
-    report = RestoreReport("init_from", path, load=load)
+    else:
+        ckpt = read_checkpoint(path)
+        state = ckpt["state_dict"]
+        trained = ckpt["meta"].get("classes")
+        classes = list(trainer.train_dataset.CLASSES)
+        if trained is not None and list(trained) != classes:
+            report.first_notes.append(
+                f"the checkpoint was trained on classes {list(trained)}; this run has "
+                f"{classes} (tensors whose shape depends on the classes are skipped)")
+    load = load_state_dict(trainer.model, state, path)
+    if load.num_loaded == 0:
+        own = unwrap_model(trainer.model).state_dict()
+        raise CheckpointError(f"--init-from {path}: none of its {len(state)} tensors fits the "
+                              f"model, so nothing would be loaded. Its keys start with "
+                              f"{key_prefixes(state)}; the model's with {key_prefixes(own)}",
+                              hint="is it a checkpoint of this detector (backbone, neck and head "
+                                   "names and sizes)? det reads its own, MMDetection's and bare "
+                                   "state dicts")
+    report.load = load
     report.restored.append(f"weights only: {load.num_loaded} tensors")
-    trained = load.meta.get("classes")
-    classes = list(trainer.train_dataset.CLASSES)
-    if trained is not None and list(trained) != classes:
-        report.notes.append(f"the checkpoint was trained on classes {list(trained)}; this run "
-                            f"has {classes}")
     report.notes.append("optimizer, lr schedule, epoch and random generators start fresh")
     return report
+
+
+def key_prefixes(state: Mapping[str, Any], limit: int = 6) -> str:
+    """``backbone (62), neck (8), bbox_head (6)``: first-level key prefixes and their counts."""
+    counts = Counter(key.split(".", 1)[0] for key in state)
+    shown = ", ".join(f"{name} ({n})" for name, n in counts.most_common(limit))
+    more = len(counts) - limit
+    return (shown + (f" and {more} more" if more > 0 else "")) if counts else "(no tensors)"
 
 
 def _load_training_weights(trainer: Any, ckpt: dict[str, Any], path: str) -> int:
@@ -116,7 +247,7 @@ def _load_training_weights(trainer: Any, ckpt: dict[str, Any], path: str) -> int
     weights = ema.get("train_state_dict") or ckpt["state_dict"]
     load = load_state_dict(trainer.model, weights, path)
     if not load.exact:
-        raise TrainingError(f"{path} does not fit the model, so it cannot be resumed:\n"
+        raise CheckpointError(f"{path} does not fit the model, so it cannot be resumed:\n"
                             + "\n".join(load.lines()[1:]),
                             hint=f"resume with the config it was trained with (in its meta), or "
                                  f"start a new run from its weights with --init-from {path}")
@@ -127,7 +258,7 @@ def _restore_optim(trainer: Any, ckpt: dict[str, Any], path: str, report: Restor
     try:
         trainer.optimizer.load_state_dict(ckpt["optimizer"])
     except (ValueError, KeyError) as exc:
-        raise TrainingError(f"{path}: the optimizer state does not fit this config's optimizer "
+        raise CheckpointError(f"{path}: the optimizer state does not fit this config's optimizer "
                             f"({exc})", hint="resume with the config the run was trained with") from None
     groups = trainer.optimizer.param_groups
     plural = "s" if len(groups) != 1 else ""
@@ -167,21 +298,50 @@ def _restore_extras(trainer: Any, ckpt: dict[str, Any], report: RestoreReport) -
         best = meta["best"]
         report.restored.append(f"best {best['metric']} = {best['value']:.4f} (epoch {best['epoch']})")
     trainer.state.metrics = meta.get("metrics")
-    trainer.state.metrics_iter = trainer.state.iter if meta.get("metrics") else -1
-    if ckpt.get("rng"):
-        trainer.resumed_rng = ckpt["rng"]
-        report.restored.append("random generators (" + ", ".join(ckpt["rng"]) + ") and the "
-                               "data order")
+    trainer.state.metrics_iter = int(meta.get("metrics_iter", trainer.state.iter
+                                              if meta.get("metrics") else -1))
+    trainer.eval_pending = bool(meta.get("evaluation_pending")) and trainer.evaluates
+    if trainer.eval_pending:
+        report.notes.append("the checkpoint was written before its evaluation: evaluating first")
+    _restore_rng(trainer, ckpt.get("rng"), report)
+    _check_data_position(trainer, meta.get("loader"), report)
 
 
-def resume_run(trainer: Any, path: str) -> RestoreReport:
-    """Restore everything a checkpoint holds; see the module docstring."""
-    ckpt = read_checkpoint(path)
+def _restore_rng(trainer: Any, saved: Any, report: RestoreReport) -> None:
+    """Each rank takes its own generators (``rng`` is one state per rank; older checkpoints
+    hold one dict, the state of a single process)."""
+    states = saved if isinstance(saved, list) else [saved] if saved else []
+    world = trainer.dist.world_size
+    if len(states) == world:
+        trainer.resumed_rng = states[trainer.dist.rank]
+        who = "" if world == 1 else f" of each of the {world} processes"
+        report.restored.append("random generators (" + ", ".join(states[0]) + f"){who}")
+    elif states:
+        report.notes.append(f"random generators not restored: the checkpoint holds those of "
+                            f"{len(states)} process(es), this run has {world}; they start from "
+                            "this run's seeds")
+    else:
+        report.notes.append("the checkpoint has no random generator states: they start from "
+                            "this run's seeds")
+
+
+def _check_data_position(trainer: Any, saved: Any, report: RestoreReport) -> None:
+    state = trainer.state
+    batch = state.iter - state.epoch * state.iters_per_epoch
+    if saved and saved.get("batches_per_epoch") not in (None, state.iters_per_epoch):
+        report.notes.append(f"the checkpoint's epochs had {saved['batches_per_epoch']} batches, "
+                            f"this run's have {state.iters_per_epoch} (other data, batch size "
+                            "or number of processes): the data order is not the interrupted "
+                            "run's")
+    where = "its start" if batch == 0 else f"batch {batch + 1} of {state.iters_per_epoch}"
+    report.restored.append(f"data position (epoch {state.epoch + 1} from {where})")
+
+
+def resume_run(trainer: Any, path: str, ckpt: dict[str, Any] | None = None) -> RestoreReport:
+    """Restore everything the checkpoint at ``path`` (``ckpt`` when already read) holds; see
+    the module docstring."""
+    ckpt = ckpt if ckpt is not None else _resumable(Path(path))
     meta = ckpt["meta"]
-    if "optimizer" not in ckpt or "epoch" not in meta or "iter" not in meta:
-        raise TrainingError(f"{path} holds weights only (no optimizer state, epoch or iteration): "
-                            "it cannot be resumed", hint=f"start a new run from its weights with "
-                                                         f"--init-from {path}")
     state = trainer.state
     done, limit, unit = ((meta["epoch"], state.max_epochs, "epochs") if state.by_epoch
                          else (meta["iter"], state.max_iters, "iterations"))

@@ -1,11 +1,15 @@
 """Seeding and random-number-generator state: what makes a run, and a resumed run, repeatable.
 
-Four generators feed training: Python's ``random`` and numpy's global state (the transforms
-draw from them in the main process), torch's CPU generator and, where there is one, each CUDA
-device's. :func:`set_random_seed` seeds them all; :func:`rng_state` captures them as plain
-data (lists, ints, tensors: a checkpoint stays loadable with ``torch.load(weights_only=True)``)
-and :func:`set_rng_state` puts them back. The data loader's own generator is reseeded every
-epoch from :func:`epoch_seed`, so the order of an epoch depends on (seed, epoch, rank) alone.
+Four generators feed training: Python's ``random`` and numpy's global state, torch's CPU
+generator and, where there is one, each CUDA device's. :func:`set_random_seed` seeds them all;
+:func:`rng_state` captures them as plain data (lists, ints, tensors: a checkpoint stays
+loadable with ``torch.load(weights_only=True)``) and :func:`set_rng_state` puts them back.
+Each process of a distributed run has its own states; a checkpoint holds one per rank.
+
+The data loader's own generator is reseeded every epoch from :func:`epoch_seed`, so the order
+of an epoch depends on (seed, epoch, rank) alone. The augmentations of a training sample draw
+inside :func:`seeded_draws` from :func:`sample_seed` (seed, epoch, dataset index): the same
+whichever process or loader worker loads the sample, and whatever was loaded before it.
 """
 
 from __future__ import annotations
@@ -41,6 +45,27 @@ def set_random_seed(seed: int, deterministic: bool = False) -> None:
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """The seed of the data loader's generator for ``epoch`` on process ``rank``."""
     return (seed * 1_000_003 + epoch * 7_919 + rank) % _SEED_MODULUS
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of the random draws that load sample ``index`` in ``epoch`` (a 32-bit int)."""
+    return int(np.random.SeedSequence([seed % 2**32, epoch, index]).generate_state(1)[0])
+
+
+@contextlib.contextmanager
+def seeded_draws(seed: int) -> Iterator[None]:
+    """Run a block with python's ``random``, numpy's global state and torch's CPU generator
+    seeded with ``seed``; put back the states they had before (CUDA generators untouched)."""
+    py, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(np_state)
+        torch.set_rng_state(torch_state)
 
 
 def rng_state() -> dict[str, Any]:

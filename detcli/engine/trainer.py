@@ -16,9 +16,15 @@ meter is read in one transfer; a NaN or
 infinite loss found there stops the run with a :class:`~detcli.errors.TrainingError` naming
 the term and the first iteration it appeared at, after saving ``nan_iter_N.pth``.
 
-Epoch e's data order is a function of (seed, e, rank): the loader's generator is reseeded and
-the sampler's epoch set before each epoch, so a resumed run sees the batches an uninterrupted
-one would (with ``workers_per_gpu = 0`` or non-persistent workers).
+Epoch e's data order is a function of (seed, e, rank) and each sample's augmentation one of
+(seed, e, its index) (:mod:`detcli.data.loader`, ``per_sample_seeds``); a resumed run starts
+its epoch at the batch it stopped before, and every rank restores its own random generators,
+so it sees the batches and draws an uninterrupted one would, with any number of workers and
+processes.
+
+Before anything is written, the start is chosen (:func:`detcli.engine.resume.choose_start`, on
+rank 0, and broadcast): a resume, weights to load, or a new run — refused in a work directory
+that holds checkpoints. Checkpoint writes a kill interrupted (``*.pth.tmp``) are removed.
 """
 
 from __future__ import annotations
@@ -41,33 +47,19 @@ from detcli.engine import distributed as D
 from detcli.engine import resume as R
 from detcli.engine.checkpoint import save_checkpoint
 from detcli.engine.hooks import CheckpointHook, EMAHook, EvalHook, Hook, HookList, LoggerHook
+from detcli.engine.hooks.checkpoint_hook import remove_partial_saves
 from detcli.engine.lr_schedule import LrScheduler
 from detcli.engine.meters import LossMeter
 from detcli.engine.optim import auto_scale_factor, build_optimizer
-from detcli.engine.seed import epoch_seed, set_random_seed, set_rng_state
+from detcli.engine.seed import epoch_seed, rng_state, set_random_seed, set_rng_state
 from detcli.engine.state import TrainResult, TrainState
 from detcli.engine.train_step import LossForward, TrainStep, check_amp
 from detcli.engine.work_dir import (attach_log_file, default_work_dir, detach_log_file,
                                     resolved_config_text, write_config)
-from detcli.errors import ConfigError, DataError, TrainingError
+from detcli.errors import ConfigError, DataError, DetError, TrainingError
 from detcli.registry import HOOKS
 
 log = logging.getLogger(__name__)
-
-
-class _SkipBatches:
-    """A batch sampler without its first ``skip`` batches (resuming inside an epoch)."""
-
-    def __init__(self, batch_sampler: Any, skip: int) -> None:
-        self.batch_sampler, self.skip = batch_sampler, skip
-
-    def __iter__(self):
-        for i, batch in enumerate(self.batch_sampler):
-            if i >= self.skip:
-                yield batch
-
-    def __len__(self) -> int:
-        return max(len(self.batch_sampler) - self.skip, 0)
 
 
 class Trainer:
@@ -88,7 +80,8 @@ class Trainer:
         self.dist = D.DistInfo()
         self.ema: Any = None  # set by an EMAHook
         self.resumed_ema: tuple[dict, dict] | None = None
-        self.resumed_rng: dict[str, Any] | None = None
+        self.resumed_rng: dict[str, Any] | None = None  # this rank's, from --resume
+        self.eval_pending = False  # the resumed checkpoint was saved before its evaluation
         self.history: list[dict[str, Any]] = []
         self.meter = LossMeter()
         self._val_dataset: Any = None
@@ -119,13 +112,16 @@ class Trainer:
     def _setup(self) -> None:
         cfg = self.cfg
         joined_before = D.is_distributed()
-        self.dist = D.init_distributed(cfg.dist_params.backend, self.device.type)
+        self.dist = D.init_distributed(cfg.dist_params.backend, self.device.type,
+                                       cfg.dist_params.timeout)
         self._leave_group = self.dist.enabled and not joined_before
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         self.config_text = resolved_config_text(self.loaded)
+        self.start = self._choose_start()  # before anything is written to the work dir
         if self.dist.is_main:
             self.work_dir.mkdir(parents=True, exist_ok=True)
+            remove_partial_saves(self.work_dir)
             write_config(self.work_dir, self.loaded)
             self._log_handler = attach_log_file(self.work_dir, cfg.log_level)
         else:  # rank 0 speaks for the run; the others only warn
@@ -158,7 +154,7 @@ class Trainer:
         self.loader: DataLoader = build_dataloader(
             dataset, data.samples_per_gpu, data.workers_per_gpu, shuffle=True, seed=self.cfg.seed,
             distributed=self.dist.enabled, group_by_aspect_ratio=data.group_by_aspect_ratio,
-            persistent_workers=data.persistent_workers)
+            persistent_workers=data.persistent_workers, per_sample_seeds=True)
         if len(self.loader) == 0:
             raise DataError(f"the training set {getattr(dataset, 'source', '')} gives no batch "
                             f"({len(dataset)} images, samples_per_gpu {data.samples_per_gpu})")
@@ -219,16 +215,33 @@ class Trainer:
             hooks.add(callback)
         self.hooks = hooks
 
+    def _choose_start(self) -> R.StartPlan:
+        """Rank 0 chooses how the run starts (it reads the work dir); every rank gets its
+        choice, or raises its error, so no rank waits for one that stopped."""
+        choice: R.StartPlan | DetError | None = None
+        if self.dist.is_main:
+            try:
+                choice = R.choose_start(self._resume, self._init_from, self.cfg, self.work_dir)
+            except DetError as exc:
+                choice = exc
+        if self.dist.enabled:  # the checkpoint rank 0 read stays on rank 0
+            shared = D.broadcast_object(choice if not isinstance(choice, R.StartPlan)
+                                        else choice.without_checkpoint())
+            choice = choice if self.dist.is_main else shared
+        if isinstance(choice, DetError):
+            raise choice
+        assert choice is not None
+        return choice
+
     def _restore(self) -> R.RestoreReport:
-        resume, init_from, notes = R.choose_start(self._resume, self._init_from, self.cfg,
-                                                  self.work_dir)
-        if resume is not None:
-            report = R.resume_run(self, resume)
-        elif init_from is not None:
-            report = R.init_from_weights(self, init_from)
+        plan = self.start
+        if plan.resume is not None:
+            report = R.resume_run(self, plan.resume, plan.checkpoint)
+        elif plan.init_from is not None:
+            report = R.init_from_weights(self, plan.init_from)
         else:
             report = R.RestoreReport("new")
-        report.notes = notes + report.notes
+        report.notes = plan.notes + report.notes
         for line in report.lines():
             log.info("%s", line)
         return report
@@ -247,6 +260,8 @@ class Trainer:
             self.hooks.call("before_run", self)
             if self.resumed_rng is not None:
                 set_rng_state(self.resumed_rng)
+            if self.eval_pending:
+                self._evaluate_pending()
             log.info("training on %s: %d images, %d iterations per epoch, %s", self.device,
                      len(self.train_dataset), self.state.iters_per_epoch,
                      f"{self.state.max_epochs} epochs" if self.state.by_epoch
@@ -274,25 +289,23 @@ class Trainer:
                            best=self.state.best, checkpoints=saved[0] if saved else [],
                            history=self.history, val_gt_per_class=counts)
 
-    def _epoch_loader(self) -> DataLoader:
-        """This epoch's loader: order from (seed, epoch, rank); resumed mid-epoch, the rest."""
-        state = self.state
-        set_epoch(self.loader, state.epoch)
-        if self.loader.generator is not None:
-            self.loader.generator.manual_seed(epoch_seed(self.cfg.seed, state.epoch, self.dist.rank))
-        skip = state.iter - state.epoch * state.iters_per_epoch
-        if skip <= 0:
-            return self.loader
-        loader = self.loader
-        return DataLoader(loader.dataset, batch_sampler=_SkipBatches(loader.batch_sampler, skip),
-                          num_workers=loader.num_workers, collate_fn=loader.collate_fn,
-                          pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn,
-                          generator=loader.generator)
+    def _evaluate_pending(self) -> None:
+        """The resumed checkpoint was written before its evaluation: do that evaluation now
+        (it leaves the random generators as they are), so best and early stopping see it."""
+        log.info("evaluating %s %d first: its checkpoint was written before its evaluation",
+                 "epoch" if self.state.by_epoch else "iteration",
+                 self.state.epoch if self.state.by_epoch else self.state.iter)
+        for hook in self.hooks.find(EvalHook):
+            hook.evaluate(self)
 
     def _run_epoch(self) -> None:
         state = self.state
-        loader = self._epoch_loader()
+        # this epoch's order from (seed, epoch, rank); resumed inside it, from its next batch
         state.inner_iter = state.iter - state.epoch * state.iters_per_epoch
+        set_epoch(self.loader, state.epoch, first_batch=state.inner_iter)
+        if self.loader.generator is not None:  # the workers' base seed
+            self.loader.generator.manual_seed(epoch_seed(self.cfg.seed, state.epoch, self.dist.rank))
+        loader = self.loader
         self.hooks.call("before_epoch", self)
         self._reset_interval()
         interval = self.cfg.log_config.interval
@@ -352,8 +365,7 @@ class Trainer:
 
     def _stop_on_nonfinite(self, term: str, bad_iter: int | None) -> None:
         path = self.work_dir / f"nan_iter_{bad_iter}.pth"
-        if self.dist.is_main:
-            self.save_checkpoint(path)
+        self.save_checkpoint(path)  # every rank found it (the meter's all-reduce)
         epoch = ((bad_iter or 1) - 1) // self.state.iters_per_epoch + 1
         raise TrainingError(
             f"{term} became NaN or infinite at iteration {bad_iter} (epoch {epoch}); training "
@@ -367,17 +379,26 @@ class Trainer:
         self.hooks.call("on_log", self, record)
 
     def save_checkpoint(self, path: Path) -> Path:
-        """Everything a resume needs, at ``path`` (atomic)."""
+        """Everything a resume needs, at ``path`` (atomic, written by rank 0). Every rank
+        calls it: the random generators of all ranks are gathered into the checkpoint."""
+        rng = D.all_gather_object(rng_state())  # (R,) one state per rank
+        if not self.dist.is_main:
+            return path
         state = self.state
         hook_states = {type(h).__name__: h.state_dict() for h in self.hooks
                        if hasattr(h, "state_dict")}
+        pending = state.metrics_iter != state.iter and any(
+            h.due(state) for h in self.hooks.find(EvalHook))
         meta = {"epoch": state.epoch, "iter": state.iter, "max_epochs": state.max_epochs,
                 "max_iters": state.max_iters, "config": self.config_text,
                 "classes": list(self.train_dataset.CLASSES), "seed": self.cfg.seed,
                 "world_size": self.dist.world_size, "best": state.best,
-                "metrics": state.metrics, "hooks": hook_states}
+                "metrics": state.metrics, "metrics_iter": state.metrics_iter,
+                "evaluation_pending": pending, "hooks": hook_states,
+                "loader": {"epoch": state.epoch, "batch": state.iter - state.epoch
+                           * state.iters_per_epoch, "batches_per_epoch": state.iters_per_epoch}}
         return save_checkpoint(path, self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                               scaler=self.scaler, ema=self.ema, meta=meta)
+                               scaler=self.scaler, ema=self.ema, meta=meta, rng=rng)
 
 
 def train_detector(loaded: LoadedConfig, *, work_dir: str | Path | None = None,

@@ -1,9 +1,26 @@
-"""Inference on images: the config's test pipeline, then a PyTorch or onnxruntime model.
+"""Inference on images and videos: the config's test pipeline, then a PyTorch or onnxruntime
+model.
 
-:class:`Detector` is the public entry point (also ``from detcli import Detector``).
+:class:`Detector` is the public entry point (also ``from detcli import Detector``). The names
+load on first use, so :mod:`detcli.inference.defaults` can be read without torch.
 """
 
-from detcli.inference.detector import Detector, resolve_classes
-from detcli.inference.preprocess import Preprocessor
+from __future__ import annotations
 
-__all__ = ["Detector", "Preprocessor", "resolve_classes"]
+from typing import Any
+
+from detcli.inference.defaults import DEFAULT_SCORE_THR
+
+__all__ = ["DEFAULT_SCORE_THR", "Detector", "Preprocessor", "resolve_classes"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Detector", "resolve_classes"):
+        from detcli.inference import detector
+
+        return getattr(detector, name)
+    if name == "Preprocessor":
+        from detcli.inference.preprocess import Preprocessor
+
+        return Preprocessor
+    raise AttributeError(f"module 'detcli.inference' has no attribute {name!r}")

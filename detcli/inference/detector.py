@@ -21,7 +21,8 @@ original-image pixels: PyTorch's ``predict_batch(rescale=True)``, or the ONNX gr
 network-input boxes clipped to each image's resized size and divided by its scale factors --
 the two steps ``predict`` takes.
 
-``score_thr`` drops detections scoring at or below it, on top of the model's own
+``score_thr`` drops detections scoring at or below it (by default ``DEFAULT_SCORE_THR``, 0.3,
+the same as ``det predict --score-thr``; None keeps all), on top of the model's own
 ``test_cfg.score_thr`` (which already cut candidates before NMS): raising it keeps fewer,
 lowering it below the model's threshold keeps nothing more.
 """
@@ -39,6 +40,7 @@ from torch import nn
 
 from detcli.errors import ExportError
 from detcli.export.runtime import OnnxModel
+from detcli.inference.defaults import DEFAULT_SCORE_THR
 from detcli.inference.preprocess import ImageInput, Preprocessor
 from detcli.models.introspect import (
     config_num_classes,
@@ -128,7 +130,7 @@ class Detector:
     """Images in, :class:`Detections` out; see the module docstring."""
 
     def __init__(self, *, backend: Backend, preprocess: Preprocessor, classes: Sequence[str],
-                 score_thr: float | None = None, batch_size: int = 1) -> None:
+                 score_thr: float | None = DEFAULT_SCORE_THR, batch_size: int = 1) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.backend = backend
@@ -143,7 +145,7 @@ class Detector:
 
     @classmethod
     def from_checkpoint(cls, config: ConfigLike, checkpoint: str | os.PathLike,
-                        device: str | None = "cpu", score_thr: float | None = None,
+                        device: str | None = "cpu", score_thr: float | None = DEFAULT_SCORE_THR,
                         batch_size: int = 1) -> Detector:
         """The config's model with ``checkpoint``'s weights, run by PyTorch on ``device``
         (None: CUDA when available). A checkpoint that does not fit the config is a
@@ -161,11 +163,12 @@ class Detector:
 
     @classmethod
     def from_onnx(cls, config: ConfigLike, onnx_path: str | os.PathLike,
-                  score_thr: float | None = None, batch_size: int = 1,
+                  score_thr: float | None = DEFAULT_SCORE_THR, batch_size: int = 1,
                   providers: list[str] | None = None) -> Detector:
         """A file written by ``det export onnx``, run by onnxruntime. ``config`` gives the
-        preprocessing; it must be the config the file was exported from (checked against the
-        file's metadata)."""
+        preprocessing; it must be the config the file was exported from: its class count, class
+        names (when the config sets ``classes``) and test pipeline are checked against the
+        file's metadata (an ExportError lists what differs)."""
         from detcli.export.contract import InputContract
         from detcli.inference.preprocess import inference_pipeline
 
@@ -206,13 +209,27 @@ class Detector:
         return Detections(dets.boxes[keep], dets.scores[keep], dets.labels[keep])
 
 
+def config_class_names(cfg: Any) -> list[str] | None:
+    """The class names a config's datasets set (test, val, train: the first that does)."""
+    for split in ("test", "val", "train"):
+        dataset = cfg.data.split(split)
+        names = getattr(dataset, "classes", None) if dataset is not None else None
+        if names:
+            return [str(n) for n in names]
+    return None
+
+
 def _check_metadata(model: Any, cfg: Any, contract: dict[str, str]) -> None:
-    """ExportError when the ONNX file was exported with another class count or pipeline."""
+    """ExportError when the ONNX file was exported with another class count, other class names
+    (when the config names its classes) or another input pipeline."""
     problems = []
     exported_k = model.meta_json("det.num_classes")
     config_k = config_num_classes(cfg.model)
     if exported_k is not None and exported_k != config_k:
         problems.append(f"num_classes: {exported_k} in the file, {config_k} in the config")
+    exported_names, config_names = model.meta_json("det.classes"), config_class_names(cfg)
+    if exported_names is not None and config_names is not None and exported_names != config_names:
+        problems.append(f"classes: {exported_names} in the file, {config_names} in the config")
     for key, value in contract.items():
         stored = model.metadata.get(key)
         if stored is not None and json.loads(stored) != json.loads(value):

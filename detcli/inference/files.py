@@ -1,14 +1,25 @@
-"""What ``det predict`` reads and writes: which image files the INPUTs name, and the
-COCO-style records and pictures of their detections.
+"""What ``det predict`` reads and writes: which image and video files the INPUTs name, what
+each is called under ``--out``, and the COCO-style records and pictures of their detections.
 
 D detections of one image, K classes.
 
-An INPUT is an image file, a folder (its image files, sub-folders included) or a glob pattern
-(``"data/*.jpg"``, ``"shots/**/*.png"``; quote it so the shell leaves it alone). Folders and
-globs contribute files with an image suffix; a file named explicitly is always taken (if it is
-not an image, reading it fails and ``det predict`` reports it). The result is sorted and
-without duplicates. A folder without images, a pattern without matches or a path that does not
-exist is a DataError naming it: nothing is silently skipped.
+An INPUT is an image or video file, a folder (its image and video files, sub-folders included)
+or a glob pattern (``"data/*.jpg"``, ``"shots/**/*.mp4"``; quote it so the shell leaves it
+alone). Folders and globs contribute files with an image or video suffix; a file named
+explicitly is always taken (if it is not an image, reading it fails and ``det predict`` reports
+it). Each file is taken once. A folder without images, a pattern without matches or a path that
+does not exist is a DataError naming it: nothing is silently skipped.
+
+Each file gets a **name**, its path under ``--out`` and its ``file_name`` in the records:
+
+* one folder: the path inside it (``val/a.jpg`` -> ``a.jpg``, ``val/sub/b.jpg`` -> ``sub/b.jpg``);
+* several folders: the same, under the folder's own name (``val/a.jpg`` -> ``val/a.jpg``,
+  ``/data/test/a.jpg`` -> ``test/a.jpg``), however the folders were written (absolute or not);
+* a file: its file name; a glob: the path below its fixed part (``shots/**/*.png`` ->
+  ``day1/x.png``).
+
+When two files would get the same name (``a/img.jpg`` and ``b/img.jpg``), every file is named by
+its path relative to the folder all of them share instead, so nothing is overwritten.
 
 A record is one detection::
 
@@ -18,7 +29,7 @@ A record is one detection::
 ``bbox`` is COCO's (left, top, width, height) in original-image pixels; ``category_id`` is the
 model's label in [0, K) -- its index into the class list, not the id of some annotation file
 (``det test`` writes dataset ids, because it has the dataset) -- and ``category_name`` the
-class's name. ``file_name`` is the image's path relative to the folder all inputs share.
+class's name. A video's records add ``"frame"``, the frame's index from 0.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,6 +49,7 @@ from detcli.structures.detections import Detections
 from detcli.tools.draw import draw_boxes, save_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 PREDICTIONS_FILE = "predictions.json"
 _GLOB_CHARS = set("*?[")
 
@@ -45,40 +58,72 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def expand_input(text: str) -> list[Path]:
-    """The image files one INPUT names (module docstring)."""
+def is_video_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def _is_input_file(path: Path) -> bool:
+    return is_image_file(path) or is_video_file(path)
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file to predict on: where it is, and its name under ``--out`` (module docstring)."""
+
+    path: Path
+    name: Path
+
+    @property
+    def is_video(self) -> bool:
+        return self.path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def _glob_root(pattern: str) -> Path:
+    """The fixed folder a glob pattern starts from (``shots/**/*.png`` -> ``shots``)."""
+    fixed = []
+    for part in Path(pattern).parts:
+        if _GLOB_CHARS & set(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def expand_input(text: str) -> tuple[Path, list[Path]]:
+    """The folder an INPUT's names start from, and the image and video files it names."""
     path = Path(text)
     if path.is_dir():
-        found = [p for p in path.rglob("*") if is_image_file(p)]
+        found = [p for p in path.rglob("*") if _is_input_file(p)]
         if not found:
-            raise DataError(f"folder {text} has no image files ({', '.join(IMAGE_SUFFIXES)})")
-        return found
+            raise DataError(f"folder {text} has no image or video files "
+                            f"({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
+        return path, found
     if path.is_file():
-        return [path]
+        return path.parent, [path]
     if _GLOB_CHARS & set(text):
-        found = [Path(p) for p in glob.glob(text, recursive=True) if is_image_file(Path(p))]
+        found = [Path(p) for p in glob.glob(text, recursive=True) if _is_input_file(Path(p))]
         if not found:
-            raise DataError(f"no image file matches {text!r}")
-        return found
+            raise DataError(f"no image or video file matches {text!r}")
+        return _glob_root(text), found
     raise DataError(f"input {text} does not exist (not a file, a folder or a glob pattern)")
 
 
-def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Every image file the INPUTs name, sorted, each once (module docstring)."""
+def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[InputFile]:
+    """Every file the INPUTs name, each once, with its name; sorted by name."""
     if not inputs:
-        raise DataError("no INPUT given: name image files, folders or glob patterns")
-    unique = {p.resolve(): p for text in inputs for p in expand_input(os.fspath(text))}
-    return [unique[key] for key in sorted(unique)]
-
-
-def relative_names(paths: Sequence[Path]) -> list[Path]:
-    """Each path relative to the folder all of them share (``a/x.jpg``, ``b/x.jpg`` stay
-    apart), for naming output files after their inputs."""
-    if not paths:
-        return []
-    resolved = [p.resolve() for p in paths]
-    root = Path(os.path.commonpath([str(p.parent) for p in resolved]))
-    return [p.relative_to(root) for p in resolved]
+        raise DataError("no INPUT given: name image or video files, folders or glob patterns")
+    expanded = [expand_input(os.fspath(text)) for text in inputs]
+    keep_folder_name = sum(Path(os.fspath(t)).is_dir() for t in inputs) > 1
+    named: dict[Path, Path] = {}  # resolved path -> name
+    for text, (root, files) in zip(inputs, expanded):
+        folder = Path(os.fspath(text)).is_dir()
+        base = root.resolve().parent if folder and keep_folder_name else root.resolve()
+        for path in files:
+            named.setdefault(path.resolve(), path.resolve().relative_to(base))
+    if len(set(named.values())) < len(named):  # a clash: name by the shared folder instead
+        root = Path(os.path.commonpath([str(p.parent) for p in named]))
+        named = {p: p.relative_to(root) for p in named}
+    return sorted((InputFile(path, name) for path, name in named.items()),
+                  key=lambda f: f.name.as_posix())
 
 
 # ---- outputs -----------------------------------------------------------------------------

@@ -74,8 +74,10 @@ def test_folder_gives_drawings_and_coco_style_json(tiny, tmp_path):
 
 
 def test_pytorch_and_onnx_give_the_same_predictions(tiny, onnx_file):
-    args = (tiny.config, tiny.checkpoint, tiny.root / "inputs", "--score-thr", 0.05, "--json")
-    torch_run, onnx_run = run(*args), run(*args, "--onnx", onnx_file)
+    args = (tiny.root / "inputs", "--score-thr", 0.05, "--json")
+    # --onnx needs no checkpoint: the file holds the weights
+    torch_run, onnx_run = run(tiny.config, tiny.checkpoint, *args), run(tiny.config, *args,
+                                                                          "--onnx", onnx_file)
     assert torch_run.exit_code == 0 and onnx_run.exit_code == 0, onnx_run.output
     ref, out = json.loads(torch_run.stdout), json.loads(onnx_run.stdout)
     assert (ref["backend"], out["backend"]) == ("pytorch", "onnxruntime")
@@ -104,7 +106,7 @@ def test_unreadable_image_is_reported_and_the_rest_go_on(tiny, tmp_path):
     result = run(tiny.config, tiny.checkpoint, folder, "--out", out)
     assert result.exit_code == 1
     assert "4 of 5 images" in result.stdout
-    assert "1 image(s) could not be read" in result.stdout
+    assert "1 file could not be read" in result.stdout
     assert "broken.jpg" in result.stdout
     assert (out / "000001.jpg").is_file() and (out / "predictions.json").is_file()
     assert not (out / "broken.jpg").exists()
@@ -114,10 +116,10 @@ def test_empty_folder_and_no_match_are_clear_errors(tiny, tmp_path):
     (tmp_path / "empty").mkdir()
     result = run(tiny.config, tiny.checkpoint, tmp_path / "empty")
     assert result.exit_code == 3
-    assert f"folder {tmp_path / 'empty'} has no image files" in result.output
+    assert f"folder {tmp_path / 'empty'} has no image or video files" in result.output
     result = run(tiny.config, tiny.checkpoint, str(tmp_path / "*.png"))
     assert result.exit_code == 3
-    assert "no image file matches" in result.output
+    assert "no image or video file matches" in result.output
     result = run(tiny.config, tiny.checkpoint, tmp_path / "missing.jpg")
     assert result.exit_code == 3
     assert "missing.jpg does not exist" in result.output
@@ -125,7 +127,76 @@ def test_empty_folder_and_no_match_are_clear_errors(tiny, tmp_path):
 
 def test_onnx_without_the_extra_names_it(tiny, onnx_file, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
-    result = run(tiny.config, tiny.checkpoint, tiny.root / "inputs", "--onnx", onnx_file)
+    result = run(tiny.config, tiny.root / "inputs", "--onnx", onnx_file)
     assert result.exit_code == 1
     assert "onnxruntime is not installed" in result.output
     assert "pip install 'detcli[export]'" in result.output
+
+
+def test_a_checkpoint_given_with_onnx_is_not_loaded(tiny, onnx_file):
+    result = run(tiny.config, tiny.checkpoint, tiny.root / "inputs" / "000001.jpg",
+                 "--onnx", onnx_file, "--json")
+    assert result.exit_code == 0, result.output
+    assert f"the checkpoint {tiny.checkpoint} is not needed" in result.stderr
+    assert json.loads(result.stdout)["num_images"] == 1
+
+
+def test_without_onnx_a_checkpoint_and_an_input_are_needed(tiny):
+    result = run(tiny.config, tiny.root / "inputs")
+    assert result.exit_code == 2
+    assert "needs a CHECKPOINT and at least one INPUT" in result.output
+
+
+def test_several_folders_keep_their_names_under_out(tiny, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "far" / "away" / "second"
+    shutil.copytree(tiny.root / "inputs", first)
+    second.mkdir(parents=True)
+    shutil.copy(tiny.root / "inputs" / "000001.jpg", second / "000001.jpg")
+    out = tmp_path / "out"
+    result = run(tiny.config, tiny.checkpoint, first, second, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg"))
+    assert written == ["first/000001.jpg", "first/000002.jpg", "first/000003.jpg",
+                       "first/sub/000004.jpg", "second/000001.jpg"]
+    records = json.loads((out / "predictions.json").read_text())
+    assert {r["file_name"] for r in records} >= {"first/000001.jpg", "second/000001.jpg"}
+
+
+def test_video_gives_an_annotated_video_and_per_frame_records(tiny, tmp_path):
+    frames = [cv2.imread(str(p)) for p in sorted(tiny.images.glob("*.jpg"))[:3]]
+    h, w = frames[0].shape[:2]
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 4.0, (w, h))
+    for frame in frames:
+        writer.write(cv2.resize(frame, (w, h)))
+    writer.release()
+    out = tmp_path / "out"
+    result = run(tiny.config, tiny.checkpoint, clip, "--out", out, "--json",
+                 "--score-thr", 0.05)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["num_videos"] == 1 and payload["num_images"] == 0
+    assert payload["videos"] == [{"file_name": "clip.avi", "frames": 3, "fps": 4.0,
+                                  "out": str(out / "clip.avi.mp4")}]
+    records = payload["predictions"]
+    assert {r["frame"] for r in records} == {0, 1, 2}  # every frame detects something
+    assert all(r["file_name"] == "clip.avi" for r in records)
+    assert json.loads((out / "predictions.json").read_text()) == records
+    annotated = cv2.VideoCapture(str(out / "clip.avi.mp4"))
+    assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    assert (int(annotated.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(annotated.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (w, h)
+    ok, first = annotated.read()
+    assert ok and np.abs(first.astype(int) - frames[0]).max() > 100  # boxes were drawn
+
+
+def test_a_broken_video_is_reported_and_the_images_go_on(tiny, tmp_path):
+    folder = tmp_path / "mixed"
+    shutil.copytree(tiny.root / "inputs", folder)
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    out = tmp_path / "out"
+    result = run(tiny.config, tiny.checkpoint, folder, "--out", out)
+    assert result.exit_code == 1
+    assert "4 of 4 images, 0 of 1 video" in result.stdout
+    assert "1 file could not be read" in result.stdout and "broken.mp4" in result.stdout
+    assert not list(out.rglob("*.mp4"))  # no half-written video

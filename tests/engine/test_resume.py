@@ -8,7 +8,7 @@ import torch
 from detcli.engine.checkpoint import read_checkpoint, save_checkpoint
 from detcli.engine.hooks import Hook
 from detcli.engine.trainer import train_detector
-from detcli.errors import ConfigError, TrainingError
+from detcli.errors import CheckpointError, ConfigError
 from detcli.models.build import build_detector
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -64,10 +64,15 @@ def test_an_interrupted_run_resumed_equals_an_uninterrupted_one(tiny_config, tmp
     assert resumed.restored.path == str(tmp_path / "b" / "latest.pth")
     restored = "\n".join(resumed.restored.lines())
     for item in ("model weights", "optimizer (AdamW", "lr schedule (step", "EMA weights",
-                 f"epoch 1, iteration {ipe}", "best bbox_mAP", "random generators"):
+                 f"epoch 1, iteration {ipe}", "random generators", "data position (epoch 2 "
+                 "from its start)", "written before its evaluation: evaluating first"):
         assert item in restored
-    assert logged(resumed) == logged(straight, after_iter=ipe)
-    assert logged(resumed)[0][0][0] == ipe + 1  # it went on with the next iteration
+    # epoch 1's checkpoint was written before its evaluation: the resumed run redoes it first
+    (train, val), (straight_train, _) = logged(resumed), logged(straight, after_iter=ipe)
+    assert train == straight_train
+    assert val == logged(straight, after_iter=ipe - 1)[1]  # the evaluations at ipe and 2 ipe
+    assert train[0][0] == ipe + 1  # it went on with the next iteration
+    assert {**resumed.best, "path": None} == {**straight.best, "path": None}
     assert_same_weights(tmp_path / "a" / "epoch_2.pth", tmp_path / "b" / "epoch_2.pth")
 
 
@@ -126,16 +131,17 @@ def test_init_from_a_checkpoint_with_other_classes_lists_the_mismatch_and_trains
 def test_resume_mistakes_are_clear(tiny_config, tmp_path):
     fresh = train_detector(tiny_config("runner.max_epochs=1", "data.val=false"),
                            work_dir=tmp_path / "new", device="cpu", resume="auto")
-    assert fresh.restored.notes[0] == (f"nothing to resume in {tmp_path / 'new'} (no latest.pth): "
+    assert fresh.restored.notes[0] == (f"nothing to resume in {tmp_path / 'new'} (no checkpoint): "
                                        "starting a new run")
     torch.save(read_checkpoint(tmp_path / "new" / "latest.pth")["state_dict"], tmp_path / "w.pth")
-    with pytest.raises(TrainingError, match="w.pth holds weights only") as info:
+    with pytest.raises(CheckpointError, match="w.pth holds weights only") as info:
         train_detector(tiny_config(), work_dir=tmp_path / "x", device="cpu",
                        resume=str(tmp_path / "w.pth"))
     assert "--init-from" in info.value.hint
     with pytest.raises(ConfigError, match="--resume and --init-from cannot be combined"):
         train_detector(tiny_config(), work_dir=tmp_path / "x", device="cpu", resume="auto",
                        init_from=str(tmp_path / "w.pth"))
-    with pytest.raises(TrainingError, match="does not fit the model, so it cannot be resumed"):
+    # exit code 4 (the checkpoint's), not 1: a checkpoint that does not fit is a checkpoint error
+    with pytest.raises(CheckpointError, match="does not fit the model, so it cannot be resumed"):
         train_detector(tiny_config("model.bbox_head.feat_channels=16"), work_dir=tmp_path / "y",
                        device="cpu", resume=str(tmp_path / "new" / "latest.pth"))

@@ -1,10 +1,16 @@
 """``CheckpointHook``: ``epoch_N.pth`` / ``iter_N.pth`` every ``checkpoint_config.interval``.
 
-Written by rank 0 after the evaluation of the same epoch (so the checkpoint carries the best
-score and early-stopping counters), also at the last epoch and when a run stops early.
-``latest.pth`` then names the newest one (a relative symbolic link, replaced atomically; a
-copy where links are not possible), and only the newest ``max_keep_ckpts`` periodic
-checkpoints are kept (-1 keeps all; ``best_*`` and ``latest`` are never pruned).
+Written by rank 0 (every rank gives it its random generators) right after the EMA update and
+*before* the evaluation of the same epoch, so an evaluation that fails cannot cost a trained
+epoch; the checkpoint records that its evaluation is still due, and a run resumed from it
+evaluates first (:mod:`detcli.engine.resume`). Also written at the last epoch and when a run
+stops early. ``latest.pth`` then names the newest one (a relative symbolic link, replaced
+atomically; a copy where links are not possible), and only the newest ``max_keep_ckpts``
+periodic checkpoints are kept (-1 keeps all; ``best_*`` and ``latest`` are never pruned).
+
+A write goes through ``NAME.tmp`` (:func:`~detcli.engine.checkpoint.atomic_save`); a process
+killed during one leaves that file behind, and :func:`remove_partial_saves` deletes it when
+the next run starts in the work directory.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from detcli.engine.config import CheckpointConfig
-from detcli.engine.hooks.base import NORMAL, Hook
+from detcli.engine.hooks.base import ABOVE_NORMAL, Hook
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,19 @@ def point_latest(path: Path) -> Path:
     return latest
 
 
+def remove_partial_saves(work_dir: Path) -> list[Path]:
+    """Delete the ``*.pth.tmp`` files (and ``.latest.pth.tmp``) a killed save left behind."""
+    if not work_dir.is_dir():
+        return []
+    leftovers = sorted(p for p in work_dir.iterdir()
+                       if p.name.endswith(".pth.tmp") or p.name == f".{LATEST}.tmp")
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+        log.warning("removed %s: a checkpoint write that never finished (the run was killed "
+                    "while saving)", path)
+    return leftovers
+
+
 def prune(work_dir: Path, prefix: str, keep: int) -> list[Path]:
     """Delete all but the newest ``keep`` ``{prefix}_N.pth`` files; returns those deleted."""
     if keep < 0:
@@ -54,7 +73,7 @@ def prune(work_dir: Path, prefix: str, keep: int) -> list[Path]:
 class CheckpointHook(Hook):
     """Saves periodic checkpoints, points ``latest.pth`` at them, prunes old ones."""
 
-    priority = NORMAL
+    priority = ABOVE_NORMAL + 2  # after the EMA update (40), before evaluation (45)
 
     def __init__(self, *, interval: int = 1, max_keep_ckpts: int = -1) -> None:
         self.interval = interval
@@ -68,9 +87,9 @@ class CheckpointHook(Hook):
 
     def _save(self, trainer: Any, name: str) -> None:
         self._last_saved_iter = trainer.state.iter
+        path = trainer.save_checkpoint(trainer.work_dir / f"{name}.pth")  # on every rank
         if not trainer.dist.is_main:
             return
-        path = trainer.save_checkpoint(trainer.work_dir / f"{name}.pth")
         point_latest(path)
         self.saved.append(path)
         prefix = name.split("_")[0]

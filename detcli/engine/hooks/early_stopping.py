@@ -4,8 +4,9 @@ After each evaluation, the metric ``monitor`` improves when it beats the best so
 than ``min_delta`` (greater is better, or less with ``rule = "less"`` or a name containing
 "loss"). After ``patience`` evaluations in a row without improvement, or as soon as it reaches
 ``stopping_threshold``, the hook sets ``trainer.state.stop_reason``; the trainer finishes the
-epoch's hooks (so the last checkpoint is written) and ends the run. Its counters travel in
-checkpoints, so a resumed run keeps counting.
+epoch's hooks and ends the run (writing a last checkpoint if that epoch had none). Its counters
+travel in checkpoints, so a resumed run keeps counting (a checkpoint written before its
+epoch's evaluation holds the counters before it; the resumed run redoes that evaluation).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 class EarlyStoppingHook(Hook):
     """Watches ``monitor`` in every evaluation; see the module docstring."""
 
-    priority = NORMAL - 2  # after evaluation, before the checkpoint that records its state
+    priority = NORMAL - 2  # after evaluation (its on_eval runs inside the evaluation)
 
     def __init__(self, *, monitor: str = "bbox_mAP", rule: str | None = None, min_delta: float = 0.0,
                  patience: int = 5, stopping_threshold: float | None = None) -> None:

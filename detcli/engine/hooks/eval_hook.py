@@ -1,7 +1,7 @@
 """``EvalHook``: COCO evaluation during training, and the ``best_<metric>.pth`` checkpoint.
 
 Evaluates every ``evaluation.interval`` epochs (iterations with IterBasedRunner), and always
-at the end of the run, with :func:`detcli.engine.evaluation.evaluate` on ``data.val`` built in
+at the end of the run, after that point's checkpoint is written, with :func:`detcli.engine.evaluation.evaluate` on ``data.val`` built in
 test mode (every image kept). It evaluates the EMA weights when an EMAHook keeps them, else
 the model. In a distributed run every rank evaluates its share of the images and all get the
 same metrics (the tester gathers the detections). Evaluation leaves every random-number
@@ -31,7 +31,7 @@ AUTO_METRIC = "bbox_mAP"
 class EvalHook(Hook):
     """Evaluates at intervals and at the end; keeps ``trainer.state.metrics`` and ``best``."""
 
-    priority = NORMAL - 5  # before early stopping and the checkpoint, which record its result
+    priority = NORMAL - 5  # after the checkpoint (42), before early stopping (48)
 
     def __init__(self, *, interval: int = 1, save_best: str | None = "auto",
                  rule: str | None = None, batch_size: int = 1) -> None:
@@ -55,14 +55,19 @@ class EvalHook(Hook):
                 workers_per_gpu=trainer.cfg.data.workers_per_gpu, distributed=trainer.dist.enabled)
         return self._loader
 
+    def due(self, state: Any) -> bool:
+        """Whether an evaluation belongs at the end of the epoch (iteration) ``state`` is at."""
+        if state.by_epoch and state.iter != state.epoch * state.iters_per_epoch:
+            return False  # inside an epoch
+        done = state.epoch if state.by_epoch else state.iter
+        return done > 0 and (done % self.interval == 0 or state.finished)
+
     def after_epoch(self, trainer: Any) -> None:
-        state = trainer.state
-        if state.by_epoch and (state.epoch % self.interval == 0 or state.finished):
+        if trainer.state.by_epoch and self.due(trainer.state):
             self.evaluate(trainer)
 
     def after_iter(self, trainer: Any) -> None:
-        state = trainer.state
-        if not state.by_epoch and (state.iter % self.interval == 0 or state.finished):
+        if not trainer.state.by_epoch and self.due(trainer.state):
             self.evaluate(trainer)
 
     def after_run(self, trainer: Any) -> None:
@@ -102,7 +107,6 @@ class EvalHook(Hook):
         path = trainer.work_dir / f"best_{name}.pth"
         trainer.state.best = {"metric": name, "value": value, "epoch": trainer.state.epoch,
                               "iter": trainer.state.iter, "path": str(path)}
-        if trainer.dist.is_main:
-            trainer.save_checkpoint(path)
-            log.info("new best %s = %.4f at epoch %d: saved %s", name, value,
-                     trainer.state.epoch, path.name)
+        trainer.save_checkpoint(path)  # every rank: it gathers their random generators
+        log.info("new best %s = %.4f at epoch %d: saved %s", name, value, trainer.state.epoch,
+                 path.name)

@@ -3,8 +3,10 @@
 A record is one dict: every ``log_config.interval`` iterations a ``"train"`` record (epoch,
 iter, lr, each loss, time and data_time in seconds per iteration, img_per_s, memory in MB,
 eta_s) and after each evaluation a ``"val"`` record (its metrics). ``LoggerHook`` appends
-each as one JSON line to ``work_dir/metrics.jsonl`` (emptied when a new run starts there, kept
-when one resumes); ``TextLoggerHook`` (``log_config.hooks``)
+each as one JSON line to ``work_dir/metrics.jsonl`` (emptied when a new run starts there; a resumed run keeps the
+records up to its checkpoint and drops those of the work done after it, which the resumed run
+redoes, so the file reads as one uninterrupted run; ``train.log`` keeps every line);
+``TextLoggerHook`` (``log_config.hooks``)
 writes it as one readable line to the ``detcli.train`` logger, which the trainer also sends to
 ``work_dir/train.log``. Rank 0 only.
 """
@@ -19,6 +21,7 @@ from typing import Any
 
 from detcli.engine.config import TextLoggerHookConfig
 from detcli.engine.hooks.base import VERY_LOW, Hook
+from detcli.errors import writing
 from detcli.registry import HOOKS
 
 train_log = logging.getLogger("detcli.train")
@@ -39,15 +42,45 @@ class LoggerHook(Hook):
         self.path = Path(path)
 
     def before_run(self, trainer: Any) -> None:
-        """A new run starts the file afresh; a resumed one appends to it."""
-        if trainer.dist.is_main and trainer.restored.kind not in ("resume", "extend"):
-            self.path.write_text("", encoding="utf-8")
+        """A new run starts the file afresh; a resumed one keeps what its checkpoint holds."""
+        if not trainer.dist.is_main:
+            return
+        if trainer.restored.kind not in ("resume", "extend"):
+            with writing(self.path, "the metrics log"):
+                self.path.write_text("", encoding="utf-8")
+        else:
+            self._truncate(trainer.state.iter, keep_last_eval=not trainer.eval_pending)
+
+    def _truncate(self, done: int, keep_last_eval: bool) -> None:
+        """Keep the records of iterations ``<= done`` (the evaluation at ``done`` only when
+        ``keep_last_eval``); drop later ones and any line a kill cut short."""
+        if not self.path.exists():
+            return
+        kept, dropped = [], 0
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+                it = int(record["iter"])
+            except (ValueError, KeyError, TypeError):
+                dropped += 1
+                continue
+            if it < done or (it == done and (record.get("mode") != "val" or keep_last_eval)):
+                kept.append(line)
+            else:
+                dropped += 1
+        if dropped:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+            tmp.replace(self.path)
+            logging.getLogger(__name__).info(
+                "%s: dropped %d record(s) after iteration %d, work the interrupted run did after "
+                "its checkpoint (train.log keeps them)", self.path.name, dropped, done)
 
     def on_log(self, trainer: Any, record: dict[str, Any]) -> None:
         if not trainer.dist.is_main:
             return
         line = json.dumps({k: v for k, v in record.items() if k != "per_class"}, default=str)
-        with open(self.path, "a", encoding="utf-8") as f:
+        with writing(self.path, "the metrics log"), open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
 
 
