@@ -29,6 +29,7 @@ from detcli.cli.common import (
     load,
     print_json,
 )
+from detcli.data.problems import plural
 from detcli.data.synth import SynthSpec
 
 app = typer.Typer(cls=DetGroup, help="Make and check datasets.", no_args_is_help=True)
@@ -91,7 +92,8 @@ def _counts_table(report) -> Table:
 
 def _print_problems(report) -> None:
     """One line per problem (file, annotation, image, what): long lists stay readable and greppable."""
-    console.print(f"{len(report.problems)} problems in {report.split or 'the dataset'}:", style="bold")
+    console.print(f"{plural(len(report.problems), 'problem')} in {report.split or 'the dataset'}:",
+                  style="bold")
     for p in report.problems:
         style = "red" if p.severity == "error" else "yellow"
         console.print(f"[{style}]{p.severity:7}[/] {p.kind:18} ", end="")
@@ -102,7 +104,8 @@ def _summary(reports: list) -> str:
     parts = []
     for r in reports:
         warnings = len(r.problems) - r.num_errors
-        parts.append(f"{r.split}: {r.num_errors} errors" + (f", {warnings} warnings" if warnings else ""))
+        parts.append(f"{r.split}: {plural(r.num_errors, 'error')}"
+                     + (f", {plural(warnings, 'warning')}" if warnings else ""))
     return "; ".join(parts)
 
 
