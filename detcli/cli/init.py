@@ -19,12 +19,12 @@ import typer
 from rich.prompt import Confirm, FloatPrompt, Prompt
 from rich.table import Table
 
-from detcli.cli.common import DebugOpt, DeviceOpt, console, err_console, guarded
+from detcli.cli.common import DebugOpt, DeviceOpt, console, err_console, examples, guarded, plural
 
 MAX_PROBLEMS = 10  # problems listed per split; `det data check` lists them all
 DEFAULT_VAL_SPLIT = 0.1
 
-EXAMPLES = (
+EXAMPLES = examples(
     "det init data/my_yolo --yes",
     "det init data/coco --preset retinanet_r50 --out configs/coco.toml",
     "det init data/shapes --format yolo --classes square,circle --val-split 0.2 --yes",
@@ -69,7 +69,7 @@ def _split_table(surveys: dict) -> Table:
 
 
 def _class_table(classes: tuple[str, ...], surveys: dict, source: str) -> Table:
-    table = Table(title=f"{len(classes)} classes (from {source})", title_justify="left",
+    table = Table(title=f"{plural(len(classes), 'class', 'classes')} (from {source})", title_justify="left",
                   title_style="bold")
     table.add_column("label", justify="right")
     table.add_column("class")
@@ -102,7 +102,7 @@ def _print_problems(surveys: dict) -> None:
         problems = s.report.problems
         if not problems:
             continue
-        console.print(f"{name}: {len(problems)} problem(s) (det data check --cheap):", style="bold")
+        console.print(f"{name}: {plural(len(problems), 'problem')} (det data check --cheap):", style="bold")
         for p in problems[:MAX_PROBLEMS]:
             style = "red" if p.severity == "error" else "yellow"
             console.print(f"  [{style}]{p.severity}[/] {p.kind}: ", end="")
@@ -113,22 +113,23 @@ def _print_problems(surveys: dict) -> None:
 
 
 def _classes(layout, given: Optional[str], yes: bool) -> tuple[str, ...]:
-    """The class names: --classes, else the layout's, else asked (YOLO without names)."""
+    """The class names: --classes, else the layout's, else asked (YOLO without names); YOLO
+    needs a name for every class number its labels use."""
     from detcli.errors import DataError
 
     if given is not None:
         names = tuple(n.strip() for n in given.split(",") if n.strip())
         if not names:
             raise DataError(f"--classes {given!r} names no class; give them comma-separated")
-        return names
-    if layout.classes is not None:
-        return layout.classes
-    count = max(layout.num_label_classes, 1)
-    default = ",".join(f"class_{k}" for k in range(count))
-    console.print(f"the labels use {count} class number(s) (0 to {count - 1}) and the folder "
-                  f"names none ({layout.classes_source})", highlight=False)
-    answer = _ask(yes, "class names, comma-separated, in label order", default)
-    names = tuple(n.strip() for n in answer.split(",") if n.strip())
+    elif layout.classes is not None:
+        names = layout.classes
+    else:
+        count = max(layout.num_label_classes, 1)
+        default = ",".join(f"class_{k}" for k in range(count))
+        console.print(f"the labels use {plural(count, 'class number')} (0 to {count - 1}) and the folder "
+                      f"names none ({layout.classes_source})", highlight=False)
+        answer = _ask(yes, "class names, comma-separated, in label order", default)
+        names = tuple(n.strip() for n in answer.split(",") if n.strip())
     if len(names) < layout.num_label_classes:
         raise DataError(f"{len(names)} class names for labels numbered up to "
                         f"{layout.num_label_classes - 1}", hint=f"give {layout.num_label_classes} names")
@@ -179,7 +180,7 @@ def init(
              f"none (default {DEFAULT_VAL_SPLIT}).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the val split.")] = 0,
     preset: Annotated[Optional[str], typer.Option(
-        "--preset", help="The base preset (default: the suggested one; det presets lists them).")] = None,
+        "--preset", metavar="NAME", help="The base preset (default: the suggested one; det presets lists them).")] = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", help="Where to write the config (default: ./<DATA_DIR name>.toml).")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Accept every default; ask nothing.")] = False,

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from detcli.cli import analyze, config, data, export, predict, presets, test, train, viz
+from detcli.cli import analyze, config, data, export, init, predict, presets, test, train, viz
 from detcli.cli.common import DetCommand, DetGroup, console, examples
 
 QUICK_START = """\
@@ -72,6 +72,7 @@ app.command("presets", cls=DetCommand,
 app.add_typer(data.app, name="data", help="Make and check datasets.")
 app.add_typer(analyze.app, name="analyze", help="Check a config against its data (anchors).")
 app.add_typer(viz.app, name="viz", help="Draw assignments and dataset samples.")
+app.command("init", cls=DetCommand, epilog=init.EXAMPLES)(init.init)
 app.command("train", cls=DetCommand, epilog=train.EXAMPLES)(train.train)
 app.command("test", cls=DetCommand, epilog=test.EXAMPLES)(test.test)
 app.add_typer(export.app, name="export", help="Export a trained detector (ONNX).")
