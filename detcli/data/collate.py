@@ -7,6 +7,8 @@ Images are copied into an (N, 3, H, W) float32 tensor of zeros at the top-left c
 padding value of normalised images is 0, the same as ``Pad(pad_val=0)`` after ``Normalize``.
 GT is padded by :meth:`DetTargets.from_lists` (label -1 on empty slots). Each image's
 ``img_metas`` is kept in ``ImageBatch.metas`` with ``batch_input_shape`` = (H, W) added.
+``img_shapes`` and ``pad_shapes`` become (N, 2) int64 tensors here, once per batch (in the
+loader's workers), so the train step never builds them from Python lists.
 """
 
 from __future__ import annotations
@@ -51,11 +53,13 @@ def collate_images(samples: list[dict[str, Any]]) -> ImageBatch:
     tensor = torch.from_numpy(padded)
     for meta in metas:
         meta["batch_input_shape"] = (h, w)
-    img_shapes = [_hw(m.get("img_shape"), "img_shape", m) for m in metas]
+    # Made here, once per batch, and moved with the images: the heads read them on the device.
+    img_shapes = torch.tensor([_hw(m.get("img_shape"), "img_shape", m) for m in metas],
+                              dtype=torch.long)  # (N, 2)
     ori_shapes = [_hw(m.get("ori_shape"), "ori_shape", m) for m in metas]
     factors = torch.from_numpy(np.stack([_scale_factor(m) for m in metas]))  # (N, 4)
     return ImageBatch(tensor=tensor, img_shapes=img_shapes, ori_shapes=ori_shapes,
-                      scale_factors=factors, metas=metas)
+                      scale_factors=factors, metas=metas)  # pad_shapes: each meta's pad_shape
 
 
 def collate_targets(samples: list[dict[str, Any]]) -> DetTargets | None:

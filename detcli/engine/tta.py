@@ -89,7 +89,7 @@ def unflip_boxes(boxes: Tensor, img_shapes: Tensor, directions: Sequence[str | N
 def map_back(boxes: Tensor, images: ImageBatch) -> Tensor:
     """Boxes (N, P, 4) in a view's network-input pixels -> original-image pixels: un-flip in
     the view's ``img_shape``, then divide by its ``scale_factor`` (``bbox_mapping_back``)."""
-    img_shapes = torch.tensor(images.img_shapes, dtype=torch.float32, device=boxes.device)  # (N, 2)
+    img_shapes = images.img_shapes.to(boxes.device, torch.float32)  # (N, 2)
     unflipped = unflip_boxes(boxes, img_shapes, flip_directions(images))  # (N, P, 4)
     return unflipped / images.scale_factors.to(unflipped)[:, None, :]  # (N, P, 4)
 
@@ -105,8 +105,7 @@ def view_candidates(model: nn.Module, images: ImageBatch) -> Candidates:
                           slots[None, :] < batch.num_dets[:, None])  # (N, M)
     outputs = model(images.tensor)
     priors = head.level_priors(outputs)
-    img_shapes = torch.tensor(images.img_shapes, dtype=torch.float32,
-                              device=images.tensor.device)  # (N, 2)
+    img_shapes = images.img_shapes.to(images.tensor.device, torch.float32)  # (N, 2)
     per_level = [
         level_candidates(logits, deltas, anchors, head.bbox_coder, img_shapes, cfg.nms_pre)
         for logits, deltas, anchors in zip(outputs.cls_logits, outputs.bbox_deltas, priors)

@@ -38,11 +38,27 @@ def test_images_pad_to_batch_max_with_zeros():
     assert images.pad_shape == (25, 32) and len(images) == 2
     assert (images.tensor[0, :, :20, :32] == 1).all() and (images.tensor[0, :, 20:] == 0).all()
     assert (images.tensor[1, :, :25, :16] == 2).all() and (images.tensor[1, :, :, 16:] == 0).all()
-    assert images.img_shapes == [(20, 32), (25, 16)]
+    assert images.img_shapes.dtype == torch.long and images.img_shapes.tolist() == [[20, 32],
+                                                                                    [25, 16]]
+    assert images.pad_shapes.tolist() == [[20, 32], [25, 16]]  # each meta's own pad_shape
+    assert not images.fills_batch  # neither image is padded to the batch's 25 x 32
+    assert images.img_shape_list() == [(20, 32), (25, 16)]
     assert images.ori_shapes == [(10, 16), (12, 8)]
     assert images.scale_factors.tolist() == [[1.5, 3, 1.5, 3], [0.5, 1, 0.5, 1]]
     assert [m["image_id"] for m in images.metas] == [1, 2]
     assert all(m["batch_input_shape"] == (25, 32) for m in images.metas)
+
+
+def test_pad_shapes_default_to_the_batch_and_every_shape_moves_with_the_images():
+    samples = two_samples()
+    del samples[1]["img_metas"]["pad_shape"]
+    images, _ = collate(samples)
+    assert images.pad_shapes.tolist() == [[20, 32], [25, 32]]  # no pad_shape: the batch's (H, W)
+    assert not images.fills_batch
+    moved = images.to("meta")
+    assert {t.device.type for t in (moved.tensor, moved.img_shapes, moved.pad_shapes,
+                                    moved.scale_factors)} == {"meta"}
+    assert moved.ori_shapes == images.ori_shapes and moved.metas is images.metas
 
 
 def test_targets_pad_with_minus_one_labels():

@@ -94,16 +94,20 @@ def test_targets_on_written_out_case() -> None:
 def test_anchors_off_the_image_take_no_part() -> None:
     """MMDetection's valid flags (the image's own padded size) and allowed_border."""
     head = toy_head()
-    images, targets = toy_batch(1)
-    images.metas[0]["pad_shape"] = (16, 32, 3)  # padded to 32x32 by the batch: row y=1 is off
+    _, targets = toy_batch(1)
+    # padded to 32x32 by the batch: row y=1 is off the image's own padded area
+    images = ImageBatch(tensor=torch.zeros(1, 3, 32, 32), img_shapes=[(16, 32)],
+                        ori_shapes=[(16, 32)], scale_factors=torch.ones(1, 4),
+                        metas=[{"pad_shape": (16, 32, 3)}])
+    assert images.pad_shapes.tolist() == [[16, 32]] and not images.fills_batch
     priors = torch.cat(head.prior_generator.grid_priors([(2, 2)]))
     tgt = head.get_targets(priors, [(2, 2)], images, targets)
     assert tgt.label_weights.tolist() == [[1, 1, 0, 0]]
     assert tgt.labels.tolist() == [[1, 3, 3, 3]]
 
     head.train_cfg = head.train_cfg.model_copy(update={"allowed_border": 0})
-    images.metas[0].pop("pad_shape")
-    images.img_shapes[0] = (32, 24)  # r1 and r3 reach x = 32 > 24
+    images = ImageBatch(tensor=torch.zeros(1, 3, 32, 32), img_shapes=[(32, 24)],
+                        ori_shapes=[(32, 24)], scale_factors=torch.ones(1, 4))  # r1, r3: x 32 > 24
     tgt = head.get_targets(priors, [(2, 2)], images, targets)
     assert tgt.label_weights.tolist() == [[1, 0, 0, 0]]  # r2: y2 = 32 is not < 32 + 0
     head.train_cfg = head.train_cfg.model_copy(update={"allowed_border": 1})

@@ -198,7 +198,8 @@ def test_network_input_matches_the_test_preprocessing(frcnn):
     assert batch.tensor.shape == reference.tensor.shape == (1, 3, 192, 256)
     # the picture's 8-bit pixels round the input by at most half a grey level: 0.5 / 57.12
     assert (batch.tensor - reference.tensor).abs().max() <= 0.5 / 57.12 + 1e-5
-    assert batch.img_shapes == reference.img_shapes and batch.ori_shapes == reference.ori_shapes
+    assert torch.equal(batch.img_shapes, reference.img_shapes)
+    assert batch.ori_shapes == reference.ori_shapes
     torch.testing.assert_close(batch.scale_factors, reference.scale_factors)
 
 

@@ -244,16 +244,12 @@ class AnchorHead(nn.Module):
         """
         assert self.train_cfg is not None
         allowed_border = self.train_cfg.allowed_border
-        batch_pad = images.pad_shape
-        pads = [tuple(m.get("pad_shape", batch_pad))[:2] for m in images.metas] or \
-            [batch_pad] * len(images)
-        if allowed_border < 0 and all(tuple(p) == tuple(batch_pad) for p in pads):
+        if allowed_border < 0 and images.fills_batch:  # host data: no device read
             return None
         device = priors.device
         valid = torch.cat(self.prior_generator.valid_flags(
-            featmap_sizes, torch.tensor(pads, device=device)), dim=1)  # (N, R)
-        img_shapes = torch.tensor(images.img_shapes, dtype=torch.float32, device=device)  # (N, 2)
-        return anchor_inside_flags(priors, valid, img_shapes, allowed_border)
+            featmap_sizes, images.pad_shapes.to(device)), dim=1)  # (N, R)
+        return anchor_inside_flags(priors, valid, images.img_shapes.to(device), allowed_border)
 
     # ---- inference -------------------------------------------------------------------------
 

@@ -96,8 +96,7 @@ def predict_dense(
     else in network-input pixels. ``score_factors``: L x (N, A, H_l, W_l) logits whose sigmoid
     multiplies the scores after the ``score_thr`` test (module docstring).
     """
-    device = cls_logits[0].device
-    img_shapes = torch.tensor(images.img_shapes, dtype=torch.float32, device=device)  # (N, 2)
+    img_shapes = images.img_shapes.to(cls_logits[0].device, torch.float32)  # (N, 2)
     per_level = [
         level_candidates(logits, deltas, anchors, bbox_coder, img_shapes, cfg.nms_pre)
         for logits, deltas, anchors in zip(cls_logits, bbox_deltas, priors)

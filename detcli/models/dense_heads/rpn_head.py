@@ -199,10 +199,8 @@ class RPNHead(AnchorHead):
         ``train_cfg.rpn_proposal`` while training)."""
         outputs = self._outputs(feats_or_outputs)
         priors = self.level_priors(outputs)  # L x (H_l*W_l*A, 4)
-        device = outputs.cls_logits[0].device
-        img_shapes = torch.tensor(images.img_shapes, dtype=torch.float32, device=device)  # (N, 2)
         return generate_proposals(outputs.cls_logits, outputs.bbox_deltas, priors,
-                                  self.bbox_coder, img_shapes,
+                                  self.bbox_coder, images.img_shapes,
                                   cfg if cfg is not None else self.test_cfg)
 
     def predict(self, feats_or_outputs: Any, images: ImageBatch,

@@ -299,8 +299,7 @@ class StandardRoIHead(nn.Module):
         num_images, num_props = boxes.shape[:2]
         num_classes = self.num_classes
         cls_score, bbox_pred = self.bbox_forward(feats, batch_rois(boxes))  # (N*P, ...)
-        img_shapes = torch.tensor(images.img_shapes, dtype=torch.float32,
-                                  device=boxes.device)  # (N, 2)
+        img_shapes = images.img_shapes.to(boxes.device, torch.float32)  # (N, 2)
         det_boxes, scores = self.bbox_head.predict_boxes(
             boxes, cls_score.view(num_images, num_props, cls_score.shape[-1]),
             bbox_pred.view(num_images, num_props, bbox_pred.shape[-1]),

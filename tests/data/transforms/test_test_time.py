@@ -49,8 +49,8 @@ def test_scale_factor_mode_and_collate_views():
     batches = collate_views(samples)
     assert len(batches) == 2
     half, full = batches
-    assert half.img_shapes == [(10, 20), (20, 10)] and half.tensor.shape == (2, 3, 32, 32)
-    assert full.img_shapes == [(20, 40), (40, 20)] and full.tensor.shape == (2, 3, 64, 64)
+    assert half.img_shape_list() == [(10, 20), (20, 10)] and half.tensor.shape == (2, 3, 32, 32)
+    assert full.img_shape_list() == [(20, 40), (40, 20)] and full.tensor.shape == (2, 3, 64, 64)
     assert [m["image_id"] for m in half.metas] == [1, 2]
     assert half.scale_factors[:, 0].tolist() == [0.5, 0.5]
 

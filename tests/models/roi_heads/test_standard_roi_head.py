@@ -86,7 +86,7 @@ def features(num_images: int, channels: int = 2, seed: int = 0) -> list[torch.Te
 
 def images_of(num_images: int, scale: float = 1.0) -> ImageBatch:
     images = ImageBatch.from_tensor(torch.zeros(num_images, 3, 128, 128))
-    images.img_shapes = [(100, 100)] * num_images
+    images.img_shapes = torch.tensor([[100, 100]] * num_images)  # (N, 2)
     images.scale_factors = torch.full((num_images, 4), scale)
     return images
 
