@@ -20,13 +20,19 @@ and renamed over ``NAME``, so a crash mid-write leaves the previous file intact.
 our files, MMDetection's, and bare state dicts; a missing, unreadable or corrupt file is a
 :class:`~detcli.errors.CheckpointError` naming it, and a tensor whose shape differs from the
 model's (a new ``num_classes``) is skipped and listed in the :class:`LoadReport`.
+
+Loading never runs code from the file (:mod:`detcli.engine.safe_load`): objects of classes
+outside torch's and numpy's plain data (MMEngine's ``HistoryBuffer`` in ``message_hub``, or a
+payload) come back as inert placeholders, and the load report lists where. Where det needs real
+data -- the file's top level, ``meta``, every ``state_dict`` value -- anything else is a
+CheckpointError. :func:`check_finite_weights` refuses NaN and infinite weights for the loads
+that evaluate, predict or export.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +41,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from detcli.engine.safe_load import Placeholder, safe_torch_load
 from detcli.engine.seed import rng_state
 from detcli.errors import CheckpointError
 
@@ -68,6 +75,7 @@ class LoadReport:
     mismatched: list[tuple[str, Shape, Shape]] = field(default_factory=list)  # (key, ckpt, model)
     meta: dict[str, Any] = field(default_factory=dict)
     num_loaded: int = 0  # tensors copied into the model
+    placeholders: list[tuple[str, str]] = field(default_factory=list)  # (where, class), not built
 
     @property
     def exact(self) -> bool:
@@ -86,7 +94,15 @@ class LoadReport:
         if self.unexpected:
             out.append(f"  not used by the model ({len(self.unexpected)}): "
                        + ", ".join(self.unexpected))
+        if self.placeholders:
+            out.append(placeholder_line(self.placeholders))
         return out
+
+
+def placeholder_line(placeholders: list[tuple[str, str]]) -> str:
+    """One line naming the objects a load kept as inert placeholders."""
+    return (f"  kept as inert placeholders, never built or run ({len(placeholders)}): "
+            + ", ".join(f"{where} ({target})" for where, target in placeholders))
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -158,45 +174,103 @@ def save_checkpoint(
     return atomic_save(ckpt, path)
 
 
-def _torch_load(path: Path, map_location: Any) -> Any:
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        # MMDetection's meta may hold numpy scalars or config objects.
-        log.warning("%s holds Python objects besides tensors; loading it fully (load only "
-                    "checkpoints you trust)", path)
-        return torch.load(path, map_location=map_location, weights_only=False)
+def _describe(value: Any) -> str:
+    if isinstance(value, Placeholder):
+        return f"a {value.target} object (not built: det never runs code from a checkpoint)"
+    return f"a {type(value).__name__}"
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """The checkpoint dict at ``path``, normalised to have ``meta`` and ``state_dict``.
+def _mmdet_classes(meta: Mapping[str, Any]) -> Any:
+    """MMDetection's class names: 3.x ``meta.dataset_meta.classes``, 2.x ``meta.CLASSES``."""
+    dataset_meta = meta.get("dataset_meta")
+    classes = (dataset_meta.get("classes") if isinstance(dataset_meta, Mapping) else None)
+    classes = classes if classes is not None else meta.get("CLASSES")
+    if isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes):
+        return list(classes)
+    return None
 
-    A bare state dict becomes ``{"meta": {}, "state_dict": it}``; a ``module.`` prefix (a DDP
-    model saved unwrapped by another tool) is removed.
-    """
-    path = Path(path)
+
+def _read(path: Path, map_location: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """(checkpoint, placeholders): see :func:`read_checkpoint`."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        data = _torch_load(path, map_location)
+        loaded = safe_torch_load(path, map_location)
     except Exception as exc:  # truncated zip, not a torch file, unpickling error...
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})",
                               hint="the file may be truncated or not a PyTorch checkpoint") from None
+    data = loaded.data
     if not isinstance(data, dict):
-        raise CheckpointError(f"checkpoint {path} holds a {type(data).__name__}, not a dict")
+        raise CheckpointError(f"checkpoint {path} holds {_describe(data)}, not a dict")
     if isinstance(data.get("state_dict"), Mapping):
         ckpt = dict(data)
     elif isinstance(data.get("model"), Mapping):  # torchvision / detectron-style wrapper
         ckpt = {**data, "state_dict": data["model"]}
     elif data and all(isinstance(v, Tensor) for v in data.values()):
         ckpt = {"state_dict": data}
+    elif "state_dict" in data:
+        raise CheckpointError(f"checkpoint {path}: state_dict is {_describe(data['state_dict'])}, "
+                              "not a dict of tensors")
     else:
         raise CheckpointError(f"checkpoint {path} has no state_dict (keys: "
                               f"{', '.join(map(str, list(data)[:8]))})")
+    not_tensors = [(k, v) for k, v in ckpt["state_dict"].items() if not isinstance(v, Tensor)]
+    if not_tensors:
+        key, value = not_tensors[0]
+        raise CheckpointError(f"checkpoint {path}: {len(not_tensors)} state_dict value(s) are not "
+                              f"tensors; the first, {key}, is {_describe(value)}",
+                              hint="a state_dict maps parameter names to tensors; this file was "
+                                   "not written by det or MMDetection")
+    meta = ckpt.get("meta") or {}
+    if not isinstance(meta, Mapping):
+        raise CheckpointError(f"checkpoint {path}: meta is {_describe(meta)}, not a dict")
     ckpt["state_dict"] = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
-    ckpt["meta"] = dict(ckpt.get("meta") or {})
+    ckpt["meta"] = dict(meta)
+    if "classes" not in ckpt["meta"] and _mmdet_classes(meta) is not None:
+        ckpt["meta"]["classes"] = _mmdet_classes(meta)
+    return ckpt, loaded.placeholders
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """The checkpoint dict at ``path``, normalised to have ``meta`` and ``state_dict``.
+
+    A bare state dict becomes ``{"meta": {}, "state_dict": it}``; a ``module.`` prefix (a DDP
+    model saved unwrapped by another tool) is removed; MMDetection's class names
+    (``meta.dataset_meta.classes``, ``meta.CLASSES``) become ``meta.classes``. Objects the
+    file holds besides plain data stay inert placeholders (module docstring), logged here.
+    """
+    ckpt, placeholders = _read(Path(path), map_location)
+    if placeholders:
+        log.warning("%s:\n%s", path, placeholder_line(placeholders))
     return ckpt
+
+
+def non_finite_weights(state: Mapping[str, Tensor]) -> list[tuple[str, int, int]]:
+    """``(key, NaN count, infinite count)`` of every floating-point tensor of ``state`` that
+    holds a NaN or an infinity, in order."""
+    bad = []
+    for key, value in state.items():
+        if (value.is_floating_point() or value.is_complex()) and not bool(value.isfinite().all()):
+            bad.append((key, int(value.isnan().sum()), int(value.isinf().sum())))
+    return bad
+
+
+def check_finite_weights(state: Mapping[str, Tensor], path: str | os.PathLike) -> None:
+    """A CheckpointError naming the first non-finite tensors of ``state`` (from ``path``), if
+    any: a model with a NaN weight predicts nothing, and its mAP of 0 or an empty export check
+    would look like a result."""
+    bad = non_finite_weights(state)
+    if not bad:
+        return
+    shown = ", ".join(f"{key} ({nan} NaN, {inf} infinite of {state[key].numel()})"
+                      for key, nan, inf in bad[:5])
+    more = f", and {len(bad) - 5} more" if len(bad) > 5 else ""
+    raise CheckpointError(f"checkpoint {path} has non-finite weights in {len(bad)} of "
+                          f"{len(state)} tensors: {shown}{more}",
+                          hint="the run that wrote it diverged; use an earlier checkpoint of it "
+                               "(epoch_N.pth), or train again with a lower lr or "
+                               "optimizer_config.grad_clip")
 
 
 def load_state_dict(model: nn.Module, state: Mapping[str, Tensor], path: str = "<state>",
@@ -223,15 +297,20 @@ def load_state_dict(model: nn.Module, state: Mapping[str, Tensor], path: str = "
 
 
 def load_checkpoint(path: str | os.PathLike, model: nn.Module, *, strict: bool = False,
-                    map_location: Any = "cpu") -> LoadReport:
+                    require_finite: bool = False, map_location: Any = "cpu") -> LoadReport:
     """Load the weights of the checkpoint at ``path`` into ``model`` (DDP unwrapped).
 
     Keys the model lacks, keys the checkpoint lacks and shape-mismatched keys are skipped and
     listed in the report (and logged); ``strict`` makes any of them a CheckpointError.
+    ``require_finite``: a NaN or infinite weight is a CheckpointError
+    (:func:`check_finite_weights`), raised before the model is touched.
     """
-    ckpt = read_checkpoint(path, map_location)
+    ckpt, placeholders = _read(Path(path), map_location)
+    if require_finite:
+        check_finite_weights(ckpt["state_dict"], path)
     report = load_state_dict(model, ckpt["state_dict"], str(path), strict=strict)
     report.meta = ckpt["meta"]
+    report.placeholders = placeholders
     for line in report.lines():
         log.info("%s", line)
     return report

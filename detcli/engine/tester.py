@@ -193,8 +193,11 @@ def load_test_checkpoint(model: nn.Module, path: str | Path, *,
     when the checkpoint's ``meta.classes`` disagree with the head's ``num_classes``, names both.
     Keys the model does not use are logged. ``class_names`` (the dataset's) are compared with
     ``meta.classes``: different names with the same count are a warning (labels match by index).
+    A NaN or infinite weight is a CheckpointError naming the tensors (a NaN model's mAP of 0 is
+    not a result). ``det test``, ``det predict``, ``det export onnx`` and
+    ``Detector.from_checkpoint`` all load through here.
     """
-    report = load_checkpoint(path, model)
+    report = load_checkpoint(path, model, require_finite=True)
     if report.mismatched or report.missing:
         raise CheckpointError(_mismatch_message(model, report),
                               hint="test with the config the checkpoint was trained with (its "
