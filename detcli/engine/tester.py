@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from detcli.data.build import build_dataset, check_num_classes
+from detcli.data.build import build_eval_dataset, check_num_classes
 from detcli.data.collate import collate, collate_views
 from detcli.data.loader import build_dataloader
 from detcli.engine.checkpoint import LoadReport, load_checkpoint, unwrap_model
@@ -265,7 +265,7 @@ def evaluate_checkpoint(cfg: Any, checkpoint: str | Path, *, split: str | None =
         ds_cfg, note = enable_tta(ds_cfg, where=f"data.{name}")
         notes += [note] if note else []
     dev = resolve_device(device)
-    dataset = build_dataset(ds_cfg, on_bad=cfg.data.on_bad_image)
+    dataset = build_eval_dataset(ds_cfg, on_bad=cfg.data.on_bad_image)  # skip: without bad images
     model = build_detector(cfg.model)
     check_num_classes(dataset, num_classes_of(model), num_classes_key(model))
     load_test_checkpoint(model, checkpoint, class_names=dataset.CLASSES)

@@ -40,8 +40,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from detcli.config.loader import LoadedConfig
-from detcli.data.build import build_dataset
-from detcli.data.check import inspect_dataset, write_problem_list
+from detcli.data.build import build_dataset, build_eval_dataset
+from detcli.data.check import check_before_training
 from detcli.data.loader import SkipBadImages, build_dataloader, set_epoch
 from detcli.engine import distributed as D
 from detcli.engine import resume as R
@@ -55,7 +55,7 @@ from detcli.engine.seed import epoch_seed, rng_state, set_random_seed, set_rng_s
 from detcli.engine.state import TrainResult, TrainState
 from detcli.engine.train_step import LossForward, TrainStep, check_amp
 from detcli.engine.work_dir import (attach_log_file, default_work_dir, detach_log_file,
-                                    resolved_config_text, write_config)
+                                    make_work_dir, resolved_config_text, write_config)
 from detcli.errors import ConfigError, DataError, DetError, TrainingError
 from detcli.registry import HOOKS
 
@@ -99,8 +99,8 @@ class Trainer:
     @property
     def val_dataset(self) -> Any:
         if self._val_dataset is None and self.evaluates:
-            val_cfg = self.cfg.data.val.model_copy(update={"test_mode": True})
-            self._val_dataset = build_dataset(val_cfg, on_bad=self.cfg.data.on_bad_image)
+            self._val_dataset = build_eval_dataset(self.cfg.data.val,
+                                                   on_bad=self.cfg.data.on_bad_image)
         return self._val_dataset
 
     @property
@@ -120,7 +120,7 @@ class Trainer:
         self.config_text = resolved_config_text(self.loaded)
         self.start = self._choose_start()  # before anything is written to the work dir
         if self.dist.is_main:
-            self.work_dir.mkdir(parents=True, exist_ok=True)
+            make_work_dir(self.work_dir)
             remove_partial_saves(self.work_dir)
             write_config(self.work_dir, self.loaded)
             self._log_handler = attach_log_file(self.work_dir, cfg.log_level)
@@ -166,23 +166,14 @@ class Trainer:
                                 max_iters=runner.max_epochs * ipe if by_epoch else runner.max_iters)
 
     def _check_train_data(self, dataset: Any) -> None:
-        """The cheap part of ``det data check`` before training: annotation problems found
-        while loading and missing image files. With ``on_bad_image = "stop"`` an error stops
-        here; with ``"skip"`` the problems are listed in ``dataset_problems.txt``."""
-        report = inspect_dataset(dataset, cheap=True, split="train")
-        log.info("train data: %d images, %d boxes, %d without boxes, %d problems (%s)",
-                 report.num_images, report.num_boxes, report.empty_images, len(report.problems),
-                 report.source)
-        if not report.problems:
-            return
-        if not report.ok and self.cfg.data.on_bad_image == "stop":
-            first = "; ".join(str(p) for p in report.problems[:5])
-            raise DataError(f"{report.num_errors} problem(s) in the training data: {first}",
-                            hint="run `det data check CONFIG` for the full list, or set "
-                                 "data.on_bad_image = \"skip\" to train without them")
-        if self.dist.is_main:
-            path = write_problem_list(report.problems, self.work_dir / "dataset_problems.txt")
-            log.warning("%d dataset problem(s) skipped; the list is in %s", len(report.problems), path)
+        """The cheap part of ``det data check`` on the training and validation sets before
+        training (:func:`~detcli.data.check.check_before_training`): annotation problems found
+        while loading, image files that are missing or not images, a training set without
+        boxes. With ``on_bad_image = "stop"`` an error stops here; with ``"skip"`` the problems
+        are listed in ``dataset_problems.txt``."""
+        datasets = {"train": dataset, **({"val": self.val_dataset} if self.evaluates else {})}
+        problem_file = self.work_dir / "dataset_problems.txt" if self.dist.is_main else None
+        check_before_training(datasets, on_bad=self.cfg.data.on_bad_image, problem_file=problem_file)
 
     def _build_model(self) -> None:
         from detcli.models.build import build_detector

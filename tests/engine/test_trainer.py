@@ -151,7 +151,7 @@ def test_missing_training_image_stops_before_the_first_step(tiny_config, synth, 
     work = tmp_path / "work"
     with pytest.raises(DataError) as info:
         train_detector(loaded, work_dir=work, device="cpu")
-    assert "1 problem(s) in the training data" in str(info.value)
+    assert "1 problem in the training data" in str(info.value)
     assert str(missing) in str(info.value) and "does not exist" in str(info.value)
     assert not list(work.glob("*.pth"))  # nothing trained
 

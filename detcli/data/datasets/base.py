@@ -269,6 +269,27 @@ class DetDataset(Dataset):
     def num_ignore_boxes(self) -> int:
         return int(self._ignore.sum())
 
+    def drop_images(self, indices: Sequence[int], problems: Sequence[DataProblem] = ()) -> None:
+        """Leave images ``indices`` out, with their GT (an image file that cannot be decoded,
+        ``on_bad="skip"`` in evaluation); ``problems`` say why and join :attr:`problems`, and
+        :attr:`filter_report` counts them as dropped bad images."""
+        drop = np.zeros(len(self), dtype=bool)  # (I,)
+        drop[list(indices)] = True
+        if not drop.any():
+            return
+        keep_box = np.repeat(~drop, np.diff(self._offsets))  # (A',)
+        self._boxes, self._labels = self._boxes[keep_box], self._labels[keep_box]
+        self._ignore = self._ignore[keep_box]
+        kept_counts = np.diff(self._offsets)[~drop]  # (I',)
+        self._offsets = np.concatenate([[0], np.cumsum(kept_counts)]).astype(np.int64)
+        self.img_infos = [info for info, gone in zip(self.img_infos, drop) if not gone]
+        if self.ann_paths is not None:
+            self.ann_paths = [p for p, gone in zip(self.ann_paths, drop) if not gone]
+        self.flag = self.flag[~drop]
+        self.filter_report.kept -= int(drop.sum())
+        self.filter_report.dropped_bad += int(drop.sum())
+        self.problems = [*self.problems, *problems]
+
     def get_cat_ids(self, idx: int) -> list[int]:
         """The labels present in image ``idx`` (class-balanced sampling uses it)."""
         return sorted(set(self.get_ann_info(idx)["labels"].tolist()))
