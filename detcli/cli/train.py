@@ -92,6 +92,32 @@ def _launch(gpus: int, config: Path, work_dir: Optional[Path], overrides: Option
     return subprocess.call(command)
 
 
+def continue_lines(config: Path, work_dir: Optional[Path], loaded: Any,
+                   where: Optional[tuple[int, int, int]], extra: list[str]) -> list[str]:
+    """What Ctrl-C prints: where the run stopped, and the command that continues it."""
+    import shlex
+
+    from detcli.engine.work_dir import default_work_dir
+
+    folder = work_dir if work_dir is not None else default_work_dir(loaded.source)
+    lines = []
+    if where is not None:
+        epoch, done, total = where
+        lines.append(f"interrupted in epoch {epoch + 1}, after iteration {done} of {total}")
+    else:
+        lines.append("interrupted before the first iteration")
+    saved = sorted(Path(folder).glob("*.pth")) if Path(folder).is_dir() else []
+    if saved:
+        lines.append(f"the checkpoints in {folder} keep the run; the iterations after the "
+                     f"newest one are trained again")
+    else:
+        lines.append(f"no checkpoint in {folder} yet: --resume auto starts the run anew")
+    command = ["det", "train", str(config), "--resume", "auto",
+               *(["--work-dir", str(work_dir)] if work_dir is not None else []), *extra]
+    lines.append("continue with: " + " ".join(shlex.quote(a) for a in command))
+    return lines
+
+
 def _summary(result: Any) -> dict[str, Any]:
     return {"work_dir": str(result.work_dir), "stop_reason": result.stop_reason,
             "epoch": result.epoch, "iter": result.iter,
@@ -127,6 +153,14 @@ def train(
         result = train_detector(loaded, work_dir=work_dir, resume=resume,
                                 init_from=init_from, device=device,
                                 amp=amp.value if amp else None, callbacks=[progress])
+    except KeyboardInterrupt:
+        progress.close()
+        for line in continue_lines(config, work_dir, loaded, progress.where,
+                                   [*(["--device", device] if device else []),
+                                    *(["--amp", amp.value] if amp else []),
+                                    *(a for o in overrides or [] for a in ("--set", o))]):
+            err_console.print(line, style="yellow", highlight=False, markup=False)
+        raise typer.Exit(130) from None
     finally:
         progress.close()
     if "RANK" in os.environ and os.environ.get("RANK") != "0":

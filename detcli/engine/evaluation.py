@@ -35,7 +35,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -218,11 +218,13 @@ class CocoEvaluator:
 
 
 def evaluate(model: torch.nn.Module, loader: Any, dataset: Any, device: torch.device | str, *,
-             tta: bool = False) -> dict[str, Any]:
+             tta: bool = False,
+             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Run ``model`` over ``loader`` (the images of ``dataset``, in order) and COCO-evaluate.
 
     In a distributed run every rank runs its share, the detections are gathered, and every rank
-    returns the same metrics.
+    returns the same metrics. ``progress(done, total)`` is called as images are done (this
+    rank's share).
     """
-    detections = run_inference(model, loader, device, tta=tta)
+    detections = run_inference(model, loader, device, tta=tta, progress=progress)
     return CocoEvaluator(dataset).evaluate(detections)

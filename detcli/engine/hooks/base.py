@@ -7,6 +7,7 @@ Points, in the order a run meets them::
         before_iter -> (train step) -> after_iter      # once per iteration
         on_log(record)                                 # every log_config.interval iterations
       after_epoch
+        on_eval_progress(done, total)                  # as an evaluation runs (images done)
         on_eval(metrics)                               # after each evaluation
     after_run
 
@@ -60,6 +61,9 @@ class Hook:
 
     def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None:
         """A metrics record: a train interval (``mode = "train"``) or an evaluation (``"val"``)."""
+
+    def on_eval_progress(self, trainer: Trainer, done: int, total: int) -> None:
+        """An evaluation has done ``done`` of its ``total`` images (this rank's share)."""
 
     def on_eval(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         """The metrics of an evaluation, on every rank."""

@@ -80,7 +80,9 @@ class EvalHook(Hook):
 
         model = trainer.ema.module if trainer.ema is not None else trainer.model
         with preserved_rng():
-            metrics = evaluate(model, self.loader(trainer), trainer.val_dataset, trainer.device)
+            metrics = evaluate(model, self.loader(trainer), trainer.val_dataset, trainer.device,
+                               progress=lambda done, total: trainer.hooks.call(
+                                   "on_eval_progress", trainer, done, total))
         trainer.model.train()
         state = trainer.state
         state.metrics, state.metrics_iter = metrics, state.iter
