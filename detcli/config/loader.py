@@ -65,6 +65,13 @@ def display_path(path: Path) -> str:
 
 def read_toml(path: Path) -> tuple[dict, T.Origins]:
     """Parse one file (no extends) and give every leaf its ``file:line`` origin."""
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.toml"))
+        listing = (f"; it holds {', '.join(inside[:4])}" + (", ..." if len(inside) > 4 else "")
+                   if inside else "")
+        raise ConfigError(f"config {display_path(path)} is a directory, not a TOML file{listing}",
+                          hint=(f"name one file, e.g. {display_path(path / inside[0])}; " if inside
+                                else "name a config file; ") + "`det presets` lists the packaged ones")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -13,6 +13,9 @@ Each image is a colour gradient with smooth blotches and pixel noise; it holds 0
 to about half the shorter image side. A box is the tight box of the shape's pixels, COCO
 ``[x, y, w, h]`` with ``x + w`` one past the last pixel (the dataset's x2). Everything comes
 from one seeded numpy generator, so a seed gives byte-identical files.
+
+A folder that cannot be written (``out_dir`` is a file, no permission, a full disk) is a
+:class:`~detcli.errors.StorageError` naming the path and the cause.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detcli.errors import DataError
+from detcli.errors import DataError, StorageError, writing
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +150,8 @@ class SynthSpec:
 def _write_split(root: Path, split: str, num_images: int, spec: SynthSpec) -> None:
     """Images under ``root/split`` and their COCO file ``root/annotations/split.json``."""
     rng = np.random.default_rng([spec.seed, SPLITS.index(split)])  # one stream per split
-    (root / split).mkdir(parents=True, exist_ok=True)
+    with writing(root / split, "to the dataset folder"):
+        (root / split).mkdir(parents=True, exist_ok=True)
     smallest = max(64, int(round(spec.image_size * 0.625 / 8)) * 8)
     sizes = np.arange(smallest, spec.image_size + 1, 8) if spec.image_size > smallest else \
         np.array([spec.image_size])
@@ -160,7 +164,9 @@ def _write_split(root: Path, split: str, num_images: int, spec: SynthSpec) -> No
         img, anns = _render(rng, h, w, count)
         file_name = f"{image_id:06d}.{spec.image_format}"
         if not cv2.imwrite(str(root / split / file_name), img, params):
-            raise DataError(f"could not write {root / split / file_name}")
+            raise StorageError(f"cannot write image {root / split / file_name}: OpenCV's imwrite "
+                               "failed", hint="check that the folder is writable and the disk "
+                                              "not full")
         images.append({"id": image_id, "file_name": file_name, "width": w, "height": h})
         for ann in anns:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, **ann})
@@ -171,14 +177,17 @@ def _write_split(root: Path, split: str, num_images: int, spec: SynthSpec) -> No
         "categories": [{"id": k + 1, "name": n, "supercategory": "shape"}
                        for k, n in enumerate(SYNTH_CLASSES)],
     }
-    (root / "annotations").mkdir(parents=True, exist_ok=True)
-    (root / "annotations" / f"{split}.json").write_text(json.dumps(coco, indent=1) + "\n")
+    ann_file = root / "annotations" / f"{split}.json"
+    with writing(ann_file, "the annotation file"):
+        ann_file.parent.mkdir(parents=True, exist_ok=True)
+        ann_file.write_text(json.dumps(coco, indent=1) + "\n")
 
 
 def _write(root: Path, spec: SynthSpec) -> SynthDataset:
     for split, count in zip(SPLITS, (spec.num_train, spec.num_val)):
         _write_split(root, split, count, spec)
-    (root / MARKER).write_text(json.dumps(spec.to_dict(), indent=1, sort_keys=True) + "\n")
+    with writing(root / MARKER, "the dataset's parameters"):
+        (root / MARKER).write_text(json.dumps(spec.to_dict(), indent=1, sort_keys=True) + "\n")
     log.info("wrote a synthetic dataset to %s (%d train, %d val images)",
              root, spec.num_train, spec.num_val)
     return SynthDataset(root)

@@ -31,6 +31,7 @@ that evaluate, predict or export.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -43,7 +44,7 @@ from torch import Tensor, nn
 
 from detcli.engine.safe_load import Placeholder, safe_torch_load
 from detcli.engine.seed import rng_state
-from detcli.errors import CheckpointError
+from detcli.errors import CheckpointError, writing
 
 log = logging.getLogger(__name__)
 
@@ -119,19 +120,23 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj)`` to ``path`` through ``path.tmp`` + fsync + rename."""
+    """``torch.save(obj)`` to ``path`` through ``path.tmp`` + fsync + rename. A write the file
+    system refuses (full, read-only, no permission) is a StorageError; ``path`` is then as it
+    was and no ``.tmp`` is left."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with writing(path, "checkpoint", after="; the checkpoints already written are intact"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(obj, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
     _fsync_dir(path.parent)
     return path
 

@@ -43,7 +43,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detcli.engine.tester import run_inference
-from detcli.errors import DataError, DetError
+from detcli.errors import DataError, DetError, writing
 from detcli.structures.detections import Detections
 
 log = logging.getLogger(__name__)
@@ -151,8 +151,9 @@ def detections_to_coco(detections: Sequence[Detections], img_ids: Sequence[int],
 def write_results(path: str | Path, results: list[dict[str, Any]]) -> Path:
     """Write COCO results (``detections_to_coco``) as a JSON list."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results), encoding="utf-8")
+    with writing(path, "the detection results"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results), encoding="utf-8")
     return path
 
 

@@ -87,3 +87,29 @@ def test_check_override_and_unloadable_annotation_file(tmp_path):
 def test_check_config_errors_keep_their_exit_code(tmp_path):
     result = run("check", tmp_path / "missing.toml")
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_a_dataset_without_a_box_is_not_clean(tmp_path):
+    synth = make_synthetic_dataset(tmp_path / "s", num_train=3, num_val=1, image_size=96)
+    data = json.loads(synth.ann_file("train").read_text())
+    data["annotations"] = []
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps(data))
+    cfg = write_config(tmp_path, empty, synth.img_prefix("train"), synth.ann_file("val"),
+                       synth.img_prefix("val"))
+    result = run("check", cfg, "--split", "train")
+    assert result.exit_code == 1, result.output
+    assert "1 problem in train:" in result.stdout  # one, not "1 problems"
+    assert "problems found (train: 1 error)" in result.stdout
+    assert (f"error   no_boxes           {empty}: the dataset has no GT boxes: none of its 3 images "
+            "has a box; there is nothing to train on or to evaluate.") in result.stdout
+
+
+def test_synth_into_a_regular_file_is_one_message_with_exit_5(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("not a folder\n")
+    result = run("synth", readme, "--num-train", 1, "--num-val", 1, "--image-size", 64)
+    assert result.exit_code == 5, result.output
+    assert (f"cannot write to the dataset folder {readme / 'train'}: {readme} is a file, not a "
+            "folder") in result.output
+    assert "Traceback" not in result.output and readme.read_text() == "not a folder\n"

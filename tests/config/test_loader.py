@@ -124,3 +124,20 @@ def _rel(path):
     from detcli.config.loader import display_path
 
     return display_path(path)
+
+
+def test_a_folder_given_as_the_config_is_named_a_folder(tmp_path):
+    """`det train presets/` used to say the config "does not exist"."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "b.toml").write_text("")
+    (folder / "a.toml").write_text("")
+    with pytest.raises(ConfigError) as info:
+        load_config(folder)
+    assert str(info.value) == f"config {folder} is a directory, not a TOML file; it holds a.toml, b.toml"
+    assert info.value.hint == (f"name one file, e.g. {folder / 'a.toml'}; `det presets` lists the "
+                               "packaged ones")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "empty")
+    assert str(info.value) == f"config {tmp_path / 'empty'} is a directory, not a TOML file"
