@@ -60,6 +60,9 @@ InitFromOpt = Annotated[Optional[str], typer.Option(
                         "that do not fit are listed and skipped.")]
 AmpOpt = Annotated[Optional[Amp], typer.Option(
     help="Mixed precision on CUDA: bf16, or fp16 with a gradient scaler (not on CPU).")]
+CompileOpt = Annotated[bool, typer.Option(
+    "--compile", help="torch.compile the network (backbone, neck, head convolutions); losses and "
+                      "post-processing stay eager. Same as --set runtime.compile=true.")]
 GpusOpt = Annotated[Optional[int], typer.Option(
     "--gpus", min=1, help="Train on N GPUs of this machine (starts N processes via torchrun).")]
 
@@ -135,11 +138,14 @@ def train(
     init_from: InitFromOpt = None,
     device: DeviceOpt = None,
     amp: AmpOpt = None,
+    compile_network: CompileOpt = False,
     gpus: GpusOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Train the detector CONFIG describes; ends with its COCO metrics."""
+    if compile_network:
+        overrides = [*(overrides or []), "runtime.compile=true"]
     if gpus is not None and gpus > 1 and "RANK" not in os.environ:
         code = _launch(gpus, config, work_dir, overrides, resume, init_from, amp, as_json, debug)
         raise typer.Exit(code)

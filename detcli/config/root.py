@@ -23,6 +23,7 @@ from detcli.engine.config import (
     RunnerConfig,
     SGDConfig,
 )
+from detcli.engine.runtime import RuntimeConfig
 from detcli.registry import DetectorConfig, HookConfig
 
 
@@ -48,3 +49,4 @@ class DetConfig(Schema):
     deterministic: bool = False  # torch's deterministic kernels (slower)
     auto_scale_lr: AutoScaleLrConfig = Field(default_factory=AutoScaleLrConfig)
     sync_bn: bool = False  # SyncBatchNorm across processes in distributed CUDA training
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)  # channels_last, compile

@@ -1,6 +1,8 @@
 """One optimisation step, and the mixed-precision rules.
 
-N images per batch. The step: move the batch to the device, ``zero_grad(set_to_none=True)``,
+N images per batch. The step: move the batch to the device (``non_blocking``: the loader pins
+host memory on CUDA) in the network's memory format (channels_last on CUDA by default,
+:mod:`detcli.engine.runtime`), ``zero_grad(set_to_none=True)``,
 forward the losses under autocast (bf16, or fp16 with a gradient scaler; CUDA only), sum every
 ``loss*`` term, backward, clip the gradient norm over the parameters that have a gradient
 (after unscaling, with fp16), step. It returns the detached loss tensors (and ``grad_norm``
@@ -13,6 +15,7 @@ the detector's ``loss`` is reached through :class:`LossForward`'s ``forward``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -55,19 +58,24 @@ class TrainStep:
 
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, *,
                  device: torch.device, amp: str | None = None, scaler: Any = None,
-                 grad_clip: tuple[float, float] | None = None) -> None:
+                 grad_clip: tuple[float, float] | None = None,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> None:
         self.module = module
         self.optimizer = optimizer
         self.device = device
         self.amp_dtype = AMP_DTYPES[amp] if amp else None
         self.scaler = scaler
         self.grad_clip = grad_clip  # (max_norm, norm_type)
+        self.memory_format = memory_format  # of the images, as the network's weights
 
     def __call__(self, images: ImageBatch, targets: DetTargets | None) -> dict[str, Tensor]:
         if targets is None:
             raise DataError("a training batch has no GT: the train pipeline must Collect "
                             "gt_bboxes and gt_labels")
         images = images.to(self.device, non_blocking=True)
+        if self.memory_format is not torch.contiguous_format:
+            images = replace(images, tensor=images.tensor.contiguous(
+                memory_format=self.memory_format))
         targets = targets.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype,

@@ -51,6 +51,7 @@ from detcli.engine.hooks.checkpoint_hook import remove_partial_saves
 from detcli.engine.lr_schedule import LrScheduler
 from detcli.engine.meters import LossMeter
 from detcli.engine.optim import auto_scale_factor, build_optimizer
+from detcli.engine.runtime import memory_format, prepare_network
 from detcli.engine.seed import epoch_seed, rng_state, set_random_seed, set_rng_state
 from detcli.engine.state import TrainResult, TrainState
 from detcli.engine.train_step import LossForward, TrainStep, check_amp
@@ -154,7 +155,8 @@ class Trainer:
         self.loader: DataLoader = build_dataloader(
             dataset, data.samples_per_gpu, data.workers_per_gpu, shuffle=True, seed=self.cfg.seed,
             distributed=self.dist.enabled, group_by_aspect_ratio=data.group_by_aspect_ratio,
-            persistent_workers=data.persistent_workers, per_sample_seeds=True)
+            persistent_workers=data.persistent_workers, per_sample_seeds=True,
+            pin_memory=self.device.type == "cuda")
         if len(self.loader) == 0:
             raise DataError(f"the training set {getattr(dataset, 'source', '')} gives no batch "
                             f"({len(dataset)} images, samples_per_gpu {data.samples_per_gpu})")
@@ -183,7 +185,7 @@ class Trainer:
         model.init_weights()
         if cfg.sync_bn:
             model = D.convert_sync_bn(model, self.device)
-        self.model = model.to(self.device).train()
+        self.model = prepare_network(model.to(self.device).train(), cfg.runtime, self.device)
         scale = auto_scale_factor(cfg.auto_scale_lr.enable, cfg.auto_scale_lr.base_batch_size,
                                   cfg.data.samples_per_gpu, self.dist.world_size)
         self.optimizer = build_optimizer(self.model, cfg.optimizer, lr_scale=scale)
@@ -247,7 +249,8 @@ class Trainer:
                 return self._result("already finished")
             self.step = TrainStep(D.wrap_ddp(LossForward(self.model), self.device),
                                   self.optimizer, device=self.device, amp=self.amp,
-                                  scaler=self.scaler, grad_clip=self.grad_clip)
+                                  scaler=self.scaler, grad_clip=self.grad_clip,
+                                  memory_format=memory_format(self.cfg.runtime, self.device))
             self.hooks.call("before_run", self)
             if self.resumed_rng is not None:
                 set_rng_state(self.resumed_rng)
