@@ -65,7 +65,7 @@ PROBLEM_COUNTS: dict[str, tuple[str, ...]] = {
     "unreadable_images": (UNREADABLE_IMAGE, TRUNCATED_IMAGE),
     "size_mismatches": (SIZE_MISMATCH,),
     "misnamed_images": (MISNAMED_IMAGE,),
-    "no_boxes": (NO_BOXES,),
+    "dataset_without_boxes": (NO_BOXES,),
 }
 # Image-file problems that are legal (the file loads); every other kind the scan finds is an error.
 IMAGE_WARNINGS = {MISNAMED_IMAGE}

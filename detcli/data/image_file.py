@@ -108,7 +108,7 @@ def header_fault(path: str | Path) -> tuple[str, str] | None:
     """:func:`image_fault` without decoding: (problem kind, message) for a file that is
     missing, unreadable, empty or not an image of its extension, from its first 32 bytes."""
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb", buffering=0) as f:  # 32 bytes, not a buffer's 8 KB
             head = f.read(HEADER_BYTES)
     except FileNotFoundError:
         return MISSING_FILE, "image file does not exist"

@@ -55,7 +55,7 @@ def test_check_finds_every_problem_and_does_not_stop(tmp_path):
     assert report.problem_counts() == {
         "degenerate_boxes": 2, "boxes_outside_images": 1, "unknown_image_or_category": 2,
         "bad_annotations": 0, "missing_files": 1, "unreadable_images": 1, "size_mismatches": 1,
-        "misnamed_images": 0, "no_boxes": 0,
+        "misnamed_images": 0, "dataset_without_boxes": 0,
     }
     assert report.num_images == 7
     # images 3 (bad boxes) and 4 (unknown category) are left out of the counts
@@ -147,7 +147,7 @@ def test_a_yolo_folder_without_label_files_has_no_boxes(tmp_path):
     assert report.problems[0].message.startswith(
         "the dataset has no GT boxes: none of its 2 images has a box; there is nothing to train "
         "on or to evaluate. Check ann_file (YOLO and VOC: each image's label file)")
-    assert report.problem_counts()["no_boxes"] == 1
+    assert report.problem_counts()["dataset_without_boxes"] == 1
 
 
 def test_boxes_of_unselected_classes_are_named_as_the_reason(tmp_path):
