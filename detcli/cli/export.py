@@ -3,7 +3,9 @@
 The graph takes the preprocessed input (docs/export.md has the contract) and ends with decoding
 and ONNX NonMaxSuppression: ``boxes (N, M, 4)``, ``scores (N, M)``, ``labels (N, M)``,
 ``num_dets (N,)``. ``--verify`` (the default) runs onnxruntime on new images and compares with
-PyTorch; a difference beyond tolerance exits with code 1 (the file is kept for inspection).
+PyTorch; a difference beyond tolerance exits with code 1 (the file is kept for inspection), and
+so does a check that compared nothing (no detection on either side) unless
+``--allow-empty-verify``.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ def onnx(
         "input).")] = False,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Compare onnxruntime with "
                                          "PyTorch on new images.")] = True,
+    allow_empty_verify: Annotated[bool, typer.Option(
+        "--allow-empty-verify", help="Pass the check when neither side keeps a detection on "
+        "the verification images (default: that fails, as it compares nothing).")] = False,
     overrides: SetOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -80,7 +85,8 @@ def onnx(
               err_console.status("exporting (tracing the model takes a while)..."))
     with status:
         run = export_checkpoint(cfg, checkpoint, out, options=options,
-                                input_size=input_size, verify=verify)
+                                input_size=input_size, verify=verify,
+                                allow_empty_verify=allow_empty_verify)
     for note in run.notes:
         err_console.print(f"note: {note}", style="yellow", highlight=False)
     if as_json:
@@ -88,7 +94,7 @@ def onnx(
     else:
         _render(run)
     if run.verification is not None:
-        run.verification.raise_for_mismatch()
+        run.verification.raise_if_failed()
 
 
 def _shape(dims: list[Any]) -> str:
@@ -132,5 +138,5 @@ def _payload(run: Any) -> dict[str, Any]:
             "max_box_diff": report.max_box_diff, "max_score_diff": report.max_score_diff,
             "num_reference": report.num_reference, "num_exported": report.num_exported,
             "num_matched": report.num_matched, "num_borderline": report.num_borderline,
-            "mismatches": report.mismatches},
+            "compared_nothing": report.compared_nothing, "mismatches": report.mismatches},
     }

@@ -47,12 +47,13 @@ class ExportRun:
 def export_checkpoint(cfg: Any, checkpoint: str | Path, out: str | Path, *,
                       options: ExportOptions = ExportOptions(),
                       input_size: tuple[int, int] | None = None, verify: bool = True,
-                      num_verify_images: int = 4,
-                      tolerance: Tolerance = Tolerance()) -> ExportRun:
+                      num_verify_images: int = 4, tolerance: Tolerance = Tolerance(),
+                      allow_empty_verify: bool = False) -> ExportRun:
     """Export ``cfg``'s model with ``checkpoint``'s weights to ``out``; see the module docstring.
 
     ``input_size`` (h, w) defaults to :meth:`InputContract.static_size`. The verification report
-    is returned, not raised: call ``run.verification.raise_for_mismatch()`` to fail on it.
+    is returned, not raised: call ``run.verification.raise_if_failed()`` to fail on it (a
+    difference, or no detection to compare unless ``allow_empty_verify``).
     """
     from detcli.engine.tester import load_test_checkpoint
     from detcli.inference.detector import resolve_classes
@@ -92,5 +93,5 @@ def export_checkpoint(cfg: Any, checkpoint: str | Path, out: str | Path, *,
                              "on synthetic images")
         batches = verification_batches(images, options, size, step)
         run.verification = verify_onnx(model, OnnxModel(result.path), batches,
-                                       tolerance=tolerance)
+                                       tolerance=tolerance, allow_empty=allow_empty_verify)
     return run

@@ -11,6 +11,10 @@ of the matched pairs and lists every detection left without a partner. One excep
 detection within ``score`` of the score threshold may exist on one side only (float error
 decides which side of the threshold it falls on); those are counted as borderline.
 
+A check that matched no detection compared nothing (a graph that drops every box would pass
+it), so it fails too, unless the caller says an empty result is expected (``allow_empty``,
+``det export onnx --allow-empty-verify``: an untrained model, images without objects).
+
 The inputs must not be the tracing input: a graph that froze the tracing run's kept boxes
 would pass on it. :mod:`detcli.export.verify_inputs` makes new ones.
 """
@@ -51,10 +55,25 @@ class VerifyReport:
     max_box_diff: float = 0.0
     max_score_diff: float = 0.0
     mismatches: list[str] = field(default_factory=list)
+    allow_empty: bool = False  # a check that compared nothing passes (module docstring)
+
+    @property
+    def compared_nothing(self) -> bool:
+        """No detection was matched: the outputs agree only in being empty."""
+        return self.num_matched == 0
 
     @property
     def ok(self) -> bool:
-        return not self.mismatches
+        return not self.mismatches and (self.allow_empty or not self.compared_nothing)
+
+    def _verdict(self) -> str:
+        if self.mismatches:
+            return f"kept detections differ ({len(self.mismatches)} problem(s)):"
+        if not self.compared_nothing:
+            return "kept detections match"
+        if self.allow_empty:
+            return "no detections to compare on either side (allowed by --allow-empty-verify)"
+        return "nothing compared: neither side kept a detection, so the check proves nothing"
 
     def lines(self) -> list[str]:
         """A human summary, one fact per line."""
@@ -67,23 +86,27 @@ class VerifyReport:
                f"max abs box difference {self.max_box_diff:.3g} px (tolerance "
                f"{self.tolerance.box:g}), max abs score difference {self.max_score_diff:.3g} "
                f"(tolerance {self.tolerance.score:g})",
-               "kept detections match" if self.ok else
-               f"kept detections differ ({len(self.mismatches)} problem(s)):"]
+               self._verdict()]
         out += [f"  {m}" for m in self.mismatches[:10]]
         if len(self.mismatches) > 10:
             out.append(f"  ... and {len(self.mismatches) - 10} more")
-        if self.num_reference == 0:
-            out.append("note: PyTorch kept no detection on these inputs, so only empty outputs "
-                       "were compared")
         return out
 
-    def raise_for_mismatch(self) -> None:
-        """ExportError listing the mismatches, if any."""
-        if not self.ok:
+    def raise_if_failed(self) -> None:
+        """ExportError listing the mismatches, or saying that nothing was compared."""
+        if self.mismatches:
             raise ExportError("the exported model disagrees with PyTorch beyond tolerance:\n"
                               + "\n".join(f"  {m}" for m in self.mismatches[:10]),
                               hint="run with --debug; check for unsupported ops or a model "
                                    "whose outputs depend on values frozen at export")
+        if not self.ok:
+            num_images = sum(shape[0] for shape in self.shapes)
+            raise ExportError(f"the export check compared nothing: PyTorch and onnxruntime kept "
+                              f"no detection on the {num_images} verification image(s), so a "
+                              "graph that drops every box would pass too",
+                              hint="point the config's data.test img_prefix at images the model "
+                                   "detects objects in, or pass --allow-empty-verify if no "
+                                   "detection is expected (an untrained model)")
 
 
 def _describe(det: Detections, index: int) -> str:
@@ -142,12 +165,12 @@ def compare_batches(reference: DetectionBatch, exported: DetectionBatch, tol: To
 
 @torch.no_grad()
 def verify_onnx(model: nn.Module, onnx_model: Any, batches: Sequence[Tensor], *,
-                tolerance: Tolerance = Tolerance()) -> VerifyReport:
+                tolerance: Tolerance = Tolerance(), allow_empty: bool = False) -> VerifyReport:
     """Run PyTorch and ``onnx_model`` (an :class:`~detcli.export.runtime.OnnxModel`) on each
     (N, 3, H, W) batch and compare (module docstring)."""
     model.eval()
     test_cfg = detection_test_cfg(model)
-    report = VerifyReport(tolerance=tolerance)
+    report = VerifyReport(tolerance=tolerance, allow_empty=allow_empty)
     for batch in batches:
         shape = tuple(batch.shape)
         report.shapes.append(shape)

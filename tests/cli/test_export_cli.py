@@ -1,6 +1,6 @@
 """`det export onnx` through typer's CliRunner: a verified export with dynamic batch, --json,
 and the clear failures: unsupported opset, a checkpoint of another model, the missing extra,
-soft-NMS, and a verification that finds a difference."""
+soft-NMS, a verification that finds a difference, and one that compared nothing."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import json
 import sys
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from detcli.cli.main import app
 from detcli.config.loader import load_config
 from detcli.engine.checkpoint import save_checkpoint
 from detcli.models.build import build_detector
-from tests.export.tiny_export import make_tiny_export
+from tests.export.tiny_export import CLASSES, detecting_model, make_tiny_export
 
 
 def run(*args: object):
@@ -102,3 +103,24 @@ def test_a_difference_found_by_verification_exits_1(tiny, tmp_path, monkeypatch)
     assert "the exported model disagrees with PyTorch beyond tolerance" in result.output
     assert "has no ONNX counterpart" in result.output
     assert out.is_file()  # kept for inspection
+
+
+def test_a_check_that_compared_nothing_exits_1_unless_allowed(tiny, tmp_path):
+    model = detecting_model(tiny.config)
+    torch.nn.init.constant_(model.bbox_head.retina_cls.bias, -30.0)  # every score ~1e-13
+    silent = save_checkpoint(tmp_path / "silent.pth", model, meta={"classes": CLASSES}, rng=False)
+    out = tmp_path / "m.onnx"
+    result = run(tiny.config, silent, "--out", out, "--input-size", 64, 64)
+    assert result.exit_code == 1
+    assert "detections: PyTorch 0, ONNX 0, matched 0" in result.stdout
+    assert "nothing compared: neither side kept a detection" in result.stdout
+    assert "the export check compared nothing: PyTorch and onnxruntime kept no detection on the " \
+           "3 verification image(s)" in result.output  # synthetic: the 4 are larger than 64 px
+    assert "--allow-empty-verify" in result.output
+    assert out.is_file()  # kept for inspection
+
+    allowed = run(tiny.config, silent, "--out", out, "--input-size", 64, 64,
+                  "--allow-empty-verify", "--json")
+    assert allowed.exit_code == 0, allowed.output
+    report = json.loads(allowed.stdout)["verification"]
+    assert report["ok"] and report["compared_nothing"] and report["num_reference"] == 0
