@@ -28,6 +28,7 @@ from detcli.cli.common import (
     examples,
     guarded,
     load,
+    plural,
     print_json,
 )
 
@@ -99,8 +100,9 @@ def _describe(summary: dict[str, Any]) -> list[str]:
         priors,
         f"{summary['assigner'].get('config_key', 'model.train_cfg.assigner')}: "
         f"{summary['assigner'].get('type')} {assigner}; sampler {summary['sampler'].get('type')}",
-        f"data.{summary['split']}: {ds['num_images_analysed']} of {ds['num_images']} images, "
-        f"{ds['num_gt']} GT boxes; sizes from {geo['pipeline']} ({resize}, pad {pad})",
+        f"data.{summary['split']}: {ds['num_images_analysed']} of "
+        f"{plural(ds['num_images'], 'image')}, {plural(ds['num_gt'], 'GT box', 'GT boxes')}; "
+        f"sizes from {geo['pipeline']} ({resize}, pad {pad})",
     ]
 
 
@@ -127,8 +129,9 @@ def _print_zero_positive(summary: dict[str, Any]) -> None:
     total = summary["overall"]["num_gt"]
     style = "red" if zero else "green"
     prior = "point" if "prior_boxes" in summary["anchors"] else "anchor"
-    console.print(f"zero-positive share: {_pct(summary['zero_positive_share'])} ({len(zero)} of {total} "
-                  f"GT boxes get no positive {prior}: the detector can never learn them)",
+    console.print(f"zero-positive share: {_pct(summary['zero_positive_share'])} ({len(zero)} of "
+                  f"{plural(total, 'GT box', 'GT boxes')} get no positive {prior}: the "
+                  f"detector can never learn them)",
                   style=style, highlight=False, markup=False)
     for gt in zero[:MAX_LISTED]:
         w, h = gt["size"]

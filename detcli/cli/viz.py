@@ -33,6 +33,7 @@ from detcli.cli.common import (
     examples,
     guarded,
     load,
+    plural,
     print_json,
     shown_default,
 )
@@ -104,7 +105,7 @@ def _summary(view, out: Path, size: tuple[int, int]) -> list[str]:
     zero = view.zero_positive
     if zero:
         ids = ", ".join(f"#{i}" for i in zero)
-        lines.append(f"[red]{len(zero)} GT box{'es' if len(zero) > 1 else ''} with no positive "
+        lines.append(f"[red]{plural(len(zero), 'GT box', 'GT boxes')} with no positive "
                      f"prior: {ids}[/]")
     lines.append(f"wrote {out} ({size[1]}x{size[0]})")
     return lines
@@ -314,6 +315,7 @@ def dataset(
     for sample, path in zip(samples, paths if not grid else [None] * len(samples)):
         boxes = len(sample.view.gt_boxes)
         where = f" -> {path}" if path is not None else ""
-        console.print(f"{sample.title}: {boxes} boxes{where}", highlight=False, markup=False)
+        console.print(f"{sample.title}: {plural(boxes, 'box', 'boxes')}{where}", highlight=False,
+                      markup=False)
     if grid:
         console.print(f"wrote {paths[0]}", highlight=False, markup=False)

@@ -108,3 +108,10 @@ def test_shell_completion_is_offered():
     result = run("--show-completion", "bash")
     assert result.exit_code == 0
     assert "_det_completion" in result.output and "complete " in result.output
+
+
+def test_counts_in_messages_agree_with_their_number():
+    from detcli.cli.common import plural
+
+    assert [plural(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
+    assert plural(1, "GT box", "GT boxes") == "1 GT box" and plural(3, "box", "boxes") == "3 boxes"
