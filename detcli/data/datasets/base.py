@@ -35,6 +35,7 @@ from detcli.data.problems import (
     box_findings_to_problems,
     find_box_problems,
     first_errors,
+    plural,
 )
 from detcli.errors import DataError
 from detcli.data.transforms.compose import Compose, TransformSpec
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 OnBad = Literal["stop", "skip"]
 MAX_REDRAWS = 10  # images tried when the pipeline rejects samples
+MANY_BAD = "bad annotations or images"
 
 
 class DatasetBaseConfig(Schema):
@@ -171,13 +173,15 @@ class DetDataset(Dataset):
         num_errors = sum(p.severity == "error" for p in problems)
         if num_errors and self.on_bad == "stop":
             raise DataError(
-                f"{self.source}: {num_errors} bad annotation(s) or image(s):\n{first_errors(problems)}",
+                f"{self.source}: {plural(num_errors, 'bad annotation or image', MANY_BAD)}:\n"
+                f"{first_errors(problems)}",
                 hint="`det data check` lists them all; data.on_bad_image = \"skip\" drops those images",
             )
         if num_errors:
             first = next(p for p in problems if p.severity == "error")
-            log.warning("%s: skipping the images of %d bad annotation(s) or image(s), first: %s",
-                        self.source, num_errors, first)
+            log.warning("%s: skipping the images of %s, first: %s", self.source,
+                        plural(num_errors, "bad annotation or image", MANY_BAD),
+                        first)
         return problems
 
     def _index(self, loaded: LoadedAnnotations, findings: BoxFindings) -> None:

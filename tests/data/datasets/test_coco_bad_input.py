@@ -77,7 +77,7 @@ def test_duplicate_annotation_ids(tmp_path):
 
 def test_nan_coordinates(tmp_path):
     message = error_for(tmp_path, with_ann("bbox", [math.nan, 2, 3, 4]))
-    assert f"{tmp_path / 'ann.json'}: 1 bad annotation(s) or image(s):" in message
+    assert f"{tmp_path / 'ann.json'}: 1 bad annotation or image:" in message
     assert (f"{tmp_path / 'ann.json'}: annotation 4, image b.jpg: box [nan, 2, nan, 6] "
             "has NaN or infinite coordinates") in message
 
@@ -114,7 +114,7 @@ def test_every_error_is_counted_and_the_first_five_listed(tmp_path):
         data["annotations"].append({"id": 100 + k, "image_id": 10, "category_id": 1,
                                     "bbox": [0, 0, -1, 3], "area": 3})
     message = error_for(tmp_path, data)
-    assert "7 bad annotation(s) or image(s)" in message
+    assert "7 bad annotations or images" in message
     assert "annotation 104," in message and "annotation 108," in message
     assert "annotation 109," not in message and message.endswith("... and 2 more problems")
 
