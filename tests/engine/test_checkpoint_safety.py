@@ -105,6 +105,19 @@ def test_a_payload_as_the_file_or_as_a_weight_is_a_checkpoint_error(tmp_path):
     assert not marker.exists()
 
 
+def test_torchs_environment_switches_do_not_open_a_way_in(tmp_path, monkeypatch):
+    marker = tmp_path / "MARKER"
+    torch.save({"meta": {"note": Payload(marker)}, "state_dict": {"w": torch.ones(1)}},
+               tmp_path / "evil.pth")
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # only where weights_only unset
+    assert read_checkpoint(tmp_path / "evil.pth")["meta"]["note"].target == "posix.system"
+    monkeypatch.delenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    monkeypatch.setenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "1")  # the second pass is refused
+    with pytest.raises(CheckpointError, match="evil.pth cannot be read"):
+        read_checkpoint(tmp_path / "evil.pth")
+    assert not marker.exists()
+
+
 def test_legacy_format_and_protocol_4_files_are_read_the_same_way(tmp_path):
     marker = tmp_path / "MARKER"
     ckpt = {"meta": {"note": Payload(marker)}, "state_dict": {"w": torch.arange(3.0)}}
