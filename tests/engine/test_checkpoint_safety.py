@@ -219,6 +219,9 @@ def test_non_finite_weights_are_counted_per_tensor():
                                               r"infinite of 1\)"):
         check_finite_weights(state, "x.pth")
     check_finite_weights({"b": torch.ones(3)}, "x.pth")  # finite: nothing raised
+    big = torch.full((2,), 3e38)  # finite, but its sum overflows to inf
+    half = torch.tensor([1.0, float("nan")], dtype=torch.float16)
+    assert non_finite_weights({"big": big, "half": half}) == [("half", 1, 0)]
 
 
 # ---- every entry point -------------------------------------------------------------------
