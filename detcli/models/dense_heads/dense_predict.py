@@ -118,34 +118,40 @@ def predict_dense(
 
 def nms_to_batch(boxes: Tensor, scores: Tensor, labels: Tensor, keep: Tensor,
                  cfg: NMSSettingsLike) -> DetectionBatch:
-    """One NMS over the candidates ``keep`` marks, (N, P, ...) -> DetectionBatch (N, M)."""
-    num_images = boxes.shape[0]
+    """One NMS over the candidates ``keep`` marks, (N, P, ...) -> DetectionBatch (N, M).
+
+    Two host syncs on CUDA, fixed whatever N, P or the number of classes: the candidates
+    ``keep`` marks are found once (one ``nonzero``), and NMS returns a data-dependent count.
+    The cap of M per image needs no third: detections past it are written to a spare row.
+    """
+    num_images, num_cands = keep.shape
     max_per_img = cfg.max_per_img
-    image_index = torch.arange(num_images, device=boxes.device)[:, None].expand_as(keep)  # (N, P)
-    cand_boxes = boxes[keep]  # (B, 4)
-    cand_scores = scores[keep]  # (B,)
-    cand_labels = labels[keep]  # (B,)
-    cand_images = image_index[keep]  # (B,)
+    device = boxes.device
+    flat = torch.nonzero(keep.reshape(-1)).squeeze(1)  # (B,) by image, then candidate
+    cand_boxes = boxes.reshape(-1, 4)[flat]  # (B, 4)
+    cand_scores = scores.reshape(-1)[flat]  # (B,)
+    cand_labels = labels.reshape(-1)[flat]  # (B,)
+    cand_images = torch.div(flat, num_cands, rounding_mode="floor")  # (B,)
     kept, kept_scores = multiclass_nms(cand_boxes, cand_scores, cand_labels, cand_images,
-                                       cfg.nms, max_per_img)  # (D,) by image, then score
+                                       cfg.nms)  # (D,) by image, then score
     kept_images = cand_images[kept]  # (D,) ascending
 
-    ones = torch.ones_like(kept_images)  # (D,)
-    counts = torch.zeros(num_images, dtype=torch.long, device=boxes.device).scatter_add(
-        0, kept_images, ones)  # (N,) detections per image, <= M
-    starts = counts.cumsum(0) - counts  # (N,) first row of each image in the kept list
-    rank = torch.arange(kept.shape[0], device=boxes.device) - starts[kept_images]  # (D,)
-    slot = kept_images * max_per_img + rank  # (D,) row in the flattened (N*M) output
+    found = torch.zeros(num_images, dtype=torch.long, device=device).scatter_add(
+        0, kept_images, torch.ones_like(kept_images))  # (N,) detections per image
+    starts = found.cumsum(0) - found  # (N,) first row of each image in the kept list
+    rank = torch.arange(kept.shape[0], device=device) - starts[kept_images]  # (D,)
+    spare = num_images * max_per_img  # the row that takes every detection past the cap
+    slot = torch.where(rank < max_per_img, kept_images * max_per_img + rank, spare)  # (D,)
 
-    out_boxes = boxes.new_zeros(num_images * max_per_img, 4)
-    out_scores = scores.new_zeros(num_images * max_per_img)
-    out_labels = labels.new_full((num_images * max_per_img,), -1)
+    out_boxes = boxes.new_zeros(spare + 1, 4)
+    out_scores = scores.new_zeros(spare + 1)
+    out_labels = labels.new_full((spare + 1,), -1)
     out_boxes[slot] = cand_boxes[kept]
     out_scores[slot] = kept_scores.to(out_scores)
     out_labels[slot] = cand_labels[kept]
     return DetectionBatch(
-        boxes=out_boxes.view(num_images, max_per_img, 4),  # (N, M, 4)
-        scores=out_scores.view(num_images, max_per_img),  # (N, M)
-        labels=out_labels.view(num_images, max_per_img),  # (N, M)
-        num_dets=counts,  # (N,)
+        boxes=out_boxes[:spare].view(num_images, max_per_img, 4),  # (N, M, 4)
+        scores=out_scores[:spare].view(num_images, max_per_img),  # (N, M)
+        labels=out_labels[:spare].view(num_images, max_per_img),  # (N, M)
+        num_dets=found.clamp(max=max_per_img),  # (N,)
     )

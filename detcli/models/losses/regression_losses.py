@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
-from torchvision.ops import generalized_box_iou_loss
 
 from detcli.config.schema import Schema
 from detcli.models.losses.utils import Reduction, WeightedLoss, per_sample_weight
@@ -29,6 +29,27 @@ def _check_same_shape(name: str, pred: Tensor, target: Tensor) -> None:
     if pred.shape != target.shape:
         raise ValueError(f"{name}: pred shape {tuple(pred.shape)} differs from target shape "
                          f"{tuple(target.shape)}")
+
+
+def generalized_box_iou_loss(boxes1: Tensor, boxes2: Tensor, eps: float) -> Tensor:
+    """``1 - GIoU`` of aligned pairs (M, 4), (M, 4) -> (M,), unreduced.
+
+    The arithmetic of torchvision's ``generalized_box_iou_loss`` (same values and gradients),
+    with the empty intersections zeroed by ``torch.where`` instead of boolean-mask indexing,
+    which needs a host sync on CUDA (the mask's count decides a shape).
+    """
+    x1, y1, x2, y2 = boxes1.unbind(dim=-1)  # (M,) each
+    x1g, y1g, x2g, y2g = boxes2.unbind(dim=-1)
+    xkis1, ykis1 = torch.max(x1, x1g), torch.max(y1, y1g)  # intersection corners
+    xkis2, ykis2 = torch.min(x2, x2g), torch.min(y2, y2g)
+    overlaps = (ykis2 > ykis1) & (xkis2 > xkis1)  # (M,)
+    inter = torch.where(overlaps, (xkis2 - xkis1) * (ykis2 - ykis1), 0.0)  # (M,)
+    union = (x2 - x1) * (y2 - y1) + (x2g - x1g) * (y2g - y1g) - inter
+    iou = inter / (union + eps)
+    xc1, yc1 = torch.min(x1, x1g), torch.min(y1, y1g)  # smallest enclosing box
+    xc2, yc2 = torch.max(x2, x2g), torch.max(y2, y2g)
+    area_c = (xc2 - xc1) * (yc2 - yc1)
+    return 1 - (iou - ((area_c - union) / (area_c + eps)))
 
 
 class L1LossConfig(Schema):
@@ -95,7 +116,7 @@ class GIoULoss(WeightedLoss):
     def elementwise(self, pred: Tensor, target: Tensor,
                     weight: Tensor | None) -> tuple[Tensor, Tensor | None]:
         _check_same_shape("GIoULoss", pred, target)
-        loss = generalized_box_iou_loss(pred, target.float(), reduction="none", eps=self.eps)  # (M,)
+        loss = generalized_box_iou_loss(pred, target.float(), self.eps)  # (M,)
         if weight is not None and weight.dim() == 2:
             weight = weight.float().mean(dim=-1)  # (M, 4) -> (M,)
         return loss, None if weight is None else weight.float()

@@ -218,8 +218,10 @@ class SingleRoIExtractor(nn.Module):
         num_rois = rois.shape[0]
         channels = feats[0].shape[1]
         order = torch.sort(levels, stable=True).indices  # (R,) RoIs grouped by level
-        # host sync (unavoidable): the size of each level's group is data-dependent
-        counts = torch.bincount(levels, minlength=len(feats)).tolist()
+        # one host sync (unavoidable): the size of each level's group is data-dependent
+        # (scatter_add, not bincount: bincount reads the largest level back first on CUDA)
+        counts = torch.zeros(len(feats), dtype=torch.long, device=levels.device).scatter_add_(
+            0, levels, torch.ones_like(levels)).tolist()  # L x RoIs of level l
         sorted_rois = rois[order]  # (R, 5)
         out = rois.new_empty(num_rois, channels, *self.output_size)  # (R, C, S_h, S_w)
         start = 0

@@ -256,7 +256,8 @@ class StandardRoIHead(nn.Module):
             targets = matched
         else:
             # non-positives (padding has empty RoIs) encode a unit box against itself: finite
-            unit = rois.new_tensor([0.0, 0.0, 1.0, 1.0])
+            unit = rois.new_zeros(4)
+            unit[2:].fill_(1.0)  # (0, 0, 1, 1), filled on the device: no host-to-device copy
             targets = self.bbox_head.bbox_coder.encode(
                 torch.where(pos[..., None], rois, unit),
                 torch.where(pos[..., None], matched, unit))  # (N, S, 4)

@@ -55,6 +55,9 @@ class DeltaXYWHBBoxCoder:
     ) -> None:
         self.means = tuple(float(m) for m in target_means)
         self.stds = tuple(float(s) for s in target_stds)
+        # (4,) float32 means and stds per device, made on first use: building them from the
+        # tuples on every call would be a host-to-device copy inside each train step
+        self._norm: dict[torch.device, tuple[Tensor, Tensor]] = {}
         self.clip_border = clip_border
         self.add_ctr_clamp = add_ctr_clamp
         self.ctr_clamp = ctr_clamp
@@ -62,6 +65,15 @@ class DeltaXYWHBBoxCoder:
     @classmethod
     def from_config(cls, cfg: DeltaXYWHBBoxCoderConfig, **derived: object) -> "DeltaXYWHBBoxCoder":
         return cls(**cfg.model_dump(exclude={"type"}), **derived)  # type: ignore[arg-type]
+
+    def _means_stds(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """The (4,) float32 means and stds on ``like``'s device (cached)."""
+        norm = self._norm.get(like.device)
+        if norm is None:
+            norm = (torch.tensor(self.means, device=like.device),
+                    torch.tensor(self.stds, device=like.device))
+            self._norm[like.device] = norm
+        return norm
 
     def encode(self, priors: Tensor, boxes: Tensor) -> Tensor:
         """priors (..., 4), target boxes (..., 4) -> normalised deltas (..., 4), float32."""
@@ -76,7 +88,8 @@ class DeltaXYWHBBoxCoder:
         gh = boxes[..., 3] - boxes[..., 1]
         deltas = torch.stack([(gx - px) / pw, (gy - py) / ph,
                               torch.log(gw / pw), torch.log(gh / ph)], dim=-1)  # (..., 4)
-        return (deltas - deltas.new_tensor(self.means)) / deltas.new_tensor(self.stds)
+        means, stds = self._means_stds(deltas)
+        return (deltas - means) / stds
 
     def decode(
         self,
@@ -91,7 +104,8 @@ class DeltaXYWHBBoxCoder:
         deltas (N, R, 4); boxes are clipped to it when ``clip_border``.
         """
         priors, deltas = priors.float(), deltas.float()
-        denorm = deltas * deltas.new_tensor(self.stds) + deltas.new_tensor(self.means)  # (..., 4)
+        means, stds = self._means_stds(deltas)
+        denorm = deltas * stds + means  # (..., 4)
         dxy, dwh = denorm[..., :2], denorm[..., 2:]  # (..., 2) each
         pxy = (priors[..., :2] + priors[..., 2:]) * 0.5  # (..., 2)
         pwh = priors[..., 2:] - priors[..., :2]  # (..., 2)
