@@ -96,7 +96,7 @@ class OnnxBackend:
         self.test_cfg = test_cfg
 
     def __call__(self, batch: ImageBatch) -> DetectionBatch:
-        img_shapes = torch.tensor(batch.img_shapes, dtype=torch.float32)  # (N, 2) as (h, w)
+        img_shapes = batch.img_shapes.float()  # (N, 2) as (h, w)
         return self.model.detections(batch.tensor, self.test_cfg, img_shapes=img_shapes,
                                      scale_factors=batch.scale_factors)
 
