@@ -245,7 +245,7 @@ class Trainer:
         try:
             self._setup()
             self.restored = self._restore()
-            if self.restored.already_finished:
+            if self.restored.already_finished and not self.eval_pending:
                 return self._result("already finished")
             self.step = TrainStep(D.wrap_ddp(LossForward(self.model), self.device),
                                   self.optimizer, device=self.device, amp=self.amp,
@@ -256,6 +256,9 @@ class Trainer:
                 set_rng_state(self.resumed_rng)
             if self.eval_pending:
                 self._evaluate_pending()
+            if self.restored.already_finished:  # only its last evaluation was missing
+                self.hooks.call("after_run", self)
+                return self._result("already finished")
             log.info("training on %s: %d images, %d iterations per epoch, %s", self.device,
                      len(self.train_dataset), self.state.iters_per_epoch,
                      f"{self.state.max_epochs} epochs" if self.state.by_epoch

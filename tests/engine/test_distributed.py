@@ -142,3 +142,27 @@ def test_two_gloo_processes_train_faster_rcnn(tmp_path):
     (val,) = [r for r in lines if r["mode"] == "val"]
     assert "bbox_mAP" in val
     assert read_checkpoint(tmp_path / "ddp" / "epoch_2.pth")["meta"]["world_size"] == 2
+
+
+def test_the_process_group_timeout_comes_from_dist_params(monkeypatch, tiny_config_path):
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from detcli.config.loader import load_config
+    from detcli.engine import distributed as D
+    from detcli.errors import ConfigError
+
+    assert load_config(tiny_config_path).cfg.dist_params.timeout == 1800  # MMEngine's 30 min
+    cfg = load_config(tiny_config_path, ["dist_params.timeout=120"]).cfg
+    calls = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    info = D.init_distributed(cfg.dist_params.backend, "cpu", cfg.dist_params.timeout)
+    assert (info.rank, info.world_size, info.backend) == (1, 2, "gloo")
+    assert calls == [{"backend": "gloo", "init_method": "env://", "timeout": timedelta(seconds=120)}]
+    with pytest.raises(ConfigError, match="dist_params.timeout"):
+        load_config(tiny_config_path, ["dist_params.timeout=0"])
