@@ -173,3 +173,22 @@ def test_distributed_sampler_when_initialised(tmp_path):
         assert grouped.batch_sampler.num_replicas == 1
     finally:
         dist.destroy_process_group()
+
+
+def test_per_sample_seeds_give_each_sample_its_draws_whoever_loads_it():
+    def draws(workers, first_batch=0, epoch=1, persistent=False):
+        loader = build_dataloader(ToyDataset(10), 3, workers, shuffle=True, seed=5, pin_memory=False,
+                                  per_sample_seeds=True, persistent_workers=persistent)
+        set_epoch(loader, epoch, first_batch=first_batch)
+        return [(m["image_id"], m["draw"]) for images, _ in loader for m in images.metas]
+
+    main = draws(0)
+    assert sorted(i for i, _ in main) == list(range(10))  # every image once, shuffled
+    assert draws(2) == main == draws(2, persistent=True)  # which worker loads it does not matter
+    assert draws(2, first_batch=2) == main[6:]  # an epoch started at batch 2: the same tail
+    other = draws(0, epoch=2)
+    assert [i for i, _ in other] != [i for i, _ in main]  # another epoch, another order
+    assert dict(other)[0] != dict(main)[0]  # and other draws for the same image
+    state = np.random.get_state()[1].copy()
+    draws(0)
+    assert (np.random.get_state()[1] == state).all()  # the main process's generator is untouched
