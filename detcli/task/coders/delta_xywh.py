@@ -67,12 +67,17 @@ class DeltaXYWHBBoxCoder:
         return cls(**cfg.model_dump(exclude={"type"}), **derived)  # type: ignore[arg-type]
 
     def _means_stds(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        """The (4,) float32 means and stds on ``like``'s device (cached)."""
-        norm = self._norm.get(like.device)
+        """The (4,) float32 means and stds on ``like``'s device, cached for eager tensors
+        (while tracing, compiling or exporting they are made afresh: a traced tensor must not
+        outlive its trace)."""
+        traced = (type(like) is not Tensor or torch.jit.is_tracing()
+                  or torch.compiler.is_compiling())
+        norm = None if traced else self._norm.get(like.device)
         if norm is None:
             norm = (torch.tensor(self.means, device=like.device),
                     torch.tensor(self.stds, device=like.device))
-            self._norm[like.device] = norm
+            if not traced:
+                self._norm[like.device] = norm
         return norm
 
     def encode(self, priors: Tensor, boxes: Tensor) -> Tensor:
