@@ -89,3 +89,18 @@ def test_config():
         DeltaXYWHBBoxCoderConfig(target_stds=[0.1, 0.1, 0.2])
     with pytest.raises(ValidationError):
         DeltaXYWHBBoxCoderConfig(target_stds=[0.1, 0.1, 0.0, 0.2])
+
+
+def test_traced_call_leaves_no_traced_constant_behind():
+    """The means/stds cached for eager calls are never a trace's fake tensors (the exporter
+    traces with FakeTensors; eager code after it must get real ones)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    coder = DeltaXYWHBBoxCoder(target_stds=(0.1, 0.1, 0.2, 0.2))
+    priors = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    boxes = torch.tensor([[1.0, 1.0, 9.0, 12.0]])
+    with FakeTensorMode() as mode:
+        coder.encode(mode.from_tensor(priors), mode.from_tensor(boxes))
+    deltas = coder.encode(priors, boxes)
+    assert type(deltas) is torch.Tensor
+    assert torch.allclose(coder.decode(priors, deltas), boxes)
