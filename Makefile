@@ -14,7 +14,7 @@ $(BIN)/det: pyproject.toml
 .PHONY: demo test
 demo: $(BIN)/det
 	$(BIN)/det data synth data/synth
-	$(BIN)/det train presets/retinanet_tiny_synth.toml
+	$(BIN)/det train presets/retinanet_tiny_synth.toml --resume auto
 
 test: $(BIN)/det
 	$(BIN)/python -m pytest -q

@@ -77,6 +77,8 @@ def test_an_interrupted_run_resumed_equals_an_uninterrupted_one(tiny_config, tmp
     assert train[0][0] == ipe + 1  # it went on with the next iteration
     assert {**resumed.best, "path": None} == {**straight.best, "path": None}
     assert_same_weights(tmp_path / "a" / "epoch_2.pth", tmp_path / "b" / "epoch_2.pth")
+    final = read_checkpoint(tmp_path / "a" / "epoch_2.pth")["meta"]  # written again at the end
+    assert final["evaluation_pending"] is False and final["best"] == straight.best
 
 
 def test_an_iteration_based_run_resumes_inside_an_epoch(tiny_config, tmp_path):

@@ -4,7 +4,8 @@ Written by rank 0 (every rank gives it its random generators) right after the EM
 *before* the evaluation of the same epoch, so an evaluation that fails cannot cost a trained
 epoch; the checkpoint records that its evaluation is still due, and a run resumed from it
 evaluates first (:mod:`detcli.engine.resume`). Also written at the last epoch and when a run
-stops early. ``latest.pth`` then names the newest one (a relative symbolic link, replaced
+stops early; when the run ends, a last checkpoint written before the run's last evaluation is
+written again with it, so a finished run's checkpoint holds its final metrics and best. ``latest.pth`` then names the newest one (a relative symbolic link, replaced
 atomically; a copy where links are not possible), and only the newest ``max_keep_ckpts``
 periodic checkpoints are kept (-1 keeps all; ``best_*`` and ``latest`` are never pruned).
 
@@ -80,6 +81,7 @@ class CheckpointHook(Hook):
         self.max_keep_ckpts = max_keep_ckpts
         self.saved: list[Path] = []
         self._last_saved_iter = -1
+        self._saved_before_eval = False  # the last save preceded an evaluation at its iteration
 
     @classmethod
     def from_config(cls, cfg: CheckpointConfig) -> CheckpointHook:
@@ -87,11 +89,13 @@ class CheckpointHook(Hook):
 
     def _save(self, trainer: Any, name: str) -> None:
         self._last_saved_iter = trainer.state.iter
+        self._saved_before_eval = trainer.state.metrics_iter != trainer.state.iter
         path = trainer.save_checkpoint(trainer.work_dir / f"{name}.pth")  # on every rank
         if not trainer.dist.is_main:
             return
         point_latest(path)
-        self.saved.append(path)
+        if path not in self.saved:
+            self.saved.append(path)
         prefix = name.split("_")[0]
         for gone in prune(trainer.work_dir, prefix, self.max_keep_ckpts):
             if gone in self.saved:
@@ -110,7 +114,11 @@ class CheckpointHook(Hook):
             self._save(trainer, f"iter_{state.iter}")
 
     def after_run(self, trainer: Any) -> None:
-        """A run that ended between checkpoints (early stopping mid-interval) saves its end."""
+        """A run that ended between checkpoints (early stopping mid-interval) saves its end;
+        one whose last checkpoint preceded its last evaluation saves it again."""
         state = trainer.state
+        name = f"epoch_{state.epoch}" if state.by_epoch else f"iter_{state.iter}"
         if self._last_saved_iter != state.iter:
-            self._save(trainer, f"epoch_{state.epoch}" if state.by_epoch else f"iter_{state.iter}")
+            self._save(trainer, name)
+        elif self._saved_before_eval and state.metrics_iter == state.iter:
+            self._save(trainer, name)  # again, now with the run's last evaluation
