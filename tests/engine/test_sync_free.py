@@ -171,7 +171,8 @@ def samples(seed: int) -> list[dict[str, Any]]:
             "img": torch.randn(3, h, w, generator=gen),
             "gt_bboxes": boxes.numpy(),
             "gt_labels": torch.randint(0, 3, (num_gt,), generator=gen).numpy(),
-            "gt_bboxes_ignore": torch.tensor([[0.0, 0.0, 8.0, 8.0]] if i == 1 else []).reshape(-1, 4),
+            "gt_bboxes_ignore": torch.tensor([[0.0, 0.0, 8.0, 8.0]] if i == 1 else [])
+                                .reshape(-1, 4),
             "img_metas": {"filename": f"img{i}.png", "img_shape": (h, w, 3), "pad_shape": pad,
                           "ori_shape": (2 * h, 2 * w, 3), "scale_factor": 0.5},
         })
