@@ -121,10 +121,11 @@ from retinanet_speed import (  # noqa: E402  (the shared harness)
     no_grad_call,
     report,
     time_alternating,
+    torchvision_size,
     train_step,
 )
 
-PRESET = ROOT / "presets" / "faster_rcnn_r50.toml"
+PRESET = "faster_rcnn_r50"  # a packaged preset, by name
 SAME_BOX_IOU = 0.9  # a proposal of ours counts as torchvision's too above this IoU
 
 
@@ -157,7 +158,7 @@ def build_ours() -> nn.Module:
 
 def build_torchvision(args: argparse.Namespace) -> nn.Module:
     settings = dict(
-        min_size=args.size, max_size=args.size, box_detections_per_img=100,
+        **torchvision_size(args), box_detections_per_img=100,
         rpn_post_nms_top_n_train=1000,  # MMDetection's train_cfg.rpn_proposal.max_per_img
         box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=7, sampling_ratio=0),
     )
@@ -360,7 +361,8 @@ def main() -> None:
     args = parse_args()
     torch.manual_seed(0)
     device = torch.device(args.device)
-    print(f"Faster R-CNN: device {device}, batch {args.batch}, size {args.size}, iters "
+    print(f"Faster R-CNN: device {device}, batch {args.batch}, size "
+          f"{args.size[0]}x{args.size[1]}, iters "
           f"{args.iters} (+{args.warmup} warm-up), amp {args.amp}, channels_last "
           f"{args.channels_last}, threads {torch.get_num_threads()}, torch {torch.__version__}, "
           f"torchvision {torchvision.__version__}, tv-frozen {args.tv_frozen}, same-weights "

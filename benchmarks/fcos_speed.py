@@ -39,9 +39,14 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import detcli  # noqa: E402
-from retinanet_speed import NUM_CLASSES, compare, parse_args  # noqa: E402  (the shared harness)
+from retinanet_speed import (  # noqa: E402  (the shared harness)
+    NUM_CLASSES,
+    compare,
+    parse_args,
+    torchvision_size,
+)
 
-PRESET = ROOT / "presets" / "fcos_r50.toml"
+PRESET = "fcos_r50"  # a packaged preset, by name
 CENTERNESS_BIAS = 10.0
 
 
@@ -55,7 +60,7 @@ def build_ours(args) -> torch.nn.Module:
 
 
 def build_torchvision(args) -> torch.nn.Module:
-    settings = dict(min_size=args.size, max_size=args.size, detections_per_img=100)
+    settings = dict(**torchvision_size(args), detections_per_img=100)
     if args.tv_frozen:
         resnet = torchvision.models.resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
         backbone = _resnet_fpn_extractor(resnet, 3, returned_layers=[2, 3, 4],

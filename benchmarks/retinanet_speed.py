@@ -1,6 +1,6 @@
 """Speed of det's RetinaNet R50-FPN against torchvision's, in one process, runs alternating.
 
-    python benchmarks/retinanet_speed.py [--device cpu] [--batch 2] [--size 320] [--iters 5]
+    python benchmarks/retinanet_speed.py [--device cpu] [--batch 2] [--size 320|HxW] [--iters 5]
         [--warmup 2] [--amp bf16] [--channels-last] [--bare] [--tv-frozen] [--cls-bias B]
 
 Ours is ``presets/retinanet_r50.toml``'s model (ResNet-50, FPN, RetinaHead with 80 classes;
@@ -8,7 +8,9 @@ random init, ``model.backbone.init_cfg = false``); torchvision's is
 ``retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=80)`` with
 ``min_size = max_size = size`` and ``detections_per_img = 100`` (our ``max_per_img``).
 
-N images of S x S pixels, G = 5 random GT boxes per image (the same for both models).
+N images of H x W pixels (``--size S`` for S x S, or ``HxW``), G = 5 random GT boxes per image
+(the same for both models); torchvision's transform gets ``min_size = min(H, W)`` and
+``max_size = max(H, W)``, so it resizes nothing.
 Timed, after ``--warmup`` untimed iterations of each, ``--iters`` times in alternation:
 
 * train: forward + loss + backward + SGD step;
@@ -50,9 +52,25 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 import detcli  # noqa: E402
 from detcli.structures.batch import DetTargets, ImageBatch  # noqa: E402
 
-PRESET = ROOT / "presets" / "retinanet_r50.toml"
+PRESET = "retinanet_r50"  # a packaged preset, by name
 NUM_CLASSES = 80
 NUM_GTS = 5
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """``--size``: "S" -> (S, S), "HxW" -> (H, W)."""
+    try:
+        sides = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        sides = ()
+    if len(sides) not in (1, 2) or min(sides, default=0) < 32:
+        raise argparse.ArgumentTypeError(f"size must be S or HxW with sides >= 32, got {text!r}")
+    return (sides[0], sides[-1])
+
+
+def torchvision_size(args: argparse.Namespace) -> dict[str, int]:
+    """torchvision's transform settings that keep an H x W input at its size."""
+    return {"min_size": min(args.size), "max_size": max(args.size)}
 
 
 def harness_parser(description: str,
@@ -62,7 +80,7 @@ def harness_parser(description: str,
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--size", type=int, default=320)
+    parser.add_argument("--size", type=image_size, default=(320, 320), help="S or HxW")
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--amp", choices=["bf16", "fp16"], default=None)
@@ -89,7 +107,7 @@ def build_ours(args: argparse.Namespace) -> torch.nn.Module:
 
 
 def build_torchvision(args: argparse.Namespace) -> torch.nn.Module:
-    settings = dict(min_size=args.size, max_size=args.size, detections_per_img=100)
+    settings = dict(**torchvision_size(args), detections_per_img=100)
     if args.tv_frozen:
         resnet = torchvision.models.resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
         backbone = _resnet_fpn_extractor(resnet, 3, returned_layers=[2, 3, 4],
@@ -105,10 +123,11 @@ def build_torchvision(args: argparse.Namespace) -> torch.nn.Module:
 
 def make_inputs(args: argparse.Namespace, device: torch.device):
     generator = torch.Generator().manual_seed(0)
-    n, s = args.batch, args.size
-    images = torch.randn(n, 3, s, s, generator=generator)
-    xy = torch.rand(n, NUM_GTS, 2, generator=generator) * (s * 0.6)
-    wh = 16 + torch.rand(n, NUM_GTS, 2, generator=generator) * (s * 0.4 - 16)
+    n, (h, w) = args.batch, args.size
+    images = torch.randn(n, 3, h, w, generator=generator)
+    extent = torch.tensor([w, h], dtype=torch.float32)  # (x, y)
+    xy = torch.rand(n, NUM_GTS, 2, generator=generator) * (extent * 0.6)
+    wh = 16 + torch.rand(n, NUM_GTS, 2, generator=generator) * (extent * 0.4 - 16)
     boxes = torch.cat([xy, xy + wh], dim=-1)  # (N, G, 4) inside the image
     labels = torch.randint(0, NUM_CLASSES, (n, NUM_GTS), generator=generator)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -190,7 +209,8 @@ def compare(label: str, ours: torch.nn.Module, theirs: torch.nn.Module, args: ar
         ours = ours.to(memory_format=torch.channels_last)
         theirs = theirs.to(memory_format=torch.channels_last)
     (images, targets), (tv_images, tv_targets) = make_inputs(args, device)
-    print(f"{label}: device {device}, batch {args.batch}, size {args.size}, iters {args.iters} "
+    print(f"{label}: device {device}, batch {args.batch}, size {args.size[0]}x{args.size[1]}, "
+          f"iters {args.iters} "
           f"(+{args.warmup} warm-up), amp {args.amp}, channels_last {args.channels_last}, "
           f"threads {torch.get_num_threads()}, torch {torch.__version__}, "
           f"torchvision {torchvision.__version__}, tv-frozen {args.tv_frozen}")

@@ -52,8 +52,8 @@ from detcli.engine.train_step import LossForward, TrainStep  # noqa: E402
 from detcli.models.build import build_detector  # noqa: E402
 from detcli.structures.batch import DetTargets, ImageBatch  # noqa: E402
 
-TINY = ROOT / "presets" / "retinanet_tiny_synth.toml"
-R50 = ROOT / "presets" / "retinanet_r50.toml"
+TINY = "retinanet_tiny_synth"  # packaged presets, by name
+R50 = "retinanet_r50"
 NUM_GTS = 5
 
 
@@ -84,7 +84,7 @@ def random_batch(n: int, size: int, num_classes: int, device: torch.device):
     return ours, theirs
 
 
-def det_step(preset: Path, size: int, batch: int, device: torch.device, amp: str | None):
+def det_step(preset: str, size: int, batch: int, device: torch.device, amp: str | None):
     cfg = load_config(preset, ["model.backbone.init_cfg=false"]).cfg
     model = build_detector(cfg.model).to(device).train()
     optimizer = build_optimizer(model, cfg.optimizer)
