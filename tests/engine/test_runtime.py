@@ -142,3 +142,18 @@ def test_det_train_compile_reaches_the_trainer(tiny_config, tmp_path, one_thread
     assert result.stop_reason == "finished"
     log = (tmp_path / "train.log").read_text()
     assert "network on cpu: contiguous (NCHW), compiled (eager)" in log
+
+
+def test_det_train_compile_flag_sets_runtime_compile(tiny_config_path, tmp_path,
+                                                     one_thread) -> None:
+    from typer.testing import CliRunner
+
+    from detcli.cli.main import app
+
+    result = CliRunner().invoke(app, [
+        "train", str(tiny_config_path), "--work-dir", str(tmp_path), "--device", "cpu",
+        "--compile", "--set", "runtime.compile_backend=eager", "--set", "runner.max_epochs=1",
+        "--set", "data.val=false"])
+    assert result.exit_code == 0, result.output
+    assert "compiled (eager)" in (tmp_path / "train.log").read_text()
+    assert "compile = true" in (tmp_path / "config.toml").read_text()
