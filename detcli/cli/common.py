@@ -36,6 +36,7 @@ from detcli.errors import (
     RegistryError,
     StorageError,
 )
+from detcli.text import plural
 
 console = Console(soft_wrap=True)  # results: stdout
 err_console = Console(stderr=True, soft_wrap=True)  # messages, progress, logs: stderr
@@ -127,11 +128,6 @@ def load(config: Path, overrides: Optional[list[str]]):
     from detcli.config.loader import load_config
 
     return load_config(config, overrides or [])
-
-
-def plural(count: int, word: str, many: str | None = None) -> str:
-    """``1 epoch``, ``2 epochs``, ``0 boxes`` (``many`` when adding "s" is wrong)."""
-    return f"{count} {word if count == 1 else (many or word + 's')}"
 
 
 # ---- help text ----------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from detcli.cli.common import (
     load,
     print_json,
 )
-from detcli.data.problems import plural
+from detcli.text import plural
 from detcli.data.synth import SynthSpec
 
 app = typer.Typer(cls=DetGroup, help="Make and check datasets.", no_args_is_help=True)

@@ -22,7 +22,7 @@ import detcli.data.datasets  # noqa: F401  (registers the dataset types)
 from detcli.config.schema import Schema
 from detcli.data.check import UNLOADABLE, image_faults
 from detcli.data.datasets.base import DetDataset, OnBad
-from detcli.data.problems import plural
+from detcli.text import plural
 from detcli.errors import ConfigError, ConfigIssue
 from detcli.registry import DATASETS
 

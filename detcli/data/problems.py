@@ -22,6 +22,8 @@ from typing import Callable, Literal
 
 import numpy as np
 
+from detcli.text import plural
+
 Severity = Literal["error", "warning"]
 
 # A box may overhang its image by this many pixels before it counts as outside: annotation
@@ -43,11 +45,6 @@ TRUNCATED_IMAGE = "truncated_image"
 SIZE_MISMATCH = "size_mismatch"
 MISNAMED_IMAGE = "misnamed_image"  # a PNG named .jpg: it loads (by content), a warning
 NO_BOXES = "no_boxes"  # a dataset without a single GT box: nothing to learn or measure
-
-
-def plural(count: int, word: str, many: str | None = None) -> str:
-    """``1 problem``, ``2 problems``, ``0 boxes`` (``many`` when adding "s" is wrong)."""
-    return f"{count} {word if count == 1 else (many or word + 's')}"
 
 
 @dataclass

@@ -191,7 +191,7 @@ def test_training_and_det_data_check_count_the_same_images_without_boxes(tmp_pat
 
 
 def test_plural_counts():
-    from detcli.data.problems import plural
+    from detcli.text import plural
 
     assert [plural(n, "problem") for n in (0, 1, 2)] == ["0 problems", "1 problem", "2 problems"]
     assert plural(1, "box", "boxes") == "1 box" and plural(3, "box", "boxes") == "3 boxes"
