@@ -172,7 +172,7 @@ def _print_optimized(result: Any, config: str) -> None:
 
 
 def _write_out(out: Path, data: dict[str, Any], report: Any, result: Any) -> list[Path]:
-    from detcli.tools.plots import write_plots
+    from detcli.viz.plots import write_plots
 
     out.mkdir(parents=True, exist_ok=True)
     written = write_plots(report, out)
@@ -213,7 +213,7 @@ def anchors(
     from rich.progress import Progress
 
     from detcli.config.loader import display_path
-    from detcli.tools.anchor_analysis import AnchorStudy
+    from detcli.analysis.anchor_analysis import AnchorStudy
 
     cfg = load(config, overrides).cfg
     with err_console.status(f"reading data.{split.value} and assigning", spinner="dots"):
@@ -222,7 +222,7 @@ def anchors(
     data = report.to_dict()
     result = None
     if optimize:
-        from detcli.tools.anchor_optimize import optimize_anchors
+        from detcli.analysis.anchor_optimize import optimize_anchors
 
         with Progress(console=err_console, transient=True) as bar:
             task = bar.add_task("searching anchor designs", total=None)

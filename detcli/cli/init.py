@@ -1,7 +1,7 @@
 """``det init DATA_DIR``: recognise a dataset, show what it holds, write a config for it.
 
 The library decides (:mod:`detcli.data.discover`, :mod:`detcli.data.survey`,
-:mod:`detcli.config.init_writer`, :mod:`detcli.tools.anchor_fit`); this module shows and
+:mod:`detcli.config.init_writer`, :mod:`detcli.analysis.anchor_fit`); this module shows and
 asks. Every question has a flag, and ``--yes`` takes every default, so scripts run it without
 a terminal. Exit status: 0 written, 2 a bad flag or an existing --out, 3 data it cannot use.
 """
@@ -40,7 +40,7 @@ class Format(str, Enum):
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """The datasets' and the analysis' INFO lines (kept/dropped counts): the tables say it."""
-    loggers = [logging.getLogger(n) for n in ("detcli.data.datasets", "detcli.tools")]
+    loggers = [logging.getLogger(n) for n in ("detcli.data.datasets", "detcli.analysis")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.WARNING)
@@ -195,7 +195,7 @@ def init(
     from detcli.data.discover import discover
     from detcli.data.survey import survey_layout
     from detcli.errors import ConfigError
-    from detcli.tools.anchor_fit import check_anchor_fit
+    from detcli.analysis.anchor_fit import check_anchor_fit
 
     layout = discover(data_dir, fmt.value if fmt else None)
     console.print(f"{layout.root}: {layout.format.upper()} layout ({layout.dataset_type})", style="bold",

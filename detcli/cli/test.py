@@ -138,7 +138,7 @@ def test(
 
 
 def _show(run, show_dir: Path, score_thr: float, quiet: bool) -> None:
-    from detcli.tools.draw import show_predictions
+    from detcli.viz.draw import show_predictions
 
     with JobProgress("drawing", total=len(run.dataset), quiet=quiet) as job:
         written = show_predictions(run.dataset, run.detections, show_dir, score_thr=score_thr,

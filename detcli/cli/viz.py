@@ -217,15 +217,15 @@ def assign(
     second picture, <out stem>_rcnn.png, and table.
     """
     from detcli.errors import DetError
-    from detcli.tools.draw import save_image
-    from detcli.tools.roi_sampling import (
+    from detcli.viz.draw import save_image
+    from detcli.analysis.roi_sampling import (
         BACKGROUND,
         JITTER_PER_GT,
         is_two_stage,
         visualize_roi_sampling,
     )
-    from detcli.tools.viz_assign import pipeline_of, visualize_assignment
-    from detcli.tools.viz_draw import draw_assignment, draw_roi_sampling
+    from detcli.analysis.assign_view import pipeline_of, visualize_assignment
+    from detcli.viz.pictures import draw_assignment, draw_roi_sampling
 
     cfg = load(config, overrides).cfg
     two_stage = is_two_stage(cfg.model)
@@ -302,7 +302,7 @@ def dataset(
     To check a dataset and its pipeline before training: N images of the split, drawn with
     --seed, one PNG each in --out (or one grid.png with --grid).
     """
-    from detcli.tools.viz_dataset import sample_dataset, write_samples
+    from detcli.viz.dataset import sample_dataset, write_samples
 
     cfg = load(config, overrides).cfg
     samples = sample_dataset(cfg, split.value, num=num, seed=seed)

@@ -51,7 +51,7 @@ class PresetChoice:
 
 def input_sides(preset: LoadedConfig, survey: SplitSurvey) -> np.ndarray:
     """(G,) sqrt(box area) of the survey's GT boxes at the preset's test input size."""
-    from detcli.tools.pipeline_geometry import network_input_geometry
+    from detcli.analysis.pipeline_geometry import network_input_geometry
 
     if not len(survey.box_wh):
         return np.zeros(0)

@@ -46,7 +46,7 @@ import torch
 
 from detcli.errors import DataError
 from detcli.structures.detections import Detections
-from detcli.tools.draw import draw_boxes, save_image
+from detcli.viz.draw import draw_boxes, save_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")

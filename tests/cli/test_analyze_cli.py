@@ -1,5 +1,5 @@
 """`det analyze anchors` through typer's CliRunner: tables, --json, --out, --optimize, exit codes
-and the anchor-free message. Datasets and answers: tests/tools/anchor_data.py."""
+and the anchor-free message. Datasets and answers: tests/analysis/anchor_data.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import typer
 from typer.testing import CliRunner
 
 from detcli.cli import analyze
-from tests.tools.anchor_data import BAD_ANCHORS, hand_config, synth_config
-from tests.tools.fake_heads import point_head, point_head_config  # noqa: F401  (fixture)
+from tests.analysis.anchor_data import BAD_ANCHORS, hand_config, synth_config
+from tests.analysis.fake_heads import point_head, point_head_config  # noqa: F401  (fixture)
 
 
 root = typer.Typer()  # wired as detcli/cli/main.py does, without the other groups

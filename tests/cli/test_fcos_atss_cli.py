@@ -1,5 +1,5 @@
 """`det analyze anchors` and `det viz assign` on FCOS and ATSS configs, through CliRunner.
-Datasets and answers: tests/tools/fcos_atss_data.py."""
+Datasets and answers: tests/analysis/fcos_atss_data.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from detcli.cli import analyze
 from detcli.cli.viz import app as viz_app
-from tests.tools.fcos_atss_data import ATSS, FCOS, fcos_hand_config, on_tiny
-from tests.tools.tiny_data import make_tiny
+from tests.analysis.fcos_atss_data import ATSS, FCOS, fcos_hand_config, on_tiny
+from tests.analysis.tiny_data import make_tiny
 
 root = typer.Typer()  # wired as detcli/cli/main.py does, without the other groups
 root.add_typer(analyze.app, name="analyze")

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from detcli.cli.main import app as main_app
 from detcli.cli.viz import app
-from tests.tools.tiny_data import make_tiny
+from tests.analysis.tiny_data import make_tiny
 
 
 def run(*args):

@@ -18,8 +18,8 @@ from detcli.config.loader import load_config
 from detcli.data.synth import make_synthetic_dataset
 from detcli.engine.checkpoint import save_checkpoint
 from detcli.models.build import build_detector
-from tests.tools.test_roi_sampling import FRCNN, SMALL, two_stage_config
-from tests.tools.tiny_data import make_tiny
+from tests.analysis.test_roi_sampling import FRCNN, SMALL, two_stage_config
+from tests.analysis.tiny_data import make_tiny
 
 BOXES = ["--box", "10,20,40,50,square", "--box", "60,10,100,80,circle"]
 

@@ -17,7 +17,7 @@ from detcli.data.data_yaml import parse_data_yaml
 from detcli.data.discover import SplitSource, discover, split_of
 from detcli.data.survey import SplitSurvey, seeded_split, survey_layout, write_split_files
 from detcli.errors import DataError
-from detcli.tools.anchor_fit import check_anchor_fit
+from detcli.analysis.anchor_fit import check_anchor_fit
 from tests.data.layouts import synth, to_voc, to_yolo
 
 

@@ -1,4 +1,4 @@
-"""The anchor report on a hand-made dataset (answers in tests/tools/anchor_data.py), a bad
+"""The anchor report on a hand-made dataset (answers in tests/analysis/anchor_data.py), a bad
 design on the synthetic set, and the JSON schema against docs/analyze.md."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 
 from detcli.config.loader import load_config
 from detcli.errors import DataError
-from detcli.tools.anchor_analysis import AnchorStudy, analyze_anchors, run_assignment
-from detcli.tools.anchor_gt import make_batches
-from tests.tools.anchor_data import BAD_ANCHORS, ROOT, hand_config, synth_config
+from detcli.analysis.anchor_analysis import AnchorStudy, analyze_anchors, run_assignment
+from detcli.analysis.anchor_gt import make_batches
+from tests.analysis.anchor_data import BAD_ANCHORS, ROOT, hand_config, synth_config
 
 
 @pytest.fixture(scope="module")

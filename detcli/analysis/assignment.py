@@ -14,7 +14,7 @@ The head that assigns anchors is ``model.bbox_head`` with ``model.train_cfg`` (a
 ``allowed_border``) in a single-stage detector, and ``model.rpn_head`` with
 ``model.train_cfg.rpn`` in a two-stage one: there the RPN assigns anchors to every GT as one
 class, "object" (the GT labels do not change which anchor matches which GT). The RoI head's
-sampling of proposals is :mod:`detcli.tools.roi_sampling`'s.
+sampling of proposals is :mod:`detcli.analysis.roi_sampling`'s.
 
 A head without anchors can still be analysed when its class offers ``head_assignment(cfg)``:
 a dict with the ``prior_generator`` whose boxes stand for its priors (FCOS: each point's

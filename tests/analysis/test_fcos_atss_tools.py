@@ -1,6 +1,6 @@
 """``det analyze anchors`` and ``det viz assign``'s libraries on FCOS and ATSS: the parts they
 build, the assignment checked against the head's rule and the assigner run directly, the
-point-coverage report by hand (tests/tools/fcos_atss_data.py) and what the pictures explain."""
+point-coverage report by hand (tests/analysis/fcos_atss_data.py) and what the pictures explain."""
 
 from __future__ import annotations
 
@@ -17,18 +17,18 @@ from detcli.models.dense_heads.fcos_targets import (
 from detcli.task.assigners import ATSSAssigner
 from detcli.task.prior_generators import AnchorGenerator, MlvlPointGenerator
 from detcli.task.samplers import PseudoSampler
-from detcli.tools.anchor_analysis import analyze_anchors
-from detcli.tools.assignment import AssignmentParts, assign_image
-from detcli.tools.viz_assign import visualize_assignment
-from detcli.tools.viz_draw import (
+from detcli.analysis.anchor_analysis import analyze_anchors
+from detcli.analysis.assignment import AssignmentParts, assign_image
+from detcli.analysis.assign_view import visualize_assignment
+from detcli.viz.pictures import (
     assignment_canvas_size,
     draw_assignment,
     draw_regions,
     legend_entries,
     panel_title,
 )
-from tests.tools.fcos_atss_data import ATSS, FCOS, fcos_hand_config, on_tiny
-from tests.tools.tiny_data import make_tiny
+from tests.analysis.fcos_atss_data import ATSS, FCOS, fcos_hand_config, on_tiny
+from tests.analysis.tiny_data import make_tiny
 
 SIZES = [(24, 32), (12, 16), (6, 8), (3, 4), (2, 2)]  # a 192 x 256 input over strides 8 .. 128
 BOXES = ["10,20,40,50", "60,10,100,80,circle"]  # -> [20, 40, 80, 100], [120, 20, 200, 160]

@@ -3,25 +3,25 @@
 H, W: the network input (padding included); R priors over all L levels; G GT boxes; I ignore
 boxes; K classes. GT boxes come in original-image pixels (``--box`` or a COCO file) and are
 moved into network-input pixels by the config's own pipeline
-(:mod:`detcli.tools.viz_pipeline`); everything in :class:`AssignmentView` is in network-input
+(:mod:`detcli.analysis.pipeline_view`); everything in :class:`AssignmentView` is in network-input
 pixels. ``gt_index`` codes are :mod:`detcli.task.assigners.assign_result`'s: ``>= 0`` the
 matched GT, -1 negative, -2 ignored.
 
 The steps of :func:`visualize_assignment`:
 
 1. build the prior generator, assigner and sampler from the config
-   (:class:`~detcli.tools.assignment.AssignmentParts`: a two-stage detector's are its RPN's,
+   (:class:`~detcli.analysis.assignment.AssignmentParts`: a two-stage detector's are its RPN's,
    ``model.rpn_head`` and ``model.train_cfg.rpn``); an assigner whose class says
    ``needs_predictions = True`` cannot run without a trained model and is refused;
 2. read the GT of the image: ``--box`` strings (:func:`parse_box`) or the COCO file's entry
    for the image's file name (:func:`coco_gt_for_image`);
 3. run the test pipeline (or the training pipeline, seeded) on the image and its boxes;
-4. run :func:`~detcli.tools.assignment.assign_image` and gather per-GT statistics;
+4. run :func:`~detcli.analysis.assignment.assign_image` and gather per-GT statistics;
 5. what the assigner can explain besides its codes
-   (:func:`~detcli.tools.assign_explain.explain`): the FCOS rule's regions, ATSS's candidates.
+   (:func:`~detcli.analysis.assign_explain.explain`): the FCOS rule's regions, ATSS's candidates.
 
 A two-stage detector's second stage, the RoI head's sampling of proposals, is
-:mod:`detcli.tools.roi_sampling`'s, on the same prepared image and GT.
+:mod:`detcli.analysis.roi_sampling`'s, on the same prepared image and GT.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ from detcli.errors import ConfigError, DataError, DetError
 from detcli.models.introspect import config_num_classes
 from detcli.registry import DATASETS, suggest
 from detcli.task.assigners.assign_result import IGNORED, NEGATIVE
-from detcli.tools.assign_explain import Explanation, explain
-from detcli.tools.assignment import AssignmentParts, ImageAssignment, assign_image
-from detcli.tools.viz_pipeline import PipelineView, run_pipeline
+from detcli.analysis.assign_explain import Explanation, explain
+from detcli.analysis.assignment import AssignmentParts, ImageAssignment, assign_image
+from detcli.analysis.pipeline_view import PipelineView, run_pipeline
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""detcli.tools.assignment: feature-map sizes against a real model, and a hand-computed
+"""detcli.analysis.assignment: feature-map sizes against a real model, and a hand-computed
 assignment of six priors.
 
 One level, stride 16, one 16 x 16 anchor per location (ratio 1, scale 1, centred on the cell's
@@ -24,8 +24,8 @@ from detcli.models.build import build_detector
 from detcli.task.assigners import IGNORED, NEGATIVE, MaxIoUAssigner
 from detcli.task.prior_generators import AnchorGenerator
 from detcli.task.samplers import PseudoSampler, RandomSampler
-from detcli.tools.assignment import AssignmentParts, assign_batch, assign_image, featmap_sizes
-from tests.tools.fake_heads import ROOT, point_head, point_head_config  # noqa: F401  (fixture)
+from detcli.analysis.assignment import AssignmentParts, assign_batch, assign_image, featmap_sizes
+from tests.analysis.fake_heads import ROOT, point_head, point_head_config  # noqa: F401  (fixture)
 
 NEG, IGN = NEGATIVE, IGNORED
 GT_A = torch.tensor([[8., 8., 24., 24.], [26., 0., 40., 12.], [0., 10., 8., 22.]])

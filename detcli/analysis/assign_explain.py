@@ -23,7 +23,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from detcli.tools.assignment import AssignmentParts, ImageAssignment
+from detcli.analysis.assignment import AssignmentParts, ImageAssignment
 
 
 @dataclass

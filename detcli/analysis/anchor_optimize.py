@@ -35,7 +35,7 @@ import numpy as np
 from detcli.config.emit import to_toml, value
 from detcli.errors import ConfigError
 from detcli.task.prior_generators.anchor_generator import AnchorGenerator, octave_scales
-from detcli.tools.anchor_analysis import AnchorReport, AnchorStudy, GTStats
+from detcli.analysis.anchor_analysis import AnchorReport, AnchorStudy, GTStats
 
 log = logging.getLogger(__name__)
 

@@ -3,14 +3,14 @@
 I images, T GT boxes, L levels, R priors per image, B histogram bins.
 
 The dataset's GT boxes go through the test-size pipeline's Resize/Pad arithmetic (from the
-annotation file's image sizes, no decoding: :mod:`detcli.tools.pipeline_geometry`), so every
+annotation file's image sizes, no decoding: :mod:`detcli.analysis.pipeline_geometry`), so every
 size below is in network-input pixels. Each image gets the configured anchors for its own
 padded shape, and the configured assigner runs on them, batched over images of one padded shape
-(:func:`detcli.tools.assignment.assign_padded`). No network and no weights are involved.
+(:func:`detcli.analysis.assignment.assign_padded`). No network and no weights are involved.
 
 The anchors and the assigner are the head's that assigns anchors: ``model.bbox_head`` with
 ``model.train_cfg``, or a two-stage detector's RPN (``model.rpn_head``, ``model.train_cfg.rpn``),
-for which every GT is an "object" (:mod:`detcli.tools.assignment`).
+for which every GT is an "object" (:mod:`detcli.analysis.assignment`).
 
 For each GT: its best IoU with any anchor, the level of that anchor (where the GT "lands"),
 its positives (all, and per level) and whether they all came from low-quality matching. The
@@ -31,10 +31,10 @@ import torch
 
 from detcli.errors import DataError
 from detcli.task.assigners.assign_result import IGNORED, NEGATIVE
-from detcli.tools.anchor_gt import GTBatch, GTSet, collect_gt, make_batches
-from detcli.tools.anchor_stats import build_summary
-from detcli.tools.assignment import AssignmentParts, assign_padded, iou_elements
-from detcli.tools.pipeline_geometry import PipelineGeometry, network_input_geometry
+from detcli.analysis.anchor_gt import GTBatch, GTSet, collect_gt, make_batches
+from detcli.analysis.anchor_stats import build_summary
+from detcli.analysis.assignment import AssignmentParts, assign_padded, iou_elements
+from detcli.analysis.pipeline_geometry import PipelineGeometry, network_input_geometry
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Configs for the FCOS and ATSS tool tests: the tiny presets on the viz tests' two images
-(tests/tools/tiny_data.py) and on the anchor tests' hand-made set (tests/tools/anchor_data.py).
+(tests/analysis/tiny_data.py) and on the anchor tests' hand-made set (tests/analysis/anchor_data.py).
 
 Hand-made set under FCOS with one level, stride 16 (points at 8, 24, ... on the 96 x 64
 network input) and one regress range [-1, 1e8]. GT boxes are the anchor tests' scaled by 2:
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.tools.anchor_data import hand_config
-from tests.tools.tiny_data import TINY, TinyData
+from tests.analysis.anchor_data import hand_config
+from tests.analysis.tiny_data import TINY, TinyData
 
 ROOT = Path(__file__).resolve().parents[2]
 FCOS = ROOT / "presets" / "fcos_tiny_synth.toml"

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from detcli.structures.detections import Detections
-from detcli.tools.draw import (
+from detcli.viz.draw import (
     TITLE_HEIGHT,
     box_caption,
     class_colour,

@@ -11,15 +11,15 @@ import pytest
 from detcli.config.loader import load_config
 from detcli.errors import ConfigError
 from detcli.task.prior_generators import AnchorGenerator, AnchorGeneratorConfig
-from detcli.tools.anchor_analysis import AnchorStudy, analyze_anchors
-from detcli.tools.anchor_optimize import (
+from detcli.analysis.anchor_analysis import AnchorStudy, analyze_anchors
+from detcli.analysis.anchor_optimize import (
     AnchorParams,
     grid_best_iou,
     kmeans_iou,
     optimize_anchors,
     shape_iou,
 )
-from tests.tools.anchor_data import BAD_ANCHORS, synth_config
+from tests.analysis.anchor_data import BAD_ANCHORS, synth_config
 
 
 def test_shape_iou_by_hand():
@@ -52,7 +52,7 @@ def test_params_round_trip_and_set_args():
 
 
 def test_grid_proxy_uses_the_nearest_grid_anchor():
-    # stride 16, one 16 x 16 anchor per location (see tests/tools/test_assignment.py)
+    # stride 16, one 16 x 16 anchor per location (see tests/analysis/test_assignment.py)
     generator = AnchorGenerator(strides=[16], ratios=[1.0], scales=[1.0])
     boxes = np.array([[8., 8., 24., 24.], [26., 0., 40., 12.]])
     assert grid_best_iou(boxes, generator).tolist() == pytest.approx([1.0, 112 / 312])

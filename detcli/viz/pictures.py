@@ -24,7 +24,7 @@ their centres, in the level panels only (the overview would be a carpet of dots)
 positive gets a red tag and a red legend entry; one whose positives are all low-quality
 matches a yellow entry. The overview shows every level at once.
 
-What an assigner explains is drawn too (:class:`~detcli.tools.viz_assign.Explanation`). FCOS:
+What an assigner explains is drawn too (:class:`~detcli.analysis.assign_view.Explanation`). FCOS:
 in each level panel, each GT's eligible region -- where a point of that level may become its
 positive under the regress range (and centre sampling) -- is shaded in the GT's colour, the part
 too close to every side left clear, the centre-sampling region dashed; the panel title gives
@@ -32,7 +32,7 @@ the level's range. ATSS: in each level panel, each GT's candidates that did not 
 dashed in its colour, and its legend entry gives its IoU threshold.
 
 The RoI sampling picture of a two-stage detector (:func:`draw_roi_sampling`, the
-:class:`~detcli.tools.roi_sampling.RoISamplingView` of its RoI head) has the same layout with
+:class:`~detcli.analysis.roi_sampling.RoISamplingView` of its RoI head) has the same layout with
 two panels: the sampled positives, thin in the colour of their GT, and the sampled negatives,
 thin in red; GT boxes thick in both; on request the candidates left out of the sample faintly
 (positives in their GT's colour in the first panel, the others grey in the second). A GT that
@@ -50,8 +50,8 @@ import numpy as np
 
 
 if TYPE_CHECKING:
-    from detcli.tools.roi_sampling import RoISamplingView
-    from detcli.tools.viz_assign import AssignmentView
+    from detcli.analysis.roi_sampling import RoISamplingView
+    from detcli.analysis.assign_view import AssignmentView
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 FONT_SCALE = 0.4

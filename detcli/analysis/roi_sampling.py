@@ -42,7 +42,7 @@ from detcli.structures.batch import ImageBatch
 from detcli.task.assigners.assign_result import IGNORED, NEGATIVE
 
 if TYPE_CHECKING:
-    from detcli.tools.viz_assign import AssignmentView
+    from detcli.analysis.assign_view import AssignmentView
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def _normalize_step(pipeline: Sequence[Any]) -> Optional[dict[str, Any]]:
 def network_input(view: AssignmentView, pipeline: Sequence[Any]) -> ImageBatch:
     """The picture's image (H, W, 3) uint8 BGR as the network input of one image: the channel
     order ``LoadImageFromFile`` reads, then the pipeline's ``Normalize`` (module docstring)."""
-    from detcli.tools.viz_pipeline import channel_order
+    from detcli.analysis.pipeline_view import channel_order
 
     img = view.image.astype(np.float32)  # (H, W, 3) BGR
     if channel_order(pipeline) == "rgb":
@@ -382,7 +382,7 @@ def visualize_roi_sampling(
     device: Optional[str] = "cpu",
 ) -> RoISamplingView:
     """The RoI head's sampling of proposals for the GT of ``view`` (from
-    :func:`~detcli.tools.viz_assign.visualize_assignment`, whose ``pipeline`` prepared the
+    :func:`~detcli.analysis.assign_view.visualize_assignment`, whose ``pipeline`` prepared the
     image): jittered proposals, or ``checkpoint``'s RPN proposals; ``seed`` seeds the jitter
     and the sampler (one generator each)."""
     parts = RCNNParts.from_config(cfg)

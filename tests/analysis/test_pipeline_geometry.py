@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from detcli.data.transforms.compose import Compose
-from detcli.tools.pipeline_geometry import PipelineGeometry
+from detcli.analysis.pipeline_geometry import PipelineGeometry
 
 RESIZE_PAD = [{"type": "Resize", "img_scale": [256, 192], "keep_ratio": True},
               {"type": "Pad", "size_divisor": 32}]

@@ -1,7 +1,7 @@
 """Do a config's anchors fit its data? ``det analyze anchors``' coverage figure in one verdict.
 
 T GT boxes. :func:`check_anchor_fit` runs the same analysis as ``det analyze anchors``
-(:class:`~detcli.tools.anchor_analysis.AnchorStudy`: the configured anchors and assigner on
+(:class:`~detcli.analysis.anchor_analysis.AnchorStudy`: the configured anchors and assigner on
 the GT boxes at test size) and reduces it to the GTs it misses: those no anchor is positive
 for (the zero-positive share) and, for an IoU-threshold assigner, those positive only through
 low-quality matching (best IoU under ``pos_iou_thr``); and why: compared by sqrt(area) in network-input pixels, most of them smaller
@@ -55,7 +55,7 @@ def _verdict(sides: np.ndarray, missed: np.ndarray, smallest: float, largest: fl
 def check_anchor_fit(cfg: Any, config_name: str, split: str = "train",
                      max_images: int = MAX_IMAGES) -> AnchorFit:
     """The verdict for ``cfg`` (a DetConfig) on split ``split``; see the module docstring."""
-    from detcli.tools.anchor_analysis import AnchorStudy
+    from detcli.analysis.anchor_analysis import AnchorStudy
 
     try:
         report = AnchorStudy.from_config(cfg, split, max_images, config_name).report()

@@ -4,7 +4,7 @@ design whose answers are worked out by hand, and a bad design on the synthetic d
 Hand-made set: three 48 x 32 images, resized x2 by the val pipeline (img_scale [96, 64]) and
 padded to 96 x 64 (size_divisor 32). One level, stride 32, one 32 x 32 anchor per location
 (octave_base_scale 1, one scale, ratio 1), so the network sees the 2 x 3 grid of
-tests/tools/test_assignment.py scaled by 2, and IoUs are those of that module's docstring:
+tests/analysis/test_assignment.py scaled by 2, and IoUs are those of that module's docstring:
 
     a.jpg  GT0 [8, 8, 24, 24] triangle  best IoU 1        1 positive
            GT1 [26, 0, 40, 12] square   0.358974 (P2)     1 (low quality)

@@ -1,12 +1,12 @@
-"""``detcli.tools.viz_draw``: colours, dots, text fitting, scaling, and the red flag."""
+"""``detcli.viz.pictures``: colours, dots, text fitting, scaling, and the red flag."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from detcli.config.loader import load_config
-from detcli.tools.viz_assign import visualize_assignment
-from detcli.tools.viz_draw import (
+from detcli.analysis.assign_view import visualize_assignment
+from detcli.viz.pictures import (
     WARN,
     distinct_colours,
     draw_assignment,
@@ -14,7 +14,7 @@ from detcli.tools.viz_draw import (
     fit_text,
     panel_scale,
 )
-from tests.tools.tiny_data import make_tiny
+from tests.analysis.tiny_data import make_tiny
 
 
 def test_distinct_colours_are_distinct_and_never_red():

@@ -1,9 +1,9 @@
-"""``detcli.tools.roi_sampling`` and the two-stage side of ``det viz assign``'s library: the
+"""``detcli.analysis.roi_sampling`` and the two-stage side of ``det viz assign``'s library: the
 jittered proposals, the RoI sampling against the sampler's rule and StandardRoIHead.sample,
 the picture's size, the network input of --checkpoint, and the RPN's anchor assignment checked
 against its generator and assigner run directly.
 
-The image is tests/tools/tiny_data.py's a.png (128 x 96), prepared by the synthetic preset's
+The image is tests/analysis/tiny_data.py's a.png (128 x 96), prepared by the synthetic preset's
 test pipeline to a 256 x 192 input (scale 2, no padding needed); its GT boxes are given in
 original pixels and land at twice their coordinates.
 """
@@ -24,7 +24,7 @@ from detcli.structures.proposals import Proposals
 from detcli.task.assigners.max_iou import MaxIoUAssigner
 from detcli.task.prior_generators.anchor_generator import AnchorGenerator
 from detcli.task.samplers.random_sampler import RandomSampler
-from detcli.tools.roi_sampling import (
+from detcli.analysis.roi_sampling import (
     IOU_RANGE,
     RCNNParts,
     background_boxes,
@@ -34,9 +34,9 @@ from detcli.tools.roi_sampling import (
     sample_candidates,
     visualize_roi_sampling,
 )
-from detcli.tools.viz_assign import pipeline_of, visualize_assignment
-from detcli.tools.viz_draw import assignment_canvas_size, draw_roi_sampling
-from tests.tools.tiny_data import ROOT, make_tiny
+from detcli.analysis.assign_view import pipeline_of, visualize_assignment
+from detcli.viz.pictures import assignment_canvas_size, draw_roi_sampling
+from tests.analysis.tiny_data import ROOT, make_tiny
 
 FRCNN = ROOT / "presets" / "faster_rcnn_tiny_synth.toml"
 SMALL = ("[model.backbone]\nbase_channels = 8\n[model.neck]\nout_channels = 32\n"

@@ -1,4 +1,4 @@
-"""``detcli.tools.viz_dataset`` and the viewing pipeline under it: boxes follow the training
+"""``detcli.viz.dataset`` and the viewing pipeline under it: boxes follow the training
 augmentations, de-normalisation gives the pixels back, and one PNG per image is written."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import pytest
 
 from detcli.config.loader import load_config
 from detcli.errors import ConfigError
-from detcli.tools.viz_dataset import pick_indices, sample_dataset, write_samples
-from detcli.tools.draw import TITLE_HEIGHT
-from detcli.tools.viz_draw import image_grid
-from detcli.tools.viz_pipeline import denormalize, viewing_pipeline
-from tests.tools.tiny_data import make_tiny
+from detcli.viz.dataset import pick_indices, sample_dataset, write_samples
+from detcli.viz.draw import TITLE_HEIGHT
+from detcli.viz.pictures import image_grid
+from detcli.analysis.pipeline_view import denormalize, viewing_pipeline
+from tests.analysis.tiny_data import make_tiny
 
 FLIP = "data.train.pipeline.3.flip_ratio=1.0"  # the tiny preset's RandomFlip
 

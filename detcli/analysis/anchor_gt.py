@@ -3,7 +3,7 @@
 I images, T GT boxes over all of them, Q ignore boxes over all of them; a batch holds n images
 of one padded shape, G GT slots and J ignore slots per image (padding: label -1, gt_id -1).
 Boxes are (x1, y1, x2, y2); ``*_ori`` in original-image pixels, the others in network-input
-pixels (after the test-size Resize, see :mod:`detcli.tools.pipeline_geometry`).
+pixels (after the test-size Resize, see :mod:`detcli.analysis.pipeline_geometry`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from detcli.tools.pipeline_geometry import PipelineGeometry
+from detcli.analysis.pipeline_geometry import PipelineGeometry
 
 MAX_IOU_ELEMENTS = 1 << 24  # entries of one batch's (n, G, R) IoU matrix: 64 MiB in float32
 

@@ -1,4 +1,4 @@
-"""``detcli.tools.viz_assign``: GT input (--box, COCO by file name) and the assignment data
+"""``detcli.analysis.assign_view``: GT input (--box, COCO by file name) and the assignment data
 behind the picture, checked against the anchor generator and assigner run directly."""
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ from detcli.config.loader import load_config
 from detcli.errors import DataError, DetError
 from detcli.task.assigners.max_iou import MaxIoUAssigner
 from detcli.task.prior_generators.anchor_generator import AnchorGenerator
-from detcli.tools import viz_assign
-from detcli.tools.viz_assign import (
+from detcli.analysis import assign_view
+from detcli.analysis.assign_view import (
     coco_gt_for_image,
     find_image_record,
     needs_predictions,
     parse_box,
     visualize_assignment,
 )
-from detcli.tools.viz_draw import assignment_canvas_size, draw_assignment
-from tests.tools.tiny_data import make_tiny
+from detcli.viz.pictures import assignment_canvas_size, draw_assignment
+from tests.analysis.tiny_data import make_tiny
 
 NAMES = ("square", "circle", "triangle")
 
@@ -176,14 +176,14 @@ def test_an_assigner_that_needs_predictions_is_refused(tiny, monkeypatch):
         needs_predictions = True
 
     assert needs_predictions(LearnedAssigner()) and not needs_predictions(MaxIoUAssigner())
-    real = viz_assign.AssignmentParts.from_config
+    real = assign_view.AssignmentParts.from_config
 
     def parts_with_learned(cfg):
         parts = real(cfg)
         parts.assigner = LearnedAssigner()
         return parts
 
-    monkeypatch.setattr(viz_assign.AssignmentParts, "from_config", parts_with_learned)
+    monkeypatch.setattr(assign_view.AssignmentParts, "from_config", parts_with_learned)
     with pytest.raises(DetError, match="LearnedAssigner assigns by the model's predictions: it needs"):
         visualize_assignment(load_config(tiny.config).cfg, tiny.image_a, boxes=["1,2,3,4"])
 

@@ -2,7 +2,7 @@
 
 H, W: the network input of one image (padding included); G GT boxes, I ignore boxes; K classes.
 Boxes are drawn where the model would see them: after Resize, RandomFlip, RandomCrop and Pad,
-in network-input pixels (:mod:`detcli.tools.viz_pipeline` runs the config's pipeline without
+in network-input pixels (:mod:`detcli.analysis.pipeline_view` runs the config's pipeline without
 its formatting steps). Augmentations are random; image ``k`` of the sample is prepared with
 ``np.random`` seeded to ``seed + k``, so a seed gives the same pictures.
 """
@@ -16,10 +16,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from detcli.errors import ConfigError, DetError
-from detcli.tools.draw import draw_boxes, titled
-from detcli.tools.draw import save_image
-from detcli.tools.viz_draw import draw_ignore_boxes, image_grid
-from detcli.tools.viz_pipeline import PipelineView, run_pipeline
+from detcli.viz.draw import draw_boxes, titled
+from detcli.viz.draw import save_image
+from detcli.viz.pictures import draw_ignore_boxes, image_grid
+from detcli.analysis.pipeline_view import PipelineView, run_pipeline
 
 
 @dataclass
@@ -38,7 +38,7 @@ class DatasetSample:
 
     def draw(self) -> np.ndarray:
         """(TITLE_HEIGHT + H, W, 3) uint8 BGR: the image with its GT boxes (class colours and
-        names, :mod:`detcli.tools.draw`), ignore regions grey, under a title."""
+        names, :mod:`detcli.viz.draw`), ignore regions grey, under a title."""
         v = self.view
         picture = draw_boxes(v.image, v.gt_boxes, v.gt_labels, self.class_names)  # a copy
         draw_ignore_boxes(picture, v.ignore_boxes)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from detcli.config.loader import load_config
-from detcli.tools import plots
-from detcli.tools.anchor_analysis import analyze_anchors
-from tests.tools.anchor_data import hand_config
+from detcli.viz import plots
+from detcli.analysis.anchor_analysis import analyze_anchors
+from tests.analysis.anchor_data import hand_config
 
 
 def has_colour(img: np.ndarray, colour: tuple[int, int, int]) -> int:
