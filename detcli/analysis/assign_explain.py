@@ -23,6 +23,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from detcli.analysis import capabilities as can
 from detcli.analysis.assignment import AssignmentParts, ImageAssignment
 
 
@@ -38,13 +39,13 @@ class Explanation:
 def explain(parts: AssignmentParts, assignment: ImageAssignment) -> Explanation:
     """The FCOS rule's regions or ATSS's candidates for the image's GT boxes."""
     gt_boxes, gt_labels = assignment.gt_boxes, assignment.gt_labels.long()
-    if hasattr(parts.assigner, "regions"):
+    if can.explains_regions(parts.assigner):
         regions = parts.assigner.regions(gt_boxes)
         return Explanation(regions={
             "eligible": regions.eligible.numpy(), "too_close": regions.too_close.numpy(),
             "center": None if regions.center is None else regions.center.numpy(),
             "regress_ranges": list(regions.regress_ranges)})
-    if hasattr(parts.assigner, "candidates") and len(gt_boxes):
+    if can.lists_candidates(parts.assigner) and len(gt_boxes):
         cand = parts.assigner.candidates(assignment.priors, gt_boxes[None], gt_labels[None],
                                          parts.level_counts(assignment.pad_shape))
         index = torch.where(cand.valid[0], cand.index[0], -1)  # (1, G, C) -> (G, C)

@@ -36,6 +36,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from detcli.analysis import capabilities as can
 from detcli.errors import ConfigError, DataError, DetError
 from detcli.models.introspect import config_num_classes
 from detcli.registry import DATASETS, suggest
@@ -284,12 +285,6 @@ def config_class_names(cfg: Any) -> tuple[str, ...]:
 
 # -- the assignment ---------------------------------------------------------------------------
 
-def needs_predictions(assigner: Any) -> bool:
-    """Whether ``assigner`` ranks priors by the model's predictions (class attribute
-    ``needs_predictions``; static assigners such as MaxIoU leave it False)."""
-    return bool(getattr(type(assigner), "needs_predictions", False))
-
-
 def pipeline_of(cfg: Any, train_pipeline: bool) -> list[Any]:
     """The training pipeline, or the test one (val's when there is no test dataset)."""
     splits = ("train",) if train_pipeline else ("test", "val")
@@ -359,7 +354,7 @@ def visualize_assignment(
     the config ``cfg`` (a DetConfig); see the module docstring for the steps."""
     parts = AssignmentParts.from_config(cfg)  # 1.
     assigner = type(parts.assigner).__name__
-    if needs_predictions(parts.assigner):
+    if can.needs_predictions(parts.assigner):
         raise DetError(f"{assigner} assigns by the model's predictions: it needs a trained "
                        "model (--checkpoint), which `det viz assign` cannot load yet",
                        hint="a static assigner (MaxIoUAssigner) needs no checkpoint")

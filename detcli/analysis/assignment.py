@@ -16,12 +16,11 @@ The head that assigns anchors is ``model.bbox_head`` with ``model.train_cfg`` (a
 class, "object" (the GT labels do not change which anchor matches which GT). The RoI head's
 sampling of proposals is :mod:`detcli.analysis.roi_sampling`'s.
 
-A head without anchors can still be analysed when its class offers ``head_assignment(cfg)``:
-a dict with the ``prior_generator`` whose boxes stand for its priors (FCOS: each point's
-stride-sized cell), the ``assigner`` that applies its target rule, and the ``generator_cfg`` and
-``assigner_cfg`` the reports show. Such an assignment keeps every prior (PseudoSampler). An
-assigner whose class says ``needs_num_level_priors = True`` (ATSS, the FCOS rule) is told how
-many priors each level has.
+A head without anchors can still be analysed when its class offers its own assignment
+(``head_assignment``, :mod:`detcli.analysis.capabilities`, where every question about what a
+head, assigner or sampler can do is asked). Such an assignment keeps every prior
+(PseudoSampler). An assigner that works level by level (ATSS, the FCOS rule) is told how many
+priors each level has.
 
 Feature-map sizes follow ResNet + FPN on a padded input of H x W: level 0 is ceil(H / s_0) x
 ceil(W / s_0) and each next level, whose stride doubles, is ceil(prev / 2) (stride-2 convs with
@@ -32,22 +31,20 @@ further outside the image than that are not eligible, as in training.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor
 
+from detcli.analysis import capabilities as can
 from detcli.config.schema import Schema
-from detcli.errors import ConfigError, RegistryError
+from detcli.errors import ConfigError
 from detcli.ops.boxes import box_iou
-from detcli.registry import ASSIGNERS, HEADS, PRIOR_GENERATORS, SAMPLERS
+from detcli.registry import ASSIGNERS, PRIOR_GENERATORS, SAMPLERS
 from detcli.task.assigners.assign_result import IGNORED
 from detcli.task.prior_generators.anchor_generator import anchor_inside_flags
 from detcli.task.samplers.pseudo_sampler import PseudoSamplerConfig
-
-log = logging.getLogger(__name__)
 
 Stride = int | Sequence[int]  # s, or (s_w, s_h)
 
@@ -73,59 +70,6 @@ def featmap_sizes(pad_shape: tuple[int, int], strides: Sequence[Stride]) -> list
     return sizes
 
 
-def anchor_heads() -> list[str]:
-    """Registered head types whose config has an ``anchor_generator``."""
-    return [name for name in HEADS.names() if "anchor_generator" in HEADS.config(name).model_fields]
-
-
-def _head_class(name: str) -> Any:
-    try:
-        return HEADS.get(name)
-    except RegistryError:  # a config registered without its class
-        return None
-
-
-def proposal_heads() -> list[str]:
-    """Registered head types that make proposals (``predict_proposals``): RPNHead."""
-    return [name for name in HEADS.names() if hasattr(_head_class(name), "predict_proposals")]
-
-
-def assigning_heads() -> list[str]:
-    """Registered head types without anchors that offer ``head_assignment`` (FCOSHead)."""
-    return [name for name in HEADS.names() if name not in anchor_heads()
-            and hasattr(_head_class(name), "head_assignment")]
-
-
-def head_assignment(head_cfg: Any) -> Optional[dict[str, Any]]:
-    """What the head class of ``head_cfg`` offers the tools (module docstring), or None."""
-    hook = getattr(_head_class(getattr(head_cfg, "type", "")), "head_assignment", None)
-    return hook(head_cfg) if hook is not None else None
-
-
-def _sampler_config(head_cfg: Schema, train_cfg: Any) -> Schema:
-    """The sampler the head really uses: heads with a sampling-free loss (focal) keep every
-    prior, as :meth:`AnchorHead._sampler_config` decides."""
-    from detcli.models.dense_heads.anchor_head import SAMPLING_FREE_LOSSES
-
-    loss_type = getattr(getattr(head_cfg, "loss_cls", None), "type", None)
-    if loss_type in SAMPLING_FREE_LOSSES and train_cfg.sampler.type != "PseudoSampler":
-        log.info("%s uses %s, which keeps every prior: train_cfg.sampler %s is not used",
-                 head_cfg.type, loss_type, train_cfg.sampler.type)
-        return PseudoSamplerConfig()
-    return train_cfg.sampler
-
-
-def assigning_head(model_cfg: Any) -> tuple[Any, Any, str, str]:
-    """(head config, its train_cfg or None, the head's key, the train_cfg's key): the RPN of a
-    two-stage detector, else the bbox head (module docstring)."""
-    train_cfg = getattr(model_cfg, "train_cfg", None)
-    rpn = getattr(model_cfg, "rpn_head", None)
-    if rpn is not None:
-        return (rpn, None if train_cfg is None else train_cfg.rpn, "model.rpn_head",
-                "model.train_cfg.rpn")
-    return getattr(model_cfg, "bbox_head", None), train_cfg, "model.bbox_head", "model.train_cfg"
-
-
 @dataclass
 class AssignmentParts:
     """The configured prior generator, assigner and sampler; built once from a config.
@@ -149,13 +93,13 @@ class AssignmentParts:
     def from_config(cls, cfg: Any) -> AssignmentParts:
         """From a DetConfig; ConfigError (exit 2) for a head with neither anchors nor its own
         assignment, or without train_cfg."""
-        head, train_cfg, head_key, train_key = assigning_head(cfg.model)
-        anchor_cfg = getattr(head, "anchor_generator", None)
-        provided = head_assignment(head) if anchor_cfg is None else None
+        head, train_cfg, head_key, train_key = can.assigning_head(cfg.model)
+        anchor_cfg = can.head_anchor_config(head)
+        provided = can.head_assignment(head) if anchor_cfg is None else None
         if anchor_cfg is None and provided is None:
             kind = getattr(head, "type", type(cfg.model).__name__)
-            own, rpn = assigning_heads(), proposal_heads()
-            single = [name for name in anchor_heads() if name not in rpn]
+            own, rpn = can.assigning_heads(), can.proposal_heads()
+            single = [name for name in can.anchor_heads() if name not in rpn]
             raise ConfigError(
                 f"{head_key} ({kind}) has no anchor_generator: anchor analysis does not "
                 f"apply to an anchor-free head",
@@ -172,7 +116,7 @@ class AssignmentParts:
                 raise ConfigError(
                     "model.train_cfg = false: there is no assigner to analyse",
                     hint=f"remove `train_cfg = false`, or set {train_key}.assigner")
-            sampler_cfg = _sampler_config(head, train_cfg)
+            sampler_cfg = can.sampler_config(head, train_cfg)
             generator = PRIOR_GENERATORS.build(anchor_cfg)
             assigner, assigner_cfg = ASSIGNERS.build(train_cfg.assigner), train_cfg.assigner
             allowed_border = int(getattr(train_cfg, "allowed_border", -1))
@@ -201,8 +145,7 @@ class AssignmentParts:
     @property
     def pos_iou_thr(self) -> Optional[float]:
         """The assigner's positive threshold, None for an assigner without one."""
-        value = getattr(self.assigner, "pos_iou_thr", None)
-        return float(value) if isinstance(value, (int, float)) else None
+        return can.pos_iou_thr(self.assigner)
 
     @property
     def point_based(self) -> bool:
@@ -339,7 +282,7 @@ def assign_padded(
     if ignore_boxes is not None and ignore_valid is None:
         ignore_valid = torch.ones(ignore_boxes.shape[:2], dtype=torch.bool, device=priors.device)
     levels = {}  # ATSS and the FCOS rule work level by level
-    if getattr(parts.assigner, "needs_num_level_priors", False):
+    if can.needs_level_counts(parts.assigner):
         levels["num_level_priors"] = parts.level_counts(pad_shape)
     assign = parts.assigner.assign(priors, gt_boxes, gt_labels, ignore_boxes, ignore_valid,
                                    prior_valid=prior_valid, **levels)

@@ -218,12 +218,9 @@ def assign(
     """
     from detcli.errors import DetError
     from detcli.viz.draw import save_image
-    from detcli.analysis.roi_sampling import (
-        BACKGROUND,
-        JITTER_PER_GT,
-        is_two_stage,
-        visualize_roi_sampling,
-    )
+    from detcli.analysis.capabilities import is_two_stage
+    from detcli.analysis.proposals import BACKGROUND, JITTER_PER_GT
+    from detcli.analysis.roi_sampling import visualize_roi_sampling
     from detcli.analysis.assign_view import pipeline_of, visualize_assignment
     from detcli.viz.pictures import draw_assignment, draw_roi_sampling
 

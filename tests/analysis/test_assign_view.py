@@ -16,10 +16,10 @@ from detcli.analysis import assign_view
 from detcli.analysis.assign_view import (
     coco_gt_for_image,
     find_image_record,
-    needs_predictions,
     parse_box,
     visualize_assignment,
 )
+from detcli.analysis.capabilities import needs_predictions
 from detcli.viz.pictures import assignment_canvas_size, draw_assignment
 from tests.analysis.tiny_data import make_tiny
 

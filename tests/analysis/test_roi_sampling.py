@@ -24,16 +24,14 @@ from detcli.structures.proposals import Proposals
 from detcli.task.assigners.max_iou import MaxIoUAssigner
 from detcli.task.prior_generators.anchor_generator import AnchorGenerator
 from detcli.task.samplers.random_sampler import RandomSampler
-from detcli.analysis.roi_sampling import (
+from detcli.analysis.proposals import (
     IOU_RANGE,
-    RCNNParts,
     background_boxes,
     jitter_boxes,
     jitter_proposals,
     network_input,
-    sample_candidates,
-    visualize_roi_sampling,
 )
+from detcli.analysis.roi_sampling import RCNNParts, sample_candidates, visualize_roi_sampling
 from detcli.analysis.assign_view import pipeline_of, visualize_assignment
 from detcli.viz.pictures import assignment_canvas_size, draw_roi_sampling
 from tests.analysis.tiny_data import ROOT, make_tiny

@@ -81,7 +81,7 @@ def test_metavars_and_ranges_in_words():
 
 
 def test_viz_assign_shows_its_defaults():
-    from detcli.analysis.roi_sampling import BACKGROUND, JITTER_PER_GT
+    from detcli.analysis.proposals import BACKGROUND, JITTER_PER_GT
 
     text = " ".join(run("viz", "assign", "-h").output.replace("│", " ").split())  # unwrapped
     assert f"[default: {JITTER_PER_GT}]" in text and f"[default: {BACKGROUND}]" in text

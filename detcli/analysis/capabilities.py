@@ -1,0 +1,164 @@
+"""What a configured head, assigner, sampler or model offers the analysis, found in one place.
+
+The analysis (``det analyze anchors``, ``det viz assign``) works on whatever the config builds;
+these functions are the only place it asks what a component can do. Today they read class
+attributes and methods by name; when the heads declare their capabilities through typed
+protocols (issue #16), this module is the one file that changes.
+
+Heads:
+
+- a head *with anchors* has an ``anchor_generator`` in its config;
+- a head *makes proposals* when its class has ``predict_proposals`` (RPNHead);
+- a head without anchors *assigns its own priors* when its class has ``head_assignment(cfg)``:
+  a dict with the ``prior_generator`` whose boxes stand for its priors (FCOS: each point's
+  stride-sized cell), the ``assigner`` that applies its target rule, and the ``generator_cfg``
+  and ``assigner_cfg`` the reports show;
+- the head that assigns anchors is ``model.rpn_head`` (with ``model.train_cfg.rpn``) in a
+  two-stage detector, else ``model.bbox_head`` (with ``model.train_cfg``).
+
+Assigners: ``needs_predictions = True`` (a class attribute) ranks priors by the model's outputs,
+so nothing can show it without a trained model; ``needs_num_level_priors = True`` (ATSS, the
+FCOS rule) is told how many priors each level has; ``regions(gt_boxes)`` (the FCOS rule) and
+``candidates(...)`` (ATSS) explain an assignment beyond its codes.
+
+Samplers: a budget ``num`` with ``pos_fraction`` (``num_expected_pos`` when it says so), and
+``add_gt_as_proposals``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+from detcli.config.schema import Schema
+from detcli.errors import RegistryError
+from detcli.models.dense_heads.anchor_head import SAMPLING_FREE_LOSSES
+from detcli.registry import HEADS
+from detcli.task.samplers.pseudo_sampler import PseudoSamplerConfig
+
+log = logging.getLogger(__name__)
+
+
+# -- heads ------------------------------------------------------------------------------------
+
+def anchor_heads() -> list[str]:
+    """Registered head types whose config has an ``anchor_generator``."""
+    return [name for name in HEADS.names() if "anchor_generator" in HEADS.config(name).model_fields]
+
+
+def _head_class(name: str) -> Any:
+    try:
+        return HEADS.get(name)
+    except RegistryError:  # a config registered without its class
+        return None
+
+
+def proposal_heads() -> list[str]:
+    """Registered head types that make proposals (``predict_proposals``): RPNHead."""
+    return [name for name in HEADS.names() if hasattr(_head_class(name), "predict_proposals")]
+
+
+def assigning_heads() -> list[str]:
+    """Registered head types without anchors that offer ``head_assignment`` (FCOSHead)."""
+    return [name for name in HEADS.names() if name not in anchor_heads()
+            and hasattr(_head_class(name), "head_assignment")]
+
+
+def head_anchor_config(head_cfg: Any) -> Optional[Schema]:
+    """The head's ``anchor_generator`` config, None for a head without anchors."""
+    return getattr(head_cfg, "anchor_generator", None)
+
+
+def head_assignment(head_cfg: Any) -> Optional[dict[str, Any]]:
+    """What the head class of ``head_cfg`` offers the analysis (module docstring), or None."""
+    hook = getattr(_head_class(getattr(head_cfg, "type", "")), "head_assignment", None)
+    return hook(head_cfg) if hook is not None else None
+
+
+def sampler_config(head_cfg: Schema, train_cfg: Any) -> Schema:
+    """The sampler the head really uses: heads with a sampling-free loss (focal) keep every
+    prior, as :meth:`AnchorHead._sampler_config` decides."""
+    loss_type = getattr(getattr(head_cfg, "loss_cls", None), "type", None)
+    if loss_type in SAMPLING_FREE_LOSSES and train_cfg.sampler.type != "PseudoSampler":
+        log.info("%s uses %s, which keeps every prior: train_cfg.sampler %s is not used",
+                 head_cfg.type, loss_type, train_cfg.sampler.type)
+        return PseudoSamplerConfig()
+    return train_cfg.sampler
+
+
+def assigning_head(model_cfg: Any) -> tuple[Any, Any, str, str]:
+    """(head config, its train_cfg or None, the head's key, the train_cfg's key): the RPN of a
+    two-stage detector, else the bbox head (module docstring)."""
+    train_cfg = getattr(model_cfg, "train_cfg", None)
+    rpn = getattr(model_cfg, "rpn_head", None)
+    if rpn is not None:
+        return (rpn, None if train_cfg is None else train_cfg.rpn, "model.rpn_head",
+                "model.train_cfg.rpn")
+    return getattr(model_cfg, "bbox_head", None), train_cfg, "model.bbox_head", "model.train_cfg"
+
+
+def is_two_stage(model_cfg: Any) -> bool:
+    """Whether the model config has an RPN and an RoI head (a two-stage detector)."""
+    return (getattr(model_cfg, "rpn_head", None) is not None
+            and getattr(model_cfg, "roi_head", None) is not None)
+
+
+def makes_proposals(model: Any) -> bool:
+    """Whether a built detector has an ``rpn_head`` that makes proposals."""
+    return hasattr(model, "rpn_head") and hasattr(model.rpn_head, "predict_proposals")
+
+
+# -- assigners --------------------------------------------------------------------------------
+
+def needs_predictions(assigner: Any) -> bool:
+    """Whether ``assigner`` ranks priors by the model's predictions (class attribute
+    ``needs_predictions``; static assigners such as MaxIoU leave it False)."""
+    return bool(getattr(type(assigner), "needs_predictions", False))
+
+
+def needs_level_counts(assigner: Any) -> bool:
+    """Whether ``assigner.assign`` takes ``num_level_priors`` (ATSS and the FCOS rule)."""
+    return bool(getattr(assigner, "needs_num_level_priors", False))
+
+
+def pos_iou_thr(assigner: Any) -> Optional[float]:
+    """The assigner's positive IoU threshold, None for an assigner without one."""
+    value = getattr(assigner, "pos_iou_thr", None)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def explains_regions(assigner: Any) -> bool:
+    """Whether the assigner gives each GT's eligible regions (``regions``: the FCOS rule)."""
+    return hasattr(assigner, "regions")
+
+
+def lists_candidates(assigner: Any) -> bool:
+    """Whether the assigner lists each GT's candidate priors (``candidates``: ATSS)."""
+    return hasattr(assigner, "candidates")
+
+
+# -- samplers ---------------------------------------------------------------------------------
+
+def sampler_num(sampler: Any) -> Optional[int]:
+    """The sampler's budget per image (None: it keeps every candidate)."""
+    value = getattr(sampler, "num", None)
+    return int(value) if value is not None else None
+
+
+def sampler_pos_fraction(sampler: Any) -> Optional[float]:
+    value = getattr(sampler, "pos_fraction", None)
+    return float(value) if value is not None else None
+
+
+def sampler_max_pos(sampler: Any) -> Optional[int]:
+    """At most this many sampled positives: ``int(num * pos_fraction)`` unless the sampler
+    says (``num_expected_pos``)."""
+    num, fraction = sampler_num(sampler), sampler_pos_fraction(sampler)
+    if num is None or fraction is None:
+        return None
+    return int(getattr(sampler, "num_expected_pos", int(num * fraction)))
+
+
+def sampler_adds_gt(sampler: Any) -> bool:
+    """Whether the sampler adds the GT boxes as proposals (``add_gt_as_proposals``)."""
+    return bool(getattr(sampler, "add_gt_as_proposals", False))
