@@ -222,7 +222,8 @@ def assign(
     from detcli.analysis.proposals import BACKGROUND, JITTER_PER_GT
     from detcli.analysis.roi_sampling import visualize_roi_sampling
     from detcli.analysis.assign_view import pipeline_of, visualize_assignment
-    from detcli.viz.pictures import draw_assignment, draw_roi_sampling
+    from detcli.viz.assign_picture import draw_assignment
+    from detcli.viz.roi_picture import draw_roi_sampling
 
     cfg = load(config, overrides).cfg
     two_stage = is_two_stage(cfg.model)

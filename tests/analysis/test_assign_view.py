@@ -20,7 +20,8 @@ from detcli.analysis.assign_view import (
     visualize_assignment,
 )
 from detcli.analysis.capabilities import needs_predictions
-from detcli.viz.pictures import assignment_canvas_size, draw_assignment
+from detcli.viz.assign_picture import draw_assignment
+from detcli.viz.canvas import assignment_canvas_size
 from tests.analysis.tiny_data import make_tiny
 
 NAMES = ("square", "circle", "triangle")

@@ -20,13 +20,8 @@ from detcli.task.samplers import PseudoSampler
 from detcli.analysis.anchor_analysis import analyze_anchors
 from detcli.analysis.assignment import AssignmentParts, assign_image
 from detcli.analysis.assign_view import visualize_assignment
-from detcli.viz.pictures import (
-    assignment_canvas_size,
-    draw_assignment,
-    draw_regions,
-    legend_entries,
-    panel_title,
-)
+from detcli.viz.assign_picture import draw_assignment, draw_regions, legend_entries, panel_title
+from detcli.viz.canvas import assignment_canvas_size
 from tests.analysis.fcos_atss_data import ATSS, FCOS, fcos_hand_config, on_tiny
 from tests.analysis.tiny_data import make_tiny
 

@@ -33,7 +33,8 @@ from detcli.analysis.proposals import (
 )
 from detcli.analysis.roi_sampling import RCNNParts, sample_candidates, visualize_roi_sampling
 from detcli.analysis.assign_view import pipeline_of, visualize_assignment
-from detcli.viz.pictures import assignment_canvas_size, draw_roi_sampling
+from detcli.viz.canvas import assignment_canvas_size
+from detcli.viz.roi_picture import draw_roi_sampling
 from tests.analysis.tiny_data import ROOT, make_tiny
 
 FRCNN = ROOT / "presets" / "faster_rcnn_tiny_synth.toml"

@@ -11,7 +11,7 @@ from detcli.config.loader import load_config
 from detcli.errors import ConfigError
 from detcli.viz.dataset import pick_indices, sample_dataset, write_samples
 from detcli.viz.draw import TITLE_HEIGHT
-from detcli.viz.pictures import image_grid
+from detcli.viz.canvas import image_grid
 from detcli.analysis.pipeline_view import denormalize, viewing_pipeline
 from tests.analysis.tiny_data import make_tiny
 

@@ -1,4 +1,5 @@
-"""``detcli.viz.pictures``: colours, dots, text fitting, scaling, and the red flag."""
+"""``detcli.viz.canvas`` and the assignment picture: colours, dots, text fitting, scaling, and
+the red flag."""
 
 from __future__ import annotations
 
@@ -6,14 +7,8 @@ import numpy as np
 
 from detcli.config.loader import load_config
 from detcli.analysis.assign_view import visualize_assignment
-from detcli.viz.pictures import (
-    WARN,
-    distinct_colours,
-    draw_assignment,
-    draw_dots,
-    fit_text,
-    panel_scale,
-)
+from detcli.viz.assign_picture import draw_assignment
+from detcli.viz.canvas import WARN, distinct_colours, draw_dots, fit_text, panel_scale
 from tests.analysis.tiny_data import make_tiny
 
 
