@@ -213,13 +213,15 @@ class OptimizeResult:
         """``--set`` overrides that apply the optimised values to the config."""
         return self.params_after.set_args(self.config_key)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, before_report: bool = True) -> dict[str, Any]:
+        """The search as JSON data; ``before_report=False`` leaves out the report of the
+        configured design (``det analyze anchors`` has it at the top level already)."""
         def params(p: AnchorParams, s: tuple[float, float]) -> dict[str, Any]:
             return {"ratios": list(p.ratios), "octave_base_scale": p.octave_base_scale,
                     "scales_per_octave": p.scales_per_octave,
                     "scales": list(p.scales) if p.scales else None, "score": list(s)}
 
-        return {
+        data = {
             "objective": self.objective, "evaluations": self.evaluations,
             "seconds": round(self.seconds, 2),
             "before": params(self.params_before, self.score_before),
@@ -229,6 +231,9 @@ class OptimizeResult:
             "toml": self.toml(), "set": self.set_args(),
             "before_report": self.before.to_dict(), "after_report": self.after.to_dict(),
         }
+        if not before_report:
+            del data["before_report"]
+        return data
 
 
 class _Search:

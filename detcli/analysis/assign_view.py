@@ -31,7 +31,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +44,9 @@ from detcli.task.assigners.assign_result import IGNORED, NEGATIVE
 from detcli.analysis.assign_explain import Explanation, explain
 from detcli.analysis.assignment import AssignmentParts, ImageAssignment, assign_image
 from detcli.analysis.pipeline_view import PipelineView, run_pipeline
+
+if TYPE_CHECKING:
+    from detcli.analysis.roi_sampling import RoISamplingView
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +159,35 @@ class AssignmentView:
         if self.explained.regions is not None:
             out["regress_ranges"] = [list(r) for r in self.explained.regions["regress_ranges"]]
         return out
+
+
+@dataclass
+class PictureFile:
+    """Where a picture was written, and its (height, width)."""
+
+    path: Path
+    shape: tuple[int, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out": str(self.path), "picture_shape": [int(v) for v in self.shape]}
+
+
+@dataclass
+class AssignReport:
+    """What ``det viz assign`` reports: the assignment view and its picture, and for a
+    two-stage detector the RoI head's sampling and its picture."""
+
+    view: AssignmentView
+    picture: PictureFile
+    rcnn: Optional[RoISamplingView] = None
+    rcnn_picture: Optional[PictureFile] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of ``det viz assign --json`` (docs/viz.md)."""
+        data = {**self.view.to_dict(), **self.picture.to_dict()}
+        if self.rcnn is not None and self.rcnn_picture is not None:
+            data["rcnn"] = {**self.rcnn.to_dict(), **self.rcnn_picture.to_dict()}
+        return data
 
 
 # -- GT input ---------------------------------------------------------------------------------

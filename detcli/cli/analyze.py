@@ -171,15 +171,15 @@ def _print_optimized(result: Any, config: str) -> None:
                   + " ".join(f"--set '{arg}'" for arg in result.set_args()), highlight=False, markup=False)
 
 
-def _write_out(out: Path, data: dict[str, Any], report: Any, result: Any) -> list[Path]:
+def _write_out(out: Path, analysis: Any) -> list[Path]:
     from detcli.viz.plots import write_plots
 
     out.mkdir(parents=True, exist_ok=True)
-    written = write_plots(report, out)
-    if result is not None:
-        written += write_plots(result.after, out, suffix="_optimized")
+    written = write_plots(analysis.report, out)
+    if analysis.optimized is not None:
+        written += write_plots(analysis.optimized.after, out, suffix="_optimized")
     path = out / "report.json"
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(analysis.to_dict(), indent=2) + "\n", encoding="utf-8")
     return [*written, path]
 
 
@@ -213,30 +213,26 @@ def anchors(
     from rich.progress import Progress
 
     from detcli.config.loader import display_path
-    from detcli.analysis.anchor_analysis import AnchorStudy
+    from detcli.analysis.anchor_analysis import AnchorAnalysis, AnchorStudy
 
     cfg = load(config, overrides).cfg
     with err_console.status(f"reading data.{split.value} and assigning", spinner="dots"):
         study = AnchorStudy.from_config(cfg, split.value, max_images, display_path(config))
-        report = study.report()
-    data = report.to_dict()
-    result = None
+        analysis = AnchorAnalysis(study.report())
     if optimize:
         from detcli.analysis.anchor_optimize import optimize_anchors
 
         with Progress(console=err_console, transient=True) as bar:
             task = bar.add_task("searching anchor designs", total=None)
-            result = optimize_anchors(study, objective.value, max_evals, progress=lambda done, most:
-                                      bar.update(task, completed=done, total=most))
-        found = result.to_dict()
-        del found["before_report"]  # the report itself
-        data["optimize"] = found
+            analysis.optimized = optimize_anchors(
+                study, objective.value, max_evals,
+                progress=lambda done, most: bar.update(task, completed=done, total=most))
     if out is not None:
-        for path in _write_out(out, data, report, result):
+        for path in _write_out(out, analysis):
             err_console.print(f"wrote {path}", highlight=False)
     if as_json:
-        print_json(data)
+        print_json(analysis.to_dict())
         return
-    _print_report(data)
-    if result is not None:
-        _print_optimized(result, display_path(config))
+    _print_report(analysis.report.summary)
+    if analysis.optimized is not None:
+        _print_optimized(analysis.optimized, display_path(config))

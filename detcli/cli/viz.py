@@ -97,7 +97,7 @@ def _plain_table(view) -> str:
     return "\n".join(lines)
 
 
-def _summary(view, out: Path, size: tuple[int, int]) -> list[str]:
+def _summary(view, picture) -> list[str]:
     c = view.counts
     per_level = ", ".join(f"L{r['level']} {r['positive']}" for r in view.per_level())
     lines = [f"positives {c['positive']} ({per_level}); ignored {c['ignored']}; "
@@ -107,7 +107,7 @@ def _summary(view, out: Path, size: tuple[int, int]) -> list[str]:
         ids = ", ".join(f"#{i}" for i in zero)
         lines.append(f"[red]{plural(len(zero), 'GT box', 'GT boxes')} with no positive "
                      f"prior: {ids}[/]")
-    lines.append(f"wrote {out} ({size[1]}x{size[0]})")
+    lines.append(f"wrote {picture.path} ({picture.shape[1]}x{picture.shape[0]})")
     return lines
 
 
@@ -138,7 +138,7 @@ def _rcnn_plain_table(rcnn) -> str:
     return "\n".join(lines)
 
 
-def _rcnn_summary(rcnn, out: Path, size: tuple[int, int]) -> list[str]:
+def _rcnn_summary(rcnn, picture) -> list[str]:
     c = rcnn.counts
     if rcnn.source == "jitter":
         source = (f"{rcnn.settings['jitter_per_gt']} jittered per GT + "
@@ -153,7 +153,7 @@ def _rcnn_summary(rcnn, out: Path, size: tuple[int, int]) -> list[str]:
             f"sampled positives {c['sampled_positive']} of {c['assigned_positive']}, negatives "
             f"{c['sampled_negative']} of {c['assigned_negative']}{budget}; not sampled "
             f"{c['not_sampled']}",
-            f"wrote {out} ({size[1]}x{size[0]})"]
+            f"wrote {picture.path} ({picture.shape[1]}x{picture.shape[0]})"]
 
 
 def rcnn_path(out: Path) -> Path:
@@ -221,7 +221,12 @@ def assign(
     from detcli.analysis.capabilities import is_two_stage
     from detcli.analysis.proposals import BACKGROUND, JITTER_PER_GT
     from detcli.analysis.roi_sampling import visualize_roi_sampling
-    from detcli.analysis.assign_view import pipeline_of, visualize_assignment
+    from detcli.analysis.assign_view import (
+        AssignReport,
+        PictureFile,
+        pipeline_of,
+        visualize_assignment,
+    )
     from detcli.viz.assign_picture import draw_assignment
     from detcli.viz.roi_picture import draw_roi_sampling
 
@@ -250,30 +255,27 @@ def assign(
     picture = draw_assignment(view, chosen, show_negatives=show_negatives)
     out = out if out is not None else Path(f"{image.stem}_assign.png")
     save_image(out, picture)
-    rcnn_out = rcnn_picture = None
+    report = AssignReport(view, PictureFile(out, picture.shape[:2]), rcnn)
     if rcnn is not None:
         rcnn_picture = draw_roi_sampling(rcnn, show_unsampled=show_unsampled)
-        rcnn_out = save_image(rcnn_path(out), rcnn_picture)
+        report.rcnn_picture = PictureFile(save_image(rcnn_path(out), rcnn_picture),
+                                          rcnn_picture.shape[:2])
     if as_json:
-        data = {**view.to_dict(), "out": str(out), "picture_shape": list(picture.shape[:2])}
-        if rcnn is not None:
-            data["rcnn"] = {**rcnn.to_dict(), "out": str(rcnn_out),
-                            "picture_shape": list(rcnn_picture.shape[:2])}
-        print_json(data)
+        print_json(report.to_dict())
         return
     if console.is_terminal:
         console.print(_gt_table(view))
     else:
         sys.stdout.write(_plain_table(view) + "\n")  # tab-separated: rich would expand tabs
-    for line in _summary(view, out, picture.shape[:2]):
+    for line in _summary(view, report.picture):
         console.print(line, highlight=False)
-    if rcnn is None:
+    if rcnn is None or report.rcnn_picture is None:
         return
     if console.is_terminal:
         console.print(_rcnn_table(rcnn))
     else:
         sys.stdout.write("\n" + _rcnn_plain_table(rcnn) + "\n")
-    for line in _rcnn_summary(rcnn, rcnn_out, rcnn_picture.shape[:2]):
+    for line in _rcnn_summary(rcnn, report.rcnn_picture):
         console.print(line, highlight=False)
 
 
@@ -300,15 +302,13 @@ def dataset(
     To check a dataset and its pipeline before training: N images of the split, drawn with
     --seed, one PNG each in --out (or one grid.png with --grid).
     """
-    from detcli.viz.dataset import sample_dataset, write_samples
+    from detcli.viz.dataset import DatasetPictures, sample_dataset, write_samples
 
     cfg = load(config, overrides).cfg
     samples = sample_dataset(cfg, split.value, num=num, seed=seed)
     paths = write_samples(samples, out, grid=grid)
     if as_json:
-        files = [str(p) for p in paths] if not grid else [str(paths[0])] * len(samples)
-        print_json({"split": split.value, "out": [str(p) for p in paths],
-                    "images": [{**s.to_dict(), "picture": f} for s, f in zip(samples, files)]})
+        print_json(DatasetPictures(split.value, samples, paths, grid).to_dict())
         return
     for sample, path in zip(samples, paths if not grid else [None] * len(samples)):
         boxes = len(sample.view.gt_boxes)

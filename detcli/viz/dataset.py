@@ -93,6 +93,23 @@ def sample_dataset(cfg: Any, split: str = "train", num: int = 8, seed: int = 0,
     return samples
 
 
+@dataclass
+class DatasetPictures:
+    """What ``det viz dataset`` reports: the samples of ``split`` and the files
+    :func:`write_samples` wrote (one per sample, or one grid holding them all)."""
+
+    split: str
+    samples: Sequence[DatasetSample]
+    paths: list[Path]
+    grid: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of ``det viz dataset --json``: each image names the picture it is in."""
+        files = [str(p) for p in self.paths] if not self.grid else [str(self.paths[0])] * len(self.samples)
+        return {"split": self.split, "out": [str(p) for p in self.paths],
+                "images": [{**s.to_dict(), "picture": f} for s, f in zip(self.samples, files)]}
+
+
 def write_samples(samples: Sequence[DatasetSample], out_dir: str | Path,
                   grid: bool = False) -> list[Path]:
     """One PNG per sample (``NNN_<image stem>.png``, NNN its place in the sample), or one

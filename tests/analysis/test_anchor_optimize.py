@@ -11,7 +11,7 @@ import pytest
 from detcli.config.loader import load_config
 from detcli.errors import ConfigError
 from detcli.task.prior_generators import AnchorGenerator, AnchorGeneratorConfig
-from detcli.analysis.anchor_analysis import AnchorStudy, analyze_anchors
+from detcli.analysis.anchor_analysis import AnchorAnalysis, AnchorStudy, analyze_anchors
 from detcli.analysis.anchor_optimize import (
     AnchorParams,
     grid_best_iou,
@@ -102,3 +102,18 @@ def test_search_is_deterministic_and_honours_the_objective(bad):
         optimize_anchors(study, "recall")
     with pytest.raises(ConfigError, match="max_evals must be >= 2"):
         optimize_anchors(study, max_evals=1)
+
+
+def test_the_command_report_holds_the_search_once_and_leaves_the_report_alone(bad):
+    _, study, result = bad
+    report = study.report()
+    keys = list(report.summary)
+    plain = AnchorAnalysis(report).to_dict()
+    assert plain == report.summary and "optimize" not in plain
+    data = AnchorAnalysis(report, result).to_dict()
+    assert list(data) == [*keys, "optimize"]  # the report's keys in order, the search last
+    assert list(report.summary) == keys  # serialising did not add the search to the report
+    found = data["optimize"]
+    assert "before_report" not in found and found["after_report"] == result.after.summary
+    assert found == {k: v for k, v in result.to_dict().items() if k != "before_report"}
+    assert result.to_dict()["before_report"] == result.before.summary

@@ -14,6 +14,8 @@ from detcli.task.assigners.max_iou import MaxIoUAssigner
 from detcli.task.prior_generators.anchor_generator import AnchorGenerator
 from detcli.analysis import assign_view
 from detcli.analysis.assign_view import (
+    AssignReport,
+    PictureFile,
     coco_gt_for_image,
     find_image_record,
     parse_box,
@@ -204,3 +206,11 @@ def test_picture_size_is_panels_times_input_plus_legend(tiny):
     # an input of 96 x 128 is scaled by 2 to reach 256 pixels: 2 panels of 192 x 256 again
     assert assignment_canvas_size((96, 128), 2, 7) == (294, 524)
     assert assignment_canvas_size((1600, 1000), 1, 1) == (4 + 18 + 800 + 4 + 18 + 4, 4 + 500 + 4)
+
+
+def test_the_report_is_the_view_with_where_its_picture_went(tiny):
+    view = visualize_assignment(load_config(tiny.config).cfg, tiny.image_a, boxes=["10,20,40,50"])
+    picture = PictureFile(tiny.image_a.with_name("a_assign.png"), (294, 524))
+    data = AssignReport(view, picture).to_dict()
+    assert data == {**view.to_dict(), "out": str(picture.path), "picture_shape": [294, 524]}
+    assert list(data)[-2:] == ["out", "picture_shape"] and "rcnn" not in data

@@ -9,7 +9,7 @@ import pytest
 
 from detcli.config.loader import load_config
 from detcli.errors import ConfigError
-from detcli.viz.dataset import pick_indices, sample_dataset, write_samples
+from detcli.viz.dataset import DatasetPictures, pick_indices, sample_dataset, write_samples
 from detcli.viz.draw import TITLE_HEIGHT
 from detcli.viz.canvas import image_grid
 from detcli.analysis.pipeline_view import denormalize, viewing_pipeline
@@ -98,3 +98,16 @@ def test_missing_split_is_a_config_error(tmp_path):
     cfg = load_config(tiny.config, ["data.test=false"]).cfg
     with pytest.raises(ConfigError, match="no data.test dataset"):
         sample_dataset(cfg, "test")
+
+
+def test_the_report_names_the_picture_each_image_is_in(tmp_path):
+    tiny = make_tiny(tmp_path)
+    samples = sample_dataset(load_config(tiny.config).cfg, "train", num=2, seed=0)
+    grid = DatasetPictures("train", samples, write_samples(samples, tmp_path / "g", grid=True),
+                           grid=True).to_dict()
+    assert grid["split"] == "train" and grid["out"] == [str(tmp_path / "g" / "grid.png")]
+    assert [im["picture"] for im in grid["images"]] == [str(tmp_path / "g" / "grid.png")] * 2
+    each = DatasetPictures("val", samples, write_samples(samples, tmp_path / "e")).to_dict()
+    assert each["out"] == [str(tmp_path / "e" / "000_a.png"), str(tmp_path / "e" / "001_b.png")]
+    assert [im["picture"] for im in each["images"]] == each["out"]
+    assert [im["file"] for im in each["images"]] == [s.view.filename for s in samples]
