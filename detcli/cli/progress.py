@@ -4,7 +4,7 @@ A bar on stderr: what is being done, the bar, items done of all, elapsed time an
 (``testing ━━━━━━━━━━━━━━━━━━━━━━━━━ 12/50 0:00:04 eta 0:00:13``). It is off under ``--json``
 and when stderr is not a terminal (a pipe, a log file, CI), and it leaves the terminal when the
 job ends. :meth:`JobProgress.step` is the ``progress(done, total)`` callback the library's long
-jobs take (:func:`detcli.engine.tester.evaluate_checkpoint`, the drawing of pictures).
+jobs take (:func:`detcli.engine.checkpoint_eval.evaluate_checkpoint`, the drawing of pictures).
 """
 
 from __future__ import annotations

@@ -109,7 +109,7 @@ def test(
 ) -> None:
     """COCO-evaluate CHECKPOINT on the test (or val) data of CONFIG."""
     from detcli.engine.evaluation import write_results
-    from detcli.engine.tester import evaluate_checkpoint
+    from detcli.engine.checkpoint_eval import evaluate_checkpoint
 
     cfg = load(config, overrides).cfg
     with JobProgress("testing", quiet=as_json) as job:

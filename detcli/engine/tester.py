@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -25,14 +24,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from detcli.data.build import build_eval_dataset, check_num_classes
 from detcli.data.collate import collate, collate_views
 from detcli.data.loader import build_dataloader
 from detcli.engine.checkpoint import LoadReport, load_checkpoint, unwrap_model
-from detcli.engine.tta import enable_tta, merge_views
-from detcli.errors import CheckpointError, ConfigError, DetError
-from detcli.models.build import build_detector
-from detcli.models.introspect import declared_num_classes, num_classes_key, num_classes_of
+from detcli.engine.device import resolve_device  # noqa: F401  (callers not yet moved to .device)
+from detcli.engine.tta import merge_views
+from detcli.errors import CheckpointError, DetError
+from detcli.models.introspect import declared_num_classes, num_classes_key
 from detcli.structures.batch import ImageBatch
 from detcli.structures.detections import Detections
 
@@ -55,27 +53,6 @@ def build_test_loader(dataset: Dataset, *, samples_per_gpu: int = 1, workers_per
     """An unshuffled loader of :func:`collate_test` batches over every image of ``dataset``."""
     return build_dataloader(dataset, samples_per_gpu, workers_per_gpu, shuffle=False,
                             distributed=distributed, collate_fn=collate_test)
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """``name`` as a device; None: CUDA when available, else CPU. Unavailable CUDA is an error.
-
-    On the CPU this also flushes denormal floats to zero: x86 CPUs pay up to 100x per operation
-    on them and a trained detector's activations reach them (the tiny preset's forward ran 3x
-    to 30x faster); the change to any result is below 1e-38.
-    """
-    if name is None:
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise DetError(f"unknown device {name!r}: {exc}", hint="use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DetError(f"device {name!r} asked for, but CUDA is not available here",
-                       hint="use --device cpu")
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)
-    return device
 
 
 def autocast(device: torch.device, amp: str | None) -> contextlib.AbstractContextManager:
@@ -224,57 +201,3 @@ def _mismatch_message(model: nn.Module, report: LoadReport) -> str:
                      f"{num_classes_key(model)} = {num_classes}")
     lines += report.lines()[1:]
     return "\n".join(lines)
-
-
-@dataclass
-class CheckpointEval:
-    """What :func:`evaluate_checkpoint` found: metrics per mode and the final detections."""
-
-    split: str  # "test" or "val"
-    dataset: Any
-    metrics: dict[str, dict[str, Any]]  # "plain" (and "tta") -> CocoEvaluator metrics
-    detections: list[Detections]  # I, the TTA ones when TTA ran
-    results: list[dict[str, Any]]  # the same in COCO results format
-    notes: list[str] = field(default_factory=list)  # what was changed to make the run possible
-
-
-def split_for_testing(data_cfg: Any, split: str | None) -> tuple[str, Any]:
-    """(name, dataset config in test mode) of ``split``; None: ``data.test``, else ``data.val``."""
-    names = [split] if split else ["test", "val"]
-    for name in names:
-        cfg = data_cfg.split(name)
-        if cfg is not None:
-            return name, cfg.model_copy(update={"test_mode": True})  # keep every image
-    raise ConfigError(f"the config has no data.{' or data.'.join(names)} to test on",
-                      hint="add a [data.test] (or [data.val]) dataset, or pick one with --split")
-
-
-def evaluate_checkpoint(cfg: Any, checkpoint: str | Path, *, split: str | None = None,
-                        tta: bool = False, batch_size: int = 1, device: str | None = None,
-                        progress: Progress | None = None) -> CheckpointEval:
-    """Build ``cfg``'s model and test dataset, load ``checkpoint``, run and COCO-evaluate it.
-
-    With ``tta`` one pass gives both the plain (view 0) and the merged detections; a single
-    unflipped view gets a flip added (see :func:`detcli.engine.tta.enable_tta`).
-    """
-    from detcli.engine.evaluation import CocoEvaluator  # it imports this module
-
-    name, ds_cfg = split_for_testing(cfg.data, split)
-    notes = []
-    if tta:
-        ds_cfg, note = enable_tta(ds_cfg, where=f"data.{name}")
-        notes += [note] if note else []
-    dev = resolve_device(device)
-    dataset = build_eval_dataset(ds_cfg, on_bad=cfg.data.on_bad_image)  # skip: without bad images
-    model = build_detector(cfg.model)
-    check_num_classes(dataset, num_classes_of(model), num_classes_key(model))
-    load_test_checkpoint(model, checkpoint, class_names=dataset.CLASSES)
-    loader = build_test_loader(dataset, samples_per_gpu=batch_size,
-                               workers_per_gpu=cfg.data.workers_per_gpu)
-    found = run_inference_modes(model.to(dev), loader, dev, progress=progress,
-                                modes=("plain", "tta") if tta else ("plain",))
-    evaluator = CocoEvaluator(dataset)
-    final = found["tta" if tta else "plain"]
-    return CheckpointEval(split=name, dataset=dataset,
-                          metrics={mode: evaluator.evaluate(d) for mode, d in found.items()},
-                          detections=final, results=evaluator.results(final), notes=notes)

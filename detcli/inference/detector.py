@@ -150,7 +150,8 @@ class Detector:
         """The config's model with ``checkpoint``'s weights, run by PyTorch on ``device``
         (None: CUDA when available). A checkpoint that does not fit the config is a
         CheckpointError."""
-        from detcli.engine.tester import load_test_checkpoint, resolve_device
+        from detcli.engine.device import resolve_device
+        from detcli.engine.tester import load_test_checkpoint
         from detcli.models.build import build_detector
 
         cfg = as_config(config)

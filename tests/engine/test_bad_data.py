@@ -13,7 +13,7 @@ import torch
 
 from detcli.config.loader import load_config
 from detcli.data.check import check_dataset
-from detcli.engine.tester import evaluate_checkpoint
+from detcli.engine.checkpoint_eval import evaluate_checkpoint
 from detcli.engine.trainer import train_detector
 from detcli.errors import DataError
 

@@ -16,13 +16,13 @@ from torch.utils.data import DataLoader
 from detcli.data.datasets import CocoDataset
 from detcli.data.synth import make_synthetic_dataset
 from detcli.engine.checkpoint import save_checkpoint
+from detcli.engine.device import resolve_device
 from detcli.engine.evaluation import evaluate
 from detcli.engine.tester import (
     build_test_loader,
     collate_test,
     gather_by_index,
     load_test_checkpoint,
-    resolve_device,
     run_inference,
 )
 from detcli.errors import CheckpointError, DetError
