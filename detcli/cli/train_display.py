@@ -26,8 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.text import Text
 
 from detcli.cli.common import err_console
-from detcli.engine.hooks import Hook
-from detcli.engine.hooks.base import LOWEST
+from detcli.engine.context import LOWEST, Hook
 from detcli.engine.hooks.logger import format_seconds
 
 

@@ -1,4 +1,3 @@
-"""The training and testing engine. Importing it registers the hook classes (``HOOKS``);
-``detcli.engine.trainer.train_detector`` trains, ``detcli.engine.evaluation.evaluate`` tests."""
-
-import detcli.engine.hooks  # noqa: F401  (registers NumClassCheckHook, EMAHook, ...)
+"""The training and testing engine: ``detcli.engine.trainer.train_detector`` trains,
+``detcli.engine.checkpoint_eval.evaluate_checkpoint`` tests a checkpoint. Importing
+``detcli.engine.hooks`` registers the hook classes (``HOOKS``; :mod:`detcli.components` does)."""

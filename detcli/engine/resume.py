@@ -39,41 +39,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from detcli.engine.checkpoint import (
-    LoadReport,
-    load_state_dict,
-    read_checkpoint,
-    unwrap_model,
-)
+from detcli.engine import distributed as D
+from detcli.engine.checkpoint import load_state_dict, read_checkpoint, unwrap_model
+from detcli.engine.context import TrainContext
 from detcli.engine.hooks.checkpoint_hook import LATEST
-from detcli.errors import CheckpointError, ConfigError
+from detcli.engine.hooks.ema_hook import EMAHook
+from detcli.engine.state import RestoreReport
+from detcli.errors import CheckpointError, ConfigError, DetError
 from detcli.models.pretrained import TORCHVISION_PREFIX
 from detcli.models.torchvision_weights import torchvision_detector_state
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RestoreReport:
-    """What a run took from a checkpoint before its first iteration."""
-
-    kind: str  # "resume", "extend", "init_from" or "new"
-    path: str | None = None
-    restored: list[str] = field(default_factory=list)  # what came back, one item each
-    notes: list[str] = field(default_factory=list)  # what did not, and why
-    load: LoadReport | None = None  # the weights load, for init_from
-    already_finished: bool = False
-    first_notes: list[str] = field(default_factory=list)  # what explains the load: before it
-
-    def lines(self) -> list[str]:
-        titles = {"resume": "resuming from", "extend": "extending the finished run of",
-                  "init_from": "initialising weights from", "new": "new run"}
-        head = f"{titles[self.kind]} {self.path}" if self.path else titles[self.kind]
-        out = [head] + [f"  note: {note}" for note in self.first_notes]
-        out += [f"  restored {item}" for item in self.restored]
-        if self.load is not None:
-            out += self.load.lines()[1:]
-        return out + [f"  note: {note}" for note in self.notes]
 
 
 @dataclass
@@ -201,27 +177,27 @@ def _refuse_to_overwrite(work_dir: Path) -> None:
                                "another directory with --work-dir DIR")
 
 
-def init_from_weights(trainer: Any, path: str) -> RestoreReport:
+def init_from_weights(ctx: TrainContext, path: str) -> RestoreReport:
     """Load weights only; everything else starts fresh. ``path`` is a checkpoint file, or
     ``torchvision://NAME`` for a torchvision detector's COCO weights (converted, the box
     predictor picked by the training set's class names)."""
     report = RestoreReport("init_from", path)
     if path.startswith(TORCHVISION_PREFIX):
         state, notes = torchvision_detector_state(
-            path, unwrap_model(trainer.model).state_dict(), trainer.train_dataset.CLASSES)
+            path, unwrap_model(ctx.model).state_dict(), ctx.train_dataset.CLASSES)
         report.notes += notes
     else:
         ckpt = read_checkpoint(path)
         state = ckpt["state_dict"]
         trained = ckpt["meta"].get("classes")
-        classes = list(trainer.train_dataset.CLASSES)
+        classes = list(ctx.train_dataset.CLASSES)
         if trained is not None and list(trained) != classes:
             report.first_notes.append(
                 f"the checkpoint was trained on classes {list(trained)}; this run has "
                 f"{classes} (tensors whose shape depends on the classes are skipped)")
-    load = load_state_dict(trainer.model, state, path)
+    load = load_state_dict(ctx.model, state, path)
     if load.num_loaded == 0:
-        own = unwrap_model(trainer.model).state_dict()
+        own = unwrap_model(ctx.model).state_dict()
         raise CheckpointError(f"--init-from {path}: none of its {len(state)} tensors fits the "
                               f"model, so nothing would be loaded. Its keys start with "
                               f"{key_prefixes(state)}; the model's with {key_prefixes(own)}",
@@ -242,10 +218,10 @@ def key_prefixes(state: Mapping[str, Any], limit: int = 6) -> str:
     return (shown + (f" and {more} more" if more > 0 else "")) if counts else "(no tensors)"
 
 
-def _load_training_weights(trainer: Any, ckpt: dict[str, Any], path: str) -> int:
+def _load_training_weights(ctx: TrainContext, ckpt: dict[str, Any], path: str) -> int:
     ema = ckpt.get("ema") or {}
     weights = ema.get("train_state_dict") or ckpt["state_dict"]
-    load = load_state_dict(trainer.model, weights, path)
+    load = load_state_dict(ctx.model, weights, path)
     if not load.exact:
         raise CheckpointError(f"{path} does not fit the model, so it cannot be resumed:\n"
                             + "\n".join(load.lines()[1:]),
@@ -254,66 +230,67 @@ def _load_training_weights(trainer: Any, ckpt: dict[str, Any], path: str) -> int
     return load.num_loaded
 
 
-def _restore_optim(trainer: Any, ckpt: dict[str, Any], path: str, report: RestoreReport) -> None:
+def _restore_optim(ctx: TrainContext, ckpt: dict[str, Any], path: str,
+                   report: RestoreReport) -> None:
     try:
-        trainer.optimizer.load_state_dict(ckpt["optimizer"])
+        ctx.optimizer.load_state_dict(ckpt["optimizer"])
     except (ValueError, KeyError) as exc:
         raise CheckpointError(f"{path}: the optimizer state does not fit this config's optimizer "
                             f"({exc})", hint="resume with the config the run was trained with") from None
-    groups = trainer.optimizer.param_groups
+    groups = ctx.optimizer.param_groups
     plural = "s" if len(groups) != 1 else ""
-    report.restored.append(f"optimizer ({type(trainer.optimizer).__name__}, {len(groups)} "
+    report.restored.append(f"optimizer ({type(ctx.optimizer).__name__}, {len(groups)} "
                            f"parameter group{plural} and its state)")
     if "scheduler" in ckpt:
-        trainer.scheduler.load_state_dict(ckpt["scheduler"])
-        report.restored.append(f"lr schedule ({trainer.cfg.lr_config.policy}, initial lr "
+        ctx.scheduler.load_state_dict(ckpt["scheduler"])
+        report.restored.append(f"lr schedule ({ctx.cfg.lr_config.policy}, initial lr "
                                f"{groups[0]['initial_lr']:g})")
-    if trainer.scaler is not None and "scaler" in ckpt:
-        trainer.scaler.load_state_dict(ckpt["scaler"])
-        report.restored.append(f"fp16 grad scaler (scale {trainer.scaler.get_scale():g})")
-    elif trainer.scaler is not None:
+    if ctx.scaler is not None and "scaler" in ckpt:
+        ctx.scaler.load_state_dict(ckpt["scaler"])
+        report.restored.append(f"fp16 grad scaler (scale {ctx.scaler.get_scale():g})")
+    elif ctx.scaler is not None:
         report.notes.append("the checkpoint has no fp16 grad scaler state: it starts afresh")
     elif "scaler" in ckpt:
         report.notes.append("the checkpoint's fp16 grad scaler state is not used (no --amp fp16)")
 
 
-def _restore_extras(trainer: Any, ckpt: dict[str, Any], report: RestoreReport) -> None:
+def _restore_extras(ctx: TrainContext, ckpt: dict[str, Any], report: RestoreReport) -> None:
     meta = ckpt["meta"]
-    has_ema_hook = trainer.has_ema_hook
+    has_ema_hook = bool(ctx.hooks.find(EMAHook))
     if ckpt.get("ema") and has_ema_hook:
-        trainer.resumed_ema = (ckpt["ema"], ckpt["state_dict"])
+        ctx.resumed_ema = (ckpt["ema"], ckpt["state_dict"])
         report.restored.append(f"EMA weights ({ckpt['ema'].get('updates', 0)} updates)")
     elif ckpt.get("ema"):
         report.notes.append("the checkpoint's EMA weights are not used (no EMAHook in this config)")
     elif has_ema_hook:
         report.notes.append("the checkpoint has no EMA: the average starts from its weights")
     states = meta.get("hooks") or {}
-    for hook in trainer.hooks:
+    for hook in ctx.hooks:
         name = type(hook).__name__
-        if name in states and hasattr(hook, "load_state_dict"):
+        if name in states and hook.state_dict() is not None:
             hook.load_state_dict(states[name])
             report.restored.append(f"{name} state {states[name]}")
     if meta.get("best"):
-        trainer.state.best = meta["best"]
+        ctx.state.best = meta["best"]
         best = meta["best"]
         report.restored.append(f"best {best['metric']} = {best['value']:.4f} (epoch {best['epoch']})")
-    trainer.state.metrics = meta.get("metrics")
-    trainer.state.metrics_iter = int(meta.get("metrics_iter", trainer.state.iter
+    ctx.state.metrics = meta.get("metrics")
+    ctx.state.metrics_iter = int(meta.get("metrics_iter", ctx.state.iter
                                               if meta.get("metrics") else -1))
-    trainer.eval_pending = bool(meta.get("evaluation_pending")) and trainer.evaluates
-    if trainer.eval_pending:
+    ctx.eval_pending = bool(meta.get("evaluation_pending")) and ctx.evaluates
+    if ctx.eval_pending:
         report.notes.append("the checkpoint was written before its evaluation: evaluating first")
-    _restore_rng(trainer, ckpt.get("rng"), report)
-    _check_data_position(trainer, meta.get("loader"), report)
+    _restore_rng(ctx, ckpt.get("rng"), report)
+    _check_data_position(ctx, meta.get("loader"), report)
 
 
-def _restore_rng(trainer: Any, saved: Any, report: RestoreReport) -> None:
+def _restore_rng(ctx: TrainContext, saved: Any, report: RestoreReport) -> None:
     """Each rank takes its own generators (``rng`` is one state per rank; older checkpoints
     hold one dict, the state of a single process)."""
     states = saved if isinstance(saved, list) else [saved] if saved else []
-    world = trainer.dist.world_size
+    world = ctx.dist.world_size
     if len(states) == world:
-        trainer.resumed_rng = states[trainer.dist.rank]
+        ctx.resumed_rng = states[ctx.dist.rank]
         who = "" if world == 1 else f" of each of the {world} processes"
         report.restored.append("random generators (" + ", ".join(states[0]) + f"){who}")
     elif states:
@@ -325,8 +302,8 @@ def _restore_rng(trainer: Any, saved: Any, report: RestoreReport) -> None:
                             "this run's seeds")
 
 
-def _check_data_position(trainer: Any, saved: Any, report: RestoreReport) -> None:
-    state = trainer.state
+def _check_data_position(ctx: TrainContext, saved: Any, report: RestoreReport) -> None:
+    state = ctx.state
     batch = state.iter - state.epoch * state.iters_per_epoch
     if saved and saved.get("batches_per_epoch") not in (None, state.iters_per_epoch):
         report.notes.append(f"the checkpoint's epochs had {saved['batches_per_epoch']} batches, "
@@ -337,12 +314,12 @@ def _check_data_position(trainer: Any, saved: Any, report: RestoreReport) -> Non
     report.restored.append(f"data position (epoch {state.epoch + 1} from {where})")
 
 
-def resume_run(trainer: Any, path: str, ckpt: dict[str, Any] | None = None) -> RestoreReport:
+def resume_run(ctx: TrainContext, path: str, ckpt: dict[str, Any] | None = None) -> RestoreReport:
     """Restore everything the checkpoint at ``path`` (``ckpt`` when already read) holds; see
     the module docstring."""
     ckpt = ckpt if ckpt is not None else _resumable(Path(path))
     meta = ckpt["meta"]
-    state = trainer.state
+    state = ctx.state
     done, limit, unit = ((meta["epoch"], state.max_epochs, "epochs") if state.by_epoch
                          else (meta["iter"], state.max_iters, "iterations"))
     previous = meta.get("max_epochs" if state.by_epoch else "max_iters")
@@ -357,10 +334,46 @@ def resume_run(trainer: Any, path: str, ckpt: dict[str, Any] | None = None) -> R
         report.kind = "extend"
         report.notes.append(f"the checkpoint finished its schedule of {previous} {unit}; "
                             f"continuing to {limit}")
-    num = _load_training_weights(trainer, ckpt, path)
+    num = _load_training_weights(ctx, ckpt, path)
     report.restored.append(f"model weights ({num} tensors)")
-    _restore_optim(trainer, ckpt, path, report)
+    _restore_optim(ctx, ckpt, path, report)
     state.epoch, state.iter = int(meta["epoch"]), int(meta["iter"])
     report.restored.append(f"epoch {state.epoch}, iteration {state.iter}")
-    _restore_extras(trainer, ckpt, report)
+    _restore_extras(ctx, ckpt, report)
+    return report
+
+
+def agree_on_start(resume: str | None, init_from: str | None, cfg: Any, work_dir: Path,
+                   dist: D.DistInfo) -> StartPlan:
+    """:func:`choose_start` on rank 0 (it reads the work dir), its choice (or its error) on
+    every rank, so no rank waits for one that stopped. The checkpoint rank 0 read stays there."""
+    choice: StartPlan | DetError | None = None
+    if dist.is_main:
+        try:
+            choice = choose_start(resume, init_from, cfg, work_dir)
+        except DetError as exc:
+            choice = exc
+    if dist.enabled:
+        shared = D.broadcast_object(choice if not isinstance(choice, StartPlan)
+                                    else choice.without_checkpoint())
+        choice = choice if dist.is_main else shared
+    if isinstance(choice, DetError):
+        raise choice
+    assert choice is not None
+    return choice
+
+
+def restore(ctx: TrainContext, plan: StartPlan) -> RestoreReport:
+    """Start ``ctx`` as ``plan`` says (resume, weights, or nothing), log what came back, and
+    keep the report in ``ctx.restored``."""
+    if plan.resume is not None:
+        report = resume_run(ctx, plan.resume, plan.checkpoint)
+    elif plan.init_from is not None:
+        report = init_from_weights(ctx, plan.init_from)
+    else:
+        report = RestoreReport("new")
+    report.notes = plan.notes + report.notes
+    for line in report.lines():
+        log.info("%s", line)
+    ctx.restored = report
     return report

@@ -1,6 +1,6 @@
 """Training hooks; importing this package registers the configurable ones in ``HOOKS``."""
 
-from detcli.engine.hooks.base import Hook, HookList
+from detcli.engine.context import Hook, HookList
 from detcli.engine.hooks.checkpoint_hook import CheckpointHook
 from detcli.engine.hooks.early_stopping import EarlyStoppingHook
 from detcli.engine.hooks.ema_hook import EMAHook

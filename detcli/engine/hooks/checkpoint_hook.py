@@ -21,10 +21,9 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
 
 from detcli.engine.config import CheckpointConfig
-from detcli.engine.hooks.base import ABOVE_NORMAL, Hook
+from detcli.engine.context import ABOVE_NORMAL, Hook, TrainContext
 
 log = logging.getLogger(__name__)
 
@@ -87,38 +86,38 @@ class CheckpointHook(Hook):
     def from_config(cls, cfg: CheckpointConfig) -> CheckpointHook:
         return cls(interval=cfg.interval, max_keep_ckpts=cfg.max_keep_ckpts)
 
-    def _save(self, trainer: Any, name: str) -> None:
-        self._last_saved_iter = trainer.state.iter
-        self._saved_before_eval = trainer.state.metrics_iter != trainer.state.iter
-        path = trainer.save_checkpoint(trainer.work_dir / f"{name}.pth")  # on every rank
-        if not trainer.dist.is_main:
+    def _save(self, ctx: TrainContext, name: str) -> None:
+        self._last_saved_iter = ctx.state.iter
+        self._saved_before_eval = ctx.state.metrics_iter != ctx.state.iter
+        path = ctx.save_checkpoint(ctx.work_dir / f"{name}.pth")  # on every rank
+        if not ctx.dist.is_main:
             return
         point_latest(path)
         if path not in self.saved:
             self.saved.append(path)
         prefix = name.split("_")[0]
-        for gone in prune(trainer.work_dir, prefix, self.max_keep_ckpts):
+        for gone in prune(ctx.work_dir, prefix, self.max_keep_ckpts):
             if gone in self.saved:
                 self.saved.remove(gone)
 
-    def after_epoch(self, trainer: Any) -> None:
-        state = trainer.state
+    def after_epoch(self, ctx: TrainContext) -> None:
+        state = ctx.state
         if state.by_epoch and (state.epoch % self.interval == 0 or state.finished
                                or state.stop_reason):
-            self._save(trainer, f"epoch_{state.epoch}")
+            self._save(ctx, f"epoch_{state.epoch}")
 
-    def after_iter(self, trainer: Any) -> None:
-        state = trainer.state
+    def after_iter(self, ctx: TrainContext) -> None:
+        state = ctx.state
         if not state.by_epoch and (state.iter % self.interval == 0 or state.finished
                                    or state.stop_reason):
-            self._save(trainer, f"iter_{state.iter}")
+            self._save(ctx, f"iter_{state.iter}")
 
-    def after_run(self, trainer: Any) -> None:
+    def after_run(self, ctx: TrainContext) -> None:
         """A run that ended between checkpoints (early stopping mid-interval) saves its end;
         one whose last checkpoint preceded its last evaluation saves it again."""
-        state = trainer.state
+        state = ctx.state
         name = f"epoch_{state.epoch}" if state.by_epoch else f"iter_{state.iter}"
         if self._last_saved_iter != state.iter:
-            self._save(trainer, name)
+            self._save(ctx, name)
         elif self._saved_before_eval and state.metrics_iter == state.iter:
-            self._save(trainer, name)  # again, now with the run's last evaluation
+            self._save(ctx, name)  # again, now with the run's last evaluation

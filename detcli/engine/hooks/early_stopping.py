@@ -3,7 +3,7 @@
 After each evaluation, the metric ``monitor`` improves when it beats the best so far by more
 than ``min_delta`` (greater is better, or less with ``rule = "less"`` or a name containing
 "loss"). After ``patience`` evaluations in a row without improvement, or as soon as it reaches
-``stopping_threshold``, the hook sets ``trainer.state.stop_reason``; the trainer finishes the
+``stopping_threshold``, the hook sets ``ctx.state.stop_reason``; the trainer finishes the
 epoch's hooks and ends the run (writing a last checkpoint if that epoch had none). Its counters
 travel in checkpoints, so a resumed run keeps counting (a checkpoint written before its
 epoch's evaluation holds the counters before it; the resumed run redoes that evaluation).
@@ -16,7 +16,7 @@ import math
 from typing import Any
 
 from detcli.engine.config import EarlyStoppingHookConfig
-from detcli.engine.hooks.base import NORMAL, Hook
+from detcli.engine.context import NORMAL, Hook, TrainContext
 from detcli.errors import ConfigError
 from detcli.registry import HOOKS
 
@@ -53,17 +53,17 @@ class EarlyStoppingHook(Hook):
             return False
         return value >= self.stopping_threshold if self.greater else value <= self.stopping_threshold
 
-    def on_eval(self, trainer: Any, metrics: dict[str, Any]) -> None:
+    def on_eval(self, ctx: TrainContext, metrics: dict[str, Any]) -> None:
         if self.monitor not in metrics:
             names = ", ".join(k for k, v in metrics.items() if isinstance(v, (int, float)))
             raise ConfigError(f"EarlyStoppingHook monitor = {self.monitor!r} is not an evaluation "
                               f"metric; the evaluation gives: {names}")
         value = float(metrics[self.monitor])
         if not math.isfinite(value):
-            trainer.state.stop_reason = f"early stopping: {self.monitor} is {value}"
+            ctx.state.stop_reason = f"early stopping: {self.monitor} is {value}"
             return
         if self._reached(value):
-            trainer.state.stop_reason = (f"early stopping: {self.monitor} = {value:.4f} reached "
+            ctx.state.stop_reason = (f"early stopping: {self.monitor} = {value:.4f} reached "
                                          f"stopping_threshold {self.stopping_threshold}")
             return
         if self._improved(value):
@@ -73,7 +73,7 @@ class EarlyStoppingHook(Hook):
         log.info("%s = %.4f, no better than %.4f for %d of %d evaluations", self.monitor, value,
                  self.best, self.wait, self.patience)
         if self.wait >= self.patience:
-            trainer.state.stop_reason = (f"early stopping: {self.monitor} has not improved on "
+            ctx.state.stop_reason = (f"early stopping: {self.monitor} has not improved on "
                                          f"{self.best:.4f} for {self.wait} evaluations")
 
     def state_dict(self) -> dict[str, Any]:

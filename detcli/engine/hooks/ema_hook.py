@@ -13,13 +13,13 @@ from typing import Any
 
 from detcli.engine.config import EMAHookConfig
 from detcli.engine.ema import ModelEMA
-from detcli.engine.hooks.base import ABOVE_NORMAL, Hook
+from detcli.engine.context import ABOVE_NORMAL, Hook, TrainContext
 from detcli.registry import HOOKS
 
 
 @HOOKS.register(EMAHookConfig)
 class EMAHook(Hook):
-    """Builds ``trainer.ema`` and updates it every ``interval`` iterations."""
+    """Sets ``ctx.ema`` and updates it every ``interval`` iterations."""
 
     priority = ABOVE_NORMAL
 
@@ -32,11 +32,12 @@ class EMAHook(Hook):
     def from_config(cls, cfg: EMAHookConfig, **derived: Any) -> EMAHook:
         return cls(**cfg.model_dump(exclude={"type"}), **derived)
 
-    def before_run(self, trainer: Any) -> None:
-        trainer.ema = ModelEMA(trainer.model, **self.kwargs)
-        resumed = trainer.resumed_ema  # (state, averaged weights) from --resume, or None
-        if resumed is not None:
-            trainer.ema.load_state_dict(*resumed)
+    def before_run(self, ctx: TrainContext) -> None:
+        ema = ModelEMA(ctx.model, **self.kwargs)
+        if ctx.resumed_ema is not None:  # (state, averaged weights) from --resume
+            ema.load_state_dict(*ctx.resumed_ema)
+        ctx.ema = ema
 
-    def after_iter(self, trainer: Any) -> None:
-        trainer.ema.update(trainer.model, step=trainer.state.iter - 1)
+    def after_iter(self, ctx: TrainContext) -> None:
+        assert ctx.ema is not None  # made in before_run
+        ctx.ema.update(ctx.model, step=ctx.state.iter - 1)

@@ -18,9 +18,14 @@ import logging
 import math
 from typing import Any
 
+from torch.utils.data import DataLoader
+
+from detcli.engine import evaluation
 from detcli.engine.config import EvaluationConfig
-from detcli.engine.hooks.base import NORMAL, Hook
+from detcli.engine.context import NORMAL, Hook, TrainContext
 from detcli.engine.seed import preserved_rng
+from detcli.engine.state import TrainState
+from detcli.engine.tester import build_test_loader
 from detcli.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -29,7 +34,7 @@ AUTO_METRIC = "bbox_mAP"
 
 
 class EvalHook(Hook):
-    """Evaluates at intervals and at the end; keeps ``trainer.state.metrics`` and ``best``."""
+    """Evaluates at intervals and at the end; keeps ``ctx.state.metrics`` and ``best``."""
 
     priority = NORMAL - 5  # after the checkpoint (42), before early stopping (48)
 
@@ -40,75 +45,74 @@ class EvalHook(Hook):
         self.greater = (rule or ("less" if self.save_best and "loss" in self.save_best
                                  else "greater")) == "greater"
         self.batch_size = batch_size
-        self._loader = None
+        self._loader: DataLoader | None = None
 
     @classmethod
     def from_config(cls, cfg: EvaluationConfig) -> EvalHook:
         return cls(interval=cfg.interval, save_best=cfg.save_best, rule=cfg.rule)
 
-    def loader(self, trainer: Any) -> Any:
+    def loader(self, ctx: TrainContext) -> DataLoader:
         if self._loader is None:
-            from detcli.engine.tester import build_test_loader
-
             self._loader = build_test_loader(
-                trainer.val_dataset, samples_per_gpu=self.batch_size,
-                workers_per_gpu=trainer.cfg.data.workers_per_gpu, distributed=trainer.dist.enabled)
+                ctx.val_dataset, samples_per_gpu=self.batch_size,
+                workers_per_gpu=ctx.cfg.data.workers_per_gpu, distributed=ctx.dist.enabled)
         return self._loader
 
-    def due(self, state: Any) -> bool:
+    def due(self, state: TrainState) -> bool:
         """Whether an evaluation belongs at the end of the epoch (iteration) ``state`` is at."""
         if state.by_epoch and state.iter != state.epoch * state.iters_per_epoch:
             return False  # inside an epoch
         done = state.epoch if state.by_epoch else state.iter
         return done > 0 and (done % self.interval == 0 or state.finished)
 
-    def after_epoch(self, trainer: Any) -> None:
-        if trainer.state.by_epoch and self.due(trainer.state):
-            self.evaluate(trainer)
+    def evaluates_at(self, state: TrainState) -> bool:
+        return self.due(state)
 
-    def after_iter(self, trainer: Any) -> None:
-        if not trainer.state.by_epoch and self.due(trainer.state):
-            self.evaluate(trainer)
+    def after_epoch(self, ctx: TrainContext) -> None:
+        if ctx.state.by_epoch and self.due(ctx.state):
+            self.evaluate(ctx)
 
-    def after_run(self, trainer: Any) -> None:
+    def after_iter(self, ctx: TrainContext) -> None:
+        if not ctx.state.by_epoch and self.due(ctx.state):
+            self.evaluate(ctx)
+
+    def after_run(self, ctx: TrainContext) -> None:
         """A run that stopped early, between evaluations, still ends with one."""
-        if trainer.state.metrics_iter != trainer.state.iter:
-            self.evaluate(trainer)
+        if ctx.state.metrics_iter != ctx.state.iter:
+            self.evaluate(ctx)
 
-    def evaluate(self, trainer: Any) -> dict[str, Any]:
-        from detcli.engine.evaluation import evaluate
-
-        model = trainer.ema.module if trainer.ema is not None else trainer.model
+    def evaluate(self, ctx: TrainContext) -> dict[str, Any]:
+        model = ctx.ema.module if ctx.ema is not None else ctx.model
         with preserved_rng():
-            metrics = evaluate(model, self.loader(trainer), trainer.val_dataset, trainer.device,
-                               progress=lambda done, total: trainer.hooks.call(
-                                   "on_eval_progress", trainer, done, total))
-        trainer.model.train()
-        state = trainer.state
+            metrics = evaluation.evaluate(
+                model, self.loader(ctx), ctx.val_dataset, ctx.device,
+                progress=lambda done, total: ctx.hooks.call("on_eval_progress", ctx, done, total))
+        ctx.model.train()
+        state = ctx.state
         state.metrics, state.metrics_iter = metrics, state.iter
         record = {"mode": "val", "epoch": state.epoch, "iter": state.iter,
                   **{k: v for k, v in metrics.items() if k != "per_class"},
                   "per_class": metrics.get("per_class")}
-        trainer.emit_log(record)
+        ctx.emit_log(record)
         if self.save_best:
-            self._maybe_save_best(trainer, metrics)
-        trainer.hooks.call("on_eval", trainer, metrics)
+            self._maybe_save_best(ctx, metrics)
+        ctx.hooks.call("on_eval", ctx, metrics)
         return metrics
 
-    def _maybe_save_best(self, trainer: Any, metrics: dict[str, Any]) -> None:
+    def _maybe_save_best(self, ctx: TrainContext, metrics: dict[str, Any]) -> None:
         name = self.save_best
         if name not in metrics:
             numeric = ", ".join(k for k, v in metrics.items() if isinstance(v, (int, float)))
             raise ConfigError(f"evaluation.save_best = {name!r} is not an evaluation metric; "
                               f"the evaluation gives: {numeric}")
         value = float(metrics[name])
-        best = trainer.state.best
+        best = ctx.state.best
         if not math.isfinite(value) or (best is not None and not (
                 value > best["value"] if self.greater else value < best["value"])):
             return
-        path = trainer.work_dir / f"best_{name}.pth"
-        trainer.state.best = {"metric": name, "value": value, "epoch": trainer.state.epoch,
-                              "iter": trainer.state.iter, "path": str(path)}
-        trainer.save_checkpoint(path)  # every rank: it gathers their random generators
-        log.info("new best %s = %.4f at epoch %d: saved %s", name, value, trainer.state.epoch,
+        path = ctx.work_dir / f"best_{name}.pth"
+        ctx.state.best = {"metric": name, "value": value, "epoch": ctx.state.epoch,
+                              "iter": ctx.state.iter, "path": str(path)}
+        ctx.save_checkpoint(path)  # every rank: it gathers their random generators
+        log.info("new best %s = %.4f at epoch %d: saved %s", name, value, ctx.state.epoch,
                  path.name)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from detcli.engine.config import TextLoggerHookConfig
-from detcli.engine.hooks.base import VERY_LOW, Hook
+from detcli.engine.context import VERY_LOW, Hook, TrainContext
 from detcli.errors import writing
 from detcli.registry import HOOKS
 
@@ -41,15 +41,15 @@ class LoggerHook(Hook):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
-    def before_run(self, trainer: Any) -> None:
+    def before_run(self, ctx: TrainContext) -> None:
         """A new run starts the file afresh; a resumed one keeps what its checkpoint holds."""
-        if not trainer.dist.is_main:
+        if not ctx.dist.is_main:
             return
-        if trainer.restored.kind not in ("resume", "extend"):
+        if ctx.restored.kind not in ("resume", "extend"):
             with writing(self.path, "the metrics log"):
                 self.path.write_text("", encoding="utf-8")
         else:
-            self._truncate(trainer.state.iter, keep_last_eval=not trainer.eval_pending)
+            self._truncate(ctx.state.iter, keep_last_eval=not ctx.eval_pending)
 
     def _truncate(self, done: int, keep_last_eval: bool) -> None:
         """Keep the records of iterations ``<= done`` (the evaluation at ``done`` only when
@@ -76,8 +76,8 @@ class LoggerHook(Hook):
                 "%s: dropped %d record(s) after iteration %d, work the interrupted run did after "
                 "its checkpoint (train.log keeps them)", self.path.name, dropped, done)
 
-    def on_log(self, trainer: Any, record: dict[str, Any]) -> None:
-        if not trainer.dist.is_main:
+    def on_log(self, ctx: TrainContext, record: dict[str, Any]) -> None:
+        if not ctx.dist.is_main:
             return
         line = json.dumps({k: v for k, v in record.items() if k != "per_class"}, default=str)
         with writing(self.path, "the metrics log"), open(self.path, "a", encoding="utf-8") as f:
@@ -119,6 +119,6 @@ class TextLoggerHook(Hook):
     def from_config(cls, cfg: TextLoggerHookConfig, **derived: Any) -> TextLoggerHook:
         return cls()
 
-    def on_log(self, trainer: Any, record: dict[str, Any]) -> None:
-        if trainer.dist.is_main:
+    def on_log(self, ctx: TrainContext, record: dict[str, Any]) -> None:
+        if ctx.dist.is_main:
             train_log.info("%s", format_record(record))

@@ -13,7 +13,7 @@ from typing import Any
 
 from detcli.data.build import check_num_classes
 from detcli.engine.config import NumClassCheckHookConfig
-from detcli.engine.hooks.base import VERY_HIGH, Hook
+from detcli.engine.context import VERY_HIGH, Hook, TrainContext
 from detcli.errors import ConfigError
 from detcli.models.introspect import declared_num_classes, num_classes_key
 from detcli.registry import HOOKS
@@ -29,14 +29,14 @@ class NumClassCheckHook(Hook):
     def from_config(cls, cfg: NumClassCheckHookConfig, **derived: Any) -> NumClassCheckHook:
         return cls()
 
-    def before_run(self, trainer: Any) -> None:
-        model = trainer.model
+    def before_run(self, ctx: TrainContext) -> None:
+        model = ctx.model
         num_classes = declared_num_classes(model)
         if num_classes is None:
             raise ConfigError(f"NumClassCheckHook needs a model with bbox_head.num_classes; "
                               f"{type(model).__name__} has none",
                               hint="remove NumClassCheckHook from custom_hooks")
         key = num_classes_key(model)
-        check_num_classes(trainer.train_dataset, num_classes, key)
-        if trainer.evaluates and trainer.val_dataset is not None:
-            check_num_classes(trainer.val_dataset, num_classes, key)
+        check_num_classes(ctx.train_dataset, num_classes, key)
+        if ctx.evaluates and ctx.val_dataset is not None:
+            check_num_classes(ctx.val_dataset, num_classes, key)
