@@ -13,8 +13,9 @@ The steps of :func:`visualize_assignment`:
    (:class:`~detcli.analysis.assignment.AssignmentParts`: a two-stage detector's are its RPN's,
    ``model.rpn_head`` and ``model.train_cfg.rpn``); an assigner whose class says
    ``needs_predictions = True`` cannot run without a trained model and is refused;
-2. read the GT of the image: ``--box`` strings (:func:`parse_box`) or the COCO file's entry
-   for the image's file name (:func:`coco_gt_for_image`);
+2. the GT of the image (:class:`OriginalGT`): the ``--box`` options (parsed by
+   :mod:`detcli.cli.viz`) or the COCO file's entry for the image's file name
+   (:func:`annotation_gt`);
 3. run the test pipeline (or the training pipeline, seeded) on the image and its boxes;
 4. run :func:`~detcli.analysis.assignment.assign_image` and gather per-GT statistics;
 5. what the assigner can explain besides its codes
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -38,8 +38,7 @@ import torch
 
 from detcli.analysis import capabilities as can
 from detcli.errors import ConfigError, DataError, DetError
-from detcli.models.introspect import config_num_classes
-from detcli.registry import DATASETS, suggest
+from detcli.registry import DATASETS
 from detcli.task.assigners.assign_result import IGNORED, NEGATIVE
 from detcli.analysis.assign_explain import Explanation, explain
 from detcli.analysis.assignment import AssignmentParts, ImageAssignment, assign_image
@@ -50,18 +49,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BOX_FORMAT = "x1,y1,x2,y2[,label] in original-image pixels (label: a class index or name)"
-
-
 @dataclass
 class OriginalGT:
-    """GT of one image in original-image pixels, as given on the command line or in a file."""
+    """GT of one image in original-image pixels, as given on the command line (``det viz
+    assign --box``, parsed by :mod:`detcli.cli.viz`) or in a file (:func:`annotation_gt`)."""
 
     boxes: np.ndarray  # (G, 4) float32
     labels: np.ndarray  # (G,) int64 in [0, K)
     ignore_boxes: np.ndarray  # (I, 4) float32
     class_names: tuple[str, ...]
     source: str  # "--box" or the annotation file
+
+    @classmethod
+    def from_boxes(cls, boxes: Sequence[Sequence[float]], labels: Sequence[int],
+                   class_names: Sequence[str], source: str = "--box") -> OriginalGT:
+        """G boxes (x1, y1, x2, y2) with their labels in [0, K), no ignore boxes."""
+        return cls(np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64).reshape(-1),
+                   np.zeros((0, 4), np.float32), tuple(class_names), source)
 
 
 @dataclass
@@ -192,51 +196,6 @@ class AssignReport:
 
 # -- GT input ---------------------------------------------------------------------------------
 
-def resolve_label(token: str, class_names: Sequence[str], num_classes: int) -> int:
-    """A class index in [0, K) or a class name -> the label; DataError naming the choices."""
-    token = token.strip()
-    if token.lstrip("-").isdigit():
-        label = int(token)
-        if not 0 <= label < num_classes:
-            raise DataError(f"label {label} is not a class index: the model has {num_classes} "
-                            f"classes (0 to {num_classes - 1})")
-        return label
-    if token in class_names:
-        return list(class_names).index(token)
-    if not class_names:
-        raise DataError(f"label {token!r}: no class names are known (the config's datasets set no "
-                        "`classes` and their annotation files cannot be read); use a class index "
-                        f"from 0 to {num_classes - 1}")
-    hint = suggest(token, list(class_names))
-    raise DataError(f"label {token!r} is not a class name; classes: {', '.join(class_names)}"
-                    + (f". Did you mean {hint!r}?" if hint else ""))
-
-
-def parse_box(text: str, class_names: Sequence[str], num_classes: int) -> tuple[list[float], int]:
-    """``"x1,y1,x2,y2[,label]"`` -> (box, label); label 0 when omitted. DataError when malformed."""
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) not in (4, 5):
-        raise DataError(f"--box {text!r}: expected {BOX_FORMAT}; got {len(parts)} fields")
-    try:
-        box = [float(v) for v in parts[:4]]
-    except ValueError:
-        raise DataError(f"--box {text!r}: the first four fields must be numbers ({BOX_FORMAT})") \
-            from None
-    if not all(math.isfinite(v) for v in box):
-        raise DataError(f"--box {text!r}: coordinates must be finite numbers")
-    if box[2] <= box[0] or box[3] <= box[1]:
-        raise DataError(f"--box {text!r}: needs x2 > x1 and y2 > y1 (corners, not x,y,w,h)")
-    label = resolve_label(parts[4], class_names, num_classes) if len(parts) == 5 else 0
-    return box, label
-
-
-def gt_from_boxes(texts: Sequence[str], class_names: Sequence[str], num_classes: int) -> OriginalGT:
-    parsed = [parse_box(t, class_names, num_classes) for t in texts]
-    boxes = np.array([b for b, _ in parsed], np.float32).reshape(-1, 4)  # (G, 4)
-    labels = np.array([lab for _, lab in parsed], np.int64).reshape(-1)  # (G,)
-    return OriginalGT(boxes, labels, np.zeros((0, 4), np.float32), tuple(class_names), "--box")
-
-
 def find_image_record(images: list[dict[str, Any]], image_path: Path, ann_file: Path) -> dict[str, Any]:
     """The COCO image record of ``image_path``: same base name, and when several share it, the
     one whose ``file_name`` is a suffix of the path. DataError listing close names otherwise."""
@@ -287,6 +246,13 @@ def coco_gt_for_image(ann_file: Path, image_path: Path,
              record["id"], int((usable & ~crowd).sum()), int((usable & crowd).sum()))
     keep = usable & ~crowd
     return OriginalGT(boxes[keep], labels[keep], boxes[usable & crowd], names, str(ann_file))
+
+
+def annotation_gt(cfg: Any, ann_file: str | Path, image_path: str | Path) -> OriginalGT:
+    """The GT of ``image_path`` in the COCO file ``ann_file``, labelled as training would
+    label it (the classes of the config's ``data.train``)."""
+    classes = getattr(cfg.data.train, "classes", None)
+    return coco_gt_for_image(Path(ann_file), Path(image_path), classes)
 
 
 def config_class_names(cfg: Any) -> tuple[str, ...]:
@@ -373,34 +339,32 @@ def prepare(image_path: Path, gt: OriginalGT, pipeline: Sequence[Any], seed: int
     return view
 
 
+def assignment_parts(cfg: Any) -> AssignmentParts:
+    """The prior generator, assigner and sampler of the config (step 1); DetError for an
+    assigner that needs the model's predictions."""
+    parts = AssignmentParts.from_config(cfg)
+    if can.needs_predictions(parts.assigner):
+        raise DetError(f"{type(parts.assigner).__name__} assigns by the model's predictions: it "
+                       "needs a trained model (--checkpoint), which `det viz assign` cannot load "
+                       "yet", hint="a static assigner (MaxIoUAssigner) needs no checkpoint")
+    return parts
+
+
 def visualize_assignment(
     cfg: Any,
     image_path: str | Path,
+    gt: OriginalGT,
     *,
-    ann_file: Optional[str | Path] = None,
-    boxes: Sequence[str] = (),
     train_pipeline: bool = False,
     seed: int = 0,
+    parts: Optional[AssignmentParts] = None,
 ) -> AssignmentView:
-    """The assignment of ``image_path``'s GT (``boxes`` strings or ``ann_file``'s entry) under
-    the config ``cfg`` (a DetConfig); see the module docstring for the steps."""
-    parts = AssignmentParts.from_config(cfg)  # 1.
+    """The assignment of ``image_path``'s GT ``gt`` (step 2: :func:`annotation_gt`, or the
+    ``--box`` options) under the config ``cfg`` (a DetConfig), with ``parts`` (default: the
+    config's, :func:`assignment_parts`); see the module docstring for the steps."""
+    parts = assignment_parts(cfg) if parts is None else parts  # 1.
     assigner = type(parts.assigner).__name__
-    if can.needs_predictions(parts.assigner):
-        raise DetError(f"{assigner} assigns by the model's predictions: it needs a trained "
-                       "model (--checkpoint), which `det viz assign` cannot load yet",
-                       hint="a static assigner (MaxIoUAssigner) needs no checkpoint")
     image_path = Path(image_path)
-    if ann_file is not None and boxes:
-        raise DetError("give GT boxes either with --ann or with --box, not both")
-    if ann_file is not None:  # 2.
-        classes = getattr(cfg.data.train, "classes", None)  # the labels training would use
-        gt = coco_gt_for_image(Path(ann_file), image_path, classes)
-    elif boxes:
-        num_classes = config_num_classes(cfg.model) or 0
-        gt = gt_from_boxes(boxes, config_class_names(cfg), num_classes)
-    else:
-        raise DetError("no GT boxes: give --ann COCO_JSON or --box x1,y1,x2,y2[,label]")
     view = prepare(image_path, gt, pipeline_of(cfg, train_pipeline), seed)  # 3.
 
     generator = torch.Generator().manual_seed(seed)  # 4.

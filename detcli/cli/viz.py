@@ -13,10 +13,11 @@ annotation file or ``--box`` that cannot be used; 4 a checkpoint that does not f
 
 from __future__ import annotations
 
+import math
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional, Sequence
 
 import typer
 from rich.box import SIMPLE_HEAD
@@ -37,6 +38,10 @@ from detcli.cli.common import (
     print_json,
     shown_default,
 )
+
+if TYPE_CHECKING:
+    from detcli.analysis.assign_view import OriginalGT
+    from detcli.config.root import DetConfig
 
 app = typer.Typer(cls=DetGroup, help="Draw assignments and dataset samples.", no_args_is_help=True)
 
@@ -62,6 +67,79 @@ def parse_levels(text: Optional[str], num_levels: int) -> Optional[list[int]]:
     if bad or not levels:
         raise DetError(f"--levels {text!r}: no level {bad[0] if bad else '(none given)'}; {valid}")
     return sorted(set(levels))
+
+
+# -- --box and --ann ---------------------------------------------------------------------------
+
+BOX_FORMAT = "x1,y1,x2,y2[,label] in original-image pixels (label: a class index or name)"
+
+
+def resolve_label(token: str, class_names: Sequence[str], num_classes: int) -> int:
+    """A class index in [0, K) or a class name -> the label; DataError naming the choices."""
+    from detcli.errors import DataError
+    from detcli.registry import suggest
+
+    token = token.strip()
+    if token.lstrip("-").isdigit():
+        label = int(token)
+        if not 0 <= label < num_classes:
+            raise DataError(f"label {label} is not a class index: the model has {num_classes} "
+                            f"classes (0 to {num_classes - 1})")
+        return label
+    if token in class_names:
+        return list(class_names).index(token)
+    if not class_names:
+        raise DataError(f"label {token!r}: no class names are known (the config's datasets set no "
+                        "`classes` and their annotation files cannot be read); use a class index "
+                        f"from 0 to {num_classes - 1}")
+    hint = suggest(token, list(class_names))
+    raise DataError(f"label {token!r} is not a class name; classes: {', '.join(class_names)}"
+                    + (f". Did you mean {hint!r}?" if hint else ""))
+
+
+def parse_box(text: str, class_names: Sequence[str], num_classes: int) -> tuple[list[float], int]:
+    """``"x1,y1,x2,y2[,label]"`` -> (box, label); label 0 when omitted. DataError when malformed."""
+    from detcli.errors import DataError
+
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) not in (4, 5):
+        raise DataError(f"--box {text!r}: expected {BOX_FORMAT}; got {len(parts)} fields")
+    try:
+        box = [float(v) for v in parts[:4]]
+    except ValueError:
+        raise DataError(f"--box {text!r}: the first four fields must be numbers ({BOX_FORMAT})") \
+            from None
+    if not all(math.isfinite(v) for v in box):
+        raise DataError(f"--box {text!r}: coordinates must be finite numbers")
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise DataError(f"--box {text!r}: needs x2 > x1 and y2 > y1 (corners, not x,y,w,h)")
+    label = resolve_label(parts[4], class_names, num_classes) if len(parts) == 5 else 0
+    return box, label
+
+
+def gt_from_boxes(texts: Sequence[str], class_names: Sequence[str], num_classes: int) -> OriginalGT:
+    """``--box`` options -> the image's GT (no ignore boxes)."""
+    from detcli.analysis.assign_view import OriginalGT
+
+    parsed = [parse_box(t, class_names, num_classes) for t in texts]
+    return OriginalGT.from_boxes([b for b, _ in parsed], [lab for _, lab in parsed], class_names)
+
+
+def read_gt(cfg: DetConfig, image: Path, ann: Optional[Path], boxes: Sequence[str]) -> OriginalGT:
+    """The GT ``det viz assign`` draws: ``--ann``'s entry for the image, or the ``--box``
+    options with labels by the config's class names; DetError for both or neither."""
+    from detcli.analysis.assign_view import annotation_gt, config_class_names
+    from detcli.errors import DetError
+    from detcli.models.introspect import config_num_classes
+
+    if ann is not None and boxes:
+        raise DetError("give GT boxes either with --ann or with --box, not both")
+    if ann is not None:
+        return annotation_gt(cfg, ann, image)
+    if boxes:
+        return gt_from_boxes(boxes, config_class_names(cfg), config_num_classes(cfg.model) or 0)
+    raise DetError("no GT boxes: give --ann COCO_JSON or --box x1,y1,x2,y2[,label]")
+
 
 
 def _gt_table(view) -> Table:
@@ -224,6 +302,7 @@ def assign(
     from detcli.analysis.assign_view import (
         AssignReport,
         PictureFile,
+        assignment_parts,
         pipeline_of,
         visualize_assignment,
     )
@@ -242,8 +321,10 @@ def assign(
     if checkpoint is not None and jitter is not None:
         raise DetError("--jitter makes proposals from the GT boxes, --checkpoint takes the RPN's: "
                        "give one of them")
-    view = visualize_assignment(cfg, image, ann_file=ann, boxes=box or (),
-                                train_pipeline=train_pipeline, seed=seed)
+    parts = assignment_parts(cfg)
+    gt = read_gt(cfg, image, ann, box or ())
+    view = visualize_assignment(cfg, image, gt, train_pipeline=train_pipeline, seed=seed,
+                                parts=parts)
     chosen = parse_levels(levels, len(view.strides))
     rcnn = None
     if two_stage:

@@ -1,5 +1,6 @@
-"""``detcli.analysis.assign_view``: GT input (--box, COCO by file name) and the assignment data
-behind the picture, checked against the anchor generator and assigner run directly."""
+"""``detcli.analysis.assign_view``: GT input (--box, parsed by ``detcli.cli.viz``; COCO by file
+name) and the assignment data behind the picture, checked against the anchor generator and
+assigner run directly."""
 
 from __future__ import annotations
 
@@ -16,15 +17,16 @@ from detcli.analysis import assign_view
 from detcli.analysis.assign_view import (
     AssignReport,
     PictureFile,
+    annotation_gt,
     coco_gt_for_image,
     find_image_record,
-    parse_box,
     visualize_assignment,
 )
 from detcli.analysis.capabilities import needs_predictions
+from detcli.cli.viz import parse_box, read_gt
 from detcli.viz.assign_picture import draw_assignment
 from detcli.viz.canvas import assignment_canvas_size
-from tests.analysis.tiny_data import make_tiny
+from tests.analysis.tiny_data import assign_boxes, make_tiny
 
 NAMES = ("square", "circle", "triangle")
 
@@ -107,7 +109,7 @@ def _direct(priors_per_level, gt_boxes, assigner):
 
 def test_counts_per_level_match_the_assigner_run_directly(tiny):
     cfg = load_config(tiny.config).cfg
-    view = visualize_assignment(cfg, tiny.image_a, boxes=["10,20,40,50", "60,10,100,80,circle"])
+    view = assign_boxes(cfg, tiny.image_a, ["10,20,40,50", "60,10,100,80,circle"])
     assert view.pad_shape == (192, 256) and view.img_shape == (192, 256)
     np.testing.assert_allclose(view.gt_boxes, [[20, 40, 80, 100], [120, 20, 200, 160]])  # x2
     assert [gt.class_name for gt in view.gts] == ["square", "circle"]
@@ -135,7 +137,7 @@ def test_counts_per_level_match_the_assigner_run_directly(tiny):
 
 def test_a_gt_too_small_for_every_anchor_is_flagged(tiny):
     cfg = load_config(tiny.config, ["model.train_cfg.assigner.min_pos_iou=0.3"]).cfg
-    view = visualize_assignment(cfg, tiny.image_a, boxes=["10,20,40,50", "100,70,102,72"])
+    view = assign_boxes(cfg, tiny.image_a, ["10,20,40,50", "100,70,102,72"])
     # a 4 x 4 box against anchors of 16 px and more: IoU at most 16 / 256 < 0.3
     assert view.gts[1].num_pos == 0 and view.gts[1].best_iou <= 16 / 256 + 1e-6
     assert view.zero_positive == [1]
@@ -144,34 +146,34 @@ def test_a_gt_too_small_for_every_anchor_is_flagged(tiny):
 
 def test_train_pipeline_flips_boxes_with_the_image(tiny):
     cfg = load_config(tiny.config, ["data.train.pipeline.3.flip_ratio=1.0"]).cfg
-    view = visualize_assignment(cfg, tiny.image_a, boxes=["10,20,40,50"], train_pipeline=True)
+    view = assign_boxes(cfg, tiny.image_a, ["10,20,40,50"], train_pipeline=True)
     assert view.flip
     np.testing.assert_allclose(view.gt_boxes, [[256 - 80, 40, 256 - 20, 100]])
 
 
 def test_ann_file_gt_and_its_missing_entry(tiny, tmp_path):
     cfg = load_config(tiny.config).cfg
-    view = visualize_assignment(cfg, tiny.image_a, ann_file=tiny.ann_file)
+    view = visualize_assignment(cfg, tiny.image_a, annotation_gt(cfg, tiny.ann_file, tiny.image_a))
     np.testing.assert_allclose(view.gt_boxes, [[20, 40, 80, 100], [120, 20, 200, 160]])
     np.testing.assert_allclose(view.ignore_boxes, [[0, 120, 40, 160]])
     other = tmp_path / "c.png"
     other.write_bytes(tiny.image_a.read_bytes())
     with pytest.raises(DataError, match="has no image named 'c.png'; close names: b.png, a.png"):
-        visualize_assignment(cfg, other, ann_file=tiny.ann_file)
+        annotation_gt(cfg, tiny.ann_file, other)
 
 
 def test_bad_inputs_are_det_errors(tiny, tmp_path):
     cfg = load_config(tiny.config).cfg
     with pytest.raises(DataError, match="image file not found"):
-        visualize_assignment(cfg, tmp_path / "nope.png", boxes=["1,2,3,4"])
+        assign_boxes(cfg, tmp_path / "nope.png", ["1,2,3,4"])
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"not an image at all")
     with pytest.raises(DataError, match="cannot decode image file"):
-        visualize_assignment(cfg, junk, boxes=["1,2,3,4"])
+        assign_boxes(cfg, junk, ["1,2,3,4"])
     with pytest.raises(DataError, match=r"lies outside .* which is 128x96"):
-        visualize_assignment(cfg, tiny.image_a, boxes=["200,10,220,20"])
+        assign_boxes(cfg, tiny.image_a, ["200,10,220,20"])
     with pytest.raises(DetError, match="no GT boxes"):
-        visualize_assignment(cfg, tiny.image_a)
+        read_gt(cfg, tiny.image_a, None, ())
 
 
 def test_an_assigner_that_needs_predictions_is_refused(tiny, monkeypatch):
@@ -188,12 +190,11 @@ def test_an_assigner_that_needs_predictions_is_refused(tiny, monkeypatch):
 
     monkeypatch.setattr(assign_view.AssignmentParts, "from_config", parts_with_learned)
     with pytest.raises(DetError, match="LearnedAssigner assigns by the model's predictions: it needs"):
-        visualize_assignment(load_config(tiny.config).cfg, tiny.image_a, boxes=["1,2,3,4"])
+        assign_boxes(load_config(tiny.config).cfg, tiny.image_a, ["1,2,3,4"])
 
 
 def test_picture_size_is_panels_times_input_plus_legend(tiny):
-    view = visualize_assignment(load_config(tiny.config).cfg, tiny.image_a,
-                                boxes=["10,20,40,50", "60,10,100,80"])
+    view = assign_boxes(load_config(tiny.config).cfg, tiny.image_a, ["10,20,40,50", "60,10,100,80"])
     # 6 panels (overview + 5 levels) in 3 columns of 256 + 4 gap: 784 wide; 2 rows of
     # 18 title + 192 image + 4 gap, + 4: 432; legend of 3 markers + totals + 2 GTs = 6 entries,
     # 3 per line (780 // 200): 2 lines of 18, + 4.
@@ -209,7 +210,7 @@ def test_picture_size_is_panels_times_input_plus_legend(tiny):
 
 
 def test_the_report_is_the_view_with_where_its_picture_went(tiny):
-    view = visualize_assignment(load_config(tiny.config).cfg, tiny.image_a, boxes=["10,20,40,50"])
+    view = assign_boxes(load_config(tiny.config).cfg, tiny.image_a, ["10,20,40,50"])
     picture = PictureFile(tiny.image_a.with_name("a_assign.png"), (294, 524))
     data = AssignReport(view, picture).to_dict()
     assert data == {**view.to_dict(), "out": str(picture.path), "picture_shape": [294, 524]}

@@ -19,11 +19,10 @@ from detcli.task.prior_generators import AnchorGenerator, MlvlPointGenerator
 from detcli.task.samplers import PseudoSampler
 from detcli.analysis.anchor_analysis import analyze_anchors
 from detcli.analysis.assignment import AssignmentParts, assign_image
-from detcli.analysis.assign_view import visualize_assignment
 from detcli.viz.assign_picture import draw_assignment, draw_regions, legend_entries, panel_title
 from detcli.viz.canvas import assignment_canvas_size
 from tests.analysis.fcos_atss_data import ATSS, FCOS, fcos_hand_config, on_tiny
-from tests.analysis.tiny_data import make_tiny
+from tests.analysis.tiny_data import assign_boxes, make_tiny
 
 SIZES = [(24, 32), (12, 16), (6, 8), (3, 4), (2, 2)]  # a 192 x 256 input over strides 8 .. 128
 BOXES = ["10,20,40,50", "60,10,100,80,circle"]  # -> [20, 40, 80, 100], [120, 20, 200, 160]
@@ -87,7 +86,7 @@ def test_fcos_point_coverage_report_by_hand(tmp_path):
 
 
 def test_fcos_view_explains_regions_and_the_picture_draws_them(tiny):
-    view = visualize_assignment(load_config(on_tiny(tiny, FCOS)).cfg, tiny.image_a, boxes=BOXES)
+    view = assign_boxes(load_config(on_tiny(tiny, FCOS)).cfg, tiny.image_a, BOXES)
     regions = view.explained.regions
     assert regions["eligible"].shape == (5, 2, 4) and regions["center"] is None
     # GT 1 (80 x 140) cannot sit on level 0 whole: its range [-1, 64] cuts the top and bottom
@@ -112,7 +111,7 @@ def test_draw_regions_shades_the_region_but_not_its_hole():
 
 
 def test_atss_view_shows_candidates_and_thresholds(tiny):
-    view = visualize_assignment(load_config(on_tiny(tiny, ATSS)).cfg, tiny.image_a, boxes=BOXES)
+    view = assign_boxes(load_config(on_tiny(tiny, ATSS)).cfg, tiny.image_a, BOXES)
     cand = view.explained.candidates
     assert cand.shape == (2, 9 + 9 + 9 + 9 + 4)  # topk 9 per level; level 4 has 2 x 2 anchors
     priors = torch.from_numpy(view.priors)

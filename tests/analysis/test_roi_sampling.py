@@ -32,10 +32,10 @@ from detcli.analysis.proposals import (
     network_input,
 )
 from detcli.analysis.roi_sampling import RCNNParts, sample_candidates, visualize_roi_sampling
-from detcli.analysis.assign_view import pipeline_of, visualize_assignment
+from detcli.analysis.assign_view import pipeline_of
 from detcli.viz.canvas import assignment_canvas_size
 from detcli.viz.roi_picture import draw_roi_sampling
-from tests.analysis.tiny_data import ROOT, make_tiny
+from tests.analysis.tiny_data import ROOT, assign_boxes, make_tiny
 
 FRCNN = ROOT / "presets" / "faster_rcnn_tiny_synth.toml"
 SMALL = ("[model.backbone]\nbase_channels = 8\n[model.neck]\nout_channels = 32\n"
@@ -163,7 +163,7 @@ def test_sampling_draws_what_standard_roi_head_sample_draws(frcnn):
 def test_view_counts_and_picture_size(frcnn):
     tiny, config = frcnn
     cfg = load_config(config).cfg
-    view = visualize_assignment(cfg, tiny.image_a, boxes=["10,20,40,50", "60,10,100,80,circle"])
+    view = assign_boxes(cfg, tiny.image_a, ["10,20,40,50", "60,10,100,80,circle"])
     rcnn = visualize_roi_sampling(cfg, view, pipeline_of(cfg, False), jitter=10, background=30,
                                   seed=2)
     c = rcnn.counts
@@ -191,7 +191,7 @@ def test_view_counts_and_picture_size(frcnn):
 def test_network_input_matches_the_test_preprocessing(frcnn):
     tiny, config = frcnn
     cfg = load_config(config).cfg
-    view = visualize_assignment(cfg, tiny.image_a, boxes=["10,20,40,50"])
+    view = assign_boxes(cfg, tiny.image_a, ["10,20,40,50"])
     batch = network_input(view, pipeline_of(cfg, False))
     reference = Preprocessor.from_config(cfg)([tiny.image_a])  # det predict's input, independently
     assert batch.tensor.shape == reference.tensor.shape == (1, 3, 192, 256)
@@ -207,7 +207,7 @@ def test_network_input_matches_the_test_preprocessing(frcnn):
 def test_rpn_per_level_counts_match_its_generator_and_assigner_run_directly(frcnn):
     tiny, config = frcnn
     cfg = load_config(config).cfg
-    view = visualize_assignment(cfg, tiny.image_a, boxes=["10,20,40,50", "60,10,100,80,circle"],
+    view = assign_boxes(cfg, tiny.image_a, ["10,20,40,50", "60,10,100,80,circle"],
                                 seed=4)
     assert view.head_key == "model.rpn_head" and view.to_dict()["anchors_of"] == "model.rpn_head"
     assert (view.assigner, view.sampler) == ("MaxIoUAssigner", "RandomSampler")

@@ -19,6 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from detcli.analysis.assign_view import visualize_assignment
+from detcli.cli.viz import read_gt
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "presets" / "retinanet_tiny_synth.toml"
 
@@ -62,3 +65,9 @@ def make_tiny(tmp_path: Path) -> TinyData:
                      for s in ("train", "val", "test"))
     config.write_text(f'extends = ["{TINY}"]\n{splits}')
     return TinyData(root, ann_file, image_a, image_b, config)
+
+
+def assign_boxes(cfg, image: Path, boxes: list[str], **kwargs):
+    """``visualize_assignment`` on GT given as ``--box`` options, read as ``det viz assign``
+    reads them."""
+    return visualize_assignment(cfg, image, read_gt(cfg, image, None, boxes), **kwargs)

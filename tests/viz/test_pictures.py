@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from detcli.config.loader import load_config
-from detcli.analysis.assign_view import visualize_assignment
 from detcli.viz.assign_picture import draw_assignment
 from detcli.viz.canvas import WARN, distinct_colours, draw_dots, fit_text, panel_scale
-from tests.analysis.tiny_data import make_tiny
+from tests.analysis.tiny_data import assign_boxes, make_tiny
 
 
 def test_distinct_colours_are_distinct_and_never_red():
@@ -43,8 +42,8 @@ def test_panel_scale_brings_the_longer_side_into_256_to_800():
 def test_only_a_gt_without_positives_draws_red(tmp_path):
     tiny = make_tiny(tmp_path)
     cfg = load_config(tiny.config, ["model.train_cfg.assigner.min_pos_iou=0.3"]).cfg
-    fine = visualize_assignment(cfg, tiny.image_a, boxes=["10,20,40,50"])
-    flagged = visualize_assignment(cfg, tiny.image_a, boxes=["10,20,40,50", "100,70,102,72"])
+    fine = assign_boxes(cfg, tiny.image_a, ["10,20,40,50"])
+    flagged = assign_boxes(cfg, tiny.image_a, ["10,20,40,50", "100,70,102,72"])
     red = np.array(WARN, np.uint8)
     assert not (draw_assignment(fine) == red).all(axis=-1).any()
     assert (draw_assignment(flagged) == red).all(axis=-1).sum() > 50
