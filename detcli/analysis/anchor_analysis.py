@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 import numpy as np
 import torch
 
-from detcli.errors import DataError
-from detcli.task.assigners.assign_result import IGNORED, NEGATIVE
 from detcli.analysis.anchor_gt import GTBatch, GTSet, collect_gt, make_batches
 from detcli.analysis.anchor_stats import build_summary
 from detcli.analysis.assignment import AssignmentParts, assign_padded, iou_elements
 from detcli.analysis.pipeline_geometry import PipelineGeometry, network_input_geometry
+from detcli.errors import DataError
+from detcli.task.assigners.assign_result import IGNORED, NEGATIVE
 
 if TYPE_CHECKING:
     from detcli.analysis.anchor_optimize import OptimizeResult

@@ -32,10 +32,10 @@ from typing import Any, Callable, Literal, Optional
 
 import numpy as np
 
+from detcli.analysis.anchor_analysis import AnchorReport, AnchorStudy, GTStats
 from detcli.config.emit import to_toml, value
 from detcli.errors import ConfigError
 from detcli.task.prior_generators.anchor_generator import AnchorGenerator, octave_scales
-from detcli.analysis.anchor_analysis import AnchorReport, AnchorStudy, GTStats
 
 log = logging.getLogger(__name__)
 

@@ -37,12 +37,12 @@ import numpy as np
 import torch
 
 from detcli.analysis import capabilities as can
-from detcli.errors import ConfigError, DataError, DetError
-from detcli.registry import DATASETS
-from detcli.task.assigners.assign_result import IGNORED, NEGATIVE
 from detcli.analysis.assign_explain import Explanation, explain
 from detcli.analysis.assignment import AssignmentParts, ImageAssignment, assign_image
 from detcli.analysis.pipeline_view import PipelineView, run_pipeline
+from detcli.errors import ConfigError, DataError, DetError
+from detcli.registry import DATASETS
+from detcli.task.assigners.assign_result import IGNORED, NEGATIVE
 
 if TYPE_CHECKING:
     from detcli.analysis.roi_sampling import RoISamplingView

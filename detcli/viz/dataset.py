@@ -15,11 +15,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from detcli.errors import ConfigError, DetError
-from detcli.viz.draw import draw_boxes, titled
-from detcli.viz.draw import save_image
-from detcli.viz.canvas import draw_ignore_boxes, image_grid
 from detcli.analysis.pipeline_view import PipelineView, run_pipeline
+from detcli.errors import ConfigError, DetError
+from detcli.viz.canvas import draw_ignore_boxes, image_grid
+from detcli.viz.draw import draw_boxes, save_image, titled
 
 
 @dataclass

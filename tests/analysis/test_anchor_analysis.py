@@ -8,10 +8,10 @@ import re
 
 import pytest
 
-from detcli.config.loader import load_config
-from detcli.errors import DataError
 from detcli.analysis.anchor_analysis import AnchorStudy, analyze_anchors, run_assignment
 from detcli.analysis.anchor_gt import make_batches
+from detcli.config.loader import load_config
+from detcli.errors import DataError
 from tests.analysis.anchor_data import BAD_ANCHORS, ROOT, hand_config, synth_config
 
 

@@ -8,9 +8,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from detcli.config.loader import load_config
-from detcli.errors import ConfigError
-from detcli.task.prior_generators import AnchorGenerator, AnchorGeneratorConfig
 from detcli.analysis.anchor_analysis import AnchorAnalysis, AnchorStudy, analyze_anchors
 from detcli.analysis.anchor_optimize import (
     AnchorParams,
@@ -19,6 +16,9 @@ from detcli.analysis.anchor_optimize import (
     optimize_anchors,
     shape_iou,
 )
+from detcli.config.loader import load_config
+from detcli.errors import ConfigError
+from detcli.task.prior_generators import AnchorGenerator, AnchorGeneratorConfig
 from tests.analysis.anchor_data import BAD_ANCHORS, synth_config
 
 

@@ -9,10 +9,6 @@ import pytest
 import torch
 import torchvision
 
-from detcli.config.loader import load_config
-from detcli.errors import DataError, DetError
-from detcli.task.assigners.max_iou import MaxIoUAssigner
-from detcli.task.prior_generators.anchor_generator import AnchorGenerator
 from detcli.analysis import assign_view
 from detcli.analysis.assign_view import (
     AssignReport,
@@ -24,6 +20,10 @@ from detcli.analysis.assign_view import (
 )
 from detcli.analysis.capabilities import needs_predictions
 from detcli.cli.viz import parse_box, read_gt
+from detcli.config.loader import load_config
+from detcli.errors import DataError, DetError
+from detcli.task.assigners.max_iou import MaxIoUAssigner
+from detcli.task.prior_generators.anchor_generator import AnchorGenerator
 from detcli.viz.assign_picture import draw_assignment
 from detcli.viz.canvas import assignment_canvas_size
 from tests.analysis.tiny_data import assign_boxes, make_tiny

@@ -18,13 +18,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from detcli.analysis.assignment import AssignmentParts, assign_batch, assign_image, featmap_sizes
 from detcli.config.loader import load_config
 from detcli.errors import ConfigError
 from detcli.models.build import build_detector
 from detcli.task.assigners import IGNORED, NEGATIVE, MaxIoUAssigner
 from detcli.task.prior_generators import AnchorGenerator
 from detcli.task.samplers import PseudoSampler, RandomSampler
-from detcli.analysis.assignment import AssignmentParts, assign_batch, assign_image, featmap_sizes
 from tests.analysis.fake_heads import ROOT, point_head, point_head_config  # noqa: F401  (fixture)
 
 NEG, IGN = NEGATIVE, IGNORED

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from detcli.analysis.anchor_analysis import analyze_anchors
+from detcli.analysis.assignment import AssignmentParts, assign_image
 from detcli.config.loader import load_config
 from detcli.models.dense_heads.fcos_targets import (
     DEFAULT_RANGES,
@@ -17,8 +19,6 @@ from detcli.models.dense_heads.fcos_targets import (
 from detcli.task.assigners import ATSSAssigner
 from detcli.task.prior_generators import AnchorGenerator, MlvlPointGenerator
 from detcli.task.samplers import PseudoSampler
-from detcli.analysis.anchor_analysis import analyze_anchors
-from detcli.analysis.assignment import AssignmentParts, assign_image
 from detcli.viz.assign_picture import draw_assignment, draw_regions, legend_entries, panel_title
 from detcli.viz.canvas import assignment_canvas_size
 from tests.analysis.fcos_atss_data import ATSS, FCOS, fcos_hand_config, on_tiny

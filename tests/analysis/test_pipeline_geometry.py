@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detcli.data.transforms.compose import Compose
 from detcli.analysis.pipeline_geometry import PipelineGeometry
+from detcli.data.transforms.compose import Compose
 
 RESIZE_PAD = [{"type": "Resize", "img_scale": [256, 192], "keep_ratio": True},
               {"type": "Pad", "size_divisor": 32}]

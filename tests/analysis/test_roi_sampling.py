@@ -15,6 +15,15 @@ import pytest
 import torch
 import torchvision
 
+from detcli.analysis.assign_view import pipeline_of
+from detcli.analysis.proposals import (
+    IOU_RANGE,
+    background_boxes,
+    jitter_boxes,
+    jitter_proposals,
+    network_input,
+)
+from detcli.analysis.roi_sampling import RCNNParts, sample_candidates, visualize_roi_sampling
 from detcli.config.loader import load_config
 from detcli.inference.preprocess import Preprocessor
 from detcli.models.build import build_detector
@@ -24,15 +33,6 @@ from detcli.structures.proposals import Proposals
 from detcli.task.assigners.max_iou import MaxIoUAssigner
 from detcli.task.prior_generators.anchor_generator import AnchorGenerator
 from detcli.task.samplers.random_sampler import RandomSampler
-from detcli.analysis.proposals import (
-    IOU_RANGE,
-    background_boxes,
-    jitter_boxes,
-    jitter_proposals,
-    network_input,
-)
-from detcli.analysis.roi_sampling import RCNNParts, sample_candidates, visualize_roi_sampling
-from detcli.analysis.assign_view import pipeline_of
 from detcli.viz.canvas import assignment_canvas_size
 from detcli.viz.roi_picture import draw_roi_sampling
 from tests.analysis.tiny_data import ROOT, assign_boxes, make_tiny

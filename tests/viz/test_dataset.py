@@ -7,12 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
+from detcli.analysis.pipeline_view import denormalize, viewing_pipeline
 from detcli.config.loader import load_config
 from detcli.errors import ConfigError
+from detcli.viz.canvas import image_grid
 from detcli.viz.dataset import DatasetPictures, pick_indices, sample_dataset, write_samples
 from detcli.viz.draw import TITLE_HEIGHT
-from detcli.viz.canvas import image_grid
-from detcli.analysis.pipeline_view import denormalize, viewing_pipeline
 from tests.analysis.tiny_data import make_tiny
 
 FLIP = "data.train.pipeline.3.flip_ratio=1.0"  # the tiny preset's RandomFlip

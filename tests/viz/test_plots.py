@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
+from detcli.analysis.anchor_analysis import analyze_anchors
 from detcli.config.loader import load_config
 from detcli.viz import plots
-from detcli.analysis.anchor_analysis import analyze_anchors
 from tests.analysis.anchor_data import hand_config
 
 
