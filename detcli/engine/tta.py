@@ -17,8 +17,10 @@ Semantics are MMDetection 2.x's ``BBoxTestMixin.aug_test_bboxes`` for dense head
 
 Differences from MMDetection: the whole batch is merged at once (MMDetection takes one image);
 ``min_bbox_size`` drops candidates after step 2, in original pixels, as the head's own
-``predict`` does. A head without pre-NMS access (not an ``AnchorHead``) is merged from its
-post-NMS detections per view, mapped back and NMS-ed the same way.
+``predict`` does. Step 1 is the detector's ``candidates`` (:class:`~detcli.models.protocols.
+Detector`): a single-stage detector's are its dense head's ``candidates`` -- the same code
+``predict`` and the ONNX graph run; a two-stage detector gives its post-NMS detections per
+view, which are mapped back and NMS-ed the same way.
 
 :func:`enable_tta` prepares a dataset config: a test pipeline whose ``MultiScaleFlipAug`` has
 one scale and ``flip = false`` gets ``flip = true`` (otherwise TTA would change nothing).
@@ -27,38 +29,27 @@ one scale and ``flip = false`` gets ``flip = true`` (otherwise TTA would change 
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from detcli.config.schema import Schema
 from detcli.data.transforms.geometric import scale_list
 from detcli.data.transforms.test_time import MultiScaleFlipAugConfig
 from detcli.errors import ConfigError, DetError
-from detcli.models.dense_heads.anchor_head import AnchorHead
-from detcli.models.introspect import detection_test_cfg, final_head
-from detcli.models.dense_heads.dense_predict import (
-    level_candidates,
-    level_score_factors,
-    nms_to_batch,
-)
+from detcli.models.dense_heads.dense_predict import size_ok
+from detcli.models.introspect import detection_test_cfg
+from detcli.models.protocols import Detector
 from detcli.structures.batch import ImageBatch
+from detcli.structures.dense import Candidates
 from detcli.structures.detections import Detections
+from detcli.task.postprocess import nms_to_batch
 
 log = logging.getLogger(__name__)
 
 FLIPS_X = ("horizontal", "diagonal")
 FLIPS_Y = ("vertical", "diagonal")
-
-
-class Candidates(NamedTuple):
-    """Boxes of one view before the merge NMS."""
-
-    boxes: Tensor  # (N, P_v, 4) network-input pixels of the view
-    scores: Tensor  # (N, P_v) float
-    labels: Tensor  # (N, P_v) int64 in [0, K)
-    valid: Tensor  # (N, P_v) bool: above score_thr (or a real detection slot)
 
 
 def flip_directions(images: ImageBatch) -> list[str | None]:
@@ -94,34 +85,12 @@ def map_back(boxes: Tensor, images: ImageBatch) -> Tensor:
     return unflipped / images.scale_factors.to(unflipped)[:, None, :]  # (N, P, 4)
 
 
-def view_candidates(model: nn.Module, images: ImageBatch) -> Candidates:
+def view_candidates(model: Detector, images: ImageBatch) -> Candidates:
     """One view's candidates (see the module docstring, step 1)."""
-    head = final_head(model)
-    cfg = head.test_cfg
-    if not isinstance(head, AnchorHead):
-        batch = model.predict_batch(images, rescale=False)
-        slots = torch.arange(batch.scores.shape[1], device=batch.scores.device)  # (M,)
-        return Candidates(batch.boxes, batch.scores, batch.labels,
-                          slots[None, :] < batch.num_dets[:, None])  # (N, M)
-    outputs = model(images.tensor)
-    priors = head.level_priors(outputs)
-    img_shapes = images.img_shapes.to(images.tensor.device, torch.float32)  # (N, 2)
-    per_level = [
-        level_candidates(logits, deltas, anchors, head.bbox_coder, img_shapes, cfg.nms_pre)
-        for logits, deltas, anchors in zip(outputs.cls_logits, outputs.bbox_deltas, priors)
-    ]
-    boxes = torch.cat([b for b, _, _, _ in per_level], dim=1)  # (N, P_v, 4)
-    scores = torch.cat([s for _, s, _, _ in per_level], dim=1)  # (N, P_v)
-    labels = torch.cat([c for _, _, c, _ in per_level], dim=1)  # (N, P_v)
-    valid = scores > cfg.score_thr  # the threshold applies before score factors, as in predict
-    score_factors = getattr(outputs, "score_factors", None)  # ATSS centerness
-    if score_factors is not None:
-        scores = scores * torch.cat([level_score_factors(f, index) for f, (_, _, _, index)
-                                     in zip(score_factors, per_level)], dim=1)  # (N, P_v)
-    return Candidates(boxes, scores, labels, valid)
+    return model.candidates(images)
 
 
-def merge_views(model: nn.Module, views: Sequence[ImageBatch]) -> list[Detections]:
+def merge_views(model: Detector, views: Sequence[ImageBatch]) -> list[Detections]:
     """TTA detections of N images from their V view batches, boxes in original pixels."""
     if not views:
         raise DetError("test-time augmentation got no views")
@@ -134,9 +103,7 @@ def merge_views(model: nn.Module, views: Sequence[ImageBatch]) -> list[Detection
         labels.append(cand.labels)
         valid.append(cand.valid)
     boxes_all = torch.cat(boxes, dim=1)  # (N, P, 4)
-    widths = boxes_all[..., 2] - boxes_all[..., 0]  # (N, P)
-    heights = boxes_all[..., 3] - boxes_all[..., 1]  # (N, P)
-    keep = torch.cat(valid, dim=1) & (widths > cfg.min_bbox_size) & (heights > cfg.min_bbox_size)
+    keep = torch.cat(valid, dim=1) & size_ok(boxes_all, cfg.min_bbox_size)  # (N, P)
     merged = nms_to_batch(boxes_all, torch.cat(scores, dim=1), torch.cat(labels, dim=1), keep, cfg)
     return merged.unbind()
 

@@ -5,24 +5,23 @@ A anchors per location, K classes, k = ``nms_pre`` candidates per level, B = L *
 per image (B = R * K, all of them, when ``nms_pre <= 0``), M = ``max_per_img``, S boxes
 selected by NMS in the whole batch.
 
-:class:`ExportWrapper` follows :func:`detcli.models.dense_heads.dense_predict.predict_dense`
-(MMDetection 2.x semantics) step by step, in a form ``torch.export`` can trace with a
-symbolic batch size and image size:
+:class:`ExportWrapper` runs the head's own ``candidates`` -- the code ``predict`` and TTA run
+(:mod:`detcli.models.dense_heads.dense_predict`, MMDetection 2.x semantics) -- in a form
+``torch.export`` can trace with a symbolic batch size and image size. It differs from the
+eager path only where ONNX needs it:
 
-1. per level: sigmoid scores over (location, anchor, class), the k best kept; a level with
-   fewer than k entries is padded with -inf logits (score 0), so k is a constant whatever the
-   input size;
+1. per level: sigmoid scores over (location, anchor, class), the k best kept; ``static_k``:
+   a level with fewer than k entries is padded with -inf logits (score 0), so k is a
+   constant whatever the input size;
 2. the priors of each level are computed inside the graph from the feature map's shape
    (same layout as :class:`~detcli.task.prior_generators.anchor_generator.AnchorGenerator`),
    or, for an anchor-free head, its points (A = 1) by the head's own
-   :class:`~detcli.task.prior_generators.point_generator.MlvlPointGenerator`; the chosen
-   deltas -- for FCOS, distances turned into pixels by the head's ``distances_in_pixels``
-   first (times the stride with ``norm_on_bbox``) -- decoded with the head's coder and
-   clipped (see below);
-3. candidates scoring at or below ``score_thr``, or with a side at or below
-   ``min_bbox_size``, get score 0 -- a mask, not a filter, so shapes stay fixed; a head with
-   a score factor (ATSS's and FCOS's centerness) has the others' scores multiplied by its
-   sigmoid, after the test, as ``predict_dense(score_factors=...)`` does;
+   :class:`~detcli.task.prior_generators.point_generator.MlvlPointGenerator`, and passed to
+   ``candidates``, which decodes the chosen deltas with the head's coder (FCOS: distances in
+   pixels first) without clipping; the graph clips (see below);
+3. candidates not ``valid`` (at or below ``score_thr``), or with a side at or below
+   ``min_bbox_size``, get score 0 -- a mask, not a filter, so shapes stay fixed; scores
+   already carry the score factor (ATSS's and FCOS's centerness), applied after the test;
 4. ONNX ``NonMaxSuppression`` (:mod:`detcli.export.nms_op`) on boxes (N, B, 4) and per-class
    scores (N, K, B): each candidate's score sits in its label's row, so boxes of different
    classes never suppress each other (one row of scores when ``nms.class_agnostic``); its
@@ -39,9 +38,10 @@ its overlaps differently: detections at the bottom and right edge of padded imag
 Callers divide by their resize factor and clip to the original image (:mod:`detcli.inference`
 does).
 
-The steps are module functions as well (:func:`top_candidates`, :func:`clip_in_graph`,
-:func:`nms_keep`, :func:`top_per_image`, :func:`check_hard_nms`):
-:mod:`detcli.export.two_stage_graph` builds Faster R-CNN's graph from the same pieces.
+The graph's own steps are module functions as well (:func:`grid_anchors`,
+:func:`clip_in_graph`, :func:`nms_keep`, :func:`top_per_image`, :func:`check_hard_nms`):
+:mod:`detcli.export.two_stage_graph` builds Faster R-CNN's graph from the same pieces and the
+RPN's own ``candidates``.
 """
 
 from __future__ import annotations
@@ -53,7 +53,12 @@ from torch import Tensor, nn
 
 from detcli.errors import ExportError
 from detcli.export.nms_op import onnx_nms
+from detcli.models.dense_heads.dense_predict import size_ok
+from detcli.models.detectors.single_stage import SingleStageDetector
+from detcli.models.protocols import DenseHead
 from detcli.task.postprocess import NMSConfig
+from detcli.task.prior_generators.anchor_generator import AnchorGenerator
+from detcli.task.prior_generators.point_generator import MlvlPointGenerator
 
 OUTPUTS_NMS = ("boxes", "scores", "labels", "num_dets")
 OUTPUTS_NO_NMS = ("boxes", "scores", "labels")
@@ -100,37 +105,6 @@ def check_hard_nms(nms_cfg: Any, key: str) -> None:
                  "candidates yourself")
 
 
-def top_candidates(cls_logits: Tensor, bbox_deltas: Tensor, priors: Tensor, bbox_coder: Any,
-                   nms_pre: int, num_classes: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One level's k best (prior, class) pairs (step 1) -> boxes (N, k, 4) decoded but not
-    clipped, sigmoid scores (N, k), labels (N, k) and prior indices (N, k).
-
-    cls_logits (N, A*K, H_l, W_l), bbox_deltas (N, A*4, H_l, W_l), priors (H_l*W_l*A, 4 or
-    2). A level with fewer than k = ``nms_pre`` entries is padded with -inf logits (score 0)
-    pointing at a real prior, so k is a constant; ``nms_pre <= 0`` keeps every entry.
-    """
-    num_images = cls_logits.shape[0]
-    num_priors = priors.shape[0]  # H_l*W_l*A
-    flat = cls_logits.permute(0, 2, 3, 1).reshape(num_images, -1).float()  # (N, H_l*W_l*A*K)
-    if nms_pre > 0:
-        filler = flat.new_full((num_images, nms_pre), float("-inf"))  # (N, k)
-        flat = torch.cat([flat, filler], dim=1)  # (N, H_l*W_l*A*K + k)
-        top_logits, top_index = flat.topk(nms_pre, dim=1)  # (N, k) each
-    else:
-        top_logits = flat  # (N, R_l*K): every entry
-        top_index = torch.arange(flat.shape[1], device=flat.device).expand(num_images, -1)
-    scores = top_logits.sigmoid()  # (N, k)
-    prior_index = torch.div(top_index, num_classes, rounding_mode="floor")  # (N, k)
-    prior_index = prior_index.clamp(max=num_priors - 1)  # filler rows point at a real prior
-    labels = top_index % num_classes  # (N, k)
-    # (N, A*4, H_l, W_l) -> (N, H_l, W_l, A*4) -> (N, H_l*W_l*A, 4)
-    flat_deltas = bbox_deltas.permute(0, 2, 3, 1).reshape(num_images, -1, 4)
-    deltas = torch.gather(flat_deltas, 1, prior_index[..., None].expand(-1, -1, 4))  # (N, k, 4)
-    chosen = priors[prior_index]  # (N, k, 4) anchors, or (N, k, 2) points
-    boxes = bbox_coder.decode(chosen, deltas.float())  # (N, k, 4)
-    return boxes, scores, labels, prior_index
-
-
 def nms_keep(boxes: Tensor, columns: Tensor, max_output: int, iou_threshold: float) -> Tensor:
     """ONNX NonMaxSuppression of boxes (N', B, 4) against every score row of ``columns``
     (N', C, B), score threshold 0 (masked candidates have score 0) -> the kept scores (N', C,
@@ -160,77 +134,61 @@ class ExportWrapper(nn.Module):
     ``ImageBatch.img_shapes``: then boxes near the padding, and the NMS among them, come out
     exactly as in PyTorch.
 
-    ``model`` is a single-stage detector whose ``bbox_head`` has ``prior_generator`` (an
-    :class:`AnchorGenerator`, or a point generator with ``single_level_grid_priors``, as
-    FCOS's), ``bbox_coder`` and ``test_cfg`` with hard NMS. A head with
-    ``distances_in_pixels`` (FCOS) has its regression outputs passed through it before
-    decoding, as its ``predict`` does.
+    ``model`` is a single-stage detector: ``bbox_head`` a
+    :class:`~detcli.models.protocols.DenseHead` whose ``test_cfg`` has hard NMS and whose
+    ``prior_generator`` is an :class:`AnchorGenerator` (``base_anchors``) or a point generator
+    with ``single_level_grid_priors`` (FCOS's).
     """
 
     def __init__(self, model: nn.Module, *, nms: bool = True) -> None:
         super().__init__()
-        head = getattr(model, "bbox_head", None)
-        if head is None or not hasattr(head, "test_cfg") or not hasattr(head, "bbox_coder"):
+        if not isinstance(model, SingleStageDetector):
             raise ExportError(f"{type(model).__name__} cannot be exported: ExportWrapper needs a "
                               "single-stage detector with a dense bbox_head (e.g. RetinaNet); a "
                               "two-stage one (rpn_head and roi_head) goes through "
                               "TwoStageExportWrapper")
+        head: DenseHead = model.bbox_head
         cfg = head.test_cfg
         if nms:
             check_hard_nms(cfg.nms, "model.test_cfg.nms")
         generator = head.prior_generator
-        has_anchors = hasattr(generator, "base_anchors") and hasattr(generator, "strides")
-        if not (has_anchors or hasattr(generator, "single_level_grid_priors")):
+        has_anchors = isinstance(generator, AnchorGenerator)
+        if not (has_anchors or isinstance(generator, MlvlPointGenerator)):
             raise ExportError(f"the prior generator {type(generator).__name__} cannot be "
                               "exported: the graph builds priors from `base_anchors` and "
                               "`strides` (AnchorGenerator) or with `single_level_grid_priors` "
                               "(MlvlPointGenerator)")
         self.model = model
+        self.head = head
         self.point_generator = None if has_anchors else generator
-        self.to_pixels = getattr(head, "distances_in_pixels", None)  # FCOS: strides -> pixels
         self.nms = nms
         self.num_classes = int(head.num_classes)
-        self.bbox_coder = head.bbox_coder
-        self.clip_border = bool(getattr(head.bbox_coder, "clip_border", True))
+        self.clip_border = bool(head.bbox_coder.clip_border)
         self.strides = [tuple(int(s) for s in stride) for stride in generator.strides]
         for level, base in enumerate(generator.base_anchors if has_anchors else []):
             self.register_buffer(f"base_anchors_{level}", base.clone(), persistent=False)
-        self.nms_pre = int(cfg.nms_pre)
-        self.score_thr = float(cfg.score_thr)
         self.min_bbox_size = float(cfg.min_bbox_size)
         self.max_per_img = int(cfg.max_per_img)
-        self.iou_threshold = float(getattr(cfg.nms, "iou_threshold", 0.5))
-        self.class_agnostic = bool(getattr(cfg.nms, "class_agnostic", False))
+        self.iou_threshold = float(cfg.nms.iou_threshold)
+        self.class_agnostic = bool(cfg.nms.class_agnostic)
 
     @property
     def output_names(self) -> tuple[str, ...]:
         return OUTPUTS_NMS if self.nms else OUTPUTS_NO_NMS
 
     def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> tuple[Tensor, ...]:
-        outputs = self.model(images)  # L x (N, A*K, H_l, W_l) logits, L x (N, A*4, H_l, W_l)
-        factors = getattr(outputs, "score_factors", None)  # L x (N, A, H_l, W_l), or None
-        deltas_per_level = outputs.bbox_deltas  # L x (N, A*4, H_l, W_l)
-        if self.to_pixels is not None:
-            deltas_per_level = self.to_pixels(deltas_per_level)  # same shapes, in pixels
-        per_level = [
-            self.level_candidates(logits, deltas, self.level_priors(level, logits),
-                                  None if factors is None else factors[level])
-            for level, (logits, deltas) in enumerate(zip(outputs.cls_logits, deltas_per_level))
-        ]
-        boxes = torch.cat([b for b, _, _, _ in per_level], dim=1)  # (N, B, 4)
-        scores = torch.cat([s for _, s, _, _ in per_level], dim=1)  # (N, B)
-        labels = torch.cat([c for _, _, c, _ in per_level], dim=1)  # (N, B)
-        factor = torch.cat([f for _, _, _, f in per_level], dim=1)  # (N, B), ones without
+        outputs = self.model(images)  # DenseOutputs: L x (N, A*K, H_l, W_l) logits, ...
+        priors = [self.level_priors(level, logits)
+                  for level, logits in enumerate(outputs.cls_logits)]  # built in the graph
+        cand = self.head.candidates(outputs, None, priors, static_k=True)  # (N, B, ...)
+        boxes = cand.boxes  # (N, B, 4), not clipped yet
         if self.clip_border:
             boxes = clip_in_graph(boxes, images, image_sizes)  # (N, B, 4)
-        widths = boxes[..., 2] - boxes[..., 0]  # (N, B)
-        heights = boxes[..., 3] - boxes[..., 1]  # (N, B)
-        keep = ((scores > self.score_thr) & (widths > self.min_bbox_size)
-                & (heights > self.min_bbox_size))  # (N, B)
-        scores = torch.where(keep, scores * factor, torch.zeros_like(scores))  # (N, B)
+        keep = cand.valid & size_ok(boxes, self.min_bbox_size)  # (N, B)
+        scores = torch.where(keep, cand.scores, torch.zeros_like(cand.scores))  # (N, B)
         if not self.nms:
-            return boxes, scores, labels
-        return self.suppress(boxes, scores, labels)
+            return boxes, scores, cand.labels
+        return self.suppress(boxes, scores, cand.labels)
 
     def level_priors(self, level: int, cls_logits: Tensor) -> Tensor:
         """Priors of ``level`` for its logits (N, A*K, H_l, W_l) of (symbolic) size H_l x W_l:
@@ -242,22 +200,6 @@ class ExportWrapper(nn.Module):
                                                                  cls_logits.device)
         return grid_anchors(getattr(self, f"base_anchors_{level}"), self.strides[level],
                             feat_h, feat_w)
-
-    def level_candidates(self, cls_logits: Tensor, bbox_deltas: Tensor, priors: Tensor,
-                         score_factor: Tensor | None = None
-                         ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """One level -> boxes (N, k, 4) (not clipped yet), scores (N, k), labels (N, k) and the
-        score factors (N, k): the sigmoid of ``score_factor`` (N, A, H_l, W_l) at each
-        candidate's prior (centerness), ones without one. ``priors`` (H_l*W_l*A, 4 or 2) are
-        the level's anchors or points, decoded against by the head's coder."""
-        boxes, scores, labels, prior_index = top_candidates(
-            cls_logits, bbox_deltas, priors, self.bbox_coder, self.nms_pre,
-            self.num_classes)  # (N, k, 4), (N, k), (N, k), (N, k)
-        if score_factor is None:
-            return boxes, scores, labels, torch.ones_like(scores)
-        # (N, A, H_l, W_l) -> (N, H_l, W_l, A) -> (N, H_l*W_l*A)
-        flat_factor = score_factor.permute(0, 2, 3, 1).reshape(cls_logits.shape[0], -1).float()
-        return boxes, scores, labels, torch.gather(flat_factor, 1, prior_index).sigmoid()
 
     def suppress(self, boxes: Tensor, scores: Tensor, labels: Tensor
                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:

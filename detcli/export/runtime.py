@@ -8,7 +8,7 @@ N images, H x W the network input, M detection slots, B candidates (``--no-nms``
 a static batch size is met by running chunks (the last one padded with blank images), a static
 input size by zero padding at the bottom and right (the pipeline's own padding value), and a
 ``--no-nms`` model's candidates go through the same host NMS as ``predict``
-(:func:`~detcli.models.dense_heads.dense_predict.nms_to_batch`).
+(:func:`~detcli.task.postprocess.nms_to_batch`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from torch import Tensor
 from detcli.errors import DataError, ExportError
 from detcli.ops.boxes import clip_boxes
 from detcli.structures.detections import DetectionBatch
+from detcli.task.postprocess import nms_to_batch
 
 EXPORT_EXTRA = "pip install 'detcli[export]'"
 EXPORT_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
@@ -148,6 +149,4 @@ class OnnxModel:
         if test_cfg is None:
             raise ExportError(f"{self.path} was exported with --no-nms: its candidates need the "
                               "config's test_cfg for NMS")
-        from detcli.models.dense_heads.dense_predict import nms_to_batch
-
         return nms_to_batch(boxes, scores, labels.long(), scores > 0, test_cfg)

@@ -13,9 +13,10 @@ K classes, M = ``test_cfg.rcnn.max_per_img``.
 :meth:`~detcli.models.roi_heads.standard_roi_head.StandardRoIHead.predict`) step by step, with
 the fixed shapes ``torch.export`` needs for a symbolic batch and image size:
 
-1. RPN, per level: the k best objectness logits (:func:`~detcli.export.graph.top_candidates`,
-   -inf filler so k is a constant), their anchors built in the graph from the feature map's
-   shape (:func:`~detcli.export.graph.grid_anchors`), the deltas decoded and clipped;
+1. RPN, per level: the k best objectness logits -- the RPN head's own ``candidates`` with
+   ``static_k`` (-inf filler so k is a constant) -- their anchors built in the graph from the
+   feature map's shape (:func:`~detcli.export.graph.grid_anchors`), the deltas decoded and
+   clipped;
    candidates with a side at or below ``min_bbox_size`` get score 0 (a mask, not a filter);
 2. the first NMS: ONNX ``NonMaxSuppression`` on boxes (N, B, 4) and scores (N, L, B), each
    candidate's score in its level's row -- boxes of different levels never suppress each
@@ -62,10 +63,11 @@ from detcli.export.graph import (
     clip_in_graph,
     grid_anchors,
     nms_keep,
-    top_candidates,
     top_per_image,
 )
+from detcli.models.dense_heads.dense_predict import size_ok
 from detcli.models.roi_heads.standard_roi_head import batch_rois
+from detcli.structures.dense import DenseOutputs
 from detcli.structures.proposals import Proposals
 
 
@@ -118,12 +120,11 @@ class TwoStageExportWrapper(nn.Module):
         # the dense path (fixed shapes, no host sync) when the extractor has one
         self.extractor_kwargs = ({"dense": True} if "dense" in
                                  inspect.signature(extractor.forward).parameters else {})
-        self.rpn_coder = rpn_head.bbox_coder
         self.rpn_clip = bool(getattr(rpn_head.bbox_coder, "clip_border", True))
         self.strides = [tuple(int(s) for s in stride) for stride in generator.strides]
         for level, base in enumerate(generator.base_anchors):
             self.register_buffer(f"base_anchors_{level}", base.clone(), persistent=False)
-        self.nms_pre = int(proposal_cfg.nms_pre)
+        self.proposal_cfg = proposal_cfg
         self.num_proposals = int(proposal_cfg.max_per_img)  # P
         self.rpn_min_size = float(proposal_cfg.min_bbox_size)
         self.rpn_iou = float(proposal_cfg.nms.iou_threshold)
@@ -168,22 +169,15 @@ class TwoStageExportWrapper(nn.Module):
         """Objectness L x (N, A, H_l, W_l) and deltas L x (N, A*4, H_l, W_l) -> P proposal
         slots per image (steps 1-2): what ``rpn_head.predict_proposals`` gives for
         ``test_cfg.rpn``, boxes in network-input pixels."""
-        boxes, scores, levels = [], [], []
-        for level, (logits, deltas) in enumerate(zip(cls_logits, bbox_deltas)):
-            level_boxes, level_scores, _, _ = top_candidates(
-                logits, deltas, self.level_anchors(level, logits), self.rpn_coder, self.nms_pre,
-                1)  # (N, k, 4), (N, k): one sigmoid logit per anchor
-            boxes.append(level_boxes)
-            scores.append(level_scores)
-            levels.append(torch.full_like(level_scores, level, dtype=torch.long))  # (N, k)
-        boxes_cat = torch.cat(boxes, dim=1)  # (N, B, 4)
-        scores_cat = torch.cat(scores, dim=1)  # (N, B)
-        levels_cat = torch.cat(levels, dim=1)  # (N, B) the NMS row of each candidate
+        anchors = [self.level_anchors(level, logits) for level, logits in enumerate(cls_logits)]
+        cand = self.model.rpn_head.candidates(
+            DenseOutputs(list(cls_logits), list(bbox_deltas)), None, anchors, static_k=True,
+            cfg=self.proposal_cfg)  # (N, B, ...): one sigmoid logit per anchor, not clipped
+        boxes_cat, scores_cat = cand.boxes, cand.scores  # (N, B, 4), (N, B)
+        levels_cat = cand.labels  # (N, B) the NMS row of each candidate
         if self.rpn_clip:
             boxes_cat = clip_in_graph(boxes_cat, images, image_sizes)  # (N, B, 4)
-        widths = boxes_cat[..., 2] - boxes_cat[..., 0]  # (N, B)
-        heights = boxes_cat[..., 3] - boxes_cat[..., 1]  # (N, B)
-        keep = (widths > self.rpn_min_size) & (heights > self.rpn_min_size)  # (N, B)
+        keep = size_ok(boxes_cat, self.rpn_min_size)  # (N, B)
         scores_cat = torch.where(keep, scores_cat, torch.zeros_like(scores_cat))  # (N, B)
         num_images, num_cand = scores_cat.shape
         if self.rpn_agnostic:

@@ -1,8 +1,14 @@
-"""Test-time settings of dense heads and the NMS they run.
+"""Test-time settings of dense heads and the one batched NMS every detector runs.
 
 B candidate boxes for a whole batch (already score-filtered and decoded), N images, K classes,
-D kept boxes. ``group`` (B,) is each box's image index; boxes of different images never
-suppress each other, and, unless ``class_agnostic``, neither do boxes of different classes.
+D kept boxes, P candidates per image, M = ``max_per_img`` output slots per image. ``group``
+(B,) is each box's image index; boxes of different images never suppress each other, and,
+unless ``class_agnostic``, neither do boxes of different classes.
+
+:func:`nms_to_batch` is where every eager NMS of the package happens: dense predictions, RPN
+proposals (levels as classes), the RoI head's detections, test-time augmentation's merge and
+the ONNX runtime's ``--no-nms`` candidates. It calls :func:`multiclass_nms`, which calls
+:mod:`detcli.ops.nms`. (The ONNX graph runs the ONNX operator instead: :mod:`detcli.export.nms_op`.)
 
 Config names follow MMDetection 2.x's ``test_cfg`` of a dense head::
 
@@ -15,7 +21,7 @@ Config names follow MMDetection 2.x's ``test_cfg`` of a dense head::
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Protocol, Union
 
 import torch
 from pydantic import Field
@@ -23,6 +29,7 @@ from torch import Tensor
 
 from detcli.config.schema import Schema
 from detcli.ops.nms import batched_nms, batched_soft_nms
+from detcli.structures.detections import DetectionBatch
 
 UnitFloat = Annotated[float, Field(ge=0, le=1)]
 
@@ -101,3 +108,52 @@ def multiclass_nms(
         within = rank < max_per_img
         keep, kept_scores = keep[within], kept_scores[within]
     return keep, kept_scores
+
+
+class NMSSettingsLike(Protocol):
+    """What :func:`nms_to_batch` reads: a dense head's test_cfg, the RPN's proposal config or
+    the RoI head's ``test_cfg.rcnn``."""
+
+    nms: Union[NMSConfig, SoftNMSConfig]
+    max_per_img: int
+
+
+def nms_to_batch(boxes: Tensor, scores: Tensor, labels: Tensor, keep: Tensor,
+                 cfg: NMSSettingsLike) -> DetectionBatch:
+    """One NMS over the candidates ``keep`` marks, (N, P, ...) -> DetectionBatch (N, M).
+
+    Two host syncs on CUDA, fixed whatever N, P or the number of classes: the candidates
+    ``keep`` marks are found once (one ``nonzero``), and NMS returns a data-dependent count.
+    The cap of M per image needs no third: detections past it are written to a spare row.
+    """
+    num_images, num_cands = keep.shape
+    max_per_img = cfg.max_per_img
+    device = boxes.device
+    flat = torch.nonzero(keep.reshape(-1)).squeeze(1)  # (B,) by image, then candidate
+    cand_boxes = boxes.reshape(-1, 4)[flat]  # (B, 4)
+    cand_scores = scores.reshape(-1)[flat]  # (B,)
+    cand_labels = labels.reshape(-1)[flat]  # (B,)
+    cand_images = torch.div(flat, num_cands, rounding_mode="floor")  # (B,)
+    kept, kept_scores = multiclass_nms(cand_boxes, cand_scores, cand_labels, cand_images,
+                                       cfg.nms)  # (D,) by image, then score
+    kept_images = cand_images[kept]  # (D,) ascending
+
+    found = torch.zeros(num_images, dtype=torch.long, device=device).scatter_add(
+        0, kept_images, torch.ones_like(kept_images))  # (N,) detections per image
+    starts = found.cumsum(0) - found  # (N,) first row of each image in the kept list
+    rank = torch.arange(kept.shape[0], device=device) - starts[kept_images]  # (D,)
+    spare = num_images * max_per_img  # the row that takes every detection past the cap
+    slot = torch.where(rank < max_per_img, kept_images * max_per_img + rank, spare)  # (D,)
+
+    out_boxes = boxes.new_zeros(spare + 1, 4)
+    out_scores = scores.new_zeros(spare + 1)
+    out_labels = labels.new_full((spare + 1,), -1)
+    out_boxes[slot] = cand_boxes[kept]
+    out_scores[slot] = kept_scores.to(out_scores)
+    out_labels[slot] = cand_labels[kept]
+    return DetectionBatch(
+        boxes=out_boxes[:spare].view(num_images, max_per_img, 4),  # (N, M, 4)
+        scores=out_scores[:spare].view(num_images, max_per_img),  # (N, M)
+        labels=out_labels[:spare].view(num_images, max_per_img),  # (N, M)
+        num_dets=found.clamp(max=max_per_img),  # (N,)
+    )

@@ -19,6 +19,7 @@ from detcli.engine.tta import enable_tta, map_back, merge_views, num_views, unfl
 from detcli.errors import ConfigError
 from detcli.models.build import build_detector
 from detcli.structures.batch import ImageBatch
+from detcli.structures.dense import Candidates, detections_as_candidates
 from detcli.structures.detections import DetectionBatch
 from detcli.task.postprocess import DenseTestConfig
 
@@ -69,7 +70,7 @@ def test_map_back_unflips_in_the_view_then_divides_by_its_scale():
 
 
 class FakeHead(nn.Module):
-    """Not an AnchorHead: TTA merges its post-NMS detections."""
+    """Not a dense head: TTA merges the detector's post-NMS detections."""
 
     def __init__(self, test_cfg: DenseTestConfig) -> None:
         super().__init__()
@@ -77,7 +78,8 @@ class FakeHead(nn.Module):
 
 
 class FakeDetector(nn.Module):
-    """``predict_batch`` gives each view's fixed detections, chosen by the view's flip."""
+    """``predict_batch`` gives each view's fixed detections, chosen by the view's flip; its
+    ``candidates`` are those detections, as a two-stage detector's are."""
 
     def __init__(self, per_flip: dict, test_cfg: DenseTestConfig) -> None:
         super().__init__()
@@ -91,6 +93,9 @@ class FakeDetector(nn.Module):
                               scores=torch.tensor([[r[1] for r in rows]]),
                               labels=torch.tensor([[r[2] for r in rows]]),
                               num_dets=torch.tensor([len(rows)]))
+
+    def candidates(self, images: ImageBatch) -> Candidates:
+        return detections_as_candidates(self.predict_batch(images, rescale=False))
 
 
 def test_merge_concatenates_views_then_runs_class_aware_nms():
@@ -201,6 +206,9 @@ class _GTDetector(nn.Module):
         g = boxes.shape[0]
         return DetectionBatch(boxes=boxes[None], scores=torch.full((1, g), 0.1 * self.calls),
                               labels=torch.zeros(1, g, dtype=torch.long), num_dets=torch.tensor([g]))
+
+    def candidates(self, images: ImageBatch) -> Candidates:
+        return detections_as_candidates(self.predict_batch(images, rescale=False))
 
 
 def test_enable_tta_adds_a_flip_to_a_single_view_pipeline_and_says_so():

@@ -16,7 +16,7 @@ from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from detcli.config.loader import validate_tree
 from detcli.errors import ConfigError
-from detcli.models.dense_heads import ATSSHead, ATSSHeadConfig, ScoredDenseOutputs
+from detcli.models.dense_heads import ATSSHead, ATSSHeadConfig, DenseOutputs
 from detcli.models.layers import NormConfig
 from detcli.registry import HEADS
 from detcli.structures.batch import DetTargets, ImageBatch
@@ -41,10 +41,10 @@ def gt() -> DetTargets:
                                  [torch.tensor([1]), torch.zeros(0, dtype=torch.long)])
 
 
-def random_outputs() -> ScoredDenseOutputs:
+def random_outputs() -> DenseOutputs:
     g = torch.Generator().manual_seed(0)
     sizes = [(4, 4), (2, 2)]
-    return ScoredDenseOutputs([torch.randn(2, 2, h, w, generator=g) for h, w in sizes],
+    return DenseOutputs([torch.randn(2, 2, h, w, generator=g) for h, w in sizes],
                               [torch.randn(2, 4, h, w, generator=g) * 0.3 for h, w in sizes],
                               [torch.randn(2, 1, h, w, generator=g) for h, w in sizes])
 
@@ -100,7 +100,7 @@ def test_no_gt_gives_finite_losses_and_gradients():
     head = make_head()
     feats = [torch.randn(1, 8, 4, 4, requires_grad=True), torch.randn(1, 8, 2, 2)]
     empty = DetTargets.from_lists([torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.long)])
-    losses = head.loss(feats, ImageBatch.from_tensor(torch.zeros(1, 3, 32, 32)), empty)
+    losses = head.loss(head(feats), ImageBatch.from_tensor(torch.zeros(1, 3, 32, 32)), empty)
     assert losses["loss_bbox"].item() == 0 and losses["loss_centerness"].item() == 0
     sum(losses.values()).backward()
     assert torch.isfinite(feats[0].grad).all()
@@ -110,9 +110,9 @@ def test_predict_scores_are_class_times_centerness():
     head = make_head()
     outputs = random_outputs()
     images = ImageBatch.from_tensor(torch.zeros(2, 3, 32, 32))
-    sure = ScoredDenseOutputs(outputs.cls_logits, outputs.bbox_deltas,
+    sure = DenseOutputs(outputs.cls_logits, outputs.bbox_deltas,
                               [torch.full_like(x, 30.0) for x in outputs.score_factors])
-    half = ScoredDenseOutputs(outputs.cls_logits, outputs.bbox_deltas,
+    half = DenseOutputs(outputs.cls_logits, outputs.bbox_deltas,
                               [torch.zeros_like(x) for x in outputs.score_factors])
     full, halved = head.predict(sure, images), head.predict(half, images)
     assert int(full.num_dets.sum()) > 0
@@ -144,11 +144,11 @@ def test_amp_and_channels_last_losses_are_finite_and_equal():
     head = make_head()
     feats = [torch.randn(2, 8, 4, 4), torch.randn(2, 8, 2, 2)]
     images = ImageBatch.from_tensor(torch.zeros(2, 3, 32, 32))
-    plain = head.loss(feats, images, gt())
-    last = head.loss([f.contiguous(memory_format=torch.channels_last) for f in feats], images,
+    plain = head.loss(head(feats), images, gt())
+    last = head.loss(head([f.contiguous(memory_format=torch.channels_last) for f in feats]), images,
                      gt())
     for key in plain:
         torch.testing.assert_close(last[key], plain[key])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        amp = head.loss(feats, images, gt())
+        amp = head.loss(head(feats), images, gt())
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in amp.values())

@@ -20,7 +20,7 @@ from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_los
 
 from detcli.config.loader import validate_tree
 from detcli.errors import ConfigError
-from detcli.models.dense_heads import FCOSHead, FCOSHeadConfig, ScoredDenseOutputs
+from detcli.models.dense_heads import DenseOutputs, FCOSHead, FCOSHeadConfig
 from detcli.models.dense_heads.fcos_targets import INF
 from detcli.models.layers import NormConfig
 from detcli.models.losses import GIoULoss
@@ -40,10 +40,10 @@ def make_head(**kwargs) -> FCOSHead:
     return FCOSHead(**{**settings, **kwargs})
 
 
-def random_outputs(seed: int = 0) -> ScoredDenseOutputs:
+def random_outputs(seed: int = 0) -> DenseOutputs:
     g = torch.Generator().manual_seed(seed)
     sizes = [(4, 4), (2, 2)]
-    return ScoredDenseOutputs(
+    return DenseOutputs(
         [torch.randn(2, 2, h, w, generator=g) for h, w in sizes],
         [torch.rand(2, 4, h, w, generator=g) * 12 + 1 for h, w in sizes],  # pixels
         [torch.randn(2, 1, h, w, generator=g) for h, w in sizes])
@@ -128,7 +128,7 @@ def test_without_gt_the_losses_are_finite_zero_for_boxes_and_backprop():
     head = make_head()
     feats = [torch.randn(1, 8, 4, 4, requires_grad=True), torch.randn(1, 8, 2, 2)]
     empty = DetTargets.from_lists([torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.long)])
-    losses = head.loss(feats, ImageBatch.from_tensor(torch.zeros(1, 3, 32, 32)), empty)
+    losses = head.loss(head(feats), ImageBatch.from_tensor(torch.zeros(1, 3, 32, 32)), empty)
     assert losses["loss_bbox"].item() == 0 and losses["loss_centerness"].item() == 0
     sum(losses.values()).backward()
     assert torch.isfinite(feats[0].grad).all()
@@ -146,13 +146,13 @@ def test_amp_and_channels_last_give_the_same_finite_loss():
     head = make_head()
     feats = [torch.randn(2, 8, 4, 4), torch.randn(2, 8, 2, 2)]
     images = ImageBatch.from_tensor(torch.zeros(2, 3, 32, 32))
-    plain = head.loss(feats, images, gt())
-    last = head.loss([f.contiguous(memory_format=torch.channels_last) for f in feats], images,
+    plain = head.loss(head(feats), images, gt())
+    last = head.loss(head([f.contiguous(memory_format=torch.channels_last) for f in feats]), images,
                      gt())
     for key in plain:
         torch.testing.assert_close(last[key], plain[key])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        amp = head.loss(feats, images, gt())
+        amp = head.loss(head(feats), images, gt())
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in amp.values())
 
 
@@ -174,14 +174,14 @@ def test_predict_multiplies_scores_by_centerness_after_the_threshold():
     dist[0][0, :, 1, 1] = torch.tensor([2.0, 3, 4, 5])
     images = ImageBatch.from_tensor(torch.zeros(1, 3, 32, 32))
     images.scale_factors = torch.full((1, 4), 2.0)
-    (dets,) = head.predict(ScoredDenseOutputs(cls, dist, ctr), images).unbind()
+    (dets,) = head.predict(DenseOutputs(cls, dist, ctr), images).unbind()
     torch.testing.assert_close(dets.scores, torch.tensor([0.4, 0.02]))
     assert dets.labels.tolist() == [1, 0]
     torch.testing.assert_close(dets.boxes[0], torch.tensor([5.0, 4.5, 8.0, 8.5]))
     # norm_on_bbox: the head's distances are in strides; predict multiplies them back
     strided = make_head(norm_on_bbox=True, test_cfg=DenseTestConfig(score_thr=0.05))
     dist_in_strides = [dist[0] / 8, dist[1] / 16]
-    (same,) = strided.predict(ScoredDenseOutputs(cls, dist_in_strides, ctr), images).unbind()
+    (same,) = strided.predict(DenseOutputs(cls, dist_in_strides, ctr), images).unbind()
     torch.testing.assert_close(same.boxes, dets.boxes)
 
 

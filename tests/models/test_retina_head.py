@@ -152,7 +152,7 @@ def test_images_without_gt_give_finite_loss_with_grad(num_with_gt: int) -> None:
     boxes = [torch.tensor([[8.0, 8.0, 40.0, 48.0]])] * num_with_gt + [torch.zeros(0, 4)] * num_empty
     labels = [torch.tensor([2])] * num_with_gt + [torch.zeros(0, dtype=torch.long)] * num_empty
     images = ImageBatch.from_tensor(torch.zeros(2, 3, 64, 64))
-    losses = head.loss(feats, images, DetTargets.from_lists(boxes, labels))
+    losses = head.loss(head(feats), images, DetTargets.from_lists(boxes, labels))
     total = losses["loss_cls"] + losses["loss_bbox"]
     assert torch.isfinite(total)
     total.backward()

@@ -173,7 +173,7 @@ def test_a_few_steps_reduce_the_loss() -> None:
     optimiser = torch.optim.SGD(head.parameters(), lr=0.5, momentum=0.9)
     history = []
     for _ in range(15):
-        losses = head.loss(feats, images, targets)
+        losses = head.loss(head(feats), images, targets)
         optimiser.zero_grad()
         (losses["loss_rpn_cls"] + losses["loss_rpn_bbox"]).backward()
         optimiser.step()
@@ -182,7 +182,7 @@ def test_a_few_steps_reduce_the_loss() -> None:
     assert history[-1][0] < 0.5 * history[0][0]
     assert history[-1][1] < 0.5 * history[0][1]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        amp = head.loss(feats, images, targets)
+        amp = head.loss(head(feats), images, targets)
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in amp.values())
 
 
@@ -196,7 +196,7 @@ def test_predict_proposals_end_to_end() -> None:
     images = ImageBatch(tensor=torch.zeros(2, 3, 64, 64), img_shapes=[(64, 64), (40, 50)],
                         ori_shapes=[(128, 128), (40, 50)],
                         scale_factors=torch.tensor([[0.5] * 4, [1.0] * 4]))
-    props = head.predict_proposals(feats, images, ProposalConfig(nms_pre=50, max_per_img=120))
+    props = head.predict_proposals(head(feats), images, ProposalConfig(nms_pre=50, max_per_img=120))
     assert props.boxes.shape == (2, 120, 4) and props.valid.shape == (2, 120)
     assert not props.boxes.requires_grad
     num = props.num_valid.tolist()
@@ -214,10 +214,10 @@ def test_predict_proposals_end_to_end() -> None:
     default = head.predict_proposals(head(feats), images)  # cfg None: the head's test_cfg
     assert default.boxes.shape == (2, 7, 4) and default.valid.all()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        amp = head.predict_proposals(feats, images)
+        amp = head.predict_proposals(head(feats), images)
     assert amp.boxes.dtype == torch.float32 and amp.valid.all()
     with pytest.raises(DetError, match="predict_proposals"):
-        head.predict(feats, images)
+        head.predict(head(feats), images)
 
 
 def test_config_defaults_and_checks() -> None:

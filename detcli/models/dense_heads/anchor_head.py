@@ -3,12 +3,16 @@
 N images, L levels, H_l x W_l the feature map of level l, A anchors per location, K classes,
 R = sum_l H_l * W_l * A priors per image, G GT slots per image (padding slots have label -1).
 
-Call graph (a subclass only writes ``forward``):
+Call graph (a subclass writes ``forward`` and its layers; it satisfies
+:class:`detcli.models.protocols.DenseHead`):
 
-    loss(outputs, images, targets):    forward() -> flatten_levels() -> get_targets() -> losses
-    predict(outputs, images, rescale): forward() -> dense_predict.predict_dense()
+    loss(outputs, images, targets):    flatten_levels() -> get_targets() -> losses
+    candidates(outputs, img_shapes):   dense_predict.dense_candidates()
+    predict(outputs, images, rescale): candidates() -> dense_predict.predict_dense()
+    training_rule():                   the sampler and normaliser get_targets() uses
 
-``forward`` returns :class:`DenseOutputs`: per level, classification logits (N, A*K, H_l, W_l)
+``outputs`` is what ``forward(feats)`` returned, a
+:class:`~detcli.structures.dense.DenseOutputs`: per level, classification logits (N, A*K, H_l, W_l)
 and box deltas (N, A*4, H_l, W_l). Flattened, they follow the anchor layout of
 :mod:`detcli.task.prior_generators.anchor_generator`: (level, y, x, anchor), i.e.
 ``(N, A*C, H, W) -> (N, H, W, A*C) -> (N, H*W*A, C)``, levels concatenated.
@@ -23,15 +27,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from detcli.errors import ConfigError, DetError
-from detcli.models.dense_heads.dense_predict import predict_dense
+from detcli.models.dense_heads.dense_predict import dense_candidates, predict_dense
+from detcli.models.losses import FocalLoss
+from detcli.models.protocols import TrainingRule
 from detcli.registry import ASSIGNERS, SAMPLERS
 from detcli.structures.batch import DetTargets, ImageBatch
+from detcli.structures.dense import Candidates, DenseOutputs
 from detcli.structures.detections import DetectionBatch
 from detcli.task.postprocess import DenseTestConfig
 from detcli.task.prior_generators.anchor_generator import anchor_inside_flags
@@ -40,17 +47,10 @@ from detcli.task.train_cfg import DenseTrainConfig
 
 log = logging.getLogger(__name__)
 
-# Classification losses that weigh easy negatives down themselves; heads using them keep every
-# assigned prior (PseudoSampler) and normalise by positives only (MMDetection's `sampling`).
+# Read only by detcli/analysis/capabilities.py, until it asks the head's training_rule() (the
+# heads no longer use it: AnchorHead decides by its loss's class, ATSSHead always keeps every
+# prior). Remove it with that switch.
 SAMPLING_FREE_LOSSES = ("FocalLoss", "GHMC", "QualityFocalLoss")
-
-
-class DenseOutputs(NamedTuple):
-    """Raw per-level outputs of a dense head (a tuple, so it traces and exports as one)."""
-
-    cls_logits: list[Tensor]  # L x (N, A*K, H_l, W_l)
-    bbox_deltas: list[Tensor]  # L x (N, A*4, H_l, W_l)
-
 
 @dataclass
 class AnchorTargets:
@@ -107,7 +107,10 @@ class AnchorHead(nn.Module):
         self.loss_cls = loss_cls
         self.loss_bbox = loss_bbox
         self.reg_decoded_bbox = reg_decoded_bbox
-        self.sampling = type(loss_cls).__name__ not in SAMPLING_FREE_LOSSES
+        # The focal loss weighs easy negatives down itself: a head using it keeps every
+        # assigned prior (PseudoSampler) and normalises by positives only (MMDetection's
+        # `sampling`); any other classification loss samples (train_cfg.sampler).
+        self.sampling = not isinstance(loss_cls, FocalLoss)
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg if test_cfg is not None else DenseTestConfig()
         self.assigner = self.sampler = None
@@ -124,6 +127,18 @@ class AnchorHead(nn.Module):
                               f"level, got {self.prior_generator.num_base_priors}")
         return counts.pop()
 
+    def training_rule(self) -> TrainingRule:
+        """The sampler ``get_targets`` runs and what the losses are divided by: with
+        ``sampling``, ``train_cfg.sampler`` and the sampled positives plus negatives; without,
+        the PseudoSampler and the positives."""
+        if not self.sampling:
+            return TrainingRule(sampler="PseudoSampler", normaliser="positives")
+        if self.train_cfg is None:
+            raise DetError(f"{type(self).__name__} samples with train_cfg.sampler, but the model "
+                           "was built with train_cfg = false")
+        return TrainingRule(sampler=self.train_cfg.sampler.type,
+                            normaliser="positives_and_negatives")
+
     def _sampler_config(self, train_cfg: DenseTrainConfig) -> Any:
         if self.sampling:
             if getattr(train_cfg.sampler, "add_gt_as_proposals", False):
@@ -139,11 +154,6 @@ class AnchorHead(nn.Module):
     def forward(self, feats: Sequence[Tensor]) -> DenseOutputs:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _outputs(self, feats_or_outputs: Any) -> DenseOutputs:
-        if isinstance(feats_or_outputs, DenseOutputs):
-            return feats_or_outputs
-        return self(feats_or_outputs)
-
     def level_priors(self, outputs: DenseOutputs) -> list[Tensor]:
         """Priors per level, L x (H_l*W_l*A, 4), for the feature-map sizes of ``outputs``."""
         logits = outputs.cls_logits
@@ -152,10 +162,9 @@ class AnchorHead(nn.Module):
 
     # ---- training --------------------------------------------------------------------------
 
-    def loss(self, feats_or_outputs: Any, images: ImageBatch,
+    def loss(self, outputs: DenseOutputs, images: ImageBatch,
              targets: DetTargets) -> dict[str, Tensor]:
-        """``{"loss_cls": (), "loss_bbox": ()}``, both divided by the positives of the batch."""
-        outputs = self._outputs(feats_or_outputs)
+        """``{"loss_cls": (), "loss_bbox": ()}``, divided as :meth:`training_rule` says."""
         priors_per_level = self.level_priors(outputs)
         priors = torch.cat(priors_per_level, dim=0)  # (R, 4)
         cls_logits = flatten_levels(outputs.cls_logits, self.num_classes)  # (N, R, K)
@@ -253,13 +262,23 @@ class AnchorHead(nn.Module):
 
     # ---- inference -------------------------------------------------------------------------
 
-    def predict(self, feats_or_outputs: Any, images: ImageBatch,
+    def candidates(self, outputs: DenseOutputs, img_shapes: Tensor | None,
+                   priors: Sequence[Tensor] | None = None,
+                   static_k: bool = False) -> Candidates:
+        """Boxes before NMS (N, P), in network-input pixels, clipped to ``img_shapes`` (N, 2)
+        unless None; ``priors`` default to the anchors of ``outputs``' feature-map sizes."""
+        if priors is None:
+            priors = self.level_priors(outputs)
+        max_shape = None if img_shapes is None else img_shapes.to(
+            outputs.cls_logits[0].device, torch.float32)  # (N, 2)
+        return dense_candidates(outputs, priors, self.bbox_coder, self.test_cfg,
+                                max_shape=max_shape, static_k=static_k)
+
+    def predict(self, outputs: DenseOutputs, images: ImageBatch,
                 rescale: bool = True) -> DetectionBatch:
         """Detections of every image, padded to ``test_cfg.max_per_img``.
 
         Boxes are in original-image pixels with ``rescale`` (else network-input pixels).
         """
-        outputs = self._outputs(feats_or_outputs)
-        priors = self.level_priors(outputs)
-        return predict_dense(outputs.cls_logits, outputs.bbox_deltas, priors, self.bbox_coder,
-                             images, self.test_cfg, rescale=rescale)
+        return predict_dense(self.candidates(outputs, images.img_shapes), images,
+                             self.test_cfg, rescale=rescale)

@@ -29,11 +29,10 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from detcli.config.schema import Maybe, Schema
-from detcli.errors import ConfigError
+from detcli.errors import ConfigError, DetError
 from detcli.models.dense_heads.anchor_head import AnchorHead, flatten_levels
-from detcli.models.dense_heads.centerness import ScoredDenseOutputs, masked_centerness
+from detcli.models.dense_heads.centerness import masked_centerness
 from detcli.models.dense_heads.channels import head_in_channels
-from detcli.models.dense_heads.dense_predict import predict_dense
 from detcli.models.dense_heads.fcos_head import centerness_loss_config, gn_32
 from detcli.models.dense_heads.retina_head import ConvConfig
 from detcli.models.layers import ConvModule, NormConfig, Scale, bias_init_with_prob, normal_init
@@ -48,7 +47,7 @@ from detcli.registry import (
     PriorGeneratorConfig,
 )
 from detcli.structures.batch import DetTargets, ImageBatch
-from detcli.structures.detections import DetectionBatch
+from detcli.structures.dense import DenseOutputs
 from detcli.task.coders.delta_xywh import DeltaXYWHBBoxCoderConfig
 from detcli.task.coders.distance_point import points_to_distances
 from detcli.task.postprocess import DenseTestConfig
@@ -91,7 +90,8 @@ class ATSSHeadConfig(Schema):
 
 @HEADS.register(ATSSHeadConfig)
 class ATSSHead(AnchorHead):
-    """``forward(feats)``: L x (N, C, H_l, W_l) -> :class:`ScoredDenseOutputs`."""
+    """``forward(feats)``: L x (N, C, H_l, W_l) -> :class:`DenseOutputs` with centerness
+    ``score_factors``; candidates and predict are :class:`AnchorHead`'s."""
 
     def __init__(
         self,
@@ -174,7 +174,7 @@ class ATSSHead(AnchorHead):
                 normal_init(module, std=0.01)
         normal_init(self.atss_cls, std=0.01, bias=bias_init_with_prob(self.prior_prob))
 
-    def forward(self, feats: Sequence[Tensor]) -> ScoredDenseOutputs:
+    def forward(self, feats: Sequence[Tensor]) -> DenseOutputs:
         cls_logits, bbox_deltas, centerness = [], [], []
         for level, x in enumerate(feats):  # x: (N, C, H_l, W_l)
             cls_feat = reg_feat = x
@@ -185,19 +185,16 @@ class ATSSHead(AnchorHead):
             cls_logits.append(self.atss_cls(cls_feat))  # (N, A*K, H_l, W_l)
             bbox_deltas.append(self.scales[level](self.atss_reg(reg_feat)).float())  # (N, A*4, ..)
             centerness.append(self.atss_centerness(reg_feat))  # (N, A, H_l, W_l)
-        return ScoredDenseOutputs(cls_logits, bbox_deltas, centerness)
-
-    def _outputs(self, feats_or_outputs: Any) -> ScoredDenseOutputs:
-        if isinstance(feats_or_outputs, ScoredDenseOutputs):
-            return feats_or_outputs
-        return self(feats_or_outputs)
+        return DenseOutputs(cls_logits, bbox_deltas, centerness)
 
     # ---- training --------------------------------------------------------------------------
 
-    def loss(self, feats_or_outputs: Any, images: ImageBatch,
+    def loss(self, outputs: DenseOutputs, images: ImageBatch,
              targets: DetTargets) -> dict[str, Tensor]:
         """``{"loss_cls", "loss_bbox", "loss_centerness"}``, normalised as the module says."""
-        outputs = self._outputs(feats_or_outputs)
+        if outputs.score_factors is None:
+            raise DetError("ATSSHead.loss needs its centerness outputs (score_factors); got "
+                           "DenseOutputs without them")
         num_classes = self.num_classes
         priors = torch.cat(self.level_priors(outputs), dim=0)  # (R, 4)
         cls_logits = flatten_levels(outputs.cls_logits, num_classes)  # (N, R, K)
@@ -225,14 +222,3 @@ class ATSSHead(AnchorHead):
                                                weight=positive.reshape(-1).float(),
                                                avg_factor=tgt.avg_factor)
         return {"loss_cls": loss_cls, "loss_bbox": loss_bbox, "loss_centerness": loss_centerness}
-
-    # ---- inference -------------------------------------------------------------------------
-
-    def predict(self, feats_or_outputs: Any, images: ImageBatch,
-                rescale: bool = True) -> DetectionBatch:
-        """Detections of every image, padded to ``test_cfg.max_per_img``: class scores times
-        centerness, one batched NMS (boxes in original-image pixels with ``rescale``)."""
-        outputs = self._outputs(feats_or_outputs)
-        return predict_dense(outputs.cls_logits, outputs.bbox_deltas, self.level_priors(outputs),
-                             self.bbox_coder, images, self.test_cfg, rescale=rescale,
-                             score_factors=outputs.score_factors)

@@ -10,29 +10,14 @@ the box's sides, is
 
 1 at the box's centre, falling to 0 at its border. A head learns it with a sigmoid
 cross-entropy on positives, and at test time the sigmoid of its logit multiplies the class
-score before NMS (``predict_dense(score_factors=...)``), so boxes predicted far from an
+score before NMS (``DenseOutputs.score_factors``, applied by ``dense_predict.dense_candidates``), so boxes predicted far from an
 object's centre rank lower.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import Tensor
-
-
-class ScoredDenseOutputs(NamedTuple):
-    """Raw per-level outputs of a dense head with a score factor (a tuple: it traces whole).
-
-    ``bbox_deltas`` are the head's encoded boxes: deltas from anchors (ATSS) or distances from
-    points (FCOS). The first two fields read as :class:`~.anchor_head.DenseOutputs`'s; code
-    that scores candidates must also apply ``score_factors``.
-    """
-
-    cls_logits: list[Tensor]  # L x (N, A*K, H_l, W_l)
-    bbox_deltas: list[Tensor]  # L x (N, A*4, H_l, W_l)
-    score_factors: list[Tensor]  # L x (N, A, H_l, W_l): centerness logits
 
 
 def centerness_target(distances: Tensor) -> Tensor:

@@ -13,8 +13,12 @@ MMDetection's, so its checkpoints load with no key mapping.
 
 Call graph:
 
-    loss(outputs, images, targets):    forward() -> get_targets() (fcos_targets) -> losses
-    predict(outputs, images, rescale): forward() -> dense_predict.predict_dense(score_factors)
+    loss(outputs, images, targets):    get_targets() (fcos_targets) -> losses
+    candidates(outputs, img_shapes):   distances_in_pixels() -> dense_predict.dense_candidates()
+    predict(outputs, images, rescale): candidates() -> dense_predict.predict_dense()
+
+``outputs`` is what ``forward(feats)`` returned, a :class:`~detcli.structures.dense.DenseOutputs`
+whose ``bbox_deltas`` are the distances and ``score_factors`` the centerness logits.
 
 Loss normalisation, as MMDetection 2.x's ``FCOSHead.loss``: P = the positives of the batch
 (at least 1); ``loss_cls`` (focal, every point) / P; ``loss_bbox`` (IoU of decoded boxes) is
@@ -34,9 +38,9 @@ from torch import Tensor, nn
 from detcli.config.schema import Maybe, Schema
 from detcli.errors import ConfigError, DetError
 from detcli.models.dense_heads.anchor_head import flatten_levels
-from detcli.models.dense_heads.centerness import ScoredDenseOutputs, masked_centerness
+from detcli.models.dense_heads.centerness import masked_centerness
 from detcli.models.dense_heads.channels import head_in_channels
-from detcli.models.dense_heads.dense_predict import predict_dense
+from detcli.models.dense_heads.dense_predict import dense_candidates, predict_dense
 from detcli.models.dense_heads.fcos_targets import (
     DEFAULT_RANGES,
     GT_CHUNK_SIZE,
@@ -50,7 +54,9 @@ from detcli.models.dense_heads.retina_head import ConvConfig
 from detcli.models.layers import ConvModule, NormConfig, Scale, bias_init_with_prob, normal_init
 from detcli.models.losses import CrossEntropyLossConfig, FocalLossConfig, IoULossConfig
 from detcli.registry import BBOX_CODERS, HEADS, LOSSES, BBoxCoderConfig, LossConfig
+from detcli.models.protocols import TrainingRule
 from detcli.structures.batch import DetTargets, ImageBatch
+from detcli.structures.dense import Candidates, DenseOutputs
 from detcli.structures.detections import DetectionBatch
 from detcli.task.coders.distance_point import DistancePointBBoxCoderConfig
 from detcli.task.postprocess import DenseTestConfig
@@ -120,7 +126,8 @@ class FCOSHeadConfig(Schema):
 
 @HEADS.register(FCOSHeadConfig)
 class FCOSHead(nn.Module):
-    """``forward(feats)``: L x (N, C, H_l, W_l) -> :class:`ScoredDenseOutputs`."""
+    """``forward(feats)``: L x (N, C, H_l, W_l) -> :class:`DenseOutputs` (distances and
+    centerness ``score_factors``); a :class:`~detcli.models.protocols.DenseHead`."""
 
     def __init__(
         self,
@@ -235,7 +242,7 @@ class FCOSHead(nn.Module):
                 normal_init(module, std=0.01)
         normal_init(self.conv_cls, std=0.01, bias=bias_init_with_prob(self.prior_prob))
 
-    def forward(self, feats: Sequence[Tensor]) -> ScoredDenseOutputs:
+    def forward(self, feats: Sequence[Tensor]) -> DenseOutputs:
         if len(feats) != len(self.strides):
             raise DetError(f"FCOSHead got {len(feats)} feature maps for {len(self.strides)} "
                            f"strides {self.strides}")
@@ -252,14 +259,9 @@ class FCOSHead(nn.Module):
             # float32 before exp, so AMP cannot overflow
             reg = self.scales[level](self.conv_reg(reg_feat)).float()  # (N, 4, H_l, W_l)
             distances.append(reg.clamp(min=0) if self.norm_on_bbox else reg.exp())
-        return ScoredDenseOutputs(cls_logits, distances, centerness)
+        return DenseOutputs(cls_logits, distances, centerness)
 
-    def _outputs(self, feats_or_outputs: Any) -> ScoredDenseOutputs:
-        if isinstance(feats_or_outputs, ScoredDenseOutputs):
-            return feats_or_outputs
-        return self(feats_or_outputs)
-
-    def level_priors(self, outputs: ScoredDenseOutputs) -> list[Tensor]:
+    def level_priors(self, outputs: DenseOutputs) -> list[Tensor]:
         """Points per level, L x (H_l*W_l, 2), for the feature-map sizes of ``outputs``."""
         sizes = [(x.shape[-2], x.shape[-1]) for x in outputs.cls_logits]
         return self.prior_generator.grid_priors(sizes, device=outputs.cls_logits[0].device)
@@ -273,10 +275,17 @@ class FCOSHead(nn.Module):
 
     # ---- training --------------------------------------------------------------------------
 
-    def loss(self, feats_or_outputs: Any, images: ImageBatch,
+    def training_rule(self) -> TrainingRule:
+        """Every point the FCOS rule assigns counts (no sampler); the losses are divided by
+        the positives of the batch."""
+        return TrainingRule(sampler="PseudoSampler", normaliser="positives")
+
+    def loss(self, outputs: DenseOutputs, images: ImageBatch,
              targets: DetTargets) -> dict[str, Tensor]:
         """``{"loss_cls", "loss_bbox", "loss_centerness"}``, normalised as the module says."""
-        outputs = self._outputs(feats_or_outputs)
+        if outputs.score_factors is None:
+            raise DetError("FCOSHead.loss needs its centerness outputs (score_factors); got "
+                           "DenseOutputs without them")
         num_classes = self.num_classes
         sizes = [(x.shape[-2], x.shape[-1]) for x in outputs.cls_logits]
         points_per_level = self.prior_generator.grid_priors(
@@ -322,12 +331,24 @@ class FCOSHead(nn.Module):
 
     # ---- inference -------------------------------------------------------------------------
 
-    def predict(self, feats_or_outputs: Any, images: ImageBatch,
+    def candidates(self, outputs: DenseOutputs, img_shapes: Tensor | None,
+                   priors: Sequence[Tensor] | None = None,
+                   static_k: bool = False) -> Candidates:
+        """Boxes before NMS (N, P), decoded from the points with the distances in pixels,
+        clipped to ``img_shapes`` (N, 2) unless None; ``priors`` default to the points of
+        ``outputs``' feature-map sizes."""
+        if priors is None:
+            priors = self.level_priors(outputs)
+        in_pixels = outputs._replace(bbox_deltas=self.distances_in_pixels(outputs.bbox_deltas))
+        max_shape = None if img_shapes is None else img_shapes.to(
+            outputs.cls_logits[0].device, torch.float32)  # (N, 2)
+        return dense_candidates(in_pixels, priors, self.bbox_coder, self.test_cfg,
+                                max_shape=max_shape, static_k=static_k)
+
+    def predict(self, outputs: DenseOutputs, images: ImageBatch,
                 rescale: bool = True) -> DetectionBatch:
         """Detections of every image, padded to ``test_cfg.max_per_img``: class scores times
         centerness, decoded from the points, one batched NMS (boxes in original-image pixels
         with ``rescale``, else network-input pixels)."""
-        outputs = self._outputs(feats_or_outputs)
-        return predict_dense(outputs.cls_logits, self.distances_in_pixels(outputs.bbox_deltas),
-                             self.level_priors(outputs), self.bbox_coder, images, self.test_cfg,
-                             rescale=rescale, score_factors=outputs.score_factors)
+        return predict_dense(self.candidates(outputs, images.img_shapes), images,
+                             self.test_cfg, rescale=rescale)

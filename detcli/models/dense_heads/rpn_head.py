@@ -33,9 +33,9 @@ from torch import Tensor, nn
 
 from detcli.config.schema import Schema
 from detcli.errors import ConfigError, DetError
-from detcli.models.dense_heads.anchor_head import AnchorHead, DenseOutputs
+from detcli.models.dense_heads.anchor_head import AnchorHead
 from detcli.models.dense_heads.channels import head_in_channels
-from detcli.models.dense_heads.proposals import generate_proposals
+from detcli.models.dense_heads.proposals import proposals_from_candidates, rpn_candidates
 from detcli.models.layers import ConvModule, normal_init
 from detcli.models.losses import CrossEntropyLossConfig, L1LossConfig
 from detcli.registry import (
@@ -48,6 +48,7 @@ from detcli.registry import (
     PriorGeneratorConfig,
 )
 from detcli.structures.batch import DetTargets, ImageBatch
+from detcli.structures.dense import Candidates, DenseOutputs
 from detcli.structures.detections import DetectionBatch
 from detcli.structures.proposals import Proposals
 from detcli.task.coders.delta_xywh import DeltaXYWHBBoxCoderConfig
@@ -182,28 +183,39 @@ class RPNHead(AnchorHead):
 
     # ---- training --------------------------------------------------------------------------
 
-    def loss(self, feats_or_outputs: Any, images: ImageBatch,
+    def loss(self, outputs: DenseOutputs, images: ImageBatch,
              targets: DetTargets) -> dict[str, Tensor]:
         """``{"loss_rpn_cls": (), "loss_rpn_bbox": ()}``: objectness against every GT, both
         divided by the sampled positives plus negatives of the batch (module docstring)."""
         objects = replace(targets, labels=targets.labels.clamp(max=0))  # (N, G): 0, or -1 padding
-        losses = super().loss(feats_or_outputs, images, objects)
+        losses = super().loss(outputs, images, objects)
         return {"loss_rpn_cls": losses["loss_cls"], "loss_rpn_bbox": losses["loss_bbox"]}
 
     # ---- inference -------------------------------------------------------------------------
 
-    def predict_proposals(self, feats_or_outputs: Any, images: ImageBatch,
+    def candidates(self, outputs: DenseOutputs, img_shapes: Tensor | None,
+                   priors: Sequence[Tensor] | None = None, static_k: bool = False,
+                   cfg: ProposalConfig | None = None) -> Candidates:
+        """The proposals' candidates (N, C) before NMS (:func:`.proposals.rpn_candidates`):
+        the ``nms_pre`` best anchors of every level, decoded and clipped to ``img_shapes``
+        unless None, labelled by their level, all valid (the RPN has no score threshold).
+        ``cfg`` None: the head's ``test_cfg``."""
+        if priors is None:
+            priors = self.level_priors(outputs)  # L x (H_l*W_l*A, 4)
+        return rpn_candidates(outputs, priors, self.bbox_coder, img_shapes,
+                              cfg if cfg is not None else self.test_cfg, static_k=static_k)
+
+    @torch.no_grad()
+    def predict_proposals(self, outputs: DenseOutputs, images: ImageBatch,
                           cfg: ProposalConfig | None = None) -> Proposals:
         """Proposals of every image, padded to ``cfg.max_per_img`` slots, in network-input
         pixels. ``cfg`` None: the head's ``test_cfg`` (the detector passes
         ``train_cfg.rpn_proposal`` while training)."""
-        outputs = self._outputs(feats_or_outputs)
-        priors = self.level_priors(outputs)  # L x (H_l*W_l*A, 4)
-        return generate_proposals(outputs.cls_logits, outputs.bbox_deltas, priors,
-                                  self.bbox_coder, images.img_shapes,
-                                  cfg if cfg is not None else self.test_cfg)
+        cfg = cfg if cfg is not None else self.test_cfg
+        return proposals_from_candidates(self.candidates(outputs, images.img_shapes, cfg=cfg),
+                                         cfg)
 
-    def predict(self, feats_or_outputs: Any, images: ImageBatch,
+    def predict(self, outputs: DenseOutputs, images: ImageBatch,
                 rescale: bool = True) -> DetectionBatch:
         """Not a detector: raises :class:`DetError` (use :meth:`predict_proposals`)."""
         raise DetError(

@@ -13,7 +13,7 @@ same derivation of ``neck.in_channels`` and ``bbox_head.in_channels``); the conf
   deltas (``DeltaXYWHBBoxCoder``), ``ATSSAssigner``, GIoU loss, centerness.
 
 ``forward(images)`` returns the head's
-:class:`~detcli.models.dense_heads.centerness.ScoredDenseOutputs`; ``loss`` adds
+:class:`~detcli.structures.dense.DenseOutputs` with centerness ``score_factors``; ``loss`` adds
 ``loss_centerness`` to RetinaNet's two terms; ``predict`` multiplies class scores by
 centerness before NMS.
 """

@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from detcli.config.schema import Maybe, Schema, derive_or_check
 from detcli.errors import ConfigError
-from detcli.models.dense_heads.anchor_head import DenseOutputs
 from detcli.registry import (
     BACKBONES,
     DETECTORS,
@@ -30,6 +29,7 @@ from detcli.registry import (
     NeckConfig,
 )
 from detcli.structures.batch import DetTargets, ImageBatch
+from detcli.structures.dense import Candidates, DenseOutputs
 from detcli.structures.detections import DetectionBatch, Detections
 from detcli.task.postprocess import DenseTestConfig
 from detcli.task.train_cfg import DenseTrainConfig
@@ -152,6 +152,11 @@ class SingleStageDetector(TrunkDetector):
     def predict_batch(self, images: ImageBatch, rescale: bool = True) -> DetectionBatch:
         """Detections padded to (N, M), boxes in original-image pixels with ``rescale``."""
         return self.bbox_head.predict(self(images.tensor), images, rescale=rescale)
+
+    @torch.no_grad()
+    def candidates(self, images: ImageBatch) -> Candidates:
+        """The head's candidates before NMS, in network-input pixels (test-time augmentation)."""
+        return self.bbox_head.candidates(self(images.tensor), images.img_shapes)
 
 
 class RetinaNet(SingleStageDetector):

@@ -28,7 +28,6 @@ from torch import Tensor, nn
 
 from detcli.config.schema import Maybe, Schema, derive_or_check
 from detcli.errors import ConfigError
-from detcli.models.dense_heads.anchor_head import DenseOutputs
 from detcli.models.detectors.single_stage import (
     TrunkDetector,
     build_trunk,
@@ -44,6 +43,7 @@ from detcli.registry import (
     RoIHeadConfig,
 )
 from detcli.structures.batch import DetTargets, ImageBatch
+from detcli.structures.dense import Candidates, DenseOutputs, detections_as_candidates
 from detcli.structures.detections import DetectionBatch
 from detcli.structures.proposals import Proposals
 from detcli.task.two_stage_cfg import TwoStageTestConfig, TwoStageTrainConfig
@@ -149,6 +149,12 @@ class TwoStageDetector(TrunkDetector):
         feats, rpn_outputs = self(images.tensor)
         proposals = self.rpn_head.predict_proposals(rpn_outputs, images, self.test_cfg.rpn)
         return self.roi_head.predict(feats, proposals, images, rescale=rescale)
+
+    @torch.no_grad()
+    def candidates(self, images: ImageBatch) -> Candidates:
+        """The RoI head's detections in network-input pixels, as candidates: test-time
+        augmentation merges a two-stage detector's post-NMS detections per view."""
+        return detections_as_candidates(self.predict_batch(images, rescale=False))
 
 
 class FasterRCNN(TwoStageDetector):

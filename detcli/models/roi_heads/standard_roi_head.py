@@ -30,7 +30,6 @@ from torch import Tensor, nn
 
 from detcli.config.schema import Schema, derive_or_check
 from detcli.errors import DetError
-from detcli.models.dense_heads.dense_predict import nms_to_batch
 from detcli.models.roi_heads.roi_extractor import SingleRoIExtractorConfig
 from detcli.registry import (
     ASSIGNERS,
@@ -44,6 +43,7 @@ from detcli.registry import (
 from detcli.structures.batch import DetTargets, ImageBatch
 from detcli.structures.detections import DetectionBatch
 from detcli.structures.proposals import Proposals
+from detcli.task.postprocess import nms_to_batch
 from detcli.task.two_stage_cfg import RCNNTestConfig, RCNNTrainConfig
 
 # the sort keys that put each image's sampled slots first: positives, negatives, the rest

@@ -1,0 +1,116 @@
+"""What the rest of det needs from a dense head, an RoI head and a detector.
+
+N images, L levels, P candidates per image, M = ``max_per_img`` detection slots per image.
+
+These are the only ways the engine (training, TTA), export and the analysis tools reach into
+a model: they call these methods, with these typed results, and never ask ``hasattr(head,
+...)``. A new head family implements its protocol; nothing outside its own files changes.
+
+Data flow of a single-stage detector (a two-stage one runs the RPN -- a dense head -- then
+the RoI head on its proposals)::
+
+    images (N, 3, H, W) -> backbone -> neck -> L feature maps
+        -> DenseHead.forward          -> DenseOutputs (per-level raw maps)
+        -> DenseHead.loss             -> {"loss_*": ()}           (training)
+        -> DenseHead.candidates       -> Candidates (N, P)         (predict, TTA, ONNX graph)
+        -> DenseHead.predict          -> DetectionBatch (N, M)     (candidates + one NMS)
+        -> DenseHead.training_rule    -> TrainingRule              (sampler, loss normaliser)
+
+The protocols are structural (``typing.Protocol``): a head satisfies one by having the
+methods; nothing has to inherit from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, Sequence
+
+from torch import Tensor
+
+from detcli.structures.batch import DetTargets, ImageBatch
+from detcli.structures.dense import Candidates, DenseOutputs
+from detcli.structures.detections import DetectionBatch
+from detcli.structures.proposals import Proposals
+
+# How a head divides its classification loss (MMDetection's ``avg_factor``): by the positives
+# of the batch, or by the sampled positives plus negatives (each image counting at least one).
+Normaliser = Literal["positives", "positives_and_negatives"]
+
+
+@dataclass(frozen=True)
+class TrainingRule:
+    """How a head turns an assignment into a loss, as the head itself declares it.
+
+    ``sampler`` is the sampler the head's loss runs (``"PseudoSampler"``: every assigned prior
+    counts; ``"RandomSampler"``: a fixed number per image, the rest ignored), ``normaliser``
+    what its classification loss is divided by. Tools read this instead of re-deriving it.
+    """
+
+    sampler: str
+    normaliser: Normaliser
+
+
+class DenseHead(Protocol):
+    """A head that predicts at every location of every level (RetinaNet, ATSS, FCOS, RPN).
+
+    ``num_classes`` K (1 for the RPN), ``test_cfg`` its post-processing settings.
+    """
+
+    num_classes: int
+
+    def forward(self, feats: Sequence[Tensor]) -> DenseOutputs:
+        """L x (N, C, H_l, W_l) -> the raw per-level outputs."""
+        ...
+
+    def loss(self, outputs: DenseOutputs, images: ImageBatch,
+             targets: DetTargets) -> dict[str, Tensor]:
+        """Training losses of the batch; every key starts with ``loss_``."""
+        ...
+
+    def candidates(self, outputs: DenseOutputs, img_shapes: Tensor | None,
+                   priors: Sequence[Tensor] | None = None,
+                   static_k: bool = False) -> Candidates:
+        """Boxes before NMS in network-input pixels, clipped to ``img_shapes`` (N, 2) unless
+        None. ``priors`` (per level) default to the head's own; the ONNX graph passes priors
+        built from symbolic sizes and ``static_k`` (see ``dense_predict``)."""
+        ...
+
+    def predict(self, outputs: DenseOutputs, images: ImageBatch,
+                rescale: bool = True) -> DetectionBatch:
+        """Detections padded to (N, M): ``candidates`` and one batched NMS."""
+        ...
+
+    def training_rule(self) -> TrainingRule:
+        """Which sampler and which loss normaliser the head's ``loss`` uses."""
+        ...
+
+
+class RoIHead(Protocol):
+    """The second stage of a two-stage detector: proposals -> losses or detections."""
+
+    num_classes: int
+
+    def loss(self, feats: Sequence[Tensor], proposals: Proposals, images: ImageBatch,
+             targets: DetTargets) -> dict[str, Tensor]:
+        ...
+
+    def predict(self, feats: Sequence[Tensor], proposals: Proposals, images: ImageBatch,
+                rescale: bool = True) -> DetectionBatch:
+        ...
+
+
+class Detector(Protocol):
+    """What the engine, TTA and export call on a whole detector."""
+
+    def loss(self, images: ImageBatch, targets: DetTargets) -> dict[str, Tensor]:
+        """Training losses; the engine sums the ``loss_*`` keys."""
+        ...
+
+    def predict_batch(self, images: ImageBatch, rescale: bool = True) -> DetectionBatch:
+        """Detections padded to (N, M), boxes in original-image pixels with ``rescale``."""
+        ...
+
+    def candidates(self, images: ImageBatch) -> Candidates:
+        """The boxes the final NMS would see, in network-input pixels (test-time
+        augmentation merges these across views)."""
+        ...
