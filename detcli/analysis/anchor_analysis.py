@@ -33,6 +33,7 @@ from detcli.analysis.anchor_gt import GTBatch, GTSet, collect_gt, make_batches
 from detcli.analysis.anchor_stats import build_summary
 from detcli.analysis.assignment import AssignmentParts, assign_padded, iou_elements
 from detcli.analysis.pipeline_geometry import PipelineGeometry, network_input_geometry
+from detcli.data.build import build_dataset
 from detcli.errors import DataError
 from detcli.task.assigners.assign_result import IGNORED, NEGATIVE
 
@@ -187,8 +188,6 @@ class AnchorStudy:
     def from_config(cls, cfg: Any, split: str = "val", max_images: Optional[int] = None,
                     config_name: Optional[str] = None) -> AnchorStudy:
         """Build the parts from ``cfg`` (a DetConfig), read split ``split``'s GT."""
-        from detcli.data.build import build_dataset
-
         parts = AssignmentParts.from_config(cfg)  # first: an anchor-free head stops here
         dataset_cfg = cfg.data.split(split)
         if dataset_cfg is None:

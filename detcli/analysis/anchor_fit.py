@@ -18,6 +18,7 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 
+from detcli.analysis.anchor_analysis import AnchorStudy
 from detcli.errors import ConfigError, DataError
 
 Verdict = Literal["fits", "too_small", "too_large", "shapes", "not_applicable"]
@@ -55,8 +56,6 @@ def _verdict(sides: np.ndarray, missed: np.ndarray, smallest: float, largest: fl
 def check_anchor_fit(cfg: Any, config_name: str, split: str = "train",
                      max_images: int = MAX_IMAGES) -> AnchorFit:
     """The verdict for ``cfg`` (a DetConfig) on split ``split``; see the module docstring."""
-    from detcli.analysis.anchor_analysis import AnchorStudy
-
     try:
         report = AnchorStudy.from_config(cfg, split, max_images, config_name).report()
     except (ConfigError, DataError) as exc:

@@ -40,6 +40,13 @@ from detcli.analysis import capabilities as can
 from detcli.analysis.assign_explain import Explanation, explain
 from detcli.analysis.assignment import AssignmentParts, ImageAssignment, assign_image
 from detcli.analysis.pipeline_view import PipelineView, run_pipeline
+from detcli.data.datasets.coco import select_classes
+from detcli.data.datasets.coco_json import (
+    annotation_arrays,
+    category_table,
+    image_table,
+    read_coco_json,
+)
 from detcli.errors import ConfigError, DataError, DetError
 from detcli.registry import DATASETS
 from detcli.task.assigners.assign_result import IGNORED, NEGATIVE
@@ -222,14 +229,6 @@ def coco_gt_for_image(ann_file: Path, image_path: Path,
                       classes: Optional[Sequence[str]] = None) -> OriginalGT:
     """The GT of ``image_path`` in the COCO file ``ann_file``: labels as CocoDataset makes them
     (``classes`` selects and orders categories), crowd boxes as ignore boxes."""
-    from detcli.data.datasets.coco import select_classes
-    from detcli.data.datasets.coco_json import (
-        annotation_arrays,
-        category_table,
-        image_table,
-        read_coco_json,
-    )
-
     data = read_coco_json(ann_file)
     image_ids, images = image_table(data, ann_file)
     record = find_image_record(images, image_path, ann_file)
@@ -258,9 +257,6 @@ def annotation_gt(cfg: Any, ann_file: str | Path, image_path: str | Path) -> Ori
 def config_class_names(cfg: Any) -> tuple[str, ...]:
     """Class names of the config's dataset (test, then val, then train): its ``classes``, or a
     COCO file's categories; () when neither can be read."""
-    from detcli.data.datasets.coco import select_classes
-    from detcli.data.datasets.coco_json import category_table, read_coco_json
-
     for split in ("test", "val", "train"):
         ds = cfg.data.split(split)
         if ds is None:

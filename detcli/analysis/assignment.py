@@ -42,6 +42,7 @@ from detcli.config.schema import Schema
 from detcli.errors import ConfigError
 from detcli.ops.boxes import box_iou
 from detcli.registry import ASSIGNERS, PRIOR_GENERATORS, SAMPLERS
+from detcli.structures.batch import DetTargets
 from detcli.task.assigners.assign_result import IGNORED
 from detcli.task.prior_generators.anchor_generator import anchor_inside_flags
 from detcli.task.samplers.pseudo_sampler import PseudoSamplerConfig
@@ -343,8 +344,6 @@ def assign_batch(
 ) -> list[ImageAssignment]:
     """Images of one padded shape, assigned in one call: per image (G_i, 4) boxes and (G_i,)
     labels (and (I_i, 4) ignore boxes) -> one :class:`ImageAssignment` each."""
-    from detcli.structures.batch import DetTargets
-
     targets = DetTargets.from_lists(list(gt_boxes), [t.long() for t in gt_labels],
                                     list(ignore_boxes) if ignore_boxes is not None else None)
     device = targets.boxes.device

@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from detcli.analysis.pipeline_view import PipelineView, run_pipeline
+from detcli.data.build import build_dataset
 from detcli.errors import ConfigError, DetError
 from detcli.viz.canvas import draw_ignore_boxes, image_grid
 from detcli.viz.draw import draw_boxes, save_image, titled
@@ -69,8 +70,6 @@ def sample_dataset(cfg: Any, split: str = "train", num: int = 8, seed: int = 0,
                    indices: Optional[Sequence[int]] = None) -> list[DatasetSample]:
     """``num`` images of ``cfg.data.<split>`` (a DetConfig) after that split's pipeline, or the
     images at ``indices``."""
-    from detcli.data.build import build_dataset
-
     if num < 1:
         raise DetError(f"--num must be at least 1, got {num}")
     ds_cfg = cfg.data.split(split)
