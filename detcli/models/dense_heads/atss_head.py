@@ -35,7 +35,8 @@ from detcli.models.dense_heads.centerness import masked_centerness
 from detcli.models.dense_heads.channels import head_in_channels
 from detcli.models.dense_heads.fcos_head import centerness_loss_config, gn_32
 from detcli.models.dense_heads.retina_head import ConvConfig
-from detcli.models.layers import ConvModule, NormConfig, Scale, bias_init_with_prob, normal_init
+from detcli.models.dense_heads.tower import run_tower, twin_towers
+from detcli.models.layers import NormConfig, Scale, bias_init_with_prob, normal_init
 from detcli.models.losses import FocalLossConfig, GIoULossConfig
 from detcli.registry import (
     BBOX_CODERS,
@@ -132,13 +133,8 @@ class ATSSHead(AnchorHead):
         self.feat_channels = feat_channels
         self.prior_prob = prior_prob
         num_anchors = self.num_base_priors
-        self.cls_convs = nn.ModuleList()
-        self.reg_convs = nn.ModuleList()
-        channels = in_channels
-        for _ in range(stacked_convs):
-            for tower in (self.cls_convs, self.reg_convs):
-                tower.append(ConvModule(channels, feat_channels, 3, padding=1, norm_cfg=norm_cfg))
-            channels = feat_channels
+        self.cls_convs, self.reg_convs, channels = twin_towers(
+            in_channels, feat_channels, stacked_convs, norm_cfg=norm_cfg)
         self.atss_cls = nn.Conv2d(channels, num_anchors * num_classes, 3, padding=1)
         self.atss_reg = nn.Conv2d(channels, num_anchors * 4, 3, padding=1)
         self.atss_centerness = nn.Conv2d(channels, num_anchors, 3, padding=1)
@@ -177,11 +173,8 @@ class ATSSHead(AnchorHead):
     def forward(self, feats: Sequence[Tensor]) -> DenseOutputs:
         cls_logits, bbox_deltas, centerness = [], [], []
         for level, x in enumerate(feats):  # x: (N, C, H_l, W_l)
-            cls_feat = reg_feat = x
-            for conv in self.cls_convs:
-                cls_feat = conv(cls_feat)  # (N, F, H_l, W_l)
-            for conv in self.reg_convs:
-                reg_feat = conv(reg_feat)  # (N, F, H_l, W_l)
+            cls_feat = run_tower(self.cls_convs, x)  # (N, F, H_l, W_l)
+            reg_feat = run_tower(self.reg_convs, x)  # (N, F, H_l, W_l)
             cls_logits.append(self.atss_cls(cls_feat))  # (N, A*K, H_l, W_l)
             bbox_deltas.append(self.scales[level](self.atss_reg(reg_feat)).float())  # (N, A*4, ..)
             centerness.append(self.atss_centerness(reg_feat))  # (N, A, H_l, W_l)

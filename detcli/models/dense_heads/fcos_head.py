@@ -51,7 +51,8 @@ from detcli.models.dense_heads.fcos_targets import (
     per_point,
 )
 from detcli.models.dense_heads.retina_head import ConvConfig
-from detcli.models.layers import ConvModule, NormConfig, Scale, bias_init_with_prob, normal_init
+from detcli.models.dense_heads.tower import run_tower, twin_towers
+from detcli.models.layers import NormConfig, Scale, bias_init_with_prob, normal_init
 from detcli.models.losses import CrossEntropyLossConfig, FocalLossConfig, IoULossConfig
 from detcli.registry import BBOX_CODERS, HEADS, LOSSES, BBoxCoderConfig, LossConfig
 from detcli.models.protocols import TrainingRule
@@ -191,14 +192,9 @@ class FCOSHead(nn.Module):
     def _init_layers(self, stacked_convs: int, conv_bias: Union[Literal["auto"], bool],
                      norm_cfg: NormConfig | None) -> None:
         """The towers, the three predictors and one Scale per level (MMDetection's names)."""
-        self.cls_convs = nn.ModuleList()
-        self.reg_convs = nn.ModuleList()
-        channels = self.in_channels
-        for _ in range(stacked_convs):
-            for tower in (self.cls_convs, self.reg_convs):
-                tower.append(ConvModule(channels, self.feat_channels, 3, padding=1,
-                                        bias=conv_bias, norm_cfg=norm_cfg))
-            channels = self.feat_channels
+        self.cls_convs, self.reg_convs, channels = twin_towers(
+            self.in_channels, self.feat_channels, stacked_convs, norm_cfg=norm_cfg,
+            bias=conv_bias)
         self.conv_cls = nn.Conv2d(channels, self.num_classes, 3, padding=1)
         self.conv_reg = nn.Conv2d(channels, 4, 3, padding=1)
         self.conv_centerness = nn.Conv2d(channels, 1, 3, padding=1)
@@ -248,11 +244,8 @@ class FCOSHead(nn.Module):
                            f"strides {self.strides}")
         cls_logits, distances, centerness = [], [], []
         for level, x in enumerate(feats):  # x: (N, C, H_l, W_l)
-            cls_feat = reg_feat = x
-            for conv in self.cls_convs:
-                cls_feat = conv(cls_feat)  # (N, F, H_l, W_l)
-            for conv in self.reg_convs:
-                reg_feat = conv(reg_feat)  # (N, F, H_l, W_l)
+            cls_feat = run_tower(self.cls_convs, x)  # (N, F, H_l, W_l)
+            reg_feat = run_tower(self.reg_convs, x)  # (N, F, H_l, W_l)
             cls_logits.append(self.conv_cls(cls_feat))  # (N, K, H_l, W_l)
             centerness.append(self.conv_centerness(
                 reg_feat if self.centerness_on_reg else cls_feat))  # (N, 1, H_l, W_l)

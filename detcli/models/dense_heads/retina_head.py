@@ -4,7 +4,8 @@ N images, L levels, C input channels, F ``feat_channels``, H_l x W_l the feature
 l, A anchors per location (9 for RetinaNet), K classes.
 
 Per level, ``stacked_convs`` 3x3 conv + ReLU layers (``cls_convs.i``, ``reg_convs.i``) feed
-``retina_cls`` (A*K logits per location) and ``retina_reg`` (A*4 deltas per location). The
+``retina_cls`` (A*K logits per location) and ``retina_reg`` (A*4 deltas per location); the
+towers are :func:`~.tower.twin_towers`. The
 weights are shared across levels. Module names are MMDetection's, so its checkpoints load with
 no key mapping. Targets, loss and prediction are :class:`~.anchor_head.AnchorHead`'s.
 """
@@ -17,9 +18,10 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from detcli.config.schema import Maybe, Schema
-from detcli.models.dense_heads.anchor_head import AnchorHead, DenseOutputs
+from detcli.models.dense_heads.anchor_head import AnchorHead
 from detcli.models.dense_heads.channels import head_in_channels
-from detcli.models.layers import ConvModule, NormConfig, bias_init_with_prob, normal_init
+from detcli.models.dense_heads.tower import run_tower, twin_towers
+from detcli.models.layers import NormConfig, bias_init_with_prob, normal_init
 from detcli.models.losses import FocalLossConfig, L1LossConfig
 from detcli.registry import (
     BBOX_CODERS,
@@ -30,6 +32,7 @@ from detcli.registry import (
     LossConfig,
     PriorGeneratorConfig,
 )
+from detcli.structures.dense import DenseOutputs
 from detcli.task.coders.delta_xywh import DeltaXYWHBBoxCoderConfig
 from detcli.task.postprocess import DenseTestConfig
 from detcli.task.prior_generators.anchor_generator import AnchorGeneratorConfig
@@ -101,13 +104,8 @@ class RetinaHead(AnchorHead):
         self.feat_channels = feat_channels
         self.prior_prob = prior_prob
         num_anchors = self.num_base_priors
-        self.cls_convs = nn.ModuleList()
-        self.reg_convs = nn.ModuleList()
-        channels = in_channels
-        for _ in range(stacked_convs):
-            for tower in (self.cls_convs, self.reg_convs):
-                tower.append(ConvModule(channels, feat_channels, 3, padding=1, norm_cfg=norm_cfg))
-            channels = feat_channels
+        self.cls_convs, self.reg_convs, channels = twin_towers(
+            in_channels, feat_channels, stacked_convs, norm_cfg=norm_cfg)
         self.retina_cls = nn.Conv2d(channels, num_anchors * num_classes, 3, padding=1)
         self.retina_reg = nn.Conv2d(channels, num_anchors * 4, 3, padding=1)
         self.init_weights()
@@ -151,11 +149,8 @@ class RetinaHead(AnchorHead):
         cls_logits: list[Tensor] = []
         bbox_deltas: list[Tensor] = []
         for x in feats:  # x: (N, C, H_l, W_l)
-            cls_feat = reg_feat = x
-            for conv in self.cls_convs:
-                cls_feat = conv(cls_feat)  # (N, F, H_l, W_l)
-            for conv in self.reg_convs:
-                reg_feat = conv(reg_feat)  # (N, F, H_l, W_l)
+            cls_feat = run_tower(self.cls_convs, x)  # (N, F, H_l, W_l)
+            reg_feat = run_tower(self.reg_convs, x)  # (N, F, H_l, W_l)
             cls_logits.append(self.retina_cls(cls_feat))  # (N, A*K, H_l, W_l)
             bbox_deltas.append(self.retina_reg(reg_feat))  # (N, A*4, H_l, W_l)
         return DenseOutputs(cls_logits, bbox_deltas)
