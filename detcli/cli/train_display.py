@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.text import Text
 
 from detcli.cli.common import err_console
-from detcli.engine.context import LOWEST, Hook
+from detcli.engine.context import LOWEST, Hook, TrainContext
 from detcli.engine.hooks.logger import format_seconds
 
 
@@ -97,11 +97,11 @@ class RichProgress(Hook):
         """What the terminal shows now (for tests: render it on a Console of any width)."""
         return Group(*self.bar.get_renderables())
 
-    def before_run(self, trainer: Any) -> None:
+    def before_run(self, ctx: TrainContext) -> None:
         # what the run restored is on the terminal already: the trainer logs it
-        if not trainer.dist.is_main:
+        if not ctx.dist.is_main:
             return
-        state = self._state = trainer.state
+        state = self._state = ctx.state
         self._start, self._start_iter = self.clock(), state.iter
         if not self.live:
             return
@@ -111,30 +111,30 @@ class RichProgress(Hook):
         self.task = self.bar.add_task(self._title(state), total=state.max_iters,
                                       completed=state.iter, times=self._times(state))
 
-    def after_iter(self, trainer: Any) -> None:
+    def after_iter(self, ctx: TrainContext) -> None:
         if self.task is not None:
-            self.bar.update(self.task, advance=1, description=self._title(trainer.state),
-                            times=self._times(trainer.state))
+            self.bar.update(self.task, advance=1, description=self._title(ctx.state),
+                            times=self._times(ctx.state))
 
-    def on_log(self, trainer: Any, record: dict[str, Any]) -> None:
+    def on_log(self, ctx: TrainContext, record: dict[str, Any]) -> None:
         if self.task is not None and record.get("mode") == "train":
             self.bar.losses = loss_text(record)
             self.bar.refresh()
 
-    def on_eval_progress(self, trainer: Any, done: int, total: int) -> None:
+    def on_eval_progress(self, ctx: TrainContext, done: int, total: int) -> None:
         if self.task is None:
             return
         if self.eval_task is None:
             self.eval_task = self.bar.add_task("evaluating", total=total, times="")
         self.bar.update(self.eval_task, completed=done, total=total)
 
-    def on_eval(self, trainer: Any, metrics: dict[str, Any]) -> None:
+    def on_eval(self, ctx: TrainContext, metrics: dict[str, Any]) -> None:
         if self.eval_task is not None:
             self.bar.remove_task(self.eval_task)
             self.eval_task = None
         if self.task is not None:
             self.bar.console.print(
-                f"epoch {trainer.state.epoch}: bbox_mAP {metrics.get('bbox_mAP', -1):.4f}, "
+                f"epoch {ctx.state.epoch}: bbox_mAP {metrics.get('bbox_mAP', -1):.4f}, "
                 f"bbox_mAP_50 {metrics.get('bbox_mAP_50', -1):.4f}", highlight=False)
 
     def close(self) -> None:
