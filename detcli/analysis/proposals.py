@@ -30,7 +30,10 @@ from torch import Tensor
 
 from detcli.analysis import capabilities as can
 from detcli.analysis.pipeline_view import channel_order
+from detcli.engine.device import resolve_device
+from detcli.engine.tester import load_test_checkpoint
 from detcli.errors import DetError
+from detcli.models.build import build_detector
 from detcli.ops.boxes import box_iou
 from detcli.structures.batch import ImageBatch
 
@@ -161,9 +164,6 @@ def checkpoint_proposals(cfg: Any, checkpoint: str | Path, view: AssignmentView,
                          pipeline: Sequence[Any], device: Optional[str] = "cpu") -> Tensor:
     """The RPN proposals (P, 4) of ``checkpoint``'s model on the view's image, with
     ``model.train_cfg.rpn_proposal``; CheckpointError when it does not fit the config."""
-    from detcli.engine.tester import load_test_checkpoint, resolve_device
-    from detcli.models.build import build_detector
-
     model = build_detector(cfg.model)
     if not can.makes_proposals(model):
         raise DetError(f"{type(model).__name__} makes no proposals: --checkpoint applies to "
