@@ -15,6 +15,7 @@ the RoI head on its proposals)::
         -> DenseHead.candidates       -> Candidates (N, P)         (predict, TTA, ONNX graph)
         -> DenseHead.predict          -> DetectionBatch (N, M)     (candidates + one NMS)
         -> DenseHead.training_rule    -> TrainingRule              (sampler, loss normaliser)
+        -> DenseHead.explain_assignment -> Assignment (N, R)       (det viz assign, analyze)
 
 The protocols are structural (``typing.Protocol``): a head satisfies one by having the
 methods; nothing has to inherit from them.
@@ -25,8 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol, Sequence
 
+import torch
 from torch import Tensor
 
+from detcli.structures.assignment import Assignment
 from detcli.structures.batch import DetTargets, ImageBatch
 from detcli.structures.dense import Candidates, DenseOutputs
 from detcli.structures.detections import DetectionBatch
@@ -82,6 +85,13 @@ class DenseHead(Protocol):
 
     def training_rule(self) -> TrainingRule:
         """Which sampler and which loss normaliser the head's ``loss`` uses."""
+        ...
+
+    def explain_assignment(self, outputs: DenseOutputs, images: ImageBatch,
+                           targets: DetTargets,
+                           generator: torch.Generator | None = None) -> Assignment:
+        """Every prior's GT, label, IoU and role, from the assigner and sampler ``loss`` runs
+        (``generator``: the sampler's random draws)."""
         ...
 
 

@@ -10,6 +10,7 @@ Call graph (a subclass writes ``forward`` and its layers; it satisfies
     candidates(outputs, img_shapes):   dense_predict.dense_candidates()
     predict(outputs, images, rescale): candidates() -> dense_predict.predict_dense()
     training_rule():                   the sampler and normaliser get_targets() uses
+    explain_assignment(outputs, images, targets): assign_and_sample() -> Assignment, as loss()
 
 ``outputs`` is what ``forward(feats)`` returned, a
 :class:`~detcli.structures.dense.DenseOutputs`: per level, classification logits (N, A*K, H_l, W_l)
@@ -37,12 +38,15 @@ from detcli.models.dense_heads.dense_predict import dense_candidates, predict_de
 from detcli.models.losses import FocalLoss
 from detcli.models.protocols import TrainingRule
 from detcli.registry import ASSIGNERS, SAMPLERS
+from detcli.structures.assignment import Assignment, build_assignment
 from detcli.structures.batch import DetTargets, ImageBatch
 from detcli.structures.dense import Candidates, DenseOutputs
 from detcli.structures.detections import DetectionBatch
+from detcli.task.assigners.assign_result import AssignResult
 from detcli.task.postprocess import DenseTestConfig
 from detcli.task.prior_generators.anchor_generator import anchor_inside_flags
 from detcli.task.samplers.pseudo_sampler import PseudoSamplerConfig
+from detcli.task.samplers.sampling_result import SamplingResult
 from detcli.task.train_cfg import DenseTrainConfig
 
 log = logging.getLogger(__name__)
@@ -191,9 +195,12 @@ class AnchorHead(nn.Module):
         return {"loss_cls": loss_cls, "loss_bbox": loss_bbox}
 
     @torch.no_grad()
-    def get_targets(self, priors: Tensor, featmap_sizes: Sequence[tuple[int, int]],
-                    images: ImageBatch, targets: DetTargets) -> AnchorTargets:
-        """Assign and sample the whole batch at once: priors (R, 4) -> :class:`AnchorTargets`."""
+    def assign_and_sample(self, priors: Tensor, featmap_sizes: Sequence[tuple[int, int]],
+                          images: ImageBatch, targets: DetTargets,
+                          generator: torch.Generator | None = None
+                          ) -> tuple[AssignResult, SamplingResult]:
+        """The whole batch's assignment and sampling, priors (R, 4): what :meth:`get_targets`
+        and :meth:`explain_assignment` share. ``generator``: the sampler's random draws."""
         if self.assigner is None or self.sampler is None or self.train_cfg is None:
             raise DetError(f"{type(self).__name__}.loss needs a train_cfg (assigner, sampler); "
                            "the model was built with train_cfg = false")
@@ -210,7 +217,15 @@ class AnchorHead(nn.Module):
         assign = self.assigner.assign(
             priors, gt_boxes, gt_labels, targets.ignore_boxes.to(priors), targets.ignore_valid,
             prior_valid=inside, **levels)
-        sampled = self.sampler.sample(assign, priors, gt_boxes, gt_labels)
+        return assign, self.sampler.sample(assign, priors, gt_boxes, gt_labels,
+                                           generator=generator)
+
+    @torch.no_grad()
+    def get_targets(self, priors: Tensor, featmap_sizes: Sequence[tuple[int, int]],
+                    images: ImageBatch, targets: DetTargets) -> AnchorTargets:
+        """Assign and sample the whole batch at once: priors (R, 4) -> :class:`AnchorTargets`."""
+        assign, sampled = self.assign_and_sample(priors, featmap_sizes, images, targets)
+        gt_boxes = targets.boxes.to(priors)  # (N, G, 4)
         pos, neg = sampled.pos_mask, sampled.neg_mask  # (N, R) each
 
         labels = torch.where(pos, assign.labels, self.num_classes)  # (N, R)
@@ -225,6 +240,22 @@ class AnchorHead(nn.Module):
             avg_factor = avg_factor + sampled.num_neg.clamp(min=1).sum()
         return AnchorTargets(labels, label_weights, bbox_targets, pos.float(), num_pos,
                              avg_factor.float())
+
+    @torch.no_grad()
+    def explain_assignment(self, outputs: DenseOutputs, images: ImageBatch,
+                           targets: DetTargets,
+                           generator: torch.Generator | None = None) -> Assignment:
+        """What :meth:`loss` assigns and samples for ``targets``, prior by prior: the same
+        priors, assigner and sampler (``generator``: the sampler's random draws)."""
+        priors_per_level = self.level_priors(outputs)  # L x (H_l*W_l*A, 4)
+        priors = torch.cat(priors_per_level, dim=0)  # (R, 4)
+        level = torch.cat([torch.full((p.shape[0],), i, dtype=torch.long, device=priors.device)
+                           for i, p in enumerate(priors_per_level)])  # (R,)
+        sizes = [(x.shape[-2], x.shape[-1]) for x in outputs.cls_logits]
+        assign, sampled = self.assign_and_sample(priors, sizes, images, targets, generator)
+        return build_assignment(priors, level, targets.boxes.to(priors), assign.gt_index,
+                                assign.labels, assign.max_iou, sampled.pos_mask,
+                                sampled.neg_mask)
 
     def _bbox_targets(self, priors: Tensor, gt_boxes: Tensor, gt_index: Tensor,
                       pos: Tensor) -> Tensor:

@@ -54,8 +54,10 @@ from detcli.models.dense_heads.retina_head import ConvConfig
 from detcli.models.dense_heads.tower import run_tower, twin_towers
 from detcli.models.layers import NormConfig, Scale, bias_init_with_prob, normal_init
 from detcli.models.losses import CrossEntropyLossConfig, FocalLossConfig, IoULossConfig
-from detcli.registry import BBOX_CODERS, HEADS, LOSSES, BBoxCoderConfig, LossConfig
 from detcli.models.protocols import TrainingRule
+from detcli.ops.boxes import box_iou
+from detcli.registry import BBOX_CODERS, HEADS, LOSSES, BBoxCoderConfig, LossConfig
+from detcli.structures.assignment import Assignment, build_assignment
 from detcli.structures.batch import DetTargets, ImageBatch
 from detcli.structures.dense import Candidates, DenseOutputs
 from detcli.structures.detections import DetectionBatch
@@ -321,6 +323,33 @@ class FCOSHead(nn.Module):
         if self.norm_on_bbox:
             tgt.distances = tgt.distances / points[:, 2:].repeat(1, 2)  # (N, R, 4) / (R, 4)
         return tgt
+
+    @torch.no_grad()
+    def explain_assignment(self, outputs: DenseOutputs, images: ImageBatch,
+                           targets: DetTargets,
+                           generator: torch.Generator | None = None) -> Assignment:
+        """What :meth:`loss` assigns, point by point, from its own :meth:`get_targets`: every
+        point is a positive or a negative (no sampler; ``generator`` is not used). Priors are
+        the points' stride-sized cells; ``max_iou`` is a cell's IoU with its best GT."""
+        sizes = [(x.shape[-2], x.shape[-1]) for x in outputs.cls_logits]
+        points_per_level = self.prior_generator.grid_priors(
+            sizes, device=outputs.cls_logits[0].device, with_stride=True)  # L x (R_l, 4)
+        points = torch.cat(points_per_level, dim=0)  # (R, 4): x, y, s_w, s_h
+        level = torch.cat([torch.full((p.shape[0],), i, dtype=torch.long, device=points.device)
+                           for i, p in enumerate(points_per_level)])  # (R,)
+        cells = torch.cat([points[:, :2] - points[:, 2:] / 2,
+                           points[:, :2] + points[:, 2:] / 2], dim=-1)  # (R, 4)
+        tgt = self.get_targets(points_per_level, targets)
+        gt_boxes = targets.boxes.to(cells)  # (N, G, 4)
+        if gt_boxes.shape[1]:
+            overlaps = box_iou(gt_boxes, cells).masked_fill(
+                (targets.labels < 0)[:, :, None], 0)  # (N, G, R)
+            max_iou = overlaps.amax(dim=1)  # (N, R)
+        else:
+            max_iou = cells.new_zeros(gt_boxes.shape[0], cells.shape[0])
+        positive = tgt.positive  # (N, R)
+        return build_assignment(cells, level, gt_boxes, tgt.gt_index, tgt.labels, max_iou,
+                                positive, ~positive)
 
     # ---- inference -------------------------------------------------------------------------
 

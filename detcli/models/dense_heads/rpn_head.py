@@ -47,6 +47,7 @@ from detcli.registry import (
     LossConfig,
     PriorGeneratorConfig,
 )
+from detcli.structures.assignment import Assignment
 from detcli.structures.batch import DetTargets, ImageBatch
 from detcli.structures.dense import Candidates, DenseOutputs
 from detcli.structures.detections import DetectionBatch
@@ -190,6 +191,14 @@ class RPNHead(AnchorHead):
         objects = replace(targets, labels=targets.labels.clamp(max=0))  # (N, G): 0, or -1 padding
         losses = super().loss(outputs, images, objects)
         return {"loss_rpn_cls": losses["loss_cls"], "loss_rpn_bbox": losses["loss_bbox"]}
+
+    def explain_assignment(self, outputs: DenseOutputs, images: ImageBatch,
+                           targets: DetTargets,
+                           generator: torch.Generator | None = None) -> Assignment:
+        """:meth:`AnchorHead.explain_assignment` with every GT as an object (label 0), as
+        :meth:`loss` assigns them."""
+        objects = replace(targets, labels=targets.labels.clamp(max=0))  # (N, G): 0, or -1
+        return super().explain_assignment(outputs, images, objects, generator)
 
     # ---- inference -------------------------------------------------------------------------
 
