@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from detcli.analysis.anchor_gt import GTBatch, GTSet, collect_gt, make_batches
-from detcli.analysis.anchor_stats import build_summary
+from detcli.analysis.anchor_stats import AnchorSummary, DatasetCounts, build_summary
 from detcli.analysis.assignment import AssignmentParts, assign_padded, iou_elements
 from detcli.analysis.pipeline_geometry import PipelineGeometry, network_input_geometry
 from detcli.data.build import build_dataset
@@ -141,20 +141,26 @@ def anchor_shapes(parts: AssignmentParts) -> list[tuple[int, float, float]]:
 
 @dataclass
 class AnchorReport:
-    """The analysis: ``summary`` is the JSON report; the arrays feed the plots."""
+    """The analysis: ``stats`` is the report (its JSON: :attr:`summary`); the arrays feed the
+    plots."""
 
-    summary: dict[str, Any]
+    stats: AnchorSummary
     gt_wh: np.ndarray  # (T, 2) network-input pixels
     best_iou: np.ndarray  # (T,)
     zero_positive: np.ndarray  # (T,) bool
     anchor_shapes: list[tuple[int, float, float]] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The JSON report (docs/analyze.md)."""
+        return self.stats.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return self.summary
 
     @property
     def zero_positive_share(self) -> float:
-        return float(self.summary["zero_positive_share"])
+        return float(self.stats.zero_positive_share)
 
 
 @dataclass
@@ -182,7 +188,9 @@ class AnchorStudy:
     geometry: PipelineGeometry
     gts: GTSet
     batches: list[GTBatch]
-    context: dict[str, Any]  # config, split and dataset facts for the report
+    counts: DatasetCounts  # the dataset facts the report gives
+    config_name: Optional[str]
+    split: str
 
     @classmethod
     def from_config(cls, cfg: Any, split: str = "val", max_images: Optional[int] = None,
@@ -205,16 +213,13 @@ class AnchorStudy:
                             f"data.{split} hold no GT box; there is nothing to analyse")
         shapes = {tuple(int(v) for v in s) for s in gts.pad_shape}
         num_priors = {s: int(parts.priors(s)[0].shape[0]) for s in shapes}
-        context = {
-            "config": config_name, "split": split,
-            "dataset": {"type": dataset_cfg.type, "source": dataset.source,
-                        "num_images": len(dataset), "num_images_analysed": gts.num_images,
-                        "num_gt": int(len(gts.labels)),
-                        "num_ignore_boxes": int(len(gts.ignore_image))},
-        }
+        counts = DatasetCounts(type=dataset_cfg.type, source=dataset.source,
+                               num_images=len(dataset), num_images_analysed=gts.num_images,
+                               num_gt=int(len(gts.labels)),
+                               num_ignore_boxes=int(len(gts.ignore_image)))
         log.info("analysing %d GT boxes of %d images (%d padded shapes)",
                  len(gts.labels), gts.num_images, len(shapes))
-        return cls(parts, geometry, gts, make_batches(gts, num_priors), context)
+        return cls(parts, geometry, gts, make_batches(gts, num_priors), counts, config_name, split)
 
     def assign(self, parts: Optional[AssignmentParts] = None) -> GTStats:
         return run_assignment(parts or self.parts, self.batches, len(self.gts.labels))
@@ -224,11 +229,9 @@ class AnchorStudy:
         """The full report under ``parts`` (default: the configured ones)."""
         parts = parts or self.parts
         stats = stats if stats is not None else self.assign(parts)
-        summary = build_summary(self.gts, stats, parts, self.geometry, self.context)
-        # where the anchors and the assigner come from (a two-stage detector: its RPN's)
-        summary["anchors"]["config_key"] = parts.anchor_key
-        summary["assigner"]["config_key"] = f"{parts.train_cfg_key}.assigner"
-        return AnchorReport(summary=summary, gt_wh=self.gts.wh, best_iou=stats.best_iou,
+        summary = build_summary(self.gts, stats, parts, self.geometry, self.counts,
+                                self.config_name, self.split)
+        return AnchorReport(stats=summary, gt_wh=self.gts.wh, best_iou=stats.best_iou,
                             zero_positive=stats.num_pos == 0, anchor_shapes=anchor_shapes(parts))
 
 

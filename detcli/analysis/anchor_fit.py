@@ -60,14 +60,13 @@ def check_anchor_fit(cfg: Any, config_name: str, split: str = "train",
         report = AnchorStudy.from_config(cfg, split, max_images, config_name).report()
     except (ConfigError, DataError) as exc:
         return AnchorFit("not_applicable", f"anchor check skipped: {exc}")
-    summary = report.summary
-    points = "prior_boxes" in summary["anchors"]
+    points = report.stats.point_based
     shapes = np.array([[w, h] for _, w, h in report.anchor_shapes], dtype=np.float64)  # (M, 2)
     anchor_side = np.sqrt(shapes.prod(axis=1))
     smallest, largest = float(anchor_side.min()), float(anchor_side.max())
     sides = np.sqrt(np.clip(report.gt_wh, 0, None).prod(axis=1))  # (T,)
     zero = report.zero_positive  # (T,)
-    thr = summary.get("pos_iou_thr")
+    thr = report.stats.pos_iou_thr
     weak = ~zero & (report.best_iou < thr) if thr is not None else np.zeros_like(zero)  # (T,)
     missed = zero | weak
     share = float(missed.mean()) if len(missed) else 0.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Optional, Sequence
 
 import typer
 from rich.table import Table
@@ -31,6 +31,10 @@ from detcli.cli.common import (
     plural,
     print_json,
 )
+
+if TYPE_CHECKING:
+    from detcli.analysis.anchor_optimize import OptimizeResult
+    from detcli.analysis.anchor_stats import AnchorSummary, GroupStats
 
 app = typer.Typer(cls=DetGroup, help="Check a config against its data.", no_args_is_help=True)
 MAX_LISTED = 20  # zero-positive GTs listed in the terminal; all of them are in the JSON
@@ -72,19 +76,19 @@ def _emit_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]
     console.out("\n".join(lines) + "\n", highlight=False)
 
 
-def _group_row(name: str, g: dict[str, Any], ignored: str = "-") -> list[str]:
-    iou, pos = g["best_iou"] or {}, g["positives_per_gt"] or {}
-    return [name, str(g["num_gt"]), _num(iou.get("median")), _num(iou.get("q05")),
-            _pct(g["best_iou_above_pos_thr_share"]), _num(pos.get("mean"), ".1f"),
-            _num(pos.get("median"), "g"), _pct(g["zero_positive_share"]),
-            _pct(g["low_quality_only_share"]), ignored]
+def _group_row(name: str, g: GroupStats, ignored: str = "-") -> list[str]:
+    iou, pos = g.best_iou, g.positives_per_gt
+    return [name, str(g.num_gt), _num(iou and iou.median), _num(iou and iou.q05),
+            _pct(g.best_iou_above_pos_thr_share), _num(pos and pos.mean, ".1f"),
+            _num(pos and pos.median, "g"), _pct(g.zero_positive_share),
+            _pct(g.low_quality_only_share), ignored]
 
 
-def _describe(summary: dict[str, Any]) -> list[str]:
-    a, geo, ds = summary["anchors"], summary["geometry"], summary["dataset"]
+def _describe(summary: AnchorSummary) -> list[str]:
+    a, geo, ds = summary.anchors, summary.geometry, summary.dataset
     scales = (f"octave_base_scale {a['octave_base_scale']:g} x {a['scales_per_octave']} scales"
               if a.get("octave_base_scale") is not None else f"scales {a.get('scales_used')}")
-    assigner = ", ".join(f"{k} {v}" for k, v in summary["assigner"].items()
+    assigner = ", ".join(f"{k} {v}" for k, v in summary.assigner.items()
                          if k in ("pos_iou_thr", "neg_iou_thr", "min_pos_iou", "topk",
                                   "regress_ranges", "center_sampling"))
     resize = (f"img_scale {geo['img_scale']}" if geo["img_scale"] else
@@ -92,59 +96,59 @@ def _describe(summary: dict[str, Any]) -> list[str]:
     pad = ", ".join(f"{k} {v}" for k, v in (geo["pad"] or {}).items()) or "none"
     priors = (f"points: {a.get('type')} strides {a.get('strides')}, offset {a.get('offset')} "
               "(IoU and best level measured on each point's stride-sized cell)"
-              if "prior_boxes" in a else
+              if summary.point_based else
               f"anchors ({a.get('config_key', 'model.bbox_head.anchor_generator')}): "
               f"{a.get('type')} strides {a.get('strides')}, {scales}, ratios "
               f"{a.get('ratios')} ({a['num_base_priors'][0]} per location)")
     return [
         priors,
-        f"{summary['assigner'].get('config_key', 'model.train_cfg.assigner')}: "
-        f"{summary['assigner'].get('type')} {assigner}; sampler {summary['sampler'].get('type')}",
-        f"data.{summary['split']}: {ds['num_images_analysed']} of "
-        f"{plural(ds['num_images'], 'image')}, {plural(ds['num_gt'], 'GT box', 'GT boxes')}; "
+        f"{summary.assigner.get('config_key', 'model.train_cfg.assigner')}: "
+        f"{summary.assigner.get('type')} {assigner}; sampler {summary.sampler.get('type')}",
+        f"data.{summary.split}: {ds.num_images_analysed} of "
+        f"{plural(ds.num_images, 'image')}, {plural(ds.num_gt, 'GT box', 'GT boxes')}; "
         f"sizes from {geo['pipeline']} ({resize}, pad {pad})",
     ]
 
 
-def _print_report(summary: dict[str, Any], title: str = "") -> None:
+def _print_report(summary: AnchorSummary, title: str = "") -> None:
     for line in _describe(summary):
         console.print(line, highlight=False, markup=False)
     headers = ["GT group", "GTs", "IoU median", "IoU q05", ">= pos thr", "pos/GT", "pos median",
                "zero pos", "low-quality only", "ignored anchors"]
-    rows = [_group_row("all", summary["overall"])]
-    rows += [_group_row(name, g) for name, g in summary["by_size"].items()]
-    rows += [_group_row(f"level {e['level']} (stride {e['stride'][0]})", e, _pct(e["ignored_prior_share"]))
-             for e in summary["by_level"]]
+    rows = [_group_row("all", summary.overall)]
+    rows += [_group_row(name, g) for name, g in summary.by_size.items()]
+    rows += [_group_row(f"level {e.level} (stride {e.stride[0]})", e.gts, _pct(e.ignored_prior_share))
+             for e in summary.by_level]
     _emit_table(f"{title}best anchor IoU and positives per GT (sizes in network-input pixels; "
                 "a level row holds the GTs whose best anchor is on it)", headers, rows)
-    levels = [f"L{e['level']} s{e['stride'][0]}" for e in summary["by_level"]]
-    groups = [("all", summary["overall"]), *summary["by_size"].items()]
+    levels = [f"L{e.level} s{e.stride[0]}" for e in summary.by_level]
+    groups = [("all", summary.overall), *summary.by_size.items()]
     _emit_table(f"{title}level each GT lands on (its best anchor's)", ["GT group", *levels],
-                [[name, *(_pct(s) for s in g["level_share"])] for name, g in groups])
+                [[name, *(_pct(s) for s in g.level_share)] for name, g in groups])
     _print_zero_positive(summary)
 
 
-def _print_zero_positive(summary: dict[str, Any]) -> None:
-    zero = summary["zero_positive_gts"]
-    total = summary["overall"]["num_gt"]
+def _print_zero_positive(summary: AnchorSummary) -> None:
+    zero = summary.zero_positive_gts
+    total = summary.overall.num_gt
     style = "red" if zero else "green"
-    prior = "point" if "prior_boxes" in summary["anchors"] else "anchor"
-    console.print(f"zero-positive share: {_pct(summary['zero_positive_share'])} ({len(zero)} of "
+    prior = "point" if summary.point_based else "anchor"
+    console.print(f"zero-positive share: {_pct(summary.zero_positive_share)} ({len(zero)} of "
                   f"{plural(total, 'GT box', 'GT boxes')} get no positive {prior}: the "
                   f"detector can never learn them)",
                   style=style, highlight=False, markup=False)
     for gt in zero[:MAX_LISTED]:
-        w, h = gt["size"]
-        console.print(f"  {gt['image']}  box {gt['box']}  {w:g}x{h:g} px (input {gt['input_size'][0]:g}x"
-                      f"{gt['input_size'][1]:g})  {gt['class']}  best IoU {gt['best_iou']:.3f} "
-                      f"on level {gt['best_level']}", highlight=False, markup=False)
+        w, h = gt.size
+        console.print(f"  {gt.image}  box {gt.box}  {w:g}x{h:g} px (input {gt.input_size[0]:g}x"
+                      f"{gt.input_size[1]:g})  {gt.class_name}  best IoU {gt.best_iou:.3f} "
+                      f"on level {gt.best_level}", highlight=False, markup=False)
     if len(zero) > MAX_LISTED:
         console.print(f"  ... and {len(zero) - MAX_LISTED} more (all of them are in --json and "
                       "--out's report.json)", highlight=False, markup=False)
 
 
-def _print_optimized(result: Any, config: str) -> None:
-    before, after = result.before.summary, result.after.summary
+def _print_optimized(result: OptimizeResult, config: str) -> None:
+    before, after = result.before.stats, result.after.stats
     pb, pa = result.params_before, result.params_after
 
     def scale(p: Any) -> str:
@@ -156,12 +160,12 @@ def _print_optimized(result: Any, config: str) -> None:
     rows = [
         ["octave_base_scale" if pb.scales is None else "scales", scale(pb), scale(pa)],
         ["ratios", str(list(pb.ratios)), str(list(pa.ratios))],
-        row("zero-positive share", lambda s: _pct(s["zero_positive_share"])),
-        row("mean best IoU", lambda s: _num(s["overall"]["best_iou"]["mean"])),
-        row("best IoU >= pos thr", lambda s: _pct(s["overall"]["best_iou_above_pos_thr_share"])),
-        row("low-quality only", lambda s: _pct(s["overall"]["low_quality_only_share"])),
-        row("positives per GT", lambda s: _num(s["overall"]["positives_per_gt"]["mean"], ".1f")),
-        row("ignored anchors", lambda s: _pct(s["priors"]["ignored_share"])),
+        row("zero-positive share", lambda s: _pct(s.zero_positive_share)),
+        row("mean best IoU", lambda s: _num(s.overall.best_iou.mean)),
+        row("best IoU >= pos thr", lambda s: _pct(s.overall.best_iou_above_pos_thr_share)),
+        row("low-quality only", lambda s: _pct(s.overall.low_quality_only_share)),
+        row("positives per GT", lambda s: _num(s.overall.positives_per_gt.mean, ".1f")),
+        row("ignored anchors", lambda s: _pct(s.priors.ignored_share)),
     ]
     _emit_table(f"--optimize ({result.objective}, {result.evaluations} designs scored in "
                 f"{result.seconds:.1f} s)", ["", "configured", "optimised"], rows)
@@ -233,6 +237,6 @@ def anchors(
     if as_json:
         print_json(analysis.to_dict())
         return
-    _print_report(analysis.report.summary)
+    _print_report(analysis.report.stats)
     if analysis.optimized is not None:
         _print_optimized(analysis.optimized, display_path(config))
