@@ -1,9 +1,12 @@
 """Where a detector keeps its class count and its final post-processing, whatever its family.
 
-A single-stage detector's last head is ``bbox_head`` (its ``num_classes``, its ``test_cfg``);
-a two-stage detector's is ``roi_head`` (``roi_head.bbox_head.num_classes`` in the config, the
-RoI head's ``test_cfg`` = ``model.test_cfg.rcnn``). Tools, the engine and export ask here
-instead of reaching into ``model.bbox_head``.
+A built detector says it itself (:class:`~detcli.models.protocols.Detector`): ``num_classes``,
+``detection_test_cfg`` and ``num_classes_key`` -- a single-stage detector's come from its
+``bbox_head``, a two-stage one's from its ``roi_head`` (``model.test_cfg.rcnn``). Tools, the
+engine and export ask here instead of reaching into ``model.bbox_head``.
+
+A model *config* is asked by its fields: a two-stage one has a ``roi_head``
+(``roi_head.bbox_head.num_classes``, ``test_cfg.rcnn``), a single-stage one a ``bbox_head``.
 """
 
 from __future__ import annotations
@@ -12,40 +15,31 @@ from typing import Any
 
 from torch import nn
 
-from detcli.errors import ConfigError
+from detcli.models.detectors.single_stage import TrunkDetector
+from detcli.models.protocols import Detector
 
 
-def final_head(model: nn.Module) -> nn.Module:
-    """The head whose outputs are the detections: ``bbox_head`` or ``roi_head``."""
-    for name in ("roi_head", "bbox_head"):
-        head = getattr(model, name, None)
-        if head is not None:
-            return head
-    raise ConfigError(f"{type(model).__name__} has neither a bbox_head nor a roi_head")
-
-
-def num_classes_of(model: nn.Module) -> int:
+def num_classes_of(model: Detector) -> int:
     """K, the number of object classes the detector predicts."""
-    return int(final_head(model).num_classes)
+    return int(model.num_classes)
 
 
 def declared_num_classes(model: nn.Module) -> int | None:
-    """K when the model has a final head that states it, else None (no error)."""
-    head = getattr(model, "roi_head", None)
-    head = getattr(model, "bbox_head", None) if head is None else head
-    value = getattr(head, "num_classes", None)
-    return None if value is None else int(value)
+    """K when ``model`` is one of det's detectors, else None (no error)."""
+    return int(model.num_classes) if isinstance(model, TrunkDetector) else None
 
 
-def detection_test_cfg(model: nn.Module) -> Any:
+def detection_test_cfg(model: Detector) -> Any:
     """The final post-processing settings: ``score_thr``, ``nms``, ``max_per_img``, ..."""
-    return final_head(model).test_cfg
+    return model.detection_test_cfg
 
 
 def num_classes_key(model_or_cfg: Any) -> str:
-    """The config key that holds K, for a model config or a built model:
+    """The config key that holds K, for a built model or a model config:
     ``model.bbox_head.num_classes`` or, for a two-stage detector,
     ``model.roi_head.bbox_head.num_classes``."""
+    if isinstance(model_or_cfg, TrunkDetector):
+        return model_or_cfg.num_classes_key
     if getattr(model_or_cfg, "roi_head", None) is not None:
         return "model.roi_head.bbox_head.num_classes"
     return "model.bbox_head.num_classes"

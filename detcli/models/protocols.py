@@ -24,7 +24,7 @@ methods; nothing has to inherit from them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, Sequence
+from typing import Any, Literal, Protocol, Sequence
 
 import torch
 from torch import Tensor
@@ -110,7 +110,16 @@ class RoIHead(Protocol):
 
 
 class Detector(Protocol):
-    """What the engine, TTA and export call on a whole detector."""
+    """What the engine, TTA and export call on a whole detector.
+
+    ``num_classes`` K, ``detection_test_cfg`` its final post-processing settings (the dense
+    head's ``test_cfg``, or a two-stage detector's ``test_cfg.rcnn``) and ``num_classes_key``
+    the config key that holds K.
+    """
+
+    num_classes: int
+    detection_test_cfg: Any
+    num_classes_key: str
 
     def loss(self, images: ImageBatch, targets: DetTargets) -> dict[str, Tensor]:
         """Training losses; the engine sums the ``loss_*`` keys."""

@@ -94,6 +94,10 @@ class FakeDetector(nn.Module):
                               labels=torch.tensor([[r[2] for r in rows]]),
                               num_dets=torch.tensor([len(rows)]))
 
+    @property
+    def detection_test_cfg(self) -> DenseTestConfig:
+        return self.bbox_head.test_cfg
+
     def candidates(self, images: ImageBatch) -> Candidates:
         return detections_as_candidates(self.predict_batch(images, rescale=False))
 
@@ -206,6 +210,10 @@ class _GTDetector(nn.Module):
         g = boxes.shape[0]
         return DetectionBatch(boxes=boxes[None], scores=torch.full((1, g), 0.1 * self.calls),
                               labels=torch.zeros(1, g, dtype=torch.long), num_dets=torch.tensor([g]))
+
+    @property
+    def detection_test_cfg(self) -> DenseTestConfig:
+        return self.bbox_head.test_cfg
 
     def candidates(self, images: ImageBatch) -> Candidates:
         return detections_as_candidates(self.predict_batch(images, rescale=False))

@@ -11,7 +11,7 @@ anyway must agree, or validation fails naming both. Attribute names ``backbone``
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from detcli.config.schema import Maybe, Schema, derive_or_check
 from detcli.errors import ConfigError
+from detcli.models.protocols import DenseHead
 from detcli.registry import (
     BACKBONES,
     DETECTORS,
@@ -100,10 +101,13 @@ class RetinaNetConfig(SingleStageDetectorConfig):
 
 class TrunkDetector(nn.Module):
     """What every detector does with its ``backbone`` and optional ``neck``; subclasses add
-    their heads, ``loss`` and ``predict_batch`` (which ``predict`` unbinds)."""
+    their heads, ``loss``, ``predict_batch`` (which ``predict`` unbinds), ``candidates``,
+    ``num_classes``, ``detection_test_cfg`` and ``num_classes_key``
+    (:class:`~detcli.models.protocols.Detector`)."""
 
     backbone: nn.Module
     neck: nn.Module | None
+    num_classes_key: ClassVar[str]
 
     def init_weights(self) -> None:
         """Each part's own init; the backbone loads its ``init_cfg`` checkpoint here."""
@@ -126,12 +130,24 @@ class TrunkDetector(nn.Module):
 class SingleStageDetector(TrunkDetector):
     """``backbone`` -> optional ``neck`` -> ``bbox_head``; see the module docstring."""
 
+    num_classes_key: ClassVar[str] = "model.bbox_head.num_classes"  # where the config holds K
+
     def __init__(self, *, backbone: nn.Module, neck: nn.Module | None,
                  bbox_head: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
         self.neck = neck
-        self.bbox_head = bbox_head
+        self.bbox_head: DenseHead = bbox_head
+
+    @property
+    def num_classes(self) -> int:
+        """K, the classes the detector predicts: its dense head's."""
+        return int(self.bbox_head.num_classes)
+
+    @property
+    def detection_test_cfg(self) -> Any:
+        """The final post-processing settings: the dense head's ``test_cfg``."""
+        return self.bbox_head.test_cfg
 
     @classmethod
     def from_config(cls, cfg: SingleStageDetectorConfig, **derived: Any) -> SingleStageDetector:

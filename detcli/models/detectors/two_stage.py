@@ -20,7 +20,7 @@ state-dict layout, so its checkpoints load without key mapping.
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 from pydantic import Field, model_validator
@@ -116,9 +116,17 @@ class TwoStageDetector(TrunkDetector):
         return cls(backbone=backbone, neck=neck, rpn_head=rpn_head, roi_head=roi_head,
                    train_cfg=train_cfg, test_cfg=cfg.test_cfg, **derived)
 
+    num_classes_key: ClassVar[str] = "model.roi_head.bbox_head.num_classes"
+
     @property
     def num_classes(self) -> int:
+        """K, the classes the detector predicts: its RoI head's."""
         return int(self.roi_head.num_classes)
+
+    @property
+    def detection_test_cfg(self) -> Any:
+        """The final post-processing settings: the RoI head's ``test_cfg`` (``test_cfg.rcnn``)."""
+        return self.roi_head.test_cfg
 
     def forward(self, images: Tensor) -> TwoStageOutputs:
         """Features and the RPN's raw outputs (for benchmarks): no proposals, no RoI head."""
