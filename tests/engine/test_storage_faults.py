@@ -142,3 +142,24 @@ def test_the_list_of_skipped_images_on_a_bad_path(tmp_path):
     wrapped = SkipBadImages([], record_file=tmp_path / "notes.txt" / "skipped_images.jsonl")
     with pytest.raises(StorageError, match="notes.txt is a file, not a folder"):
         wrapped._record(SkippedImage(0, "a.jpg", "cannot decode"))
+
+
+def test_the_latest_link_and_pruning_on_a_read_only_file_system(tmp_path, monkeypatch):
+    """Pointing latest.pth at a new checkpoint and pruning old ones are writes too: a refusal
+    is a StorageError naming the path, and the checkpoint already written stays."""
+    from detcli.engine.hooks import checkpoint_hook
+
+    saved = tmp_path / "epoch_2.pth"
+    saved.write_bytes(b"weights")
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(checkpoint_hook.os, "replace", refuse)
+    with pytest.raises(StorageError, match=r"latest-checkpoint link .*latest\.pth: Read-only"):
+        checkpoint_hook.point_latest(saved)
+    assert saved.read_bytes() == b"weights"
+    (tmp_path / "epoch_1.pth").write_bytes(b"old")
+    monkeypatch.setattr(Path, "unlink", refuse)
+    with pytest.raises(StorageError, match=r"old checkpoint .*epoch_1\.pth"):
+        checkpoint_hook.prune(tmp_path, "epoch", keep=1)

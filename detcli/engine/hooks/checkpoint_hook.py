@@ -24,6 +24,7 @@ from pathlib import Path
 
 from detcli.engine.config import CheckpointConfig
 from detcli.engine.context import ABOVE_NORMAL, Hook, TrainContext
+from detcli.errors import writing
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,13 @@ def point_latest(path: Path) -> Path:
     """Make ``latest.pth`` next to ``path`` name it, atomically."""
     latest = path.parent / LATEST
     tmp = path.parent / f".{LATEST}.tmp"
-    tmp.unlink(missing_ok=True)
-    try:
-        os.symlink(path.name, tmp)
-    except OSError:  # no symlinks here (some Windows setups, some mounts): copy
-        shutil.copyfile(path, tmp)
-    os.replace(tmp, latest)
+    with writing(latest, "the latest-checkpoint link"):
+        tmp.unlink(missing_ok=True)
+        try:
+            os.symlink(path.name, tmp)
+        except OSError:  # no symlinks here (some Windows setups, some mounts): copy
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, latest)
     return latest
 
 
@@ -50,7 +52,8 @@ def remove_partial_saves(work_dir: Path) -> list[Path]:
     leftovers = sorted(p for p in work_dir.iterdir()
                        if p.name.endswith(".pth.tmp") or p.name == f".{LATEST}.tmp")
     for path in leftovers:
-        path.unlink(missing_ok=True)
+        with writing(path, "a leftover partial checkpoint"):
+            path.unlink(missing_ok=True)
         log.warning("removed %s: a checkpoint write that never finished (the run was killed "
                     "while saving)", path)
     return leftovers
@@ -65,7 +68,8 @@ def prune(work_dir: Path, prefix: str, keep: int) -> list[Path]:
                    if (m := pattern.match(p.name)))
     doomed = [p for _, p in found[: max(len(found) - keep, 0)]]
     for path in doomed:
-        path.unlink(missing_ok=True)
+        with writing(path, "an old checkpoint (max_keep_ckpts)"):
+            path.unlink(missing_ok=True)
         log.info("removed %s (max_keep_ckpts = %d)", path.name, keep)
     return doomed
 

@@ -70,8 +70,9 @@ class LoggerHook(Hook):
                 dropped += 1
         if dropped:
             tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-            tmp.replace(self.path)
+            with writing(self.path, "the metrics log"):
+                tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+                tmp.replace(self.path)
             logging.getLogger(__name__).info(
                 "%s: dropped %d record(s) after iteration %d, work the interrupted run did after "
                 "its checkpoint (train.log keeps them)", self.path.name, dropped, done)
