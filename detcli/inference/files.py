@@ -44,7 +44,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from detcli.errors import DataError
+from detcli.errors import DataError, writing
 from detcli.structures.detections import Detections
 from detcli.viz.draw import draw_boxes, save_image
 
@@ -159,7 +159,8 @@ def save_drawing(out_dir: Path, name: Path, image: np.ndarray, dets: Detections,
 
 def write_predictions(out_dir: Path, records: list[dict[str, Any]]) -> Path:
     """``out_dir / predictions.json``: the records as one JSON list."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / PREDICTIONS_FILE
-    path.write_text(json.dumps(records, indent=1) + "\n")
+    with writing(path, "predictions"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(records, indent=1) + "\n")
     return path

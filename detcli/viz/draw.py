@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from detcli.data.transforms.image_io import read_image
-from detcli.errors import DataError
+from detcli.errors import DataError, writing
 
 # BGR, chosen to stay apart from each other and readable under white text.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -110,11 +110,9 @@ def save_image(path: str | Path, image: np.ndarray) -> Path:
         what = f"{path.suffix!r} files" if path.suffix else "a file name without an extension"
         raise DataError(f"cannot write {path}: OpenCV cannot encode {what}",
                         hint="use a .png or .jpg file name")
-    try:
+    with writing(path, "image"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data.tobytes())
-    except OSError as exc:
-        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
 
 

@@ -200,3 +200,15 @@ def test_a_broken_video_is_reported_and_the_images_go_on(tiny, tmp_path):
     assert "4 of 4 images, 0 of 1 video" in result.stdout
     assert "1 file could not be read" in result.stdout and "broken.mp4" in result.stdout
     assert not list(out.rglob("*.mp4"))  # no half-written video
+
+
+def test_an_out_folder_under_a_regular_file_is_a_storage_error(tiny, tmp_path):
+    """Drawings and predictions.json are writes: an --out that cannot be made exits 5 with one
+    message naming the file in the way, no traceback."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("not a folder")
+    result = run(tiny.config, tiny.checkpoint, tiny.root / "inputs", "--out", blocker / "out",
+                 "--device", "cpu")
+    assert result.exit_code == 5, result.output
+    assert f"{blocker} is a file, not a folder" in result.output
+    assert "Traceback" not in result.output
