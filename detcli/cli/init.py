@@ -126,8 +126,8 @@ def _classes(layout, given: Optional[str], yes: bool) -> tuple[str, ...]:
     else:
         count = max(layout.num_label_classes, 1)
         default = ",".join(f"class_{k}" for k in range(count))
-        console.print(f"the labels use {plural(count, 'class number')} (0 to {count - 1}) and the folder "
-                      f"names none ({layout.classes_source})", highlight=False)
+        console.print(f"the labels use {plural(count, 'class number')} (0 to {count - 1}), but the "
+                      f"folder does not name them ({layout.classes_source})", highlight=False)
         answer = _ask(yes, "class names, comma-separated, in label order", default)
         names = tuple(n.strip() for n in answer.split(",") if n.strip())
     if len(names) < layout.num_label_classes:

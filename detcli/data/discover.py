@@ -328,7 +328,7 @@ def _yolo_names(root: Path, spec: Optional[dict[str, Any]],
                 names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
                 if names:
                     return names, _rel(path, root)
-    return None, "none found (no data.yaml names, classes.txt or obj.names)"
+    return None, "no data.yaml `names`, classes.txt or obj.names"
 
 
 def label_path(image: Path) -> Path:
