@@ -61,7 +61,7 @@ SetOpt = Annotated[Optional[list[str]], typer.Option(
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON to stdout.")]
 DeviceOpt = Annotated[Optional[str], typer.Option(
-    help="cpu, cuda or cuda:N (default: cuda when available).")]
+    metavar="DEVICE", help="cpu, cuda or cuda:N (default: cuda when available).")]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -55,7 +55,7 @@ ResumeOpt = Annotated[Optional[str], typer.Option(
          "optimizer, schedule, EMA, epoch and random state; with a larger runner.max_epochs it "
          "extends a finished run.")]
 InitFromOpt = Annotated[Optional[str], typer.Option(
-    "--init-from", help="Start a new run from these weights only (like load_from): a "
+    "--init-from", metavar="CHECKPOINT|URL", help="Start a new run from these weights only (like load_from): a "
                         "checkpoint file, or torchvision://fasterrcnn_resnet50_fpn (COCO); keys "
                         "that do not fit are listed and skipped.")]
 AmpOpt = Annotated[Optional[Amp], typer.Option(

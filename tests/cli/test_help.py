@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from detcli.cli.main import app
 
 # what typer prints when a parameter has no hand-written metavar
-RAW_FORMS = re.compile(r"<(bool|path|int|float|str|text|file|directory)>|<[a-z]+ range>|"
+RAW_FORMS = re.compile(r"\bTEXT\b|<(bool|path|int|float|str|text|file|directory)>|<[a-z]+ range>|"
                        r"<list\[|\bx\s*[<>]=|\{[a-z_]+\}|<[a-z0-9_]+\|[a-z0-9_|]+>")
 
 
