@@ -1,7 +1,7 @@
 """det: an object-detection toolkit built from registered components and typed TOML configs.
 
 ``import detcli`` stays light (no torch): ``load_config`` reads and validates a TOML config;
-``build_detector`` (imported on first use) turns its ``model`` into an ``nn.Module``::
+``build_detector`` turns its ``model`` into an ``nn.Module``::
 
     cfg = detcli.load_config("presets/retinanet_r50.toml").cfg
     model = detcli.build_detector(cfg.model)
@@ -16,18 +16,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from detcli.config import load_config
-
 __all__ = ["Detector", "build_detector", "load_config"]
 
 
+# A documented exception to module-level imports (tests/test_import_layering.py): the
+# public names load on first use (PEP 562), because each needs torch -- ``load_config``
+# validates against a schema assembled from every registered component -- and
+# ``import detcli`` (or the CLI reading a torch-free module) must not pay for that.
 def __getattr__(name: str) -> Any:
+    if name == "load_config":
+        from detcli.config.loader import load_config
+
+        return load_config
     if name == "build_detector":
         from detcli.models.build import build_detector
 
         return build_detector
     if name == "Detector":
-        from detcli.inference import Detector
+        from detcli.inference.detector import Detector
 
         return Detector
     raise AttributeError(f"module 'detcli' has no attribute {name!r}")

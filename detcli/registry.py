@@ -8,7 +8,9 @@ down (the head's ``in_channels`` comes from the neck); they never appear in TOML
 A config field typed ``Annotated[Schema, BACKBONES]`` (the aliases at the bottom of this module)
 validates as a discriminated union on ``type`` over whatever is registered when the schema is
 built, so components added by a plugin (entry-point group ``detcli.plugins``) validate exactly
-like the built-in ones.
+like the built-in ones. A component registered after a schema was built bumps
+:data:`generation`; :func:`ensure_current` then rebuilds every config model, leaves first.
+The registry imports :mod:`detcli.config.schema` (the pydantic base), never the other way round.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import logging
+import typing
 from typing import Annotated, Any, Callable, Generic, TypeVar
 
 from pydantic_core import core_schema
@@ -30,8 +33,9 @@ C = TypeVar("C", bound=type)
 
 PLUGIN_GROUP = "detcli.plugins"
 _plugins_loaded = False
-# Bumped on every registration; the config layer rebuilds its schemas when it changes.
+# Bumped on every registration; ensure_current rebuilds the config models when it changed.
 generation = 0
+_built_generation = -1
 
 
 def type_name(config: type) -> str:
@@ -151,6 +155,63 @@ def load_plugins() -> None:
             raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
         log.info("loaded plugin %s (%s)", ep.name, ep.value)
 
+
+
+def _all_schemas() -> list[type[Schema]]:
+    seen: list[type[Schema]] = []
+    stack = list(Schema.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        if cls not in seen:
+            seen.append(cls)
+            stack.extend(cls.__subclasses__())
+    return seen
+
+
+def _dependencies(model: type[Schema]) -> list[type[Schema]]:
+    """Schema models a model's fields refer to, through unions, lists and registries."""
+    out: list[type[Schema]] = []
+
+    def walk(tp: Any) -> None:
+        if isinstance(tp, Registry):
+            out.extend(tp.configs())
+        elif isinstance(tp, type) and issubclass(tp, Schema):
+            out.append(tp)
+        for arg in typing.get_args(tp):
+            walk(arg)
+        for meta in getattr(tp, "__metadata__", ()):
+            walk(meta)
+
+    for field in model.model_fields.values():
+        walk(field.annotation)
+        for meta in field.metadata:
+            walk(meta)
+    return out
+
+
+def ensure_current() -> None:
+    """Rebuild every config model if components were registered since the last build."""
+    global _built_generation
+    load_plugins()
+    if _built_generation == generation:
+        return
+    order: list[type[Schema]] = []
+    visiting: set[type[Schema]] = set()
+
+    def visit(model: type[Schema]) -> None:
+        if model in order or model in visiting:
+            return
+        visiting.add(model)
+        for dep in _dependencies(model):
+            visit(dep)
+        visiting.discard(model)
+        order.append(model)
+
+    for model in _all_schemas():
+        visit(model)
+    for model in order:  # leaves first, so parents embed fresh child schemas
+        model.model_rebuild(force=True)
+    _built_generation = generation
 
 BACKBONES: Registry = Registry("backbone", "nn.Module; forward(images (N,3,H,W)) -> tuple of feature maps")
 NECKS: Registry = Registry("neck", "nn.Module; forward(tuple of feature maps) -> tuple of feature maps")

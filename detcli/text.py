@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 def plural(count: int, word: str, many: str | None = None) -> str:
     """``1 problem``, ``2 problems``, ``0 boxes`` (``many`` when adding "s" is wrong)."""
     return f"{count} {word if count == 1 else (many or word + 's')}"
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the current directory when it is under it (through a symlink as
+    written, or resolved), else as given."""
+    cwd = Path.cwd()
+    for file, here in ((Path(os.path.abspath(path)), cwd), (path.resolve(), cwd.resolve())):
+        try:
+            return str(file.relative_to(here))
+        except ValueError:
+            continue
+    return str(path)

@@ -147,7 +147,7 @@ def schema(
 ) -> None:
     """Write the JSON Schema of the config language, for editor completion and validation."""
     from detcli.config.root import DetConfig
-    from detcli.config.schema import ensure_current
+    from detcli.registry import ensure_current
 
     ensure_current()
     text = json.dumps(DetConfig.model_json_schema(), indent=2) + "\n"

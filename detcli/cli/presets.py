@@ -20,7 +20,8 @@ def presets(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
     A name works wherever a config file does, e.g. det train retinanet_tiny_synth,
     det config show retinanet_r50 --resolved, or extends = "retinanet_r50" in your own file.
     """
-    from detcli.config.presets import list_presets, presets_dir
+    from detcli.config.catalog import list_presets
+    from detcli.config.presets import presets_dir
 
     infos = list_presets()
     if as_json:

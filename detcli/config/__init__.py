@@ -1,6 +1,10 @@
-"""Typed TOML configs: schema base, loading with extends/overrides/provenance, diff."""
+"""Typed TOML configs: schema base, loading with extends/overrides/provenance, diff.
 
-from detcli.config.loader import LoadedConfig, load_config
+The package itself holds only the pydantic base (:mod:`detcli.config.schema`), so a component
+module importing ``Schema`` runs nothing else: loading a config (:mod:`detcli.config.loader`)
+assembles the root schema from every registered component and sits above them.
+"""
+
 from detcli.config.schema import Maybe, Schema
 
-__all__ = ["LoadedConfig", "Maybe", "Schema", "load_config"]
+__all__ = ["Maybe", "Schema"]

@@ -18,10 +18,14 @@ from pydantic import BaseModel, ValidationError
 
 from detcli.config import tree as T
 from detcli.config.presets import resolve_reference
-from detcli.config.schema import Schema, ensure_current
+from detcli.config.root import DetConfig
+from detcli.config.schema import Schema
 from detcli.config.toml_lines import key_lines
+from detcli.config.validation import issues_from_error, record_defaults
 from detcli.data.paths import anchor_data_paths
 from detcli.errors import ConfigError
+from detcli.registry import ensure_current
+from detcli.text import display_path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,18 +53,6 @@ class LoadedConfig:
     def resolved(self) -> dict:
         """The validated config as plain TOML-able data (defaults filled, None as ``false``)."""
         return T.without_none(self.cfg.model_dump(mode="json"))
-
-
-def display_path(path: Path) -> str:
-    """``path`` relative to the current directory when it is under it (through a symlink as
-    written, or resolved), else as given."""
-    cwd = Path.cwd()
-    for file, here in ((Path(os.path.abspath(path)), cwd), (path.resolve(), cwd.resolve())):
-        try:
-            return str(file.relative_to(here))
-        except ValueError:
-            continue
-    return str(path)
 
 
 def read_toml(path: Path) -> tuple[dict, T.Origins]:
@@ -175,14 +167,11 @@ def apply_override(merged: dict, origins: T.Origins, text: str) -> None:
 def load_config(path: str | Path, overrides: Sequence[str] = (), *,
                 schema: type[BaseModel] | None = None) -> LoadedConfig:
     """Read ``path`` and its bases, apply ``overrides`` (``"key=value"``) and validate."""
-    from detcli.config.validation import issues_from_error, record_defaults
-
     path = resolve_reference(path)
     merged, origins, files = resolve_file(path)
     for text in overrides:
         apply_override(merged, origins, text)
     if schema is None:
-        from detcli.config.root import DetConfig
         schema = DetConfig
     ensure_current()
     try:
@@ -197,8 +186,6 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), *,
 
 def validate_tree(tree: dict, schema: type[Schema]) -> Any:
     """Validate an in-memory tree (tests, the Python API); errors as for files."""
-    from detcli.config.validation import issues_from_error
-
     ensure_current()
     try:
         return schema.model_validate(T.deep_copy(tree))

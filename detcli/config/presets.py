@@ -12,22 +12,18 @@ entry of ``extends``. :func:`resolve_reference` resolves it the same way everywh
 3. anything else is a :class:`ConfigError` that says where it looked and lists the closest
    names.
 
-:func:`list_presets` describes each top-level preset (not ``_base/``): family, backbone,
-dataset and schedule come from its resolved config, and the summary from its first line, a
-``# `` comment (the one convention a preset file follows beyond the config language).
+The loader resolves references with this module, so it imports nothing above it; describing
+each preset from its resolved config is :mod:`detcli.config.catalog`'s.
 """
 
 from __future__ import annotations
 
 import difflib
-import os
-from dataclasses import dataclass
-from fractions import Fraction
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from detcli.errors import ConfigError
+from detcli.text import display_path
 
 SUFFIX = ".toml"
 BASES = "_base"
@@ -78,8 +74,6 @@ def resolve_reference(ref: str | Path, *, referrer: Path | None = None) -> Path:
     """The file a config reference means: ``ref`` as a path if it exists (relative to
     ``referrer``'s folder when given, the file whose ``extends`` names it), else the packaged
     preset it names; a :class:`ConfigError` naming where it looked otherwise."""
-    from detcli.config.loader import display_path
-
     text = str(ref)
     path = Path(text).expanduser()
     if referrer is not None and not path.is_absolute():
@@ -113,97 +107,3 @@ def suggest_presets(ref: str, n: int = 3) -> list[str]:
     top = difflib.get_close_matches(wanted, preset_names(), n=n, cutoff=0.6)
     rest = [m for m in difflib.get_close_matches(wanted, names, n=n, cutoff=0.6) if m not in top]
     return (top + rest)[:n]
-
-
-@dataclass(frozen=True)
-class PresetInfo:
-    """One preset as ``det presets`` lists it."""
-
-    name: str
-    path: Path
-    family: str  # the detector type: RetinaNet, FCOS, ATSS, FasterRCNN
-    backbone: str  # "ResNet-50", "ResNet-18 (1/4 width)"
-    dataset: str  # "CocoDataset data/coco, 80 classes"
-    schedule: str  # "12 epochs, SGD lr 0.01, step at 8, 11"
-    summary: str  # the file's first line, a `# ` comment
-
-    def as_dict(self) -> dict[str, str]:
-        return {"name": self.name, "file": str(self.path), "family": self.family,
-                "backbone": self.backbone, "dataset": self.dataset, "schedule": self.schedule,
-                "summary": self.summary}
-
-
-def list_presets(root: Path | None = None) -> list[PresetInfo]:
-    """Every top-level preset under ``root`` (default: the packaged ones), described from its
-    resolved config."""
-    from detcli.config.loader import load_config
-
-    root = presets_dir() if root is None else root
-    infos = []
-    for name in preset_names(root=root):
-        path = root.joinpath(*name.split("/")).with_suffix(SUFFIX)
-        cfg = load_config(path).cfg
-        infos.append(PresetInfo(name=name, path=path, family=cfg.model.type,
-                                backbone=describe_backbone(cfg.model.backbone),
-                                dataset=describe_dataset(cfg), schedule=describe_schedule(cfg),
-                                summary=read_summary(path)))
-    return infos
-
-
-def read_summary(path: Path) -> str:
-    """The one-line summary a preset declares: its first line, a ``# `` comment ("" if none)."""
-    with path.open(encoding="utf-8") as f:
-        first = f.readline().strip()
-    return first[1:].strip() if first.startswith("#") else ""
-
-
-def describe_backbone(backbone: Any) -> str:
-    """``ResNet-50``, ``ResNet-50 caffe``, ``ResNet-18 (1/4 width)``; other backbones by type."""
-    from detcli.models.backbones.resnet import ResNetConfig
-
-    if not isinstance(backbone, ResNetConfig):
-        return backbone.type
-    text = f"ResNet-{backbone.depth}" + (" caffe" if backbone.style == "caffe" else "")
-    default_width = ResNetConfig.model_fields["base_channels"].default
-    if backbone.base_channels != default_width:
-        text += f" ({Fraction(backbone.base_channels, default_width)} width)"
-    return text
-
-
-def describe_dataset(cfg: Any) -> str:
-    """The training set's type and folder, and K: ``CocoDataset data/coco, 80 classes``."""
-    from detcli.data.datasets.base import DatasetBaseConfig
-    from detcli.models.introspect import config_num_classes
-
-    train = cfg.data.train
-    if train is None:
-        text = "no training set"
-    elif isinstance(train, DatasetBaseConfig):
-        try:
-            where = os.path.commonpath([train.ann_file, train.img_prefix])
-        except ValueError:  # one absolute, one relative
-            where = ""
-        text = f"{train.type} {where or train.ann_file}"
-    else:
-        text = train.type
-    num_classes = config_num_classes(cfg.model)
-    if num_classes is not None:
-        text += f", {num_classes} class{'' if num_classes == 1 else 'es'}"
-    return text
-
-
-def describe_schedule(cfg: Any) -> str:
-    """Length, optimizer and lr policy: ``12 epochs, SGD lr 0.01, step at 8, 11``."""
-    from detcli.engine.config import EpochRunnerConfig, StepLrConfig
-
-    runner = cfg.runner
-    if isinstance(runner, EpochRunnerConfig):
-        length = f"{runner.max_epochs} epoch{'' if runner.max_epochs == 1 else 's'}"
-    else:
-        length = f"{runner.max_iters} iteration{'' if runner.max_iters == 1 else 's'}"
-    lr = cfg.lr_config
-    policy = lr.policy
-    if isinstance(lr, StepLrConfig):
-        steps = lr.step if isinstance(lr.step, list) else [lr.step]
-        policy = "step at " + ", ".join(map(str, steps))
-    return f"{length}, {cfg.optimizer.type} lr {cfg.optimizer.lr:g}, {policy}"

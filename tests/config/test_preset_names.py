@@ -8,14 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from detcli.config.catalog import list_presets, read_summary
 from detcli.config.loader import load_config, resolve_file
-from detcli.config.presets import (
-    list_presets,
-    preset_names,
-    presets_dir,
-    read_summary,
-    resolve_reference,
-)
+from detcli.config.presets import preset_names, presets_dir, resolve_reference
 from detcli.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from detcli.config.schema import ensure_current
 from detcli.data.build import build_dataset, check_num_classes
 from detcli.data.config import DataConfig
 from detcli.data.datasets import CocoDataset, CocoDatasetConfig
 from detcli.errors import ConfigError
+from detcli.registry import ensure_current
 from tests.data.datasets.coco_files import coco_dict, write_coco
 
 

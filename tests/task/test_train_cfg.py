@@ -4,8 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 import detcli.task  # noqa: F401  (registers assigners and samplers)
-from detcli.config.schema import ensure_current
-from detcli.registry import ASSIGNERS, SAMPLERS
+from detcli.registry import ASSIGNERS, SAMPLERS, ensure_current
 from detcli.task.assigners import MaxIoUAssigner, MaxIoUAssignerConfig
 from detcli.task.samplers import PseudoSampler, PseudoSamplerConfig, RandomSamplerConfig
 from detcli.task.train_cfg import DenseTrainConfig

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterable, Union
 
-from detcli.config.schema import Schema, ensure_current
+from detcli.config.schema import Schema
 from detcli.errors import DataError
-from detcli.registry import TRANSFORMS
+from detcli.registry import TRANSFORMS, ensure_current
 
 log = logging.getLogger(__name__)
 

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from detcli.config.schema import ensure_current
 from detcli.data.collate import collate_views
 from detcli.data.transforms import MultiScaleFlipAug
 from detcli.data.transforms.test_time import MultiScaleFlipAugConfig
-from detcli.registry import TRANSFORMS
+from detcli.registry import TRANSFORMS, ensure_current
 
 INNER = [
     {"type": "Resize", "keep_ratio": True},
