@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -36,9 +36,6 @@ from detcli.analysis.pipeline_geometry import PipelineGeometry, network_input_ge
 from detcli.data.build import build_dataset
 from detcli.errors import DataError
 from detcli.task.assigners.assign_result import IGNORED, NEGATIVE
-
-if TYPE_CHECKING:
-    from detcli.analysis.anchor_optimize import OptimizeResult
 
 log = logging.getLogger(__name__)
 
@@ -161,23 +158,6 @@ class AnchorReport:
     @property
     def zero_positive_share(self) -> float:
         return float(self.stats.zero_positive_share)
-
-
-@dataclass
-class AnchorAnalysis:
-    """What ``det analyze anchors`` reports: the configured design's report and, after
-    ``--optimize``, the search (:class:`~detcli.analysis.anchor_optimize.OptimizeResult`)."""
-
-    report: AnchorReport
-    optimized: Optional[OptimizeResult] = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The report's JSON (docs/analyze.md), with the search under ``optimize`` (without
-        a second copy of the configured design's report)."""
-        data = dict(self.report.to_dict())
-        if self.optimized is not None:
-            data["optimize"] = self.optimized.to_dict(before_report=False)
-        return data
 
 
 @dataclass

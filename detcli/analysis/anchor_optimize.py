@@ -310,3 +310,20 @@ def optimize_anchors(study: AnchorStudy, objective: Objective = "coverage", max_
         seconds=time.perf_counter() - started, anchor_cfg=study.parts.anchor_cfg,
         config_key=study.parts.anchor_key,
     )
+
+
+@dataclass
+class AnchorAnalysis:
+    """What ``det analyze anchors`` reports: the configured design's report and, after
+    ``--optimize``, the search (:class:`OptimizeResult`)."""
+
+    report: AnchorReport
+    optimized: Optional[OptimizeResult] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's JSON (docs/analyze.md), with the search under ``optimize`` (without
+        a second copy of the configured design's report)."""
+        data = dict(self.report.to_dict())
+        if self.optimized is not None:
+            data["optimize"] = self.optimized.to_dict(before_report=False)
+        return data

@@ -31,7 +31,7 @@ import difflib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -50,9 +50,6 @@ from detcli.data.datasets.coco_json import (
 from detcli.errors import ConfigError, DataError, DetError
 from detcli.registry import DATASETS
 from detcli.task.assigners.assign_result import IGNORED, NEGATIVE
-
-if TYPE_CHECKING:
-    from detcli.analysis.roi_sampling import RoISamplingView
 
 log = logging.getLogger(__name__)
 
@@ -170,35 +167,6 @@ class AssignmentView:
         if self.explained.regions is not None:
             out["regress_ranges"] = [list(r) for r in self.explained.regions["regress_ranges"]]
         return out
-
-
-@dataclass
-class PictureFile:
-    """Where a picture was written, and its (height, width)."""
-
-    path: Path
-    shape: tuple[int, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"out": str(self.path), "picture_shape": [int(v) for v in self.shape]}
-
-
-@dataclass
-class AssignReport:
-    """What ``det viz assign`` reports: the assignment view and its picture, and for a
-    two-stage detector the RoI head's sampling and its picture."""
-
-    view: AssignmentView
-    picture: PictureFile
-    rcnn: Optional[RoISamplingView] = None
-    rcnn_picture: Optional[PictureFile] = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON of ``det viz assign --json`` (docs/viz.md)."""
-        data = {**self.view.to_dict(), **self.picture.to_dict()}
-        if self.rcnn is not None and self.rcnn_picture is not None:
-            data["rcnn"] = {**self.rcnn.to_dict(), **self.rcnn_picture.to_dict()}
-        return data
 
 
 # -- GT input ---------------------------------------------------------------------------------

@@ -22,13 +22,14 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from detcli.analysis import capabilities as can
+from detcli.analysis.assign_view import AssignmentView
 from detcli.analysis.pipeline_view import channel_order
 from detcli.engine.device import resolve_device
 from detcli.engine.tester import load_test_checkpoint
@@ -37,8 +38,6 @@ from detcli.models.build import build_detector
 from detcli.ops.boxes import box_iou
 from detcli.structures.batch import ImageBatch
 
-if TYPE_CHECKING:
-    from detcli.analysis.assign_view import AssignmentView
 
 log = logging.getLogger(__name__)
 

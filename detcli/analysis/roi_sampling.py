@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from detcli.analysis import capabilities as can
+from detcli.analysis.assign_view import AssignmentView
 from detcli.analysis.proposals import (
     BACKGROUND,
     IOU_RANGE,
@@ -36,9 +37,6 @@ from detcli.errors import ConfigError, DetError
 from detcli.ops.boxes import box_iou
 from detcli.registry import ASSIGNERS, SAMPLERS
 from detcli.task.assigners.assign_result import IGNORED, NEGATIVE
-
-if TYPE_CHECKING:
-    from detcli.analysis.assign_view import AssignmentView
 
 
 # -- assignment and sampling ------------------------------------------------------------------

@@ -217,7 +217,8 @@ def anchors(
     from rich.progress import Progress
 
     from detcli.config.loader import display_path
-    from detcli.analysis.anchor_analysis import AnchorAnalysis, AnchorStudy
+    from detcli.analysis.anchor_analysis import AnchorStudy
+    from detcli.analysis.anchor_optimize import AnchorAnalysis
 
     cfg = load(config, overrides).cfg
     with err_console.status(f"reading data.{split.value} and assigning", spinner="dots"):

@@ -299,13 +299,8 @@ def assign(
     from detcli.analysis.capabilities import is_two_stage
     from detcli.analysis.proposals import BACKGROUND, JITTER_PER_GT
     from detcli.analysis.roi_sampling import visualize_roi_sampling
-    from detcli.analysis.assign_view import (
-        AssignReport,
-        PictureFile,
-        assignment_parts,
-        pipeline_of,
-        visualize_assignment,
-    )
+    from detcli.analysis.assign_report import AssignReport, PictureFile
+    from detcli.analysis.assign_view import assignment_parts, pipeline_of, visualize_assignment
     from detcli.viz.assign_picture import draw_assignment
     from detcli.viz.roi_picture import draw_roi_sampling
 

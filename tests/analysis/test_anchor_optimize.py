@@ -8,8 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from detcli.analysis.anchor_analysis import AnchorAnalysis, AnchorStudy, analyze_anchors
+from detcli.analysis.anchor_analysis import AnchorStudy, analyze_anchors
 from detcli.analysis.anchor_optimize import (
+    AnchorAnalysis,
     AnchorParams,
     grid_best_iou,
     kmeans_iou,

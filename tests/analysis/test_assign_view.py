@@ -10,9 +10,8 @@ import torch
 import torchvision
 
 from detcli.analysis import assign_view
+from detcli.analysis.assign_report import AssignReport, PictureFile
 from detcli.analysis.assign_view import (
-    AssignReport,
-    PictureFile,
     annotation_gt,
     coco_gt_for_image,
     find_image_record,
