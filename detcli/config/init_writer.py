@@ -30,10 +30,12 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from detcli.analysis.pipeline_geometry import network_input_geometry
 from detcli.config.emit import to_toml
 from detcli.config.loader import LoadedConfig, display_path, load_config
 from detcli.data.discover import DataLayout
 from detcli.data.survey import SplitSurvey, dataset_kwargs, write_split_files
+from detcli.models.introspect import num_classes_key
 
 CPU_PRESET = "retinanet_tiny_synth"
 GPU_PRESET = "retinanet_r50"
@@ -51,8 +53,6 @@ class PresetChoice:
 
 def input_sides(preset: LoadedConfig, survey: SplitSurvey) -> np.ndarray:
     """(G,) sqrt(box area) of the survey's GT boxes at the preset's test input size."""
-    from detcli.analysis.pipeline_geometry import network_input_geometry
-
     if not len(survey.box_wh):
         return np.zeros(0)
     geometry = network_input_geometry(preset.cfg.data, "val")
@@ -160,8 +160,6 @@ def write_init_config(layout: DataLayout, classes: Sequence[str], surveys: dict[
                       preset_name: str, out: Path, split: SplitPlan, header: str) -> WrittenConfig:
     """Write the config (module docstring) and its split files; the config is validated by
     loading it before this returns."""
-    from detcli.models.introspect import num_classes_key
-
     preset = load_config(preset_name)
     out = out.expanduser().resolve()
     folder = splits_dir(out)

@@ -23,6 +23,7 @@ from detcli.data.datasets.yolo import IMAGE_SUFFIXES
 from detcli.data.discover import DataLayout, SplitSource
 from detcli.data.problems import BAD_ANNOTATION, DataProblem
 from detcli.errors import DataError
+from detcli.registry import DATASETS
 
 SMALL, MEDIUM = 32, 96  # COCO's size limits, as the side of a square of the box's area
 
@@ -70,8 +71,6 @@ def dataset_kwargs(layout: DataLayout, source: SplitSource, classes: Sequence[st
 
 
 def _build(cfg: dict[str, Any]) -> DetDataset:
-    from detcli.registry import DATASETS
-
     cls = DATASETS.get(cfg["type"])
     kwargs = {k: v for k, v in cfg.items() if k != "type"}
     return cls(**kwargs, filter_empty_gt=False, on_bad="skip")

@@ -27,7 +27,6 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from detcli.data.collate import collate, collate_views
 from detcli.data.loader import build_dataloader
 from detcli.engine.checkpoint import LoadReport, load_checkpoint, unwrap_model
-from detcli.engine.device import resolve_device  # noqa: F401  (callers not yet moved to .device)
 from detcli.engine.tta import merge_views
 from detcli.errors import CheckpointError, DetError
 from detcli.models.introspect import declared_num_classes, num_classes_key

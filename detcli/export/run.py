@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from detcli.engine.tester import load_test_checkpoint
 from detcli.errors import ExportError
 from detcli.export.contract import InputContract
 from detcli.export.onnx import ExportOptions, ExportResult, check_opset, export_onnx
@@ -26,7 +27,9 @@ from detcli.export.runtime import EXPORT_PACKAGES, OnnxModel, require
 from detcli.export.two_stage_graph import is_two_stage
 from detcli.export.verify import Tolerance, VerifyReport, verify_onnx
 from detcli.export.verify_inputs import folder_images, verification_batches
+from detcli.inference.detector import resolve_classes
 from detcli.inference.preprocess import Preprocessor, inference_pipeline, inference_image_dir
+from detcli.models.build import build_detector
 from detcli.models.introspect import detection_test_cfg, num_classes_of
 
 log = logging.getLogger(__name__)
@@ -55,10 +58,6 @@ def export_checkpoint(cfg: Any, checkpoint: str | Path, out: str | Path, *,
     is returned, not raised: call ``run.verification.raise_if_failed()`` to fail on it (a
     difference, or no detection to compare unless ``allow_empty_verify``).
     """
-    from detcli.engine.tester import load_test_checkpoint
-    from detcli.inference.detector import resolve_classes
-    from detcli.models.build import build_detector
-
     require(*EXPORT_PACKAGES)
     check_opset(options.opset)
     pipeline = inference_pipeline(cfg)

@@ -14,6 +14,9 @@ from detcli.inference.defaults import DEFAULT_SCORE_THR
 __all__ = ["DEFAULT_SCORE_THR", "Detector", "Preprocessor", "resolve_classes"]
 
 
+# A documented exception to module-level imports (tests/test_import_layering.py): the CLI reads
+# detcli.inference.defaults while building its help, and importing this package must not pull
+# in torch for that, so the names that need it load on first use (PEP 562).
 def __getattr__(name: str) -> Any:
     if name in ("Detector", "resolve_classes"):
         from detcli.inference import detector

@@ -38,10 +38,15 @@ from typing import Any, Protocol, Sequence, Union, overload
 import torch
 from torch import nn
 
+from detcli.config.loader import load_config
+from detcli.engine.device import resolve_device
+from detcli.engine.tester import load_test_checkpoint
 from detcli.errors import ExportError
+from detcli.export.contract import InputContract
 from detcli.export.runtime import OnnxModel
 from detcli.inference.defaults import DEFAULT_SCORE_THR
-from detcli.inference.preprocess import ImageInput, Preprocessor
+from detcli.inference.preprocess import ImageInput, Preprocessor, inference_pipeline
+from detcli.models.build import build_detector
 from detcli.models.introspect import (
     config_num_classes,
     config_test_cfg,
@@ -104,8 +109,6 @@ class OnnxBackend:
 def as_config(config: ConfigLike) -> Any:
     """The validated root config of a path, a ``LoadedConfig`` or a config object."""
     if isinstance(config, (str, os.PathLike)):
-        from detcli.config.loader import load_config
-
         return load_config(Path(config)).cfg
     return getattr(config, "cfg", config)
 
@@ -150,10 +153,6 @@ class Detector:
         """The config's model with ``checkpoint``'s weights, run by PyTorch on ``device``
         (None: CUDA when available). A checkpoint that does not fit the config is a
         CheckpointError."""
-        from detcli.engine.device import resolve_device
-        from detcli.engine.tester import load_test_checkpoint
-        from detcli.models.build import build_detector
-
         cfg = as_config(config)
         model = build_detector(cfg.model)
         report = load_test_checkpoint(model, checkpoint)
@@ -170,9 +169,6 @@ class Detector:
         preprocessing; it must be the config the file was exported from: its class count, class
         names (when the config sets ``classes``) and test pipeline are checked against the
         file's metadata (an ExportError lists what differs)."""
-        from detcli.export.contract import InputContract
-        from detcli.inference.preprocess import inference_pipeline
-
         cfg = as_config(config)
         model = OnnxModel(onnx_path, providers=providers)
         pipeline = inference_pipeline(cfg)

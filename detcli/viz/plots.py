@@ -18,6 +18,8 @@ from typing import Any, Optional, Sequence
 import cv2
 import numpy as np
 
+from detcli.errors import DetError
+
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 WHITE, BLACK, GREY, LIGHT = (255, 255, 255), (30, 30, 30), (120, 120, 120), (225, 225, 225)
 BAR, GT_DOT, ZERO = (200, 130, 40), (170, 120, 60), (40, 40, 220)
@@ -211,8 +213,6 @@ def write_plots(report: Any, out_dir: Path, suffix: str = "") -> list[Path]:
     for name, img in images.items():
         path = out_dir / name
         if not cv2.imwrite(str(path), img):
-            from detcli.errors import DetError
-
             raise DetError(f"could not write {path}")
         written.append(path)
     return written
