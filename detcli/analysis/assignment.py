@@ -16,11 +16,14 @@ The head that assigns anchors is ``model.bbox_head`` with ``model.train_cfg`` (a
 class, "object" (the GT labels do not change which anchor matches which GT). The RoI head's
 sampling of proposals is :mod:`detcli.analysis.roi_sampling`'s.
 
-A head without anchors can still be analysed when its class offers its own assignment
-(``head_assignment``, :mod:`detcli.analysis.capabilities`, where every question about what a
-head, assigner or sampler can do is asked). Such an assignment keeps every prior
-(PseudoSampler). An assigner that works level by level (ATSS, the FCOS rule) is told how many
-priors each level has.
+That head is built from the config, untrained, and does the assigning itself: its
+``explain_assignment`` (:mod:`detcli.models.protocols`) gets stand-in outputs of the right
+feature-map sizes (no network runs) and returns every prior's GT, IoU and role from the same
+assigner and sampler its loss runs; ``assignment_setup()`` says which priors, assigner and
+``allowed_border`` that is (for a point head such as FCOS its points as stride-sized cells and
+its target rule) and ``training_rule()`` which sampler the report names. This module computes
+the per-GT statistics from that assignment. Parts built by hand (tests) assign through a bare
+AnchorHead around their assigner and sampler.
 
 Feature-map sizes follow ResNet + FPN on a padded input of H x W: level 0 is ceil(H / s_0) x
 ceil(W / s_0) and each next level, whose stride doubles, is ceil(prev / 2) (stride-2 convs with
@@ -31,6 +34,7 @@ further outside the image than that are not eligible, as in training.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Sequence
 
@@ -41,11 +45,16 @@ from detcli.analysis import capabilities as can
 from detcli.config.schema import Schema
 from detcli.errors import ConfigError
 from detcli.ops.boxes import box_iou
-from detcli.registry import ASSIGNERS, PRIOR_GENERATORS, SAMPLERS
-from detcli.structures.batch import DetTargets
+from detcli.models.dense_heads.anchor_head import AnchorHead
+from detcli.models.losses import CrossEntropyLossConfig, L1LossConfig
+from detcli.models.protocols import DenseHead
+from detcli.registry import BBOX_CODERS, LOSSES, SAMPLERS
+from detcli.structures.batch import DetTargets, ImageBatch
+from detcli.structures.dense import DenseOutputs
 from detcli.task.assigners.assign_result import IGNORED
+from detcli.task.coders.delta_xywh import DeltaXYWHBBoxCoderConfig
 from detcli.task.prior_generators.anchor_generator import anchor_inside_flags
-from detcli.task.samplers.pseudo_sampler import PseudoSamplerConfig
+from detcli.task.train_cfg import DenseTrainConfig
 
 Stride = int | Sequence[int]  # s, or (s_w, s_h)
 
@@ -88,17 +97,23 @@ class AssignmentParts:
     sampler_cfg: Optional[Schema] = None
     head_key: str = "model.bbox_head"
     train_cfg_key: str = "model.train_cfg"
+    head: Optional[DenseHead] = None  # the built DenseHead whose explain_assignment assigns (models/protocols.py)
     _priors: dict = field(default_factory=dict, repr=False)  # (pad_shape, device) -> (priors, level)
 
     @classmethod
     def from_config(cls, cfg: Any) -> AssignmentParts:
         """From a DetConfig; ConfigError (exit 2) for a head with neither anchors nor its own
-        assignment, or without train_cfg."""
-        head, train_cfg, head_key, train_key = can.assigning_head(cfg.model)
-        anchor_cfg = can.head_anchor_config(head)
-        provided = can.head_assignment(head) if anchor_cfg is None else None
-        if anchor_cfg is None and provided is None:
-            kind = getattr(head, "type", type(cfg.model).__name__)
+        assignment, or without train_cfg. The head is built (untrained: only its assigner,
+        sampler and priors take part) and assigns through its ``explain_assignment``."""
+        head_cfg, train_cfg, head_key, train_key = can.assigning_head(cfg.model)
+        if train_cfg is None:
+            raise ConfigError(
+                "model.train_cfg = false: there is no assigner to analyse",
+                hint=f"remove `train_cfg = false`, or set {train_key}.assigner")
+        head = can.build_assigning_head(cfg.model, head_cfg, train_cfg)
+        described = can.describe_assignment(head_cfg, head)
+        if described is None:
+            kind = getattr(head_cfg, "type", type(cfg.model).__name__)
             own, rpn = can.assigning_heads(), can.proposal_heads()
             single = [name for name in can.anchor_heads() if name not in rpn]
             raise ConfigError(
@@ -107,31 +122,24 @@ class AssignmentParts:
                 hint=f"heads with anchors: {', '.join(single) or '(none registered)'}"
                      + (f"; with points: {', '.join(own)}" if own else "")
                      + (f"; a two-stage detector's rpn_head: {', '.join(rpn)}" if rpn else ""))
-        if provided is not None:  # the head's own rule: it keeps every prior
-            sampler_cfg: Schema = PseudoSamplerConfig()
-            generator, assigner = provided["prior_generator"], provided["assigner"]
-            anchor_cfg, assigner_cfg = provided["generator_cfg"], provided["assigner_cfg"]
-            allowed_border = -1
-        else:
-            if train_cfg is None:
-                raise ConfigError(
-                    "model.train_cfg = false: there is no assigner to analyse",
-                    hint=f"remove `train_cfg = false`, or set {train_key}.assigner")
-            sampler_cfg = can.sampler_config(head, train_cfg)
-            generator = PRIOR_GENERATORS.build(anchor_cfg)
-            assigner, assigner_cfg = ASSIGNERS.build(train_cfg.assigner), train_cfg.assigner
-            allowed_border = int(getattr(train_cfg, "allowed_border", -1))
-        parts = cls(prior_generator=generator, assigner=assigner,
+        sampler_cfg = can.sampler_config(head, train_cfg)
+        generator = described.prior_boxes
+        parts = cls(prior_generator=generator, assigner=described.assigner,
                     sampler=SAMPLERS.build(sampler_cfg), num_levels=len(generator.strides),
-                    strides=list(generator.strides), allowed_border=allowed_border,
-                    anchor_cfg=anchor_cfg, assigner_cfg=assigner_cfg, sampler_cfg=sampler_cfg,
-                    head_key=head_key, train_cfg_key=train_key)
+                    strides=list(generator.strides), allowed_border=described.allowed_border,
+                    anchor_cfg=described.generator_cfg, assigner_cfg=described.assigner_cfg,
+                    sampler_cfg=sampler_cfg, head_key=head_key, train_cfg_key=train_key,
+                    head=head)
         probe, _ = parts.priors((max(max(s) for s in parts.strides),) * 2)
         if probe.shape[-1] != 4:
             raise ConfigError(
-                f"{head_key}.anchor_generator ({anchor_cfg.type}) makes points, not boxes: "
-                "anchor analysis does not apply")
+                f"{head_key}.anchor_generator ({getattr(parts.anchor_cfg, 'type', '?')}) makes "
+                "points, not boxes: anchor analysis does not apply")
         return parts
+
+    def __post_init__(self) -> None:
+        if self.head is None:  # parts built by hand (no config): a bare head around them
+            self.head = _bare_head(self)
 
     @property
     def anchor_key(self) -> str:
@@ -139,9 +147,13 @@ class AssignmentParts:
         return f"{self.head_key}.anchor_generator"
 
     def with_prior_generator(self, generator: Any, anchor_cfg: Optional[Schema] = None) -> AssignmentParts:
-        """The same assigner and sampler on other anchors (the optimiser's candidates)."""
+        """The same assigner and sampler on other anchors (the optimiser's candidates): a
+        shallow copy of the head with ``generator`` as its prior generator."""
+        head = copy.copy(self.head)
+        head.prior_generator = generator
         return replace(self, prior_generator=generator, num_levels=len(generator.strides),
-                       strides=list(generator.strides), anchor_cfg=anchor_cfg, _priors={})
+                       strides=list(generator.strides), anchor_cfg=anchor_cfg, head=head,
+                       _priors={})
 
     @property
     def pos_iou_thr(self) -> Optional[float]:
@@ -169,6 +181,19 @@ class AssignmentParts:
                                for lvl, p in enumerate(per_level)])  # (R,)
             self._priors[key] = (torch.cat(per_level, dim=0), level)  # (R, 4), (R,)
         return self._priors[key]
+
+
+def _bare_head(parts: AssignmentParts) -> DenseHead:
+    """An untrained one-class AnchorHead whose assigner and sampler are ``parts``' (a sampling
+    loss, so a budgeted sampler samples): hand-built parts assign through the same
+    ``explain_assignment`` as a configured head."""
+    head = AnchorHead(num_classes=1, prior_generator=parts.prior_generator,
+                      bbox_coder=BBOX_CODERS.build(DeltaXYWHBBoxCoderConfig()),
+                      loss_cls=LOSSES.build(CrossEntropyLossConfig(use_sigmoid=True)),
+                      loss_bbox=LOSSES.build(L1LossConfig()),
+                      train_cfg=DenseTrainConfig(allowed_border=parts.allowed_border))
+    head.assigner, head.sampler = parts.assigner, parts.sampler
+    return head
 
 
 @dataclass
@@ -243,6 +268,30 @@ def _prior_valid(parts: AssignmentParts, priors: Tensor, num_images: int,
     return anchor_inside_flags(priors, every, shapes.to(device), parts.allowed_border)
 
 
+def _shaped_outputs(parts: AssignmentParts, num_images: int, pad_shape: tuple[int, int],
+                    device: torch.device) -> DenseOutputs:
+    """Stand-in outputs with each level's feature-map size (the head reads only the sizes):
+    L x (N, 1, H_l, W_l) views of one zero, no memory per location."""
+    zero = torch.zeros((), device=device)
+    maps = [zero.expand(num_images, 1, h, w)
+            for h, w in featmap_sizes(tuple(int(v) for v in pad_shape[:2]), parts.strides)]
+    return DenseOutputs(maps, maps)
+
+
+def _shaped_images(num_images: int, pad_shape: tuple[int, int], img_shapes: Optional[Tensor],
+                   device: torch.device) -> ImageBatch:
+    """A batch of N images padded to ``pad_shape`` (no pixels: a zero-stride view), each of
+    size ``img_shapes`` (N, 2), default the padded size."""
+    height, width = int(pad_shape[0]), int(pad_shape[1])
+    shapes = img_shapes.to(device=device, dtype=torch.long) if img_shapes is not None else \
+        torch.tensor([[height, width]] * num_images, device=device)  # (N, 2)
+    pads = torch.tensor([[height, width]] * num_images, device=device)  # (N, 2)
+    return ImageBatch(tensor=torch.zeros((), device=device).expand(num_images, 3, height, width),
+                      img_shapes=shapes, ori_shapes=[(height, width)] * num_images,
+                      scale_factors=torch.ones(num_images, 4, device=device),
+                      pad_shapes=pads, fills_batch=True)
+
+
 def _positives_per_gt(gt_index: Tensor, level: Tensor, assigned_iou: Tensor, num_slots: int,
                       num_levels: int, pos_iou_thr: Optional[float]) -> tuple[Tensor, Tensor]:
     """(num_pos_per_level (N, G, L), low_quality_only (N, G)) from codes (N, R) of priors on
@@ -276,37 +325,34 @@ def assign_padded(
     """Assign N images of one padded shape at once: gt_boxes (N, G, 4), gt_labels (N, G) with
     -1 on padding, ignore_boxes (N, I, 4) with ignore_valid (N, I), img_shapes (N, 2) of (h, w)
     (only needed with ``allowed_border >= 0``; default ``pad_shape``)."""
-    priors, level = parts.priors(pad_shape, gt_boxes.device)  # (R, 4), (R,)
+    device = gt_boxes.device
     num_images, num_slots = gt_labels.shape
+    if ignore_boxes is None:
+        ignore_boxes = gt_boxes.new_zeros(num_images, 0, 4)
+    if ignore_valid is None:
+        ignore_valid = torch.ones(ignore_boxes.shape[:2], dtype=torch.bool, device=device)
+    targets = DetTargets(gt_boxes, gt_labels, ignore_boxes, ignore_valid)
+    explained = parts.head.explain_assignment(
+        _shaped_outputs(parts, num_images, pad_shape, device),
+        _shaped_images(num_images, pad_shape, img_shapes, device), targets, generator)
+    priors, level, gt_index = explained.priors, explained.level, explained.gt_index  # (R, 4) ...
     num_priors = priors.shape[0]
     prior_valid = _prior_valid(parts, priors, num_images, pad_shape, img_shapes)  # (N, R)
-    if ignore_boxes is not None and ignore_valid is None:
-        ignore_valid = torch.ones(ignore_boxes.shape[:2], dtype=torch.bool, device=priors.device)
-    levels = {}  # ATSS and the FCOS rule work level by level
-    if can.needs_level_counts(parts.assigner):
-        levels["num_level_priors"] = parts.level_counts(pad_shape)
-    assign = parts.assigner.assign(priors, gt_boxes, gt_labels, ignore_boxes, ignore_valid,
-                                   prior_valid=prior_valid, **levels)
-    sampled = parts.sampler.sample(assign, priors, gt_boxes, gt_labels, generator=generator)
-    gt_index = assign.gt_index  # (N, R)
 
     overlaps = box_iou(gt_boxes, priors)  # (N, G, R) float32
     if prior_valid is not None:
         overlaps = overlaps.masked_fill(~prior_valid[:, None, :], -1.0)
     if num_slots > 0:
         best_iou, best_prior = overlaps.max(dim=2)  # (N, G)
-        assigned_iou = overlaps.gather(1, gt_index.clamp(min=0)[:, None, :]).squeeze(1)  # (N, R)
     else:
         best_iou = best_prior = gt_labels.new_zeros(num_images, 0)
-        assigned_iou = overlaps.new_zeros(num_images, num_priors)
-    assigned_iou = torch.where(gt_index >= 0, assigned_iou.clamp(min=0), 0.0)  # (N, R)
+    assigned_iou = explained.iou  # (N, R)
     num_pos_per_level, low_quality_only = _positives_per_gt(
         gt_index, level, assigned_iou, num_slots, parts.num_levels, parts.pos_iou_thr)
     valid = gt_labels >= 0  # (N, G)
     return BatchAssignment(
-        priors=priors, level=level, gt_index=gt_index, max_iou=assign.max_iou,
-        # a sampler that prepends the GT as extra priors indexes G + R: keep the R real ones
-        sampled_pos=sampled.pos_mask[:, -num_priors:], sampled_neg=sampled.neg_mask[:, -num_priors:],
+        priors=priors, level=level, gt_index=gt_index, max_iou=explained.max_iou,
+        sampled_pos=explained.positive, sampled_neg=explained.negative,
         gt_boxes=gt_boxes, gt_labels=gt_labels,
         best_iou=torch.where(valid, best_iou.clamp(min=0), 0.0), best_level=level[best_prior],
         num_pos=num_pos_per_level.sum(-1), num_pos_per_level=num_pos_per_level,

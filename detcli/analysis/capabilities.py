@@ -1,20 +1,16 @@
 """What a configured head, assigner, sampler or model offers the analysis, found in one place.
 
 The analysis (``det analyze anchors``, ``det viz assign``) works on whatever the config builds;
-these functions are the only place it asks what a component can do. Today they read class
-attributes and methods by name; when the heads declare their capabilities through typed
-protocols (issue #16), this module is the one file that changes.
+these functions are the only place it asks what a component can do.
 
-Heads:
-
-- a head *with anchors* has an ``anchor_generator`` in its config;
-- a head *makes proposals* when its class has ``predict_proposals`` (RPNHead);
-- a head without anchors *assigns its own priors* when its class has ``head_assignment(cfg)``:
-  a dict with the ``prior_generator`` whose boxes stand for its priors (FCOS: each point's
-  stride-sized cell), the ``assigner`` that applies its target rule, and the ``generator_cfg``
-  and ``assigner_cfg`` the reports show;
-- the head that assigns anchors is ``model.rpn_head`` (with ``model.train_cfg.rpn``) in a
-  two-stage detector, else ``model.bbox_head`` (with ``model.train_cfg``).
+Heads are asked through their protocol (:mod:`detcli.models.protocols`): the head that assigns
+priors is built from the config (untrained) and its ``explain_assignment`` assigns,
+``assignment_setup()`` says which priors (as boxes: FCOS's points as stride-sized cells),
+assigner and ``allowed_border`` it uses, and ``training_rule()`` which sampler its loss runs.
+That head is ``model.rpn_head`` (with ``model.train_cfg.rpn``) in a two-stage detector, else
+``model.bbox_head`` (with ``model.train_cfg``). The lists in error hints read the registered
+configs: a head *with anchors* has an ``anchor_generator``, one *with points* ``strides``; a head
+*makes proposals* when its class has ``predict_proposals`` (RPNHead).
 
 Assigners: ``needs_predictions = True`` (a class attribute) ranks priors by the model's outputs,
 so nothing can show it without a trained model; ``needs_num_level_priors = True`` (ATSS, the
@@ -28,11 +24,13 @@ Samplers: a budget ``num`` with ``pos_fraction`` (``num_expected_pos`` when it s
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any, Optional
 
 from detcli.config.schema import Schema
 from detcli.errors import RegistryError
-from detcli.models.dense_heads.anchor_head import SAMPLING_FREE_LOSSES
+from detcli.models.detectors.single_stage import build_trunk, derive_trunk_channels
+from detcli.models.protocols import AssignmentSetup, DenseHead
 from detcli.registry import HEADS
 from detcli.task.samplers.pseudo_sampler import PseudoSamplerConfig
 
@@ -59,29 +57,40 @@ def proposal_heads() -> list[str]:
 
 
 def assigning_heads() -> list[str]:
-    """Registered head types without anchors that offer ``head_assignment`` (FCOSHead)."""
+    """Registered head types without anchors whose config has ``strides`` (FCOSHead)."""
     return [name for name in HEADS.names() if name not in anchor_heads()
-            and hasattr(_head_class(name), "head_assignment")]
+            and "strides" in HEADS.config(name).model_fields and _head_class(name) is not None]
 
 
-def head_anchor_config(head_cfg: Any) -> Optional[Schema]:
-    """The head's ``anchor_generator`` config, None for a head without anchors."""
-    return getattr(head_cfg, "anchor_generator", None)
+def build_assigning_head(model_cfg: Any, head_cfg: Any, train_cfg: Any) -> Optional[DenseHead]:
+    """The head of ``head_cfg`` built untrained with ``train_cfg``, fed as the detector feeds it
+    (its in_channels from the neck); None when only its config is registered."""
+    if _head_class(getattr(head_cfg, "type", "")) is None:
+        return None
+    head_in, _ = derive_trunk_channels(model_cfg)
+    if head_in is None:  # the config cannot tell: the built trunk can
+        _, _, head_in = build_trunk(model_cfg)
+    return HEADS.build(head_cfg, in_channels=head_in, train_cfg=train_cfg, test_cfg=None)
 
 
-def head_assignment(head_cfg: Any) -> Optional[dict[str, Any]]:
-    """What the head class of ``head_cfg`` offers the analysis (module docstring), or None."""
-    hook = getattr(_head_class(getattr(head_cfg, "type", "")), "head_assignment", None)
-    return hook(head_cfg) if hook is not None else None
+def describe_assignment(head_cfg: Any, head: Optional[DenseHead]) -> Optional[AssignmentSetup]:
+    """The head's :class:`AssignmentSetup`, its generator config taken from ``head_cfg``'s
+    ``anchor_generator`` when the head does not state one; None without a built head."""
+    if head is None:
+        return None
+    setup = head.assignment_setup()
+    if setup.generator_cfg is None:
+        setup = replace(setup, generator_cfg=getattr(head_cfg, "anchor_generator", None))
+    return setup
 
 
-def sampler_config(head_cfg: Schema, train_cfg: Any) -> Schema:
-    """The sampler the head really uses: heads with a sampling-free loss (focal) keep every
-    prior, as :meth:`AnchorHead._sampler_config` decides."""
-    loss_type = getattr(getattr(head_cfg, "loss_cls", None), "type", None)
-    if loss_type in SAMPLING_FREE_LOSSES and train_cfg.sampler.type != "PseudoSampler":
-        log.info("%s uses %s, which keeps every prior: train_cfg.sampler %s is not used",
-                 head_cfg.type, loss_type, train_cfg.sampler.type)
+def sampler_config(head: DenseHead, train_cfg: Any) -> Schema:
+    """The sampler the head's loss really runs (its ``training_rule()``): a head that keeps
+    every prior (focal loss, ATSS) ignores ``train_cfg.sampler``."""
+    if head.training_rule().sampler == "PseudoSampler":
+        if train_cfg.sampler.type != "PseudoSampler":
+            log.info("%s keeps every prior: train_cfg.sampler %s is not used",
+                     type(head).__name__, train_cfg.sampler.type)
         return PseudoSamplerConfig()
     return train_cfg.sampler
 

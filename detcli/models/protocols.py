@@ -16,6 +16,7 @@ the RoI head on its proposals)::
         -> DenseHead.predict          -> DetectionBatch (N, M)     (candidates + one NMS)
         -> DenseHead.training_rule    -> TrainingRule              (sampler, loss normaliser)
         -> DenseHead.explain_assignment -> Assignment (N, R)       (det viz assign, analyze)
+        -> DenseHead.assignment_setup -> AssignmentSetup           (what those reports describe)
 
 The protocols are structural (``typing.Protocol``): a head satisfies one by having the
 methods; nothing has to inherit from them.
@@ -51,6 +52,25 @@ class TrainingRule:
 
     sampler: str
     normaliser: Normaliser
+
+
+@dataclass(frozen=True)
+class AssignmentSetup:
+    """What a dense head's ``explain_assignment`` runs on, for the reports that describe it.
+
+    ``prior_boxes`` makes the priors as boxes (``grid_priors(featmap_sizes)`` -> L x (R_l, 4),
+    with ``strides``, ``num_base_priors`` and ``base_anchors``; a point head's points as
+    stride-sized cells); ``assigner`` is the rule its loss applies (its thresholds, and
+    ``regions``/``candidates`` when it explains itself); ``generator_cfg``/``assigner_cfg`` their
+    configs as reports show them (None: the head does not know); ``allowed_border`` the margin
+    outside the image within which priors count (-1: all count).
+    """
+
+    prior_boxes: Any
+    assigner: Any
+    generator_cfg: Any = None
+    assigner_cfg: Any = None
+    allowed_border: int = -1
 
 
 class DenseHead(Protocol):
@@ -92,6 +112,10 @@ class DenseHead(Protocol):
                            generator: torch.Generator | None = None) -> Assignment:
         """Every prior's GT, label, IoU and role, from the assigner and sampler ``loss`` runs
         (``generator``: the sampler's random draws)."""
+        ...
+
+    def assignment_setup(self) -> AssignmentSetup:
+        """The priors, assigner and settings ``explain_assignment`` uses (for reports)."""
         ...
 
 

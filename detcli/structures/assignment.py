@@ -64,6 +64,8 @@ def build_assignment(priors: Tensor, level: Tensor, gt_boxes: Tensor, gt_index: 
     sampler drew: priors (R, 4), level (R,), gt_boxes (N, G, 4), labels (N, R) (-1 off
     positives), max_iou (N, R)."""
     num_images, num_priors = gt_index.shape
+    # a sampler that prepends the GT as extra priors indexes G + R: keep the R real ones
+    pos_mask, neg_mask = pos_mask[:, -num_priors:], neg_mask[:, -num_priors:]
     if gt_boxes.shape[1] > 0:
         overlaps = box_iou(gt_boxes, priors)  # (N, G, R)
         iou = overlaps.gather(1, gt_index.clamp(min=0)[:, None, :]).squeeze(1)  # (N, R)

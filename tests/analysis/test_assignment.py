@@ -143,3 +143,23 @@ def test_anchor_free_head_is_a_clear_config_error(point_head, tmp_path):
                                           "anchor analysis does not apply") as info:
         AssignmentParts.from_config(cfg)
     assert "RetinaHead" in info.value.hint
+
+
+def test_atss_with_a_sampling_loss_keeps_every_prior_as_its_head_does():
+    """ATSS with a cross-entropy loss and a RandomSampler configured: the tool used to sample
+    (it judged by the loss), the head keeps every prior. The tool now asks the head."""
+    cfg = load_config(ROOT / "presets" / "atss_tiny_synth.toml", [
+        'model.bbox_head.loss_cls={type = "CrossEntropyLoss", use_sigmoid = true}',
+        'model.train_cfg.sampler={type = "RandomSampler", num = 8, pos_fraction = 0.5, '
+        'add_gt_as_proposals = false}']).cfg
+    p = AssignmentParts.from_config(cfg)
+    assert p.head.training_rule().sampler == "PseudoSampler"
+    assert isinstance(p.sampler, PseudoSampler) and p.sampler_cfg.type == "PseudoSampler"
+    gt = torch.tensor([[8., 8., 40., 40.], [20., 4., 60., 30.]])
+    a = assign_image(p, gt, torch.tensor([0, 1]), (64, 64),
+                     generator=torch.Generator().manual_seed(0))
+    assert int(a.num_pos.sum()) > 0
+    # every assigned prior takes part: positives are the assigned ones, negatives all the rest
+    assert torch.equal(a.sampled_pos, a.gt_index >= 0)
+    assert torch.equal(a.sampled_neg, a.gt_index == NEG)
+    assert int(a.sampled_neg.sum()) > 8  # more than the configured sampler's whole budget

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from detcli.errors import ConfigError, DetError
 from detcli.models.dense_heads.dense_predict import dense_candidates, predict_dense
 from detcli.models.losses import FocalLoss
-from detcli.models.protocols import TrainingRule
+from detcli.models.protocols import AssignmentSetup, TrainingRule
 from detcli.registry import ASSIGNERS, SAMPLERS
 from detcli.structures.assignment import Assignment, build_assignment
 from detcli.structures.batch import DetTargets, ImageBatch
@@ -51,10 +51,6 @@ from detcli.task.train_cfg import DenseTrainConfig
 
 log = logging.getLogger(__name__)
 
-# Read only by detcli/analysis/capabilities.py, until it asks the head's training_rule() (the
-# heads no longer use it: AnchorHead decides by its loss's class, ATSSHead always keeps every
-# prior). Remove it with that switch.
-SAMPLING_FREE_LOSSES = ("FocalLoss", "GHMC", "QualityFocalLoss")
 
 @dataclass
 class AnchorTargets:
@@ -142,6 +138,15 @@ class AnchorHead(nn.Module):
                            "was built with train_cfg = false")
         return TrainingRule(sampler=self.train_cfg.sampler.type,
                             normaliser="positives_and_negatives")
+
+    def assignment_setup(self) -> AssignmentSetup:
+        """The anchors, the configured assigner and ``allowed_border`` (needs a train_cfg)."""
+        if self.train_cfg is None:
+            raise DetError(f"{type(self).__name__} assigns with train_cfg.assigner, but the "
+                           "model was built with train_cfg = false")
+        return AssignmentSetup(prior_boxes=self.prior_generator, assigner=self.assigner,
+                               assigner_cfg=self.train_cfg.assigner,
+                               allowed_border=self.train_cfg.allowed_border)
 
     def _sampler_config(self, train_cfg: DenseTrainConfig) -> Any:
         if self.sampling:

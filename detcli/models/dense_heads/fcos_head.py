@@ -54,7 +54,7 @@ from detcli.models.dense_heads.retina_head import ConvConfig
 from detcli.models.dense_heads.tower import run_tower, twin_towers
 from detcli.models.layers import NormConfig, Scale, bias_init_with_prob, normal_init
 from detcli.models.losses import CrossEntropyLossConfig, FocalLossConfig, IoULossConfig
-from detcli.models.protocols import TrainingRule
+from detcli.models.protocols import AssignmentSetup, TrainingRule
 from detcli.ops.boxes import box_iou
 from detcli.registry import BBOX_CODERS, HEADS, LOSSES, BBoxCoderConfig, LossConfig
 from detcli.structures.assignment import Assignment, build_assignment
@@ -167,6 +167,7 @@ class FCOSHead(nn.Module):
         self.feat_channels = feat_channels
         self.prior_prob = prior_prob
         self.prior_generator = MlvlPointGenerator(strides=strides, offset=0.5)
+        self.prior_generator_cfg = MlvlPointGeneratorConfig(strides=strides, offset=0.5)
         self.strides = self.prior_generator.strides  # (s_w, s_h) per level
         self.regress_ranges = [(float(lo), float(hi)) for lo, hi in regress_ranges]
         self.center_sampling = center_sampling
@@ -219,19 +220,6 @@ class FCOSHead(nn.Module):
                    loss_centerness=LOSSES.build(cfg.loss_centerness),
                    train_cfg=train_cfg, test_cfg=test_cfg)
 
-    @classmethod
-    def head_assignment(cls, cfg: FCOSHeadConfig) -> dict[str, Any]:
-        """What ``det analyze anchors`` and ``det viz assign`` run for this head: its points as
-        stride-sized cells and the FCOS target rule as an assigner (no network is built)."""
-        points = MlvlPointGenerator(strides=cfg.strides, offset=0.5)
-        assigner = FCOSTargetAssigner(strides=points.strides, regress_ranges=cfg.regress_ranges,
-                                      center_sampling=cfg.center_sampling,
-                                      center_sample_radius=cfg.center_sample_radius,
-                                      gt_chunk_size=cfg.gt_chunk_size)
-        return {"prior_generator": PointCells(points), "assigner": assigner,
-                "generator_cfg": MlvlPointGeneratorConfig(strides=cfg.strides, offset=0.5),
-                "assigner_cfg": assigner.config()}
-
     def init_weights(self) -> None:
         """MMDetection's init: every conv N(0, 0.01) with zero bias; the classifier's bias makes
         each class start at probability ``prior_prob``."""
@@ -274,6 +262,17 @@ class FCOSHead(nn.Module):
         """Every point the FCOS rule assigns counts (no sampler); the losses are divided by
         the positives of the batch."""
         return TrainingRule(sampler="PseudoSampler", normaliser="positives")
+
+    def assignment_setup(self) -> AssignmentSetup:
+        """The points as stride-sized cells and the FCOS target rule as an assigner (what
+        :meth:`explain_assignment` applies, with its ``regions`` for the reports)."""
+        assigner = FCOSTargetAssigner(strides=self.strides, regress_ranges=self.regress_ranges,
+                                      center_sampling=self.center_sampling,
+                                      center_sample_radius=self.center_sample_radius,
+                                      gt_chunk_size=self.gt_chunk_size)
+        return AssignmentSetup(prior_boxes=PointCells(self.prior_generator), assigner=assigner,
+                               generator_cfg=self.prior_generator_cfg,
+                               assigner_cfg=assigner.config())
 
     def loss(self, outputs: DenseOutputs, images: ImageBatch,
              targets: DetTargets) -> dict[str, Tensor]:
