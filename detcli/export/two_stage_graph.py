@@ -52,7 +52,6 @@ from __future__ import annotations
 import inspect
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detcli.errors import ExportError
@@ -66,6 +65,7 @@ from detcli.export.graph import (
     top_per_image,
 )
 from detcli.models.dense_heads.dense_predict import size_ok
+from detcli.models.protocols import BBoxHead
 from detcli.models.roi_heads.standard_roi_head import batch_rois
 from detcli.structures.dense import DenseOutputs
 from detcli.structures.proposals import Proposals
@@ -109,18 +109,13 @@ class TwoStageExportWrapper(nn.Module):
                               "exported: the graph builds anchors from `base_anchors` and "
                               "`strides` (AnchorGenerator)")
         extractor = roi_head.bbox_roi_extractor
-        bbox_head = roi_head.bbox_head
-        for name in ("num_classes", "bbox_coder"):
-            if not hasattr(bbox_head, name):
-                raise ExportError(f"the box head {type(bbox_head).__name__} cannot be exported: "
-                                  f"it has no `{name}` (the graph decodes K softmax classes "
-                                  "with it, as Shared2FCBBoxHead)")
+        bbox_head: BBoxHead = roi_head.bbox_head
         self.model = model
         self.nms = nms
         # the dense path (fixed shapes, no host sync) when the extractor has one
         self.extractor_kwargs = ({"dense": True} if "dense" in
                                  inspect.signature(extractor.forward).parameters else {})
-        self.rpn_clip = bool(getattr(rpn_head.bbox_coder, "clip_border", True))
+        self.rpn_clip = bool(rpn_head.bbox_coder.clip_border)
         self.strides = [tuple(int(s) for s in stride) for stride in generator.strides]
         for level, base in enumerate(generator.base_anchors):
             self.register_buffer(f"base_anchors_{level}", base.clone(), persistent=False)
@@ -130,8 +125,7 @@ class TwoStageExportWrapper(nn.Module):
         self.rpn_iou = float(proposal_cfg.nms.iou_threshold)
         self.rpn_agnostic = bool(proposal_cfg.nms.class_agnostic)
         self.num_classes = int(bbox_head.num_classes)
-        self.rcnn_coder = bbox_head.bbox_coder
-        self.rcnn_clip = bool(getattr(bbox_head.bbox_coder, "clip_border", True))
+        self.rcnn_clip = bool(bbox_head.bbox_coder.clip_border)
         self.score_thr = float(rcnn_cfg.score_thr)
         self.min_bbox_size = float(rcnn_cfg.min_bbox_size)
         self.max_per_img = int(rcnn_cfg.max_per_img)
@@ -208,18 +202,13 @@ class TwoStageExportWrapper(nn.Module):
         roi_feats = roi_head.bbox_roi_extractor(feats, batch_rois(props),
                                                 **self.extractor_kwargs)  # (N*P, C, S, S)
         cls_score, bbox_pred = roi_head.bbox_head(roi_feats)  # (N*P, K + 1), (N*P, 4K or 4)
-        # as Shared2FCBBoxHead.predict_boxes, clipped by the graph's rule instead
-        scores = F.softmax(cls_score.float(), dim=-1)[:, :num_classes]  # (N*P, K)
-        scores = scores.reshape(num_images, num_props, num_classes)  # (N, P, K)
-        boxes_per_roi = bbox_pred.shape[-1] // 4  # K, or 1 when class-agnostic
-        deltas = bbox_pred.float().reshape(num_images, num_props, boxes_per_roi, 4)
-        deltas = deltas.expand(-1, -1, num_classes, -1)  # (N, P, K, 4)
-        priors = props[:, :, None, :].expand_as(deltas)  # (N, P, K, 4)
-        boxes = self.rcnn_coder.decode(priors.reshape(num_images, -1, 4),
-                                       deltas.reshape(num_images, -1, 4))  # (N, P*K, 4)
+        # the box head's own decoding (as predict), clipped by the graph's rule instead
+        boxes, scores = roi_head.bbox_head.predict_boxes(
+            props, cls_score.reshape(num_images, num_props, -1),
+            bbox_pred.reshape(num_images, num_props, -1), None)  # (N, P, K, 4), (N, P, K)
         if self.rcnn_clip:
-            boxes = clip_in_graph(boxes, images, image_sizes)  # (N, P*K, 4)
-        boxes = boxes.reshape(num_images, num_props, num_classes, 4)  # (N, P, K, 4)
+            boxes = clip_in_graph(boxes.reshape(num_images, -1, 4), images,
+                                  image_sizes).reshape(num_images, num_props, num_classes, 4)
         widths = boxes[..., 2] - boxes[..., 0]  # (N, P, K)
         heights = boxes[..., 3] - boxes[..., 1]  # (N, P, K)
         keep = (proposals.valid[..., None] & (scores > self.score_thr)

@@ -119,6 +119,31 @@ class DenseHead(Protocol):
         ...
 
 
+class BBoxHead(Protocol):
+    """A RoI head's box head: pooled RoI features -> K + 1 softmax logits (background last)
+    and deltas, decoded by its ``bbox_coder`` (Shared2FCBBoxHead). R RoIs, P per image."""
+
+    num_classes: int
+    bbox_coder: Any  # encode(rois, boxes) / decode(rois, deltas, max_shape); clip_border
+    reg_decoded_bbox: bool
+
+    def forward(self, roi_feats: Tensor) -> tuple[Tensor, Tensor]:
+        """(R, C, S, S) -> (cls_score (R, K + 1), bbox_pred (R, 4K or 4))."""
+        ...
+
+    def loss(self, cls_score: Tensor, bbox_pred: Tensor, rois: Tensor, labels: Tensor,
+             label_weights: Tensor, bbox_targets: Tensor, bbox_weights: Tensor,
+             avg_factor_bbox: float | Tensor | None = None) -> dict[str, Tensor]:
+        ...
+
+    def predict_boxes(self, rois: Tensor, cls_score: Tensor, bbox_pred: Tensor,
+                      img_shapes: Tensor | None) -> tuple[Tensor, Tensor]:
+        """rois (N, P, 4) -> per-class boxes (N, P, K, 4), clipped to ``img_shapes`` (N, 2)
+        unless None, and scores (N, P, K) without the background (predict and the ONNX
+        graph, which clips by its own rule)."""
+        ...
+
+
 class RoIHead(Protocol):
     """The second stage of a two-stage detector: proposals -> losses or detections."""
 

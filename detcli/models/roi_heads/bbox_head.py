@@ -212,12 +212,13 @@ class Shared2FCBBoxHead(nn.Module):
     # ---- inference -------------------------------------------------------------------------
 
     def predict_boxes(self, rois: Tensor, cls_score: Tensor, bbox_pred: Tensor,
-                      img_shapes: Tensor) -> tuple[Tensor, Tensor]:
+                      img_shapes: Tensor | None) -> tuple[Tensor, Tensor]:
         """Per-class boxes and scores of every RoI.
 
         rois (N, P, 4), cls_score (N, P, K + 1), bbox_pred (N, P, 4K or 4), img_shapes (N, 2)
         of (h, w) -> boxes (N, P, K, 4) decoded against the RoIs and clipped to each image (in
-        the RoIs' pixels), scores (N, P, K) softmax probabilities without the background.
+        the RoIs' pixels; not clipped with None: the ONNX graph clips by its own rule), scores
+        (N, P, K) softmax probabilities without the background.
         """
         num_images, num_rois = rois.shape[:2]
         num_classes = self.num_classes
