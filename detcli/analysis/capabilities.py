@@ -30,6 +30,7 @@ from typing import Any, Optional
 from detcli.config.schema import Schema
 from detcli.errors import RegistryError
 from detcli.models.detectors.single_stage import build_trunk, derive_trunk_channels
+from detcli.models.detectors.two_stage import TwoStageDetector
 from detcli.models.protocols import AssignmentSetup, DenseHead
 from detcli.registry import HEADS
 from detcli.task.samplers.pseudo_sampler import PseudoSamplerConfig
@@ -113,8 +114,9 @@ def is_two_stage(model_cfg: Any) -> bool:
 
 
 def makes_proposals(model: Any) -> bool:
-    """Whether a built detector has an ``rpn_head`` that makes proposals."""
-    return hasattr(model, "rpn_head") and hasattr(model.rpn_head, "predict_proposals")
+    """Whether a built detector makes proposals: a two-stage one, whose ``rpn_head`` has
+    ``predict_proposals``."""
+    return isinstance(model, TwoStageDetector)
 
 
 # -- assigners --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from detcli.analysis.assignment import AssignmentParts, assign_batch, assign_image, featmap_sizes
+from detcli.analysis.capabilities import makes_proposals
 from detcli.config.loader import load_config
 from detcli.errors import ConfigError
 from detcli.models.build import build_detector
@@ -163,3 +164,10 @@ def test_atss_with_a_sampling_loss_keeps_every_prior_as_its_head_does():
     assert torch.equal(a.sampled_pos, a.gt_index >= 0)
     assert torch.equal(a.sampled_neg, a.gt_index == NEG)
     assert int(a.sampled_neg.sum()) > 8  # more than the configured sampler's whole budget
+
+
+def test_only_a_two_stage_detector_makes_proposals():
+    built = {name: build_detector(load_config(ROOT / "presets" / f"{name}.toml").cfg.model)
+             for name in ("retinanet_tiny_synth", "faster_rcnn_tiny_synth")}
+    assert not makes_proposals(built["retinanet_tiny_synth"])
+    assert makes_proposals(built["faster_rcnn_tiny_synth"])
