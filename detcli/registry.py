@@ -1,9 +1,16 @@
 """Registries: one per component kind, each mapping a ``type`` name to a config model and a class.
 
 A component is a pair: a pydantic config model (a :class:`~detcli.config.schema.Schema` with a
-literal ``type`` field) and a plain class with a keyword-only ``__init__`` and a
-``from_config(cfg, **derived)`` classmethod. ``derived`` carries the values a composite passes
-down (the head's ``in_channels`` comes from the neck); they never appear in TOML.
+literal ``type`` field) and a plain class with a keyword-only ``__init__``. :meth:`Registry.build`
+is the one way from a config to a component: ``cls(**fields_of(cfg), **derived)``, every field
+but ``type`` passed as is (shallow: a sub-config stays a config object for the class to build).
+A class defines ``from_config(cfg, **derived)`` only when it must do more than that (build its
+sub-components, rename or drop a field, check a derived value). ``derived`` carries the values a
+composite passes down (the head's ``in_channels`` comes from the neck); they never appear in TOML.
+
+The config model is the one source of defaults and validation (ranges, enums). A constructor
+may repeat a default so it can be called with fewer arguments, but :meth:`Registry.register`
+refuses a class whose keyword default disagrees with its config's (:func:`default_mismatches`).
 
 A config field typed ``Annotated[Schema, BACKBONES]`` (the aliases at the bottom of this module)
 validates as a discriminated union on ``type`` over whatever is registered when the schema is
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import inspect
 import logging
 import typing
 from typing import Annotated, Any, Callable, Generic, TypeVar
@@ -47,6 +55,55 @@ def type_name(config: type) -> str:
             f"`type: Literal[\"Name\"] = \"Name\"`"
         )
     return field.default
+
+
+def fields_of(cfg: Schema) -> dict[str, Any]:
+    """A config's constructor arguments: every field but ``type``, by name; shallow (a sub-config
+    stays a config object), lists and dicts copied so a component never aliases its config."""
+    out = {}
+    for name in type(cfg).model_fields:
+        if name == "type":
+            continue
+        value = getattr(cfg, name)
+        out[name] = list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value
+    return out
+
+
+def _same_default(a: Any, b: Any) -> bool:
+    """Equal defaults; a tuple in a signature and a list in a config model (TOML's arrays) count
+    as the same sequence, ``True`` and ``1`` do not."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_default(x, y) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return bool(a == b)
+
+
+def default_mismatches(config: type[Schema], cls: type) -> list[str]:
+    """Where ``cls.__init__``'s keyword defaults disagree with ``config``'s field defaults.
+
+    A keyword the config model does not have, a default only one side has, and a ``None``
+    default for a field whose config default is a sub-config (the class builds that sub-config's
+    default itself; its own config is checked where it is registered) are not disagreements.
+    """
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return []
+    out = []
+    for name, field in config.model_fields.items():
+        param = params.get(name)
+        if name == "type" or param is None or param.default is inspect.Parameter.empty:
+            continue
+        if field.is_required():
+            continue
+        default = field.get_default(call_default_factory=True)
+        if param.default is None and isinstance(default, Schema):
+            continue
+        if not _same_default(param.default, default):
+            out.append(f"{name}: {cls.__name__}.__init__ has {param.default!r}, "
+                       f"{config.__name__} has {default!r}")
+    return out
 
 
 def suggest(word: str, choices: list[str]) -> str | None:
@@ -80,6 +137,13 @@ class Registry(Generic[T]):
         """Class decorator pairing ``config`` with the decorated class."""
 
         def decorate(cls: C) -> C:
+            mismatches = default_mismatches(config, cls)
+            if mismatches:
+                raise RegistryError(
+                    f"{self.kind} {cls.__name__} cannot be registered: its constructor's defaults "
+                    f"disagree with its config model's ({'; '.join(mismatches)})",
+                    hint=f"keep the defaults in {config.__name__}; repeat them in __init__ "
+                         f"unchanged or not at all")
             name = self.add_config(config)
             if name in self._classes and self._classes[name] is not cls:
                 raise RegistryError(f"{self.kind} {name!r} is already registered")
@@ -117,9 +181,13 @@ class Registry(Generic[T]):
         return self._classes[name]
 
     def build(self, cfg: Schema, **derived: Any) -> T:
-        """Build the component ``cfg`` describes; ``derived`` are values its parent passes down."""
+        """Build the component ``cfg`` describes; ``derived`` are values its parent passes down:
+        ``cls(**fields_of(cfg), **derived)``, or the class's own ``from_config`` when it has one."""
         cls = self.get(cfg.type)  # type: ignore[attr-defined]
-        return cls.from_config(cfg, **derived)  # type: ignore[attr-defined]
+        own = getattr(cls, "from_config", None)
+        if own is not None:
+            return own(cfg, **derived)
+        return cls(**fields_of(cfg), **derived)
 
     def unknown_message(self, name: str) -> str:
         names = self.names()

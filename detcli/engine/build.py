@@ -35,7 +35,7 @@ from detcli.engine.train_step import LossForward, TrainStep
 from detcli.engine.work_dir import resolved_config_text
 from detcli.errors import ConfigError, DataError
 from detcli.models.build import build_detector
-from detcli.registry import HOOKS
+from detcli.registry import HOOKS, fields_of
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def build_hooks(cfg: Any, work_dir: Path, *, evaluates: bool,
     """The engine's hooks (metrics.jsonl, checkpoints, evaluation when there is a val set),
     the config's (``log_config.hooks``, ``custom_hooks``), then ``callbacks``."""
     hooks = HookList([LoggerHook(work_dir / "metrics.jsonl"),
-                      CheckpointHook.from_config(cfg.checkpoint_config)])
+                      CheckpointHook(**fields_of(cfg.checkpoint_config))])
     if evaluates:
         hooks.add(EvalHook.from_config(cfg.evaluation))
     for hook_cfg in [*cfg.log_config.hooks, *cfg.custom_hooks]:

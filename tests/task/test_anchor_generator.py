@@ -131,7 +131,7 @@ def test_config_needs_exactly_one_way_to_scale():
     cfg = AnchorGeneratorConfig(**base, scales=[1.0], octave_base_scale=False,
                                 scales_per_octave=False)  # TOML false = off
     assert cfg.octave_base_scale is None
-    assert math.isclose(AnchorGenerator.from_config(cfg).scales.item(), 1.0)
+    assert math.isclose(PRIOR_GENERATORS.build(cfg).scales.item(), 1.0)
 
 
 def test_plain_class_rejects_mixed_or_partial_scales():

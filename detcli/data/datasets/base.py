@@ -142,18 +142,6 @@ class DetDataset(Dataset):
         self.problems = self._validate(loaded, findings)
         self._index(loaded, findings)
 
-    @classmethod
-    def config_kwargs(cls, cfg: DatasetBaseConfig) -> dict[str, Any]:
-        """Constructor arguments from a config: every field but ``type``; the pipeline's configs
-        are built by :class:`~detcli.data.transforms.compose.Compose`."""
-        kwargs = cfg.model_dump(exclude={"type", "pipeline"})
-        kwargs["pipeline"] = list(cfg.pipeline)
-        return kwargs
-
-    @classmethod
-    def from_config(cls, cfg: DatasetBaseConfig, **derived: Any) -> DetDataset:
-        return cls(**cls.config_kwargs(cfg), **derived)
-
     def load_annotations(self) -> LoadedAnnotations:
         raise NotImplementedError
 

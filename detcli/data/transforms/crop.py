@@ -66,10 +66,6 @@ class RandomCrop:
         self.allow_negative_crop = allow_negative_crop
         self.bbox_clip_border = bbox_clip_border
 
-    @classmethod
-    def from_config(cls, cfg: RandomCropConfig) -> RandomCrop:
-        return cls(**cfg.model_dump(exclude={"type"}))
-
     def __repr__(self) -> str:
         return f"RandomCrop(crop_size={self.crop_size}, crop_type={self.crop_type!r})"
 

@@ -56,10 +56,6 @@ class DefaultFormatBundle:
     def __init__(self) -> None:
         pass
 
-    @classmethod
-    def from_config(cls, cfg: DefaultFormatBundleConfig) -> DefaultFormatBundle:
-        return cls()
-
     def __repr__(self) -> str:
         return "DefaultFormatBundle()"
 
@@ -91,10 +87,6 @@ class ImageToTensor:
     def __init__(self, *, keys: list[str]) -> None:
         self.keys = list(keys)
 
-    @classmethod
-    def from_config(cls, cfg: ImageToTensorConfig) -> ImageToTensor:
-        return cls(keys=cfg.keys)
-
     def __repr__(self) -> str:
         return f"ImageToTensor(keys={self.keys})"
 
@@ -122,10 +114,6 @@ class Collect:
                  ) -> None:
         self.keys = list(keys)
         self.meta_keys = list(meta_keys)
-
-    @classmethod
-    def from_config(cls, cfg: CollectConfig) -> Collect:
-        return cls(keys=cfg.keys, meta_keys=cfg.meta_keys)
 
     def __repr__(self) -> str:
         return f"Collect(keys={self.keys}, meta_keys={self.meta_keys})"

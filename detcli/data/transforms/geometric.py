@@ -97,10 +97,6 @@ class Resize:
         self.bbox_clip_border = bbox_clip_border
         self.interpolation = INTERPOLATIONS[interpolation]
 
-    @classmethod
-    def from_config(cls, cfg: ResizeConfig) -> Resize:
-        return cls(**cfg.model_dump(exclude={"type"}))
-
     def __repr__(self) -> str:
         return (f"Resize(img_scale={self.img_scale}, multiscale_mode={self.multiscale_mode!r}, "
                 f"ratio_range={self.ratio_range}, keep_ratio={self.keep_ratio})")
@@ -227,10 +223,6 @@ class RandomFlip:
         self.probs = np.array([*ratios, max(0.0, 1.0 - sum(ratios))], dtype=np.float64)
         self.probs /= self.probs.sum()
 
-    @classmethod
-    def from_config(cls, cfg: RandomFlipConfig) -> RandomFlip:
-        return cls(flip_ratio=cfg.flip_ratio, direction=cfg.direction)
-
     def __repr__(self) -> str:
         return f"RandomFlip(directions={self.directions[:-1]}, probs={self.probs[:-1].tolist()})"
 
@@ -286,10 +278,6 @@ class Pad:
         self.size_divisor = size_divisor
         self.pad_to_square = pad_to_square
         self.pad_val = float(pad_val.get("img", 0.0) if isinstance(pad_val, dict) else pad_val)
-
-    @classmethod
-    def from_config(cls, cfg: PadConfig) -> Pad:
-        return cls(**cfg.model_dump(exclude={"type"}))
 
     def __repr__(self) -> str:
         return (f"Pad(size={self.size}, size_divisor={self.size_divisor}, "

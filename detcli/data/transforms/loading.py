@@ -39,13 +39,11 @@ class LoadImageFromFile:
     or truncated file raises DataError naming it.
     """
 
-    def __init__(self, *, to_float32: bool = False, channel_order: str = "bgr") -> None:
+    def __init__(self, *, to_float32: bool = False, color_type: str = "color",
+                 channel_order: str = "bgr") -> None:
         self.to_float32 = to_float32
+        self.color_type = color_type  # MMDetection's name; "color" is the only mode
         self.channel_order = channel_order
-
-    @classmethod
-    def from_config(cls, cfg: LoadImageFromFileConfig) -> LoadImageFromFile:
-        return cls(to_float32=cfg.to_float32, channel_order=cfg.channel_order)
 
     def __repr__(self) -> str:
         return f"LoadImageFromFile(to_float32={self.to_float32}, channel_order={self.channel_order!r})"
@@ -96,10 +94,6 @@ class LoadAnnotations:
     def __init__(self, *, with_bbox: bool = True, with_label: bool = True) -> None:
         self.with_bbox = with_bbox
         self.with_label = with_label
-
-    @classmethod
-    def from_config(cls, cfg: LoadAnnotationsConfig) -> LoadAnnotations:
-        return cls(with_bbox=cfg.with_bbox, with_label=cfg.with_label)
 
     def __repr__(self) -> str:
         return f"LoadAnnotations(with_bbox={self.with_bbox}, with_label={self.with_label})"

@@ -45,10 +45,6 @@ class Normalize:
         self._affine[[0, 1, 2], src] = 1.0 / self.std
         self._affine[:, 3] = -self.mean / self.std
 
-    @classmethod
-    def from_config(cls, cfg: NormalizeConfig) -> Normalize:
-        return cls(mean=cfg.mean, std=cfg.std, to_rgb=cfg.to_rgb)
-
     def __repr__(self) -> str:
         return f"Normalize(mean={self.mean.tolist()}, std={self.std.tolist()}, to_rgb={self.to_rgb})"
 
@@ -99,10 +95,6 @@ class PhotoMetricDistortion:
         self.contrast_range = tuple(contrast_range)
         self.saturation_range = tuple(saturation_range)
         self.hue_delta = float(hue_delta)
-
-    @classmethod
-    def from_config(cls, cfg: PhotoMetricDistortionConfig) -> PhotoMetricDistortion:
-        return cls(**cfg.model_dump(exclude={"type"}))
 
     def __repr__(self) -> str:
         return (f"PhotoMetricDistortion(brightness_delta={self.brightness_delta}, "

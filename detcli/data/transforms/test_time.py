@@ -76,11 +76,6 @@ class MultiScaleFlipAug:
                 log.warning("MultiScaleFlipAug has flip = true but no RandomFlip in its transforms; "
                             "the flipped views will not be flipped")
 
-    @classmethod
-    def from_config(cls, cfg: MultiScaleFlipAugConfig) -> MultiScaleFlipAug:
-        return cls(transforms=list(cfg.transforms), img_scale=cfg.img_scale,
-                   scale_factor=cfg.scale_factor, flip=cfg.flip, flip_direction=cfg.flip_direction)
-
     def __repr__(self) -> str:
         return (f"MultiScaleFlipAug({self.scale_key}={self.scales}, flips={self.flip_args}, "
                 f"transforms={self.transforms!r})")

@@ -22,7 +22,6 @@ import re
 import shutil
 from pathlib import Path
 
-from detcli.engine.config import CheckpointConfig
 from detcli.engine.context import ABOVE_NORMAL, Hook, TrainContext
 from detcli.errors import writing
 
@@ -85,10 +84,6 @@ class CheckpointHook(Hook):
         self.saved: list[Path] = []
         self._last_saved_iter = -1
         self._saved_before_eval = False  # the last save preceded an evaluation at its iteration
-
-    @classmethod
-    def from_config(cls, cfg: CheckpointConfig) -> CheckpointHook:
-        return cls(interval=cfg.interval, max_keep_ckpts=cfg.max_keep_ckpts)
 
     def _save(self, ctx: TrainContext, name: str) -> None:
         self._last_saved_iter = ctx.state.iter

@@ -39,10 +39,6 @@ class EarlyStoppingHook(Hook):
         self.best: float | None = None
         self.wait = 0
 
-    @classmethod
-    def from_config(cls, cfg: EarlyStoppingHookConfig, **derived: Any) -> EarlyStoppingHook:
-        return cls(**cfg.model_dump(exclude={"type"}), **derived)
-
     def _improved(self, value: float) -> bool:
         if self.best is None:
             return True

@@ -9,8 +9,6 @@ it instead of the raw model, and checkpoints store it as their ``state_dict``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from detcli.engine.config import EMAHookConfig
 from detcli.engine.ema import ModelEMA
 from detcli.engine.context import ABOVE_NORMAL, Hook, TrainContext
@@ -27,10 +25,6 @@ class EMAHook(Hook):
                  gamma: int = 2000, interval: int = 1, update_buffers: bool = False) -> None:
         self.kwargs = dict(momentum=momentum, gamma=gamma, exp_momentum=ema_type == "ExpMomentumEMA",
                            interval=interval, update_buffers=update_buffers)
-
-    @classmethod
-    def from_config(cls, cfg: EMAHookConfig, **derived: Any) -> EMAHook:
-        return cls(**cfg.model_dump(exclude={"type"}), **derived)
 
     def before_run(self, ctx: TrainContext) -> None:
         ema = ModelEMA(ctx.model, **self.kwargs)

@@ -116,10 +116,6 @@ class TextLoggerHook(Hook):
 
     priority = VERY_LOW
 
-    @classmethod
-    def from_config(cls, cfg: TextLoggerHookConfig, **derived: Any) -> TextLoggerHook:
-        return cls()
-
     def on_log(self, ctx: TrainContext, record: dict[str, Any]) -> None:
         if ctx.dist.is_main:
             train_log.info("%s", format_record(record))

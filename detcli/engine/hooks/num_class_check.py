@@ -9,8 +9,6 @@ on the validation set, and raises the ConfigError of
 
 from __future__ import annotations
 
-from typing import Any
-
 from detcli.data.build import check_num_classes
 from detcli.engine.config import NumClassCheckHookConfig
 from detcli.engine.context import VERY_HIGH, Hook, TrainContext
@@ -24,10 +22,6 @@ class NumClassCheckHook(Hook):
     """Compare every dataset's ``num_classes`` with the head's before training starts."""
 
     priority = VERY_HIGH
-
-    @classmethod
-    def from_config(cls, cfg: NumClassCheckHookConfig, **derived: Any) -> NumClassCheckHook:
-        return cls()
 
     def before_run(self, ctx: TrainContext) -> None:
         model = ctx.model

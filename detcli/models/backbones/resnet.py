@@ -226,11 +226,6 @@ class ResNet(nn.Module):
         self.reset_parameters()
         self._freeze_stages()
 
-    @classmethod
-    def from_config(cls, cfg: ResNetConfig, **derived: object) -> ResNet:
-        settings = {name: value for name, value in cfg if name != "type"}  # shallow: sub-models stay
-        return cls(**settings, **derived)
-
     @property
     def res_layers(self) -> list[nn.Sequential]:
         return [getattr(self, f"layer{i + 1}") for i in range(len(self.stage_channels))]

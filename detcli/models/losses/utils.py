@@ -15,17 +15,14 @@ a finite loss and ``backward`` runs.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from detcli.config.schema import Schema
-
 Reduction = Literal["none", "mean", "sum"]
 REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
 AVG_EPS = torch.finfo(torch.float32).eps
-L = TypeVar("L", bound="WeightedLoss")
 
 
 def weight_reduce_loss(
@@ -74,10 +71,6 @@ class WeightedLoss(nn.Module):
             raise ValueError(f"reduction {reduction!r} must be one of {', '.join(REDUCTIONS)}")
         self.reduction = reduction
         self.loss_weight = loss_weight
-
-    @classmethod
-    def from_config(cls: type[L], cfg: Schema, **derived: Any) -> L:
-        return cls(**{name: value for name, value in cfg if name != "type"}, **derived)
 
     def elementwise(self, pred: Tensor, target: Tensor,
                     weight: Tensor | None) -> tuple[Tensor, Tensor | None]:

@@ -98,11 +98,6 @@ class ATSSAssigner:
         self.ignore_iof_thr = ignore_iof_thr
         self.gt_chunk_size = gt_chunk_size
 
-    @classmethod
-    def from_config(cls, cfg: ATSSAssignerConfig, **derived: object) -> ATSSAssigner:
-        return cls(topk=cfg.topk, ignore_iof_thr=cfg.ignore_iof_thr,
-                   gt_chunk_size=cfg.gt_chunk_size, **derived)  # type: ignore[arg-type]
-
     @torch.no_grad()
     def assign(
         self,

@@ -113,10 +113,6 @@ class MaxIoUAssigner:
         self.match_low_quality = match_low_quality
         self.gt_chunk_size = gt_chunk_size
 
-    @classmethod
-    def from_config(cls, cfg: MaxIoUAssignerConfig, **derived: object) -> "MaxIoUAssigner":
-        return cls(**cfg.model_dump(exclude={"type"}), **derived)  # type: ignore[arg-type]
-
     @torch.no_grad()
     def assign(
         self,

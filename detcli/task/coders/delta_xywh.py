@@ -62,10 +62,6 @@ class DeltaXYWHBBoxCoder:
         self.add_ctr_clamp = add_ctr_clamp
         self.ctr_clamp = ctr_clamp
 
-    @classmethod
-    def from_config(cls, cfg: DeltaXYWHBBoxCoderConfig, **derived: object) -> "DeltaXYWHBBoxCoder":
-        return cls(**cfg.model_dump(exclude={"type"}), **derived)  # type: ignore[arg-type]
-
     def _means_stds(self, like: Tensor) -> tuple[Tensor, Tensor]:
         """The (4,) float32 means and stds on ``like``'s device, cached for eager tensors
         (while tracing, compiling or exporting they are made afresh: a traced tensor must not

@@ -64,11 +64,6 @@ class DistancePointBBoxCoder:
     def __init__(self, *, clip_border: bool = True) -> None:
         self.clip_border = clip_border
 
-    @classmethod
-    def from_config(cls, cfg: DistancePointBBoxCoderConfig,
-                    **derived: object) -> DistancePointBBoxCoder:
-        return cls(clip_border=cfg.clip_border, **derived)  # type: ignore[arg-type]
-
     def encode(self, points: Tensor, boxes: Tensor, max_dis: Optional[float] = None,
                eps: float = 0.1) -> Tensor:
         """points (..., 2+), target boxes (..., 4) -> distances (..., 4), float32."""

@@ -117,10 +117,6 @@ class AnchorGenerator:
         self.base_anchors = [self._base_anchors(size) for size in self.base_sizes]  # L x (A, 4)
         self._cache: OrderedDict[tuple, list[Tensor]] = OrderedDict()
 
-    @classmethod
-    def from_config(cls, cfg: AnchorGeneratorConfig, **derived: object) -> "AnchorGenerator":
-        return cls(**cfg.model_dump(exclude={"type"}), **derived)  # type: ignore[arg-type]
-
     def __repr__(self) -> str:
         return (f"AnchorGenerator(strides={self.strides}, ratios={self.ratios.tolist()}, "
                 f"scales={self.scales.tolist()}, base_sizes={self.base_sizes})")

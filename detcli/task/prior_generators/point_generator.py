@@ -55,10 +55,6 @@ class MlvlPointGenerator:
         self.offset = float(offset)
         self._cache: OrderedDict[tuple, list[Tensor]] = OrderedDict()
 
-    @classmethod
-    def from_config(cls, cfg: MlvlPointGeneratorConfig, **derived: object) -> MlvlPointGenerator:
-        return cls(strides=cfg.strides, offset=cfg.offset, **derived)  # type: ignore[arg-type]
-
     def __repr__(self) -> str:
         return f"MlvlPointGenerator(strides={self.strides}, offset={self.offset})"
 

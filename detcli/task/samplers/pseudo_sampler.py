@@ -25,10 +25,6 @@ class PseudoSamplerConfig(Schema):
 class PseudoSampler:
     """Pass the assignment through: positives and negatives exactly as assigned."""
 
-    @classmethod
-    def from_config(cls, cfg: PseudoSamplerConfig, **derived: object) -> "PseudoSampler":
-        return cls(**derived)
-
     def sample(
         self,
         assign: AssignResult,

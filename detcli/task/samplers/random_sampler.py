@@ -71,10 +71,6 @@ class RandomSampler:
         self.neg_pos_ub = neg_pos_ub
         self.add_gt_as_proposals = add_gt_as_proposals
 
-    @classmethod
-    def from_config(cls, cfg: RandomSamplerConfig, **derived: object) -> "RandomSampler":
-        return cls(**cfg.model_dump(exclude={"type"}), **derived)  # type: ignore[arg-type]
-
     @property
     def num_expected_pos(self) -> int:
         return int(self.num * self.pos_fraction)
