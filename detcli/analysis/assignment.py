@@ -97,7 +97,7 @@ class AssignmentParts:
     sampler_cfg: Optional[Schema] = None
     head_key: str = "model.bbox_head"
     train_cfg_key: str = "model.train_cfg"
-    head: Optional[DenseHead] = None  # the built DenseHead whose explain_assignment assigns (models/protocols.py)
+    head: Optional[DenseHead] = None  # the built head whose explain_assignment assigns
     _priors: dict = field(default_factory=dict, repr=False)  # (pad_shape, device) -> (priors, level)
 
     @classmethod
@@ -335,8 +335,8 @@ def assign_padded(
     explained = parts.head.explain_assignment(
         _shaped_outputs(parts, num_images, pad_shape, device),
         _shaped_images(num_images, pad_shape, img_shapes, device), targets, generator)
-    priors, level, gt_index = explained.priors, explained.level, explained.gt_index  # (R, 4) ...
-    num_priors = priors.shape[0]
+    priors, level = explained.priors, explained.level  # (R, 4), (R,)
+    gt_index = explained.gt_index  # (N, R)
     prior_valid = _prior_valid(parts, priors, num_images, pad_shape, img_shapes)  # (N, R)
 
     overlaps = box_iou(gt_boxes, priors)  # (N, G, R) float32
