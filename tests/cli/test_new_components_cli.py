@@ -42,15 +42,17 @@ CLASSES = ["square", "circle", "triangle"]
 
 class OneFCTestBoxHeadConfig(Schema):
     type: Literal["OneFCTestBoxHead"] = "OneFCTestBoxHead"
-    num_classes: int = Field(ge=1)
-    in_channels: int | None = None
+    num_classes: int = Field(3, ge=1)  # a default: tests/test_components.py builds it bare
     roi_feat_size: int = 7
     hidden: int = 24
 
 
 @BBOX_HEADS.register(OneFCTestBoxHeadConfig)
 class OneFCTestBoxHead(Shared2FCBBoxHead):
-    """(R, C, S, S) -flatten-> one FC + ReLU of ``hidden`` units -> K + 1 logits, 4K deltas."""
+    """(R, C, S, S) -flatten-> one FC + ReLU of ``hidden`` units -> K + 1 logits, 4K deltas.
+    Built by ``Registry.build`` (its fields, and the RoI extractor's ``in_channels``)."""
+
+    from_config = None  # not the parent's: Registry.build passes this config's fields
 
     def __init__(self, *, num_classes: int, in_channels: int, roi_feat_size: int,
                  hidden: int) -> None:
@@ -60,12 +62,6 @@ class OneFCTestBoxHead(Shared2FCBBoxHead):
                          loss_bbox=LOSSES.build(L1LossConfig()))
         del self.shared_fcs
         self.hidden = nn.Linear(in_channels * roi_feat_size * roi_feat_size, hidden)
-
-    @classmethod
-    def from_config(cls, cfg: OneFCTestBoxHeadConfig, *,
-                    in_channels: int | None = None) -> OneFCTestBoxHead:
-        return cls(num_classes=cfg.num_classes, in_channels=in_channels or cfg.in_channels,
-                   roi_feat_size=cfg.roi_feat_size, hidden=cfg.hidden)
 
     def init_weights(self) -> None:  # the parent's, for the layers this head has
         nn.init.normal_(self.fc_cls.weight, std=0.01)

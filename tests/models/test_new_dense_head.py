@@ -41,15 +41,15 @@ PRESET = Path(detcli.__file__).parent / "presets" / "retinanet_tiny_synth.toml"
 
 class SharedTowerHeadConfig(Schema):
     type: Literal["SharedTowerTestHead"] = "SharedTowerTestHead"
-    num_classes: int = Field(ge=1)
-    in_channels: int | None = None
+    num_classes: int = Field(3, ge=1)  # a default: tests/test_components.py builds it bare
     feat_channels: int = 16
     priors: AnchorGeneratorConfig = Field(default_factory=retina_anchor_config)
 
 
 @HEADS.register(SharedTowerHeadConfig)
 class SharedTowerHead(AnchorHead):
-    """One 3x3 ConvModule shared by classes and boxes, then 1x1 predictors."""
+    """One 3x3 ConvModule shared by classes and boxes, then 1x1 predictors. Built by
+    ``Registry.build`` (its fields, and the neck's ``in_channels`` the detector passes down)."""
 
     def __init__(self, *, num_classes: int, in_channels: int, feat_channels: int,
                  priors: AnchorGeneratorConfig, **cfgs) -> None:
@@ -63,13 +63,6 @@ class SharedTowerHead(AnchorHead):
         self.cls = nn.Conv2d(feat_channels, anchors * num_classes, 1)
         self.reg = nn.Conv2d(feat_channels, anchors * 4, 1)
         nn.init.constant_(self.cls.bias, -1.0)
-
-    @classmethod
-    def from_config(cls, cfg: SharedTowerHeadConfig, *, in_channels: int, train_cfg=None,
-                    test_cfg=None) -> SharedTowerHead:
-        return cls(num_classes=cfg.num_classes, in_channels=in_channels,
-                   feat_channels=cfg.feat_channels, priors=cfg.priors, train_cfg=train_cfg,
-                   test_cfg=test_cfg)
 
     def forward(self, feats: Sequence[Tensor]) -> DenseOutputs:
         shared = [self.tower(x) for x in feats]  # L x (N, F, H_l, W_l)
