@@ -35,7 +35,8 @@ import numpy as np
 from detcli.analysis.anchor_analysis import AnchorReport, AnchorStudy, GTStats
 from detcli.config.emit import to_toml, value
 from detcli.errors import ConfigError
-from detcli.task.prior_generators.anchor_generator import AnchorGenerator, octave_scales
+from detcli.registry import PRIOR_GENERATORS
+from detcli.task.prior_generators.anchor_generator import octave_scales
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class AnchorParams:
 
 def _parts_for(study: AnchorStudy, params: AnchorParams) -> Any:
     cfg = params.config(study.parts.anchor_cfg)
-    return study.parts.with_prior_generator(AnchorGenerator.from_config(cfg), cfg)
+    return study.parts.with_prior_generator(PRIOR_GENERATORS.build(cfg), cfg)
 
 
 def grid_best_iou(boxes: np.ndarray, generator: Any) -> np.ndarray:
@@ -170,7 +171,7 @@ def seed_params(study: AnchorStudy, start: AnchorParams) -> tuple[AnchorParams, 
         x = np.log2([*(rel * 2.0 ** log_scale if start.scales is not None else [2.0 ** log_scale]),
                      *ratios])  # (D,)
         cfg = start.with_vector(x).config(study.parts.anchor_cfg)
-        score = float(grid_best_iou(boxes, AnchorGenerator.from_config(cfg)).mean())
+        score = float(grid_best_iou(boxes, PRIOR_GENERATORS.build(cfg)).mean())
         if score > best_score:
             best_x, best_score = x, score
     return start.with_vector(best_x), centres
