@@ -67,8 +67,8 @@ import faster_rcnn_speed  # noqa: E402  (the shared harness and the per-family b
 import fcos_speed  # noqa: E402
 import retinanet_speed as harness  # noqa: E402
 from detcli.engine.runtime import compile_network, uses_channels_last  # noqa: E402
-from detcli.models.dense_heads.fcos_targets import fcos_targets, per_point  # noqa: E402
 from detcli.task.assigners import ATSSAssigner, MaxIoUAssigner  # noqa: E402
+from detcli.task.assigners.fcos_rule import fcos_targets, per_point  # noqa: E402
 
 FAMILIES = ("retinanet", "fcos", "atss", "faster_rcnn")
 PEERS = {"retinanet": "retinanet_resnet50_fpn", "fcos": "fcos_resnet50_fpn",

@@ -79,12 +79,21 @@ def _same_default(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _admits_none(annotation: Any) -> bool:
+    """Whether a field's type allows None (``Optional[...]``, ``Maybe[...]``)."""
+    if annotation is None or annotation is type(None):
+        return True
+    return any(_admits_none(arg) for arg in typing.get_args(annotation))
+
+
 def default_mismatches(config: type[Schema], cls: type) -> list[str]:
     """Where ``cls.__init__``'s keyword defaults disagree with ``config``'s field defaults.
 
-    A keyword the config model does not have, a default only one side has, and a ``None``
-    default for a field whose config default is a sub-config (the class builds that sub-config's
-    default itself; its own config is checked where it is registered) are not disagreements.
+    A keyword the config model does not have and a default only one side has are not
+    disagreements; nor is a ``None`` default for a sub-config field that cannot be None in the
+    config (the class builds that sub-config's default itself; the sub-config is checked where
+    it is registered). Where the config allows None (``Maybe``: "off"), None is a value and must
+    be the config's default to be the constructor's.
     """
     try:
         params = inspect.signature(cls.__init__).parameters
@@ -98,7 +107,7 @@ def default_mismatches(config: type[Schema], cls: type) -> list[str]:
         if field.is_required():
             continue
         default = field.get_default(call_default_factory=True)
-        if param.default is None and isinstance(default, Schema):
+        if param.default is None and isinstance(default, Schema) and not _admits_none(field.annotation):
             continue
         if not _same_default(param.default, default):
             out.append(f"{name}: {cls.__name__}.__init__ has {param.default!r}, "

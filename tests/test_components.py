@@ -17,7 +17,7 @@ import detcli.data.build  # noqa: F401  (registers datasets and transforms)
 import detcli.engine.build  # noqa: F401  (registers hooks)
 import detcli.models.build  # noqa: F401  (registers models and task modules)
 from detcli.config.loader import load_config
-from detcli.config.schema import Schema
+from detcli.config.schema import Maybe, Schema
 from detcli.errors import RegistryError
 from detcli.registry import (
     ALL_REGISTRIES, ASSIGNERS, DATASETS, Registry, default_mismatches, ensure_current, fields_of,
@@ -205,3 +205,52 @@ def test_fields_of_is_shallow_and_copies_containers():
     assert set(fields) == {"inner", "sizes"}
     assert fields["inner"] is cfg.inner  # a sub-config stays a config object
     assert fields["sizes"] == [1, 2] and fields["sizes"] is not cfg.sizes
+
+
+def settings(part) -> dict:
+    """A built part's plain settings (numbers, strings, flags, sequences of them), for comparing."""
+    plain = (int, float, str, bool, type(None))
+    return {k: v for k, v in sorted(vars(part).items()) if not k.startswith("_") and (
+        isinstance(v, plain) or isinstance(v, (list, tuple)) and all(isinstance(x, plain) for x in v))}
+
+
+@pytest.mark.parametrize("registry,name", [
+    (registry, name) for registry in ALL_REGISTRIES if registry.kind in ("head", "RoI box head")
+    for name in registry.names()])
+def test_a_head_built_without_its_parts_gets_the_config_defaults(registry, name):
+    """A head's constructor builds the parts it is not given (anchors, coder, losses, norms)
+    from the same defaults as its config model: the two heads have the same layers and parts."""
+    ensure_current()
+    cfg = default_config(registry, name)
+    from_cfg = registry.build(cfg, **DERIVED.get(registry.kind, {}))
+    cls = registry.get(name)
+    required = {k: getattr(cfg, k) for k, p in inspect.signature(cls).parameters.items()
+                if p.default is inspect.Parameter.empty and k in type(cfg).model_fields}
+    direct = cls(**{**required, **DERIVED.get(registry.kind, {})})
+    assert str(direct) == str(from_cfg)
+    for part in ("prior_generator", "bbox_coder", "loss_cls", "loss_bbox", "loss_centerness"):
+        if hasattr(from_cfg, part):
+            mine, theirs = getattr(direct, part), getattr(from_cfg, part)
+            assert (type(mine), settings(mine)) == (type(theirs), settings(theirs)), part
+
+
+def test_none_for_a_sub_config_is_a_default_only_where_the_config_cannot_be_none():
+    class PartConfig(Schema):
+        type: Literal["Part"] = "Part"
+        k: int = 1
+
+    class RequiredPart(Schema):
+        type: Literal["RequiredPart"] = "RequiredPart"
+        part: PartConfig = Field(default_factory=PartConfig)
+
+    class OptionalPart(Schema):  # None means "off" here, so the default must be the config's
+        type: Literal["OptionalPart"] = "OptionalPart"
+        part: Maybe[PartConfig] = Field(default_factory=PartConfig)
+
+    class Builds:
+        def __init__(self, *, part=None):
+            pass
+
+    assert default_mismatches(RequiredPart, Builds) == []
+    assert default_mismatches(OptionalPart, Builds) == [
+        "part: Builds.__init__ has None, OptionalPart has PartConfig(type='Part', k=1)"]

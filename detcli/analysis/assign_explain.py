@@ -4,7 +4,7 @@ L levels, G GT boxes of one image, C = sum_l min(topk, R_l) ATSS candidates per 
 Boxes are in network-input pixels.
 
 - An assigner with ``regions(gt_boxes)`` (the FCOS target rule,
-  :class:`~detcli.models.dense_heads.fcos_targets.FCOSTargetAssigner`) gives, per level and
+  :class:`~detcli.task.assigners.fcos_rule.FCOSTargetAssigner`) gives, per level and
   GT, the region where a point of that level may become the GT's positive: ``eligible`` minus
   ``too_close`` (L, G, 4 each), the centre-sampling region ``center`` (or None) and the
   ``regress_ranges``.

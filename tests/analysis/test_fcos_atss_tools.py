@@ -11,12 +11,12 @@ import torch
 from detcli.analysis.anchor_analysis import analyze_anchors
 from detcli.analysis.assignment import AssignmentParts, assign_image
 from detcli.config.loader import load_config
-from detcli.models.dense_heads.fcos_targets import (
+from detcli.task.assigners import ATSSAssigner
+from detcli.task.assigners.fcos_rule import (
     DEFAULT_RANGES,
     FCOSTargetAssigner,
     fcos_targets,
 )
-from detcli.task.assigners import ATSSAssigner
 from detcli.task.prior_generators import AnchorGenerator, MlvlPointGenerator
 from detcli.task.samplers import PseudoSampler
 from detcli.viz.assign_picture import draw_assignment, draw_regions, legend_entries, panel_title

@@ -21,11 +21,11 @@ from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_los
 from detcli.config.loader import validate_tree
 from detcli.errors import ConfigError
 from detcli.models.dense_heads import DenseOutputs, FCOSHead, FCOSHeadConfig
-from detcli.models.dense_heads.fcos_targets import INF
 from detcli.models.layers import NormConfig
 from detcli.models.losses import GIoULoss
 from detcli.registry import HEADS
 from detcli.structures.batch import DetTargets, ImageBatch
+from detcli.task.assigners.fcos_rule import INF
 from detcli.task.postprocess import DenseTestConfig
 
 GN4 = NormConfig(type="GN", num_groups=4)

@@ -18,9 +18,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detcli.models.dense_heads.fcos_targets import INF, PointTargets, fcos_targets, per_point
 from detcli.task.assigners import ATSSAssigner, MaxIoUAssigner
 from detcli.task.assigners.assign_result import AssignResult
+from detcli.task.assigners.fcos_rule import INF, PointTargets, fcos_targets, per_point
 from detcli.task.prior_generators import AnchorGenerator, MlvlPointGenerator
 from tests.live_bytes import LiveBytes
 

@@ -65,6 +65,10 @@ def atss_anchor_config() -> AnchorGeneratorConfig:
                                  strides=[8, 16, 32, 64, 128])
 
 
+def atss_loss_bbox_config() -> GIoULossConfig:
+    return GIoULossConfig(loss_weight=2.0)
+
+
 def atss_coder_config() -> DeltaXYWHBBoxCoderConfig:
     return DeltaXYWHBBoxCoderConfig(target_means=[0.0, 0.0, 0.0, 0.0],
                                     target_stds=[0.1, 0.1, 0.2, 0.2])
@@ -83,7 +87,7 @@ class ATSSHeadConfig(Schema):
     anchor_generator: PriorGeneratorConfig = Field(default_factory=atss_anchor_config)
     bbox_coder: BBoxCoderConfig = Field(default_factory=atss_coder_config)
     loss_cls: LossConfig = Field(default_factory=FocalLossConfig)
-    loss_bbox: LossConfig = Field(default_factory=lambda: GIoULossConfig(loss_weight=2.0))
+    loss_bbox: LossConfig = Field(default_factory=atss_loss_bbox_config)
     loss_centerness: LossConfig = Field(default_factory=centerness_loss_config)
     reg_decoded_bbox: bool = True  # the box loss compares decoded boxes (GIoU); ATSS needs it
     prior_prob: float = Field(0.01, gt=0, lt=1)  # initial foreground probability of every class
@@ -101,7 +105,7 @@ class ATSSHead(AnchorHead):
         in_channels: int,
         stacked_convs: int = 4,
         feat_channels: int = 256,
-        norm_cfg: NormConfig | None = None,
+        norm_cfg: NormConfig | None,
         prior_prob: float = 0.01,
         prior_generator: Any = None,
         bbox_coder: Any = None,
@@ -120,7 +124,7 @@ class ATSSHead(AnchorHead):
             prior_generator=prior_generator or PRIOR_GENERATORS.build(atss_anchor_config()),
             bbox_coder=bbox_coder or BBOX_CODERS.build(atss_coder_config()),
             loss_cls=loss_cls or LOSSES.build(FocalLossConfig()),
-            loss_bbox=loss_bbox or LOSSES.build(GIoULossConfig(loss_weight=2.0)),
+            loss_bbox=loss_bbox or LOSSES.build(atss_loss_bbox_config()),
             reg_decoded_bbox=True,
             train_cfg=train_cfg,
             test_cfg=test_cfg,

@@ -41,15 +41,6 @@ from detcli.models.dense_heads.anchor_head import flatten_levels
 from detcli.models.dense_heads.centerness import masked_centerness
 from detcli.models.dense_heads.channels import head_in_channels
 from detcli.models.dense_heads.dense_predict import dense_candidates, predict_dense
-from detcli.models.dense_heads.fcos_targets import (
-    DEFAULT_RANGES,
-    GT_CHUNK_SIZE,
-    FCOSTargetAssigner,
-    PointCells,
-    PointTargets,
-    fcos_targets,
-    per_point,
-)
 from detcli.models.dense_heads.retina_head import ConvConfig
 from detcli.models.dense_heads.tower import run_tower, twin_towers
 from detcli.models.layers import NormConfig, Scale, bias_init_with_prob, normal_init
@@ -61,6 +52,15 @@ from detcli.structures.assignment import Assignment, build_assignment
 from detcli.structures.batch import DetTargets, ImageBatch
 from detcli.structures.dense import Candidates, DenseOutputs
 from detcli.structures.detections import DetectionBatch
+from detcli.task.assigners.fcos_rule import (
+    DEFAULT_RANGES,
+    GT_CHUNK_SIZE,
+    FCOSTargetAssigner,
+    PointCells,
+    PointTargets,
+    fcos_targets,
+    per_point,
+)
 from detcli.task.coders.distance_point import DistancePointBBoxCoderConfig
 from detcli.task.postprocess import DenseTestConfig
 from detcli.task.prior_generators.point_generator import (
@@ -147,7 +147,7 @@ class FCOSHead(nn.Module):
         norm_on_bbox: bool = False,
         centerness_on_reg: bool = False,
         conv_bias: Union[Literal["auto"], bool] = "auto",
-        norm_cfg: NormConfig | None = None,
+        norm_cfg: NormConfig | None,
         prior_prob: float = 0.01,
         bbox_coder: Any = None,
         loss_cls: nn.Module | None = None,

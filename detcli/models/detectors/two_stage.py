@@ -93,7 +93,7 @@ class TwoStageDetector(TrunkDetector):
     docstring."""
 
     def __init__(self, *, backbone: nn.Module, neck: nn.Module | None, rpn_head: nn.Module,
-                 roi_head: nn.Module, train_cfg: TwoStageTrainConfig | None = None,
+                 roi_head: nn.Module, train_cfg: TwoStageTrainConfig | None,
                  test_cfg: TwoStageTestConfig | None = None) -> None:
         super().__init__()
         self.backbone = backbone

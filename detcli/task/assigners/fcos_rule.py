@@ -1,5 +1,7 @@
 """FCOS's target rule: which GT (if any) each point regresses, as MMDetection 2.x's
-``FCOSHead._get_target_single``, batched over images.
+``FCOSHead._get_target_single``, batched over images. It sits with the assigners (FCOSHead
+trains with it; the analysis tools use it through :class:`FCOSTargetAssigner`); it has no
+registered config of its own: its settings are FCOSHead's.
 
 N images, L levels, R points per image over all levels (R_l on level l, levels concatenated),
 G GT slots per image (padding slots have label -1), K classes. Points are (x, y) in network-input

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detcli.models.dense_heads.fcos_targets import (
+from detcli.task.assigners import NEGATIVE
+from detcli.task.assigners.fcos_rule import (
     INF,
     FCOSTargetAssigner,
     PointCells,
@@ -16,7 +17,6 @@ from detcli.models.dense_heads.fcos_targets import (
     fcos_targets,
     per_point,
 )
-from detcli.task.assigners import NEGATIVE
 from detcli.task.prior_generators import MlvlPointGenerator
 
 K = 3  # background label
