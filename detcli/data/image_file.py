@@ -104,19 +104,25 @@ def format_fault(path: str | Path, head: bytes) -> tuple[str, str] | None:
     return MISNAMED_IMAGE, f"a {found} image named {Path(path).suffix}; it loads (by content)"
 
 
-def header_fault(path: str | Path) -> tuple[str, str] | None:
-    """:func:`image_fault` without decoding: (problem kind, message) for a file that is
-    missing, unreadable, empty or not an image of its extension, from its first 32 bytes."""
+def _read_bytes(path: str | Path, limit: int = -1) -> bytes | tuple[str, str]:
+    """The file's first ``limit`` bytes (all with -1), or the (problem kind, message) of why
+    it cannot be read."""
     try:
-        with open(path, "rb", buffering=0) as f:  # 32 bytes, not a buffer's 8 KB
-            head = f.read(HEADER_BYTES)
+        with open(path, "rb", buffering=0) as f:  # unbuffered: a header read is 32 bytes, not 8 KB
+            return f.readall() if limit < 0 else f.read(limit)
     except FileNotFoundError:
         return MISSING_FILE, "image file does not exist"
     except IsADirectoryError:
         return UNREADABLE_IMAGE, "a folder, not an image file"
     except OSError as exc:
         return UNREADABLE_IMAGE, f"cannot read the file: {exc.strerror or exc}"
-    return format_fault(path, head)
+
+
+def header_fault(path: str | Path) -> tuple[str, str] | None:
+    """:func:`image_fault` without decoding: (problem kind, message) for a file that is
+    missing, unreadable, empty or not an image of its extension, from its first 32 bytes."""
+    head = _read_bytes(path, HEADER_BYTES)
+    return head if isinstance(head, tuple) else format_fault(path, head)
 
 
 def _exif_orientation(segment: bytes) -> int:
@@ -211,14 +217,9 @@ def image_fault(path: str | Path, expected_wh: tuple[int, int] | None = None) ->
 
     Decodes the whole image; ``expected_wh`` is the annotated (width, height).
     """
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return MISSING_FILE, "image file does not exist"
-    except IsADirectoryError:
-        return UNREADABLE_IMAGE, "a folder, not an image file"
-    except OSError as exc:
-        return UNREADABLE_IMAGE, f"cannot read the file: {exc.strerror or exc}"
+    data = _read_bytes(path)
+    if isinstance(data, tuple):
+        return data
     misnamed = format_fault(path, data[:HEADER_BYTES])
     if misnamed is not None and misnamed[0] != MISNAMED_IMAGE:
         return misnamed
