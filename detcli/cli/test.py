@@ -108,7 +108,7 @@ def test(
     debug: DebugOpt = False,
 ) -> None:
     """COCO-evaluate CHECKPOINT on the test (or val) data of CONFIG."""
-    from detcli.engine.evaluation import write_results
+    from detcli.evaluation.coco import write_results
     from detcli.engine.checkpoint_eval import evaluate_checkpoint
 
     cfg = load(config, overrides).cfg

@@ -3,7 +3,7 @@
 Build the config's model and its test (else val) dataset in test mode (every image kept), load
 the checkpoint (:func:`~detcli.engine.tester.load_test_checkpoint`), run it over the images
 (:mod:`detcli.engine.tester`) and COCO-evaluate the detections
-(:mod:`detcli.engine.evaluation`). This module sits above both: the tester runs models, the
+(:mod:`detcli.evaluation`). This module sits above both: the tester runs models, the
 evaluation scores detections, and neither imports this one.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from detcli.data.build import build_eval_dataset, check_num_classes
 from detcli.engine.device import resolve_device
-from detcli.engine.evaluation import CocoEvaluator
+from detcli.evaluation.coco import CocoEvaluator
 from detcli.engine.tester import (Progress, build_test_loader, load_test_checkpoint,
                                   run_inference_modes)
 from detcli.engine.tta import enable_tta

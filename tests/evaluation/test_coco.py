@@ -19,7 +19,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detcli.data.datasets import CocoDataset
-from detcli.engine.evaluation import (
+from detcli.evaluation.coco import (
     METRIC_KEYS,
     CocoEvaluator,
     detections_to_coco,

@@ -1,0 +1,217 @@
+"""COCO box evaluation through pycocotools, for any dataset: detections in, metrics out.
+
+I images in the dataset, K classes, D detections of one image, G GT boxes and Ig ignore boxes of
+one image, T = 10 IoU thresholds (0.50:0.05:0.95), R = 101 recall thresholds, A = 4 area ranges
+(all, small, medium, large), M = 3 ``maxDets`` (1, 10, 100).
+
+Ground truth comes from the dataset itself, so every format is evaluated the same way:
+
+- a COCO dataset (it has ``.coco`` and ``.cat_ids``) is evaluated against its own annotation
+  file, as MMDetection does: COCO ``area`` (the mask area) decides small / medium / large, and
+  crowd annotations are crowd regions of their category;
+- any other dataset is turned into an in-memory COCO index from ``img_infos`` and
+  ``get_ann_info(i)``: category id = label + 1, ``area`` = box width x height, each ignore box a
+  crowd region (``iscrowd = 1``) of its class (of every class when the dataset cannot tell).
+
+Only the dataset's images (``img_infos``, in order) and classes (``cat_ids``) are evaluated; an
+image without GT and an image without detections both count, as COCO counts them. Detections
+(original-image pixels, :class:`~detcli.structures.detections.Detections`) become COCO results
+``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` (``w = x2 - x1``, no +1).
+
+Metric keys (MMDetection's ``bbox_`` names), in ``COCOeval.stats`` order: ``bbox_mAP``,
+``bbox_mAP_50``, ``bbox_mAP_75``, ``bbox_mAP_s``, ``bbox_mAP_m``, ``bbox_mAP_l``, ``bbox_AR@1``,
+``bbox_AR@10``, ``bbox_AR@100``, ``bbox_AR_s@100``, ``bbox_AR_m@100``, ``bbox_AR_l@100``.
+A value is ``-1.0`` where pycocotools has nothing to measure (no GT in that area range).
+``per_class`` lists ``{"class", "AP"}`` in label order: the area-"all", maxDets-100 precision
+averaged over IoU and recall thresholds; ``AP`` is None for a class without GT.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from detcli.errors import DataError, DetError, writing
+from detcli.structures.detections import Detections
+
+log = logging.getLogger(__name__)
+
+METRIC_KEYS = (
+    "bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l",
+    "bbox_AR@1", "bbox_AR@10", "bbox_AR@100", "bbox_AR_s@100", "bbox_AR_m@100", "bbox_AR_l@100",
+)
+
+
+@dataclass
+class CocoGroundTruth:
+    """A dataset's GT as a pycocotools index, and how dataset indices and labels map into it."""
+
+    coco: COCO
+    img_ids: list[int]  # I: COCO image id of dataset image i
+    cat_ids: list[int]  # K: COCO category id of label k
+    class_names: list[str]  # K
+
+
+def silent_coco(data: dict[str, Any]) -> COCO:
+    """A pycocotools index over an in-memory COCO dict, without its prints."""
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
+    """(n, 4) x1, y1, x2, y2 -> (n, 4) x, y, w, h."""
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)  # (n, 4)
+
+
+def _image_ids(dataset: Any) -> list[int]:
+    ids = [int(info["id"]) for info in dataset.img_infos]
+    repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if repeated:
+        raise DataError(f"{getattr(dataset, 'source', 'the dataset')}: image id(s) {repeated[:5]} "
+                        "appear more than once; COCO evaluation needs one id per image")
+    return ids
+
+
+def _annotations(dataset: Any, i: int, image_id: int, num_classes: int) -> list[dict[str, Any]]:
+    """COCO annotations of dataset image ``i``: its GT boxes, then its ignore boxes as crowds."""
+    ann = dataset.get_ann_info(i)
+    boxes = np.asarray(ann["bboxes"], dtype=np.float64).reshape(-1, 4)  # (G, 4)
+    labels = np.asarray(ann["labels"], dtype=np.int64).reshape(-1)  # (G,)
+    ignore = np.asarray(ann.get("bboxes_ignore", np.zeros((0, 4))), dtype=np.float64).reshape(-1, 4)
+    if hasattr(dataset, "get_ignore_labels"):
+        ignore_labels = np.asarray(dataset.get_ignore_labels(i), dtype=np.int64)  # (Ig,)
+    else:  # a crowd region of every class
+        ignore_labels = np.tile(np.arange(num_classes), len(ignore))  # (Ig*K,)
+        ignore = np.repeat(ignore, num_classes, axis=0)  # (Ig*K, 4)
+    all_boxes = np.concatenate([boxes, ignore])  # (G + Ig, 4)
+    all_labels = np.concatenate([labels, ignore_labels])  # (G + Ig,)
+    crowd = np.arange(len(all_boxes)) >= len(boxes)  # (G + Ig,)
+    xywh = xyxy_to_xywh(all_boxes).tolist()
+    return [
+        {"image_id": image_id, "category_id": int(label) + 1, "bbox": box,
+         "area": box[2] * box[3], "iscrowd": int(is_crowd)}
+        for box, label, is_crowd in zip(xywh, all_labels.tolist(), crowd.tolist())
+    ]
+
+
+def ground_truth_from_dataset(dataset: Any) -> CocoGroundTruth:
+    """The dataset's GT as COCO (see the module docstring for the two ways)."""
+    img_ids = _image_ids(dataset)
+    names = [str(c) for c in dataset.CLASSES]
+    coco = getattr(dataset, "coco", None)
+    if coco is not None and hasattr(dataset, "cat_ids"):
+        return CocoGroundTruth(coco, img_ids, [int(c) for c in dataset.cat_ids], names)
+    images, annotations = [], []
+    for i, (info, image_id) in enumerate(zip(dataset.img_infos, img_ids)):
+        images.append({"id": image_id, "file_name": info.get("file_name", str(image_id)),
+                       "height": int(info.get("height", 0)), "width": int(info.get("width", 0))})
+        annotations += _annotations(dataset, i, image_id, len(names))
+    for ann_id, ann in enumerate(annotations, start=1):
+        ann["id"] = ann_id
+    categories = [{"id": k + 1, "name": name} for k, name in enumerate(names)]
+    data = {"images": images, "annotations": annotations, "categories": categories}
+    return CocoGroundTruth(silent_coco(data), img_ids, [k + 1 for k in range(len(names))], names)
+
+
+def detections_to_coco(detections: Sequence[Detections], img_ids: Sequence[int],
+                       cat_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """COCO results of every image's detections, image by image, each in score order."""
+    if len(detections) != len(img_ids):
+        raise DetError(f"got detections for {len(detections)} images but the dataset has "
+                       f"{len(img_ids)}; evaluation needs one entry per image, empty or not")
+    cat_table = torch.tensor(list(cat_ids), dtype=torch.long)  # (K,)
+    results: list[dict[str, Any]] = []
+    for dets, image_id in zip(detections, img_ids):
+        if len(dets) == 0:
+            continue
+        dets = dets.to("cpu")
+        boxes = xyxy_to_xywh(dets.boxes.double().numpy()).tolist()  # (D, 4)
+        categories = cat_table[dets.labels].tolist()  # (D,)
+        scores = dets.scores.float().tolist()  # (D,)
+        results += [{"image_id": int(image_id), "category_id": c, "bbox": b, "score": s}
+                    for b, c, s in zip(boxes, categories, scores)]
+    return results
+
+
+def write_results(path: str | Path, results: list[dict[str, Any]]) -> Path:
+    """Write COCO results (``detections_to_coco``) as a JSON list."""
+    path = Path(path)
+    with writing(path, "the detection results"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results), encoding="utf-8")
+    return path
+
+
+def load_results(gt: COCO, results: list[dict[str, Any]]) -> COCO:
+    """pycocotools' ``loadRes`` on a copy of ``results`` (it edits them); no results -> an empty
+    index (``loadRes`` fails on an empty list)."""
+    if not results:
+        data = {"images": list(gt.dataset["images"]), "annotations": [],
+                "categories": list(gt.dataset.get("categories", []))}
+        return silent_coco(data)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return gt.loadRes([dict(r) for r in results])
+
+
+class CocoEvaluator:
+    """COCO 'bbox' evaluation of detections on one dataset's images and classes."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.gt = ground_truth_from_dataset(dataset)
+        self.source = str(getattr(dataset, "source", type(dataset).__name__))
+        if not self.gt.coco.dataset.get("annotations"):
+            log.warning("%s has no GT annotations: every COCO metric will be -1", self.source)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.gt.class_names
+
+    def results(self, detections: Sequence[Detections]) -> list[dict[str, Any]]:
+        """COCO results of ``detections`` (one per dataset image, in dataset order)."""
+        return detections_to_coco(detections, self.gt.img_ids, self.gt.cat_ids)
+
+    def evaluate(self, detections: Sequence[Detections]) -> dict[str, Any]:
+        """The metrics (module docstring) of one :class:`Detections` per dataset image."""
+        return self.evaluate_results(self.results(detections))
+
+    def evaluate_results(self, results: list[dict[str, Any]]) -> dict[str, Any]:
+        """The metrics of COCO results whose ids are this dataset's."""
+        coco_eval = COCOeval(self.gt.coco, load_results(self.gt.coco, results), "bbox")
+        coco_eval.params.imgIds = list(self.gt.img_ids)
+        coco_eval.params.catIds = list(self.gt.cat_ids)
+        summary = io.StringIO()
+        with contextlib.redirect_stdout(summary):
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+        log.debug("COCO evaluation of %d results on %s:\n%s", len(results), self.source,
+                  summary.getvalue())
+        metrics: dict[str, Any] = {key: float(v) for key, v in zip(METRIC_KEYS, coco_eval.stats)}
+        metrics["per_class"] = self.per_class(coco_eval)
+        return metrics
+
+    def per_class(self, coco_eval: COCOeval) -> list[dict[str, Any]]:
+        """``{"class", "AP"}`` per label: precision (T, R, K, A, M) at area "all", maxDets 100,
+        averaged where > -1; None for a class without GT."""
+        precision = coco_eval.eval["precision"]  # (T, R, K, A, M)
+        column = {cat_id: k for k, cat_id in enumerate(coco_eval.params.catIds)}  # sorted ids
+        out = []
+        for name, cat_id in zip(self.gt.class_names, self.gt.cat_ids):
+            values = precision[:, :, column[cat_id], 0, -1]  # (T, R)
+            values = values[values > -1]
+            out.append({"class": name, "AP": float(values.mean()) if values.size else None})
+        return out
