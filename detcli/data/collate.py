@@ -5,7 +5,10 @@ image's own Pad), G the largest GT count, I the largest ignore-box count, V test
 
 Images are copied into an (N, 3, H, W) float32 tensor of zeros at the top-left corner: the
 padding value of normalised images is 0, the same as ``Pad(pad_val=0)`` after ``Normalize``.
-GT is padded by :meth:`DetTargets.from_lists` (label -1 on empty slots). Each image's
+GT is padded by :meth:`DetTargets.from_lists` (label -1 on empty slots); when the samples carry
+``gt_masks`` ((G_i, h_i, w_i) uint8 tensors after ``DefaultFormatBundle``) they become
+``DetTargets.masks`` (N, G, H, W), aligned with the box slots and padded with zeros to the
+images' (H, W). Each image's
 ``img_metas`` is kept in ``ImageBatch.metas`` with ``batch_input_shape`` = (H, W) added.
 ``img_shapes`` and ``pad_shapes`` become (N, 2) int64 tensors here, once per batch (in the
 loader's workers), so the train step never builds them from Python lists.
@@ -62,8 +65,13 @@ def collate_images(samples: list[dict[str, Any]]) -> ImageBatch:
                       scale_factors=factors, metas=metas)  # pad_shapes: each meta's pad_shape
 
 
-def collate_targets(samples: list[dict[str, Any]]) -> DetTargets | None:
-    """Pad the samples' GT into DetTargets; None when no sample carries ``gt_bboxes``."""
+def collate_targets(samples: list[dict[str, Any]],
+                    pad_shape: tuple[int, int] | None = None) -> DetTargets | None:
+    """Pad the samples' GT into DetTargets; None when no sample carries ``gt_bboxes``.
+
+    ``gt_masks`` (G_i, h_i, w_i), when the samples have them, are padded to ``pad_shape``
+    (the batch's (H, W); default: their largest h and w) as ``DetTargets.masks``.
+    """
     with_gt = ["gt_bboxes" in s for s in samples]
     if not any(with_gt):
         return None
@@ -79,7 +87,30 @@ def collate_targets(samples: list[dict[str, Any]]) -> DetTargets | None:
         if b.shape[0] != lab.shape[0]:
             raise DataError(f"{s.get('img_metas', {}).get('filename', '<unknown image>')}: "
                             f"{b.shape[0]} gt_bboxes but {lab.shape[0]} gt_labels")
-    return DetTargets.from_lists(boxes, labels, ignore)
+    masks = _masks(samples, boxes)
+    return DetTargets.from_lists(boxes, labels, ignore, masks=masks, mask_shape=pad_shape)
+
+
+def _masks(samples: list[dict[str, Any]], boxes: list[torch.Tensor]) -> list[torch.Tensor] | None:
+    """Each sample's (G_i, h_i, w_i) uint8 ``gt_masks``; None when no sample has them."""
+    with_masks = ["gt_masks" in s for s in samples]
+    if not any(with_masks):
+        return None
+    if not all(with_masks):
+        missing = [s.get("img_metas", {}).get("filename", i) for i, s in enumerate(samples)
+                   if "gt_masks" not in s]
+        raise DataError(f"some samples of a batch have gt_masks and some do not: {missing}")
+    masks = []
+    for s, b in zip(samples, boxes):
+        m = s["gt_masks"]
+        if not isinstance(m, torch.Tensor) or m.ndim != 3 or m.shape[0] != b.shape[0]:
+            name = s.get("img_metas", {}).get("filename", "<unknown image>")
+            shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
+            raise DataError(f"{name}: gt_masks must be a ({b.shape[0]}, h, w) uint8 tensor, one "
+                            f"mask per gt_bboxes row; got {shape}",
+                            hint="DefaultFormatBundle turns the mask structure into that tensor")
+        masks.append(m)
+    return masks
 
 
 def collate(samples: list[dict[str, Any]]) -> tuple[ImageBatch, DetTargets | None]:
@@ -92,7 +123,8 @@ def collate(samples: list[dict[str, Any]]) -> tuple[ImageBatch, DetTargets | Non
     if "views" in samples[0]:
         raise DataError("these samples are MultiScaleFlipAug views",
                         hint="use detcli.data.collate.collate_views for test-time augmentation")
-    return collate_images(samples), collate_targets(samples)
+    images = collate_images(samples)
+    return images, collate_targets(samples, images.pad_shape)
 
 
 def collate_views(samples: list[dict[str, Any]]) -> list[ImageBatch]:

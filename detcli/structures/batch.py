@@ -120,12 +120,20 @@ class ImageBatch:
 
 @dataclass
 class DetTargets:
-    """GT for a batch, padded to G boxes and I ignore boxes per image."""
+    """GT for a batch, padded to G boxes and I ignore boxes per image.
+
+    ``masks`` (instance segmentation only) is (N, G, H, W) uint8 in {0, 1}, aligned with the
+    box slots (``masks[n, g]`` is the mask of ``boxes[n, g]``; padding slots are all zero) and
+    padded to the batch's padded image size (H, W) = ``ImageBatch.pad_shape``, top-left
+    aligned like the images. It is set only when the pipeline loads masks
+    (``LoadAnnotations(with_mask=True)``); otherwise None and nothing else changes.
+    """
 
     boxes: Tensor  # (N, G, 4) float
     labels: Tensor  # (N, G) int64, -1 on padding slots
     ignore_boxes: Tensor  # (N, I, 4) float, e.g. COCO iscrowd regions
     ignore_valid: Tensor  # (N, I) bool, False on padding slots
+    masks: Tensor | None = None  # (N, G, H, W) uint8, zero on padding slots; None: no masks
 
     @property
     def valid(self) -> Tensor:
@@ -136,13 +144,17 @@ class DetTargets:
         return self.valid.sum(dim=1)  # (N,)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> DetTargets:
+        masks = None if self.masks is None else self.masks.to(device, non_blocking=non_blocking)
         return DetTargets(*(t.to(device, non_blocking=non_blocking) for t in
-                            (self.boxes, self.labels, self.ignore_boxes, self.ignore_valid)))
+                            (self.boxes, self.labels, self.ignore_boxes, self.ignore_valid)),
+                          masks=masks)
 
     def pin_memory(self) -> DetTargets:
         """Page-locked copy; DataLoader(pin_memory=True) calls this on each batch."""
+        masks = None if self.masks is None else self.masks.pin_memory()
         return DetTargets(*(t.pin_memory() for t in
-                            (self.boxes, self.labels, self.ignore_boxes, self.ignore_valid)))
+                            (self.boxes, self.labels, self.ignore_boxes, self.ignore_valid)),
+                          masks=masks)
 
     @classmethod
     def from_lists(
@@ -150,8 +162,16 @@ class DetTargets:
         boxes: list[Tensor],
         labels: list[Tensor],
         ignore_boxes: list[Tensor] | None = None,
+        masks: list[Tensor] | None = None,
+        mask_shape: tuple[int, int] | None = None,
     ) -> DetTargets:
-        """Pad per-image (G_i, 4) boxes and (G_i,) labels into one batch."""
+        """Pad per-image (G_i, 4) boxes and (G_i,) labels into one batch.
+
+        ``masks``, when given, holds one (G_i, h_i, w_i) uint8 tensor per image (the bitmaps
+        of its G_i boxes, in the same order); they are copied top-left into an
+        (N, G, H, W) zero tensor, (H, W) = ``mask_shape`` (the batch's padded image size),
+        else the largest (h_i, w_i).
+        """
         n = len(boxes)
         device = boxes[0].device if n else torch.device("cpu")
         ignore_boxes = ignore_boxes if ignore_boxes is not None else [
@@ -167,4 +187,28 @@ class DetTargets:
             out_labels[k, : labels[k].shape[0]] = labels[k]
             out_ign[k, : ignore_boxes[k].shape[0]] = ignore_boxes[k]
             out_ign_valid[k, : ignore_boxes[k].shape[0]] = True
-        return cls(out_boxes, out_labels, out_ign, out_ign_valid)
+        out_masks = None if masks is None else _pad_masks(masks, boxes, g, mask_shape, device)
+        return cls(out_boxes, out_labels, out_ign, out_ign_valid, masks=out_masks)
+
+
+def _pad_masks(masks: list[Tensor], boxes: list[Tensor], g: int,
+               mask_shape: tuple[int, int] | None, device: torch.device) -> Tensor:
+    """Per-image (G_i, h_i, w_i) masks -> (N, G, H, W) uint8, zero on padding slots/pixels."""
+    if len(masks) != len(boxes):
+        raise DataError(f"DetTargets.from_lists: {len(masks)} mask tensors for "
+                        f"{len(boxes)} images")
+    for k, (m, b) in enumerate(zip(masks, boxes)):
+        if m.ndim != 3 or m.shape[0] != b.shape[0]:
+            raise DataError(f"DetTargets.from_lists: image {k} has {b.shape[0]} boxes but masks "
+                            f"of shape {tuple(m.shape)} (expected ({b.shape[0]}, h, w))")
+    if mask_shape is None:
+        mask_shape = (max([m.shape[1] for m in masks], default=0),
+                      max([m.shape[2] for m in masks], default=0))
+    h, w = mask_shape
+    out = torch.zeros(len(masks), g, h, w, dtype=torch.uint8, device=device)
+    for k, m in enumerate(masks):
+        if m.shape[1] > h or m.shape[2] > w:
+            raise DataError(f"DetTargets.from_lists: image {k}'s masks are "
+                            f"{tuple(m.shape[1:])}, larger than the batch's ({h}, {w})")
+        out[k, : m.shape[0], : m.shape[1], : m.shape[2]] = m.to(device=device, dtype=torch.uint8)
+    return out

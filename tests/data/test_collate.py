@@ -106,3 +106,45 @@ def test_bad_batches():
     wrong[0]["img"] = torch.zeros(20, 32)
     with pytest.raises(DataError, match=r"1\.jpg.*\(3, H, W\)"):
         collate(wrong)
+
+
+def with_masks(samples):
+    """Give each sample one (G_i, h_i, w_i) mask per box: box g's mask is a block of value 1."""
+    for s in samples:
+        _, h, w = s["img"].shape
+        masks = torch.zeros(s["gt_bboxes"].shape[0], h, w, dtype=torch.uint8)
+        for g, (x1, y1, x2, y2) in enumerate(s["gt_bboxes"].long().tolist()):
+            masks[g, y1:y2, x1:x2] = 1
+        s["gt_masks"] = masks
+    return samples
+
+
+def test_masks_are_aligned_with_box_slots_and_padded_to_the_batch():
+    images, targets = collate(with_masks(two_samples()))
+    masks = targets.masks
+    assert masks.shape == (2, 3, 25, 32) and masks.dtype == torch.uint8
+    assert masks.shape[-2:] == images.pad_shape
+    # image 0: slot 0 is box [1, 2, 3, 4] -> rows 2..3, cols 1..2; slots 1, 2 are padding
+    expected0 = torch.zeros(25, 32, dtype=torch.uint8)
+    expected0[2:4, 1:3] = 1
+    assert torch.equal(masks[0, 0], expected0)
+    assert masks[0, 1:].sum() == 0
+    # image 1 (25 x 16): slot 2 is box [3, 3, 9, 9]; nothing beyond column 16
+    assert masks[1, 2].sum() == 36 and masks[1, 2, 3:9, 3:9].all()
+    assert masks[1, :, :, 16:].sum() == 0
+    assert masks.sum(dim=(2, 3)).tolist() == [[4, 0, 0], [25, 1, 36]]
+    moved = targets.to("meta")
+    assert moved.masks.device.type == "meta" and moved.boxes.device.type == "meta"
+
+
+def test_no_masks_keeps_masks_none_and_mixed_masks_are_an_error():
+    _, targets = collate(two_samples())
+    assert targets.masks is None and targets.to("cpu").masks is None
+    mixed = with_masks(two_samples())
+    del mixed[0]["gt_masks"]
+    with pytest.raises(DataError, match="gt_masks and some do not"):
+        collate(mixed)
+    wrong = with_masks(two_samples())
+    wrong[1]["gt_masks"] = wrong[1]["gt_masks"][:2]
+    with pytest.raises(DataError, match=r"2\.jpg: gt_masks must be a \(3, h, w\)"):
+        collate(wrong)
