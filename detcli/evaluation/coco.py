@@ -22,8 +22,12 @@ Metric keys (MMDetection's ``bbox_`` names), in ``COCOeval.stats`` order: ``bbox
 ``bbox_mAP_50``, ``bbox_mAP_75``, ``bbox_mAP_s``, ``bbox_mAP_m``, ``bbox_mAP_l``, ``bbox_AR@1``,
 ``bbox_AR@10``, ``bbox_AR@100``, ``bbox_AR_s@100``, ``bbox_AR_m@100``, ``bbox_AR_l@100``.
 A value is ``-1.0`` where pycocotools has nothing to measure (no GT in that area range).
-``per_class`` lists ``{"class", "AP"}`` in label order: the area-"all", maxDets-100 precision
-averaged over IoU and recall thresholds; ``AP`` is None for a class without GT.
+``per_class`` lists ``{"class", "AP", "AP50", "AP75", "AP_s", "AP_m", "AP_l"}`` in label order
+(:class:`ClassAP`): the maxDets-100 precision averaged over recall thresholds and the IoU
+thresholds (all ten; 0.50; 0.75) at area "all", or over all IoU thresholds at one area range, as
+MMDetection's ``classwise``; a value is None where the class has no GT in that range.
+:meth:`CocoEvaluator.score_results` also returns pycocotools' accumulated arrays
+(:class:`CocoAccumulated`, columns in label order) for what is drawn from them.
 """
 
 from __future__ import annotations
@@ -61,6 +65,76 @@ class CocoGroundTruth:
     img_ids: list[int]  # I: COCO image id of dataset image i
     cat_ids: list[int]  # K: COCO category id of label k
     class_names: list[str]  # K
+
+
+@dataclass
+class CocoAccumulated:
+    """pycocotools' ``COCOeval.accumulate()`` arrays, with the class axis in label order.
+
+    ``precision[t, r, k, a, m]`` is the interpolated precision of label k at IoU threshold t,
+    recall threshold r, area range a and ``maxDets`` m (-1 where the class has no GT there);
+    ``recall[t, k, a, m]`` the recall reached; ``scores`` the score at which ``precision`` is
+    reached (-1 likewise).
+    """
+
+    precision: np.ndarray  # (T, R, K, A, M)
+    recall: np.ndarray  # (T, K, A, M)
+    scores: np.ndarray  # (T, R, K, A, M)
+    iou_thrs: np.ndarray  # (T,) 0.50:0.05:0.95
+    rec_thrs: np.ndarray  # (R,) 0.00:0.01:1.00
+    area_names: tuple[str, ...]  # A
+    max_dets: tuple[int, ...]  # M: 1, 10, 100
+
+    def iou_index(self, iou: float) -> int:
+        """Index t of IoU threshold ``iou`` (one of ``iou_thrs``)."""
+        hits = np.flatnonzero(np.isclose(self.iou_thrs, iou))
+        if hits.size == 0:
+            raise DetError(f"IoU threshold {iou} is not one COCOeval accumulated; it has "
+                           f"{[round(float(t), 2) for t in self.iou_thrs]}")
+        return int(hits[0])
+
+
+@dataclass(frozen=True)
+class ClassAP:
+    """One class's COCO AP: over IoU 0.50:0.95, at 0.50, at 0.75, and per area range (all at
+    maxDets 100); None where the class has no GT in that range."""
+
+    name: str
+    ap: float | None
+    ap50: float | None
+    ap75: float | None
+    ap_s: float | None
+    ap_m: float | None
+    ap_l: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"class": self.name, "AP": self.ap, "AP50": self.ap50, "AP75": self.ap75,
+                "AP_s": self.ap_s, "AP_m": self.ap_m, "AP_l": self.ap_l}
+
+
+@dataclass
+class CocoScores:
+    """One COCO evaluation: the metrics (module docstring) and the arrays they come from."""
+
+    metrics: dict[str, Any]
+    accumulated: CocoAccumulated
+    per_class: list[ClassAP]  # K, label order
+
+
+def _mean_above(values: np.ndarray) -> float | None:
+    """Mean of the entries > -1 (pycocotools' 'nothing to measure'), None if there are none."""
+    kept = values[values > -1]
+    return float(kept.mean()) if kept.size else None
+
+
+def per_class_ap(acc: CocoAccumulated, class_names: Sequence[str]) -> list[ClassAP]:
+    """:class:`ClassAP` of every label from ``acc.precision`` (T, R, K, A, M), maxDets 100."""
+    t50, t75 = acc.iou_index(0.5), acc.iou_index(0.75)
+    p = acc.precision[..., -1]  # (T, R, K, A)
+    return [ClassAP(name, _mean_above(p[:, :, k, 0]), _mean_above(p[t50, :, k, 0]),
+                    _mean_above(p[t75, :, k, 0]), _mean_above(p[:, :, k, 1]),
+                    _mean_above(p[:, :, k, 2]), _mean_above(p[:, :, k, 3]))
+            for k, name in enumerate(class_names)]
 
 
 def silent_coco(data: dict[str, Any]) -> COCO:
@@ -190,6 +264,11 @@ class CocoEvaluator:
 
     def evaluate_results(self, results: list[dict[str, Any]]) -> dict[str, Any]:
         """The metrics of COCO results whose ids are this dataset's."""
+        return self.score_results(results).metrics
+
+    def score_results(self, results: list[dict[str, Any]]) -> CocoScores:
+        """The metrics of COCO results whose ids are this dataset's, with pycocotools'
+        accumulated arrays and the per-class rows."""
         coco_eval = COCOeval(self.gt.coco, load_results(self.gt.coco, results), "bbox")
         coco_eval.params.imgIds = list(self.gt.img_ids)
         coco_eval.params.catIds = list(self.gt.cat_ids)
@@ -200,18 +279,20 @@ class CocoEvaluator:
             coco_eval.summarize()
         log.debug("COCO evaluation of %d results on %s:\n%s", len(results), self.source,
                   summary.getvalue())
+        accumulated = self.accumulated(coco_eval)
+        rows = per_class_ap(accumulated, self.gt.class_names)
         metrics: dict[str, Any] = {key: float(v) for key, v in zip(METRIC_KEYS, coco_eval.stats)}
-        metrics["per_class"] = self.per_class(coco_eval)
-        return metrics
+        metrics["per_class"] = [row.to_json() for row in rows]
+        return CocoScores(metrics, accumulated, rows)
 
-    def per_class(self, coco_eval: COCOeval) -> list[dict[str, Any]]:
-        """``{"class", "AP"}`` per label: precision (T, R, K, A, M) at area "all", maxDets 100,
-        averaged where > -1; None for a class without GT."""
-        precision = coco_eval.eval["precision"]  # (T, R, K, A, M)
+    def accumulated(self, coco_eval: COCOeval) -> CocoAccumulated:
+        """``coco_eval.eval``'s arrays with the class axis reordered from COCOeval's sorted
+        category ids to label order."""
         column = {cat_id: k for k, cat_id in enumerate(coco_eval.params.catIds)}  # sorted ids
-        out = []
-        for name, cat_id in zip(self.gt.class_names, self.gt.cat_ids):
-            values = precision[:, :, column[cat_id], 0, -1]  # (T, R)
-            values = values[values > -1]
-            out.append({"class": name, "AP": float(values.mean()) if values.size else None})
-        return out
+        order = [column[cat_id] for cat_id in self.gt.cat_ids]  # (K,)
+        ev, params = coco_eval.eval, coco_eval.params
+        return CocoAccumulated(
+            precision=ev["precision"][:, :, order], recall=ev["recall"][:, order],
+            scores=ev["scores"][:, :, order], iou_thrs=np.asarray(params.iouThrs),
+            rec_thrs=np.asarray(params.recThrs), area_names=tuple(params.areaRngLbl),
+            max_dets=tuple(int(m) for m in params.maxDets))
