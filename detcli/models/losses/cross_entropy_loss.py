@@ -14,6 +14,14 @@ term of each class (``binary_cross_entropy_with_logits``'s ``pos_weight``).
 A label equal to ``ignore_index`` (-100) contributes zero loss (in sigmoid mode so does any
 negative label). With ``avg_non_ignore = true`` and no ``avg_factor``, ``"mean"`` divides by the
 number of non-ignored elements instead of all elements.
+
+Mask (``use_mask = true``, MMDetection's ``mask_cross_entropy``, the mask head's ``loss_mask``):
+``pred`` are (M, C, h, w) per-pixel logits of M RoIs (C = K, or 1 for a class-agnostic head),
+``target`` (M, h, w) binary mask targets and ``labels`` (M,) the class channel of each RoI (not
+needed when C = 1). The loss is binary cross-entropy with logits on that channel, element-wise
+(M, h, w); ``weight`` holds one value per RoI. ``"mean"`` divides by all M * h * w elements, as
+MMDetection does (it has no weights); a caller that pads RoI slots gives them weight 0 and
+passes ``avg_factor`` = real RoIs * h * w, which is the same number.
 """
 
 from __future__ import annotations
@@ -22,17 +30,28 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from detcli.config.schema import Maybe, Schema
-from detcli.errors import ConfigError
+from detcli.errors import ConfigError, DetError
 from detcli.models.losses.focal_loss import labels_to_binary
 from detcli.models.losses.utils import Reduction, WeightedLoss, per_sample_weight
 from detcli.registry import LOSSES
 
-NO_MASK = ("CrossEntropyLoss: use_mask = true (mask cross-entropy) is not supported; "
-           "use use_mask = false")
+MASK_NOT_SIGMOID = ("CrossEntropyLoss: use_mask = true (per-pixel mask cross-entropy) and "
+                    "use_sigmoid = true are two different losses; set one of them")
+MASK_NO_CLASS_WEIGHT = ("CrossEntropyLoss: class_weight is not used with use_mask = true (the "
+                        "mask loss is one binary problem per pixel); remove class_weight")
+
+
+def _mask_options(use_sigmoid: bool, use_mask: bool, class_weight: object) -> str | None:
+    """The problem with this combination of options, or None."""
+    if use_mask and use_sigmoid:
+        return MASK_NOT_SIGMOID
+    if use_mask and class_weight is not None:
+        return MASK_NO_CLASS_WEIGHT
+    return None
 
 
 class CrossEntropyLossConfig(Schema):
@@ -45,26 +64,29 @@ class CrossEntropyLossConfig(Schema):
     avg_non_ignore: bool = False
     loss_weight: float = Field(1.0, ge=0)
 
-    @field_validator("use_mask")
-    @classmethod
-    def _no_mask(cls, value: bool) -> bool:
-        if value:
-            raise ValueError(NO_MASK)
-        return value
+    @model_validator(mode="after")
+    def _mask_mode(self) -> CrossEntropyLossConfig:
+        problem = _mask_options(self.use_sigmoid, self.use_mask, self.class_weight)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
 
 @LOSSES.register(CrossEntropyLossConfig)
 class CrossEntropyLoss(WeightedLoss):
-    """Softmax or sigmoid cross-entropy; ``forward`` as :class:`WeightedLoss`."""
+    """Softmax, sigmoid or mask cross-entropy; ``forward`` as :class:`WeightedLoss`, plus
+    ``labels`` (the class channel of each RoI) in mask mode."""
 
     def __init__(self, *, use_sigmoid: bool = False, use_mask: bool = False,
                  reduction: Reduction = "mean", class_weight: list[float] | None = None,
                  ignore_index: int = -100, avg_non_ignore: bool = False,
                  loss_weight: float = 1.0) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
-        if use_mask:
-            raise ConfigError(NO_MASK)
+        problem = _mask_options(use_sigmoid, use_mask, class_weight)
+        if problem is not None:
+            raise ConfigError(problem)
         self.use_sigmoid = use_sigmoid
+        self.use_mask = use_mask
         self.class_weight = None if class_weight is None else list(class_weight)
         # a buffer moves with the model, so the training step copies nothing host -> device
         weights = None if class_weight is None else torch.tensor(self.class_weight)
@@ -84,6 +106,12 @@ class CrossEntropyLoss(WeightedLoss):
 
     def elementwise(self, pred: Tensor, target: Tensor,
                     weight: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        if self.use_mask:  # pred (M, h, w): the class channel, picked by forward
+            loss = F.binary_cross_entropy_with_logits(pred, target.to(pred),
+                                                      reduction="none")  # (M, h, w)
+            if weight is not None:
+                weight = weight.float().reshape(-1, *([1] * (loss.dim() - 1)))  # (M, 1, 1)
+            return loss, weight
         class_weight = self._class_weight(pred)
         if not self.use_sigmoid:
             loss = F.cross_entropy(pred, target, weight=class_weight, reduction="none",
@@ -113,11 +141,32 @@ class CrossEntropyLoss(WeightedLoss):
 
     def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None,
                 avg_factor: float | Tensor | None = None,
-                reduction_override: Reduction | None = None) -> Tensor:
+                reduction_override: Reduction | None = None, *,
+                labels: Tensor | None = None) -> Tensor:
         reduction = reduction_override or self.reduction
-        if self.avg_non_ignore and avg_factor is None and reduction == "mean":
+        if self.use_mask:
+            pred = class_channel(pred, labels)  # (M, h, w)
+        elif self.avg_non_ignore and avg_factor is None and reduction == "mean":
             avg_factor = self._non_ignored(pred, target)
         return super().forward(pred, target, weight, avg_factor, reduction_override)
 
     def extra_repr(self) -> str:
-        return f"use_sigmoid={self.use_sigmoid}, " + super().extra_repr()
+        return (f"use_sigmoid={self.use_sigmoid}, use_mask={self.use_mask}, "
+                + super().extra_repr())
+
+
+def class_channel(pred: Tensor, labels: Tensor | None) -> Tensor:
+    """Each RoI's own class channel: pred (M, C, h, w), labels (M,) in [0, C) -> (M, h, w).
+
+    With C = 1 (a class-agnostic mask head) ``labels`` may be None.
+    """
+    if pred.dim() != 4:
+        raise DetError(f"the mask loss takes (M, C, h, w) logits, got shape {tuple(pred.shape)}")
+    if labels is None:
+        if pred.shape[1] != 1:
+            raise DetError(f"the mask loss needs labels to pick one of the {pred.shape[1]} "
+                           "class channels of each RoI")
+        return pred[:, 0]
+    index = labels.long().clamp(min=0, max=pred.shape[1] - 1)  # (M,)
+    index = index.view(-1, 1, 1, 1).expand(-1, 1, *pred.shape[2:])  # (M, 1, h, w)
+    return torch.gather(pred, 1, index).squeeze(1)  # (M, h, w)

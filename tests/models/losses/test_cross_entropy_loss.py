@@ -1,4 +1,5 @@
-"""Cross-entropy, softmax over K + 1 logits and sigmoid over K logits, on written-out numbers."""
+"""Cross-entropy, softmax over K + 1 logits, sigmoid over K logits and per-pixel mask logits,
+on written-out numbers."""
 
 import math
 
@@ -7,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
-from detcli.errors import ConfigError
+from detcli.errors import ConfigError, DetError
 from detcli.models.losses import CrossEntropyLoss, CrossEntropyLossConfig
 from detcli.registry import LOSSES
 
@@ -92,11 +93,64 @@ def test_float32_under_autocast():
     assert loss.dtype == torch.float32
 
 
-def test_config_builds_and_rejects_mask_mode():
+def test_config_builds_and_rejects_mask_with_sigmoid_or_class_weight():
     cfg = CrossEntropyLossConfig.model_validate({"use_sigmoid": True, "class_weight": False})
     loss = LOSSES.build(cfg)
     assert isinstance(loss, CrossEntropyLoss) and loss.use_sigmoid and loss.class_weight is None
-    with pytest.raises(ValidationError, match="use_mask = true .* is not supported"):
-        CrossEntropyLossConfig(use_mask=True)
-    with pytest.raises(ConfigError, match="not supported"):
-        CrossEntropyLoss(use_mask=True)
+    mask = LOSSES.build(CrossEntropyLossConfig(use_mask=True))
+    assert mask.use_mask and not mask.use_sigmoid
+    with pytest.raises(ValidationError, match="use_mask = true .* and use_sigmoid = true"):
+        CrossEntropyLossConfig(use_mask=True, use_sigmoid=True)
+    with pytest.raises(ValidationError, match="class_weight is not used with use_mask"):
+        CrossEntropyLossConfig(use_mask=True, class_weight=[1.0, 2.0])
+    with pytest.raises(ConfigError, match="two different losses"):
+        CrossEntropyLoss(use_mask=True, use_sigmoid=True)
+
+
+# Mask mode: 2 RoIs, K = 2 class channels, 1 x 2 pixels. Each RoI's loss reads its own label's
+# channel only (the other channel holds values that would change the result).
+# RoI 0, label 1: logits (0, ln 3), targets (1, 0): -ln(1/2) = ln 2, -ln(1 - 3/4) = ln 4.
+# RoI 1, label 0: logits (ln 3, -ln 3), targets (1, 1): -ln(3/4) = ln 4/3, -ln(1/4) = ln 4.
+MASK_PRED = torch.tensor([[[[9.0, -9.0]], [[0.0, LN3]]],
+                          [[[LN3, -LN3]], [[-9.0, 9.0]]]])  # (2, 2, 1, 2)
+MASK_TARGET = torch.tensor([[[1.0, 0.0]], [[1.0, 1.0]]])  # (2, 1, 2)
+MASK_LABELS = torch.tensor([1, 0])
+MASK_EXPECTED = [[[LN2, 2 * LN2]], [[math.log(4 / 3), 2 * LN2]]]
+
+
+def test_mask_mode_reads_each_rois_class_channel():
+    loss = CrossEntropyLoss(use_mask=True)
+    expected = torch.tensor(MASK_EXPECTED)
+    out = loss(MASK_PRED, MASK_TARGET, labels=MASK_LABELS, reduction_override="none")
+    torch.testing.assert_close(out, expected)
+    # MMDetection's mask_cross_entropy: the mean over every pixel of every RoI
+    torch.testing.assert_close(loss(MASK_PRED, MASK_TARGET, labels=MASK_LABELS),
+                               expected.mean())
+    # uint8 targets (as the mask targets come) give the same loss
+    torch.testing.assert_close(loss(MASK_PRED, MASK_TARGET.to(torch.uint8), labels=MASK_LABELS),
+                               expected.mean())
+
+
+def test_mask_mode_weights_padding_rois_out():
+    """A padded RoI slot (weight 0) adds nothing; avg_factor = real RoIs x pixels gives the
+    mean over the real ones, whatever the padding's logits."""
+    loss = CrossEntropyLoss(use_mask=True, loss_weight=2.0)
+    pred = torch.cat([MASK_PRED, torch.full((1, 2, 1, 2), 50.0)]).requires_grad_()
+    target = torch.cat([MASK_TARGET, torch.zeros(1, 1, 2)])
+    labels = torch.tensor([1, 0, 1])
+    out = loss(pred, target, torch.tensor([1.0, 1.0, 0.0]), avg_factor=4.0, labels=labels)
+    torch.testing.assert_close(out, 2.0 * torch.tensor(MASK_EXPECTED).mean())
+    out.backward()
+    assert pred.grad[2].abs().sum() == 0 and pred.grad[0, 1].abs().sum() > 0
+    assert pred.grad[0, 0].abs().sum() == 0  # the other class channel gets no gradient
+
+
+def test_mask_mode_class_agnostic_and_bad_shapes():
+    loss = CrossEntropyLoss(use_mask=True)
+    agnostic = MASK_PRED[:, 1:]  # (2, 1, 1, 2): one channel, no labels needed
+    expected = F.binary_cross_entropy_with_logits(agnostic[:, 0], MASK_TARGET)
+    torch.testing.assert_close(loss(agnostic, MASK_TARGET), expected)
+    with pytest.raises(DetError, match="needs labels"):
+        loss(MASK_PRED, MASK_TARGET)
+    with pytest.raises(DetError, match=r"\(M, C, h, w\)"):
+        loss(MASK_PRED[:, 0], MASK_TARGET)
