@@ -1,218 +1,219 @@
-"""PNG plots of an anchor report, drawn with OpenCV and numpy (no matplotlib).
+"""The anchor report's charts (``det analyze anchors --out DIR``), drawn with matplotlib
+through :mod:`detcli.viz.figures`.
 
-T GT boxes, B histogram bins, M anchor shapes. Images are (H, W, 3) uint8 BGR, ready for
-``cv2.imwrite``. Sizes are network-input pixels, as everywhere in the report.
+T GT boxes, B histogram bins, M anchor shapes, L levels. Sizes are network-input pixels, as
+everywhere in the report.
 
 - :func:`plot_iou_histograms`: one panel per COCO size bucket, the best-IoU histogram of its
-  GTs, with the assigner's thresholds as dashed lines;
-- :func:`plot_gt_shapes`: GT (w, h) on log2 axes, GTs with zero positives as red crosses, and
-  every anchor shape as a square marker coloured by level.
+  GTs (one bar per bin of the report's ``histogram_edges``), with the assigner's
+  ``pos_iou_thr`` and (a single) ``neg_iou_thr`` as dashed vertical lines; each panel's title
+  gives its GT count and how many have no positive (red when some have none);
+- :func:`plot_gt_shapes`: GT (w, h) on log2 axes, GTs with zero positives as red crosses,
+  every anchor shape as an open square coloured by level, and the w = h diagonal.
+
+Each takes its typed data (:class:`IoUHistograms`, :class:`GTShapes`, built from an anchor
+report by their ``from_...`` constructors) and returns the :class:`~matplotlib.figure.Figure`
+it drew, so what is shown can be read back from its axes (bar heights, line data, labels).
+:func:`write_plots` writes both as PNGs.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
-import cv2
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullLocator
 
-from detcli.errors import DetError
+from detcli.analysis.anchor_stats import HIST_BINS, SIZE_BUCKETS, AnchorSummary
+from detcli.viz.figures import PALETTE, STYLE, colour, new_figure, save_figure
 
-FONT = cv2.FONT_HERSHEY_SIMPLEX
-WHITE, BLACK, GREY, LIGHT = (255, 255, 255), (30, 30, 30), (120, 120, 120), (225, 225, 225)
-BAR, GT_DOT, ZERO = (200, 130, 40), (170, 120, 60), (40, 40, 220)
-POS_LINE, NEG_LINE = (40, 160, 40), (40, 100, 230)
-LEVEL_COLOURS = [(180, 80, 20), (30, 150, 230), (60, 170, 60), (160, 60, 160), (20, 40, 180),
-                 (130, 130, 20), (90, 90, 90)]  # BGR, one per level, cycled
-MARGIN = (70, 40, 30, 60)  # left, top, right, bottom of each plot area
+if TYPE_CHECKING:
+    from detcli.analysis.anchor_analysis import AnchorReport
 
-
-def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.45,
-          colour: tuple[int, int, int] = BLACK, align: str = "left", thickness: int = 1) -> None:
-    """Text with its baseline at ``org``; ``align`` "left", "centre" or "right" of org's x."""
-    (width, _), _ = cv2.getTextSize(text, FONT, scale, thickness)
-    x = org[0] - {"left": 0, "centre": width // 2, "right": width}[align]
-    cv2.putText(img, text, (int(x), int(org[1])), FONT, scale, colour, thickness, cv2.LINE_AA)
-
-
-def _dashed_vline(img: np.ndarray, x: int, top: int, bottom: int, colour: tuple[int, int, int]) -> None:
-    for y in range(top, bottom, 8):
-        cv2.line(img, (x, y), (x, min(y + 4, bottom)), colour, 2, cv2.LINE_AA)
+BAR = colour(0)
+THRESHOLD_COLOURS = {"pos_iou_thr": colour(2), "neg_iou_thr": colour(1)}
+GT_DOT = "#7f7f7f"
+ZERO = colour(3)  # red: GTs without a positive
+# Anchor levels: the palette without red (zero-positive GTs) and grey (GT dots).
+LEVEL_COLOURS = tuple(c for c in PALETTE if c not in (ZERO, GT_DOT))
+MIN_SIDE = 1e-3  # pixels: a degenerate box's side on the log axes
 
 
-def nice_ticks(upper: float, most: int = 6) -> list[float]:
-    """0 and multiples of a 1/2/5 x 10^k step up to at least ``upper``, at most ``most`` + 1."""
-    upper = max(upper, 1.0)
-    raw = upper / most
-    base = 10 ** math.floor(math.log10(raw))
-    step = next(m * base for m in (1, 2, 5, 10) if m * base >= raw)
-    return [i * step for i in range(int(math.ceil(upper / step)) + 1)]
+@dataclass(frozen=True)
+class Threshold:
+    """An assigner threshold drawn as a dashed line: its config name and value."""
+
+    name: str  # "pos_iou_thr" or "neg_iou_thr"
+    value: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.value:g}"
 
 
-class _Panel:
-    """A plot area at (x0, y0) of size (w, h) with linear data ranges."""
+@dataclass(frozen=True)
+class SizeHistogram:
+    """One size bucket's best-IoU histogram."""
 
-    def __init__(self, x0: int, y0: int, w: int, h: int, xr: tuple[float, float],
-                 yr: tuple[float, float]) -> None:
-        self.x0, self.y0, self.w, self.h, self.xr, self.yr = x0, y0, w, h, xr, yr
+    name: str  # "small", "medium", "large"
+    counts: np.ndarray  # (B,) GTs per bin
+    num_gt: int
+    num_zero_positive: int
 
-    def px(self, x: np.ndarray | float) -> np.ndarray:
-        share = (np.asarray(x, dtype=np.float64) - self.xr[0]) / (self.xr[1] - self.xr[0])
-        return self.x0 + share * self.w
-
-    def py(self, y: np.ndarray | float) -> np.ndarray:
-        share = (np.asarray(y, dtype=np.float64) - self.yr[0]) / (self.yr[1] - self.yr[0])
-        return self.y0 + self.h - share * self.h  # y grows downwards in the image
-
-    def axes(self, img: np.ndarray, xticks: Sequence[tuple[float, str]],
-             yticks: Sequence[tuple[float, str]], xlabel: str, ylabel: str, grid: bool = True) -> None:
-        left, top, right, bottom = self.x0, self.y0, self.x0 + self.w, self.y0 + self.h
-        for value, label in xticks:
-            x = int(round(float(self.px(value))))
-            if grid:
-                cv2.line(img, (x, top), (x, bottom), LIGHT, 1)
-            cv2.line(img, (x, bottom), (x, bottom + 5), BLACK, 1)
-            _text(img, label, (x, bottom + 20), align="centre")
-        for value, label in yticks:
-            y = int(round(float(self.py(value))))
-            if grid:
-                cv2.line(img, (left, y), (right, y), LIGHT, 1)
-            cv2.line(img, (left - 5, y), (left, y), BLACK, 1)
-            _text(img, label, (left - 8, y + 5), align="right")
-        cv2.rectangle(img, (left, top), (right, bottom), BLACK, 1)
-        _text(img, xlabel, ((left + right) // 2, bottom + 42), align="centre")
-        _vertical_text(img, ylabel, (left - 52, (top + bottom) // 2))
+    @property
+    def title(self) -> str:
+        return f"{self.name}: {self.num_gt} GT, {self.num_zero_positive} with no positive"
 
 
-def _vertical_text(img: np.ndarray, text: str, centre: tuple[int, int]) -> None:
-    """Text rotated 90 degrees (bottom to top), centred on ``centre``."""
-    (width, height), base = cv2.getTextSize(text, FONT, 0.45, 1)
-    patch = np.full((height + base + 4, width + 4, 3), 255, np.uint8)
-    _text(patch, text, (2, height + 2))
-    patch = cv2.rotate(patch, cv2.ROTATE_90_COUNTERCLOCKWISE)  # (w + 4, h + base + 4, 3)
-    y = max(centre[1] - patch.shape[0] // 2, 0)
-    x = max(centre[0] - patch.shape[1] // 2, 0)
-    region = img[y:y + patch.shape[0], x:x + patch.shape[1]]
-    np.minimum(region, patch[:region.shape[0], :region.shape[1]], out=region)
+@dataclass(frozen=True)
+class IoUHistograms:
+    """What :func:`plot_iou_histograms` draws: B bins over [0, 1], one histogram per size
+    bucket, the thresholds to mark."""
+
+    edges: np.ndarray  # (B + 1,)
+    buckets: list[SizeHistogram]
+    thresholds: list[Threshold]
+
+    @classmethod
+    def from_summary(cls, summary: AnchorSummary) -> IoUHistograms:
+        """The report's histograms by size; ``neg_iou_thr`` only when the assigner's is one
+        number (a (low, high) pair is not drawn)."""
+        thresholds = []
+        if summary.pos_iou_thr is not None:
+            thresholds.append(Threshold("pos_iou_thr", float(summary.pos_iou_thr)))
+        neg = summary.assigner.get("neg_iou_thr")
+        if isinstance(neg, (int, float)) and not isinstance(neg, bool):
+            thresholds.append(Threshold("neg_iou_thr", float(neg)))
+        buckets = [SizeHistogram(name, np.asarray(g.best_iou_histogram, dtype=np.int64),
+                                 g.num_gt, g.num_zero_positive)
+                   for name, g in ((n, summary.by_size[n]) for n in SIZE_BUCKETS)]
+        return cls(np.linspace(0.0, 1.0, HIST_BINS + 1), buckets, thresholds)
 
 
-def plot_iou_histograms(summary: dict[str, Any], title: Optional[str] = None) -> np.ndarray:
-    """The best-IoU histogram of each size bucket, side by side."""
-    panel_w, panel_h = 330, 260
-    left, top, right, bottom = MARGIN
-    img = np.full((top + panel_h + bottom + 30, 3 * (left + panel_w + right), 3), 255, np.uint8)
-    _text(img, title or "Best anchor IoU of each GT, by size (network-input pixels)", (12, 24), 0.55)
-    edges = np.asarray(summary["histogram_edges"])  # (B + 1,)
-    thresholds = [(summary.get("pos_iou_thr"), POS_LINE, "pos", "left")]
-    neg = summary.get("assigner", {}).get("neg_iou_thr")
-    if isinstance(neg, (int, float)):
-        thresholds.append((float(neg), NEG_LINE, "neg", "right"))
-    for i, name in enumerate(("small", "medium", "large")):
-        group = summary["by_size"][name]
-        counts = np.asarray(group["best_iou_histogram"], dtype=np.float64)  # (B,)
-        yticks = nice_ticks(counts.max(initial=0))
-        panel = _Panel(i * (left + panel_w + right) + left, top + 20, panel_w, panel_h,
-                       (0.0, 1.0), (0.0, yticks[-1]))
-        panel.axes(img, [(v, f"{v:.1f}") for v in np.linspace(0, 1, 6)],
-                   [(v, f"{v:g}") for v in yticks], "best IoU", "GT boxes", grid=True)
-        for lo, hi, count in zip(edges[:-1], edges[1:], counts):
-            if count > 0:
-                cv2.rectangle(img, (int(panel.px(lo)) + 1, int(panel.py(count))),
-                              (int(panel.px(hi)) - 1, int(panel.py(0))), BAR, -1)
-        for value, colour, label, align in thresholds:
-            if value is not None:
-                x = int(panel.px(value))
-                _dashed_vline(img, x, panel.y0, panel.y0 + panel.h, colour)
-                _text(img, f"{label} {value:g}", (x + (4 if align == "left" else -4), panel.y0 + 14),
-                      0.4, colour, align=align)
-        zero = group["num_zero_positive"]
-        _text(img, f"{name}: {group['num_gt']} GT, {zero} with no positive", (panel.x0, panel.y0 - 8),
-              0.45, ZERO if zero else BLACK)
-    return img
+@dataclass(frozen=True)
+class GTShapes:
+    """What :func:`plot_gt_shapes` draws."""
+
+    gt_wh: np.ndarray  # (T, 2) network-input pixels
+    zero_positive: np.ndarray  # (T,) bool
+    anchors: list[tuple[int, float, float]]  # M x (level, width, height)
+    strides: list[list[int]]  # L x (s_w, s_h)
+
+    @classmethod
+    def from_report(cls, report: AnchorReport) -> GTShapes:
+        return cls(np.asarray(report.gt_wh, dtype=np.float64).reshape(-1, 2),
+                   np.asarray(report.zero_positive, dtype=bool), list(report.anchor_shapes),
+                   [list(level.stride) for level in report.stats.by_level])
 
 
-def _log_range(values: np.ndarray) -> tuple[float, float]:
-    """Power-of-two bounds (log2) around positive ``values``."""
-    logs = np.log2(np.clip(values, 1e-3, None))
-    return float(math.floor(logs.min())), float(math.ceil(logs.max()))
+def level_colour(level: int) -> str:
+    """The colour of FPN level ``level``'s anchors (cycling)."""
+    return LEVEL_COLOURS[level % len(LEVEL_COLOURS)]
 
 
-def _stamp(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, offsets: np.ndarray,
-           colour: tuple[int, int, int]) -> None:
-    """Set the pixels at (xs, ys) (n,) plus each of ``offsets`` (k, 2) to ``colour``."""
-    px = (np.round(xs)[:, None] + offsets[None, :, 0]).astype(np.int64).ravel()  # (n*k,)
-    py = (np.round(ys)[:, None] + offsets[None, :, 1]).astype(np.int64).ravel()  # (n*k,)
-    inside = (px >= 0) & (px < img.shape[1]) & (py >= 0) & (py < img.shape[0])
-    img[py[inside], px[inside]] = colour
+def stride_text(stride: Sequence[int]) -> str:
+    """"8" for a square stride (8, 8), "8x16" otherwise."""
+    return f"{stride[0]}" if stride[0] == stride[1] else f"{stride[0]}x{stride[1]}"
 
 
-DOT = np.array([(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)])  # (9, 2)
-CROSS = np.array([(d, d) for d in range(-4, 5)] + [(d, -d) for d in range(-4, 5)]
-                 + [(d + 1, d) for d in range(-4, 4)] + [(d + 1, -d) for d in range(-4, 4)])
+def _histogram_panel(ax: Axes, edges: np.ndarray, bucket: SizeHistogram,
+                     thresholds: Sequence[Threshold]) -> None:
+    """One bucket: B bars (zero-height ones too, so ``ax.patches`` is every bin), then the
+    threshold lines."""
+    ax.bar(edges[:-1], bucket.counts, width=np.diff(edges), align="edge", color=BAR,
+           edgecolor="white", linewidth=0.5, label="GT boxes")
+    for thr in thresholds:
+        ax.axvline(thr.value, color=THRESHOLD_COLOURS[thr.name], linestyle="--", linewidth=1.4,
+                   label=thr.label)
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0, max(int(bucket.counts.max(initial=0)), 1) * 1.05)
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+    ax.set_xlabel("best IoU")
+    ax.set_ylabel("GT boxes")
+    ax.set_title(bucket.title, color=ZERO if bucket.num_zero_positive else "black",
+                 fontsize=STYLE["title_size"])
 
 
-def plot_gt_shapes(gt_wh: np.ndarray, zero_positive: np.ndarray,
-                   anchor_shapes: Sequence[tuple[int, float, float]], strides: Sequence[Any],
-                   title: Optional[str] = None) -> np.ndarray:
-    """GT widths and heights (T, 2) on log2 axes, anchors overlaid (see the module docstring)."""
-    size = 560
-    left, top, right, bottom = MARGIN
-    img = np.full((top + size + bottom + 30, left + size + right + 170, 3), 255, np.uint8)
-    _text(img, title or "GT sizes and anchor shapes (network-input pixels, log scale)", (12, 24), 0.55)
-    anchors = np.array([(w, h) for _, w, h in anchor_shapes], dtype=np.float64).reshape(-1, 2)  # (M, 2)
-    values = np.concatenate([gt_wh.reshape(-1), anchors.reshape(-1)])
-    lo, hi = _log_range(values[values > 0] if (values > 0).any() else np.ones(1))
-    hi = max(hi, lo + 1)
-    panel = _Panel(left, top + 20, size, size, (lo, hi), (lo, hi))
-    ticks = [(float(v), f"{2 ** v:g}") for v in np.arange(lo, hi + 1)]
-    panel.axes(img, ticks, ticks, "width (pixels)", "height (pixels)")
-    cv2.line(img, (int(panel.px(lo)), int(panel.py(lo))), (int(panel.px(hi)), int(panel.py(hi))),
-             LIGHT, 1, cv2.LINE_AA)  # ratio 1
-    logs = np.log2(np.clip(gt_wh, 1e-3, None))  # (T, 2)
-    zero = np.asarray(zero_positive, dtype=bool)
-    _stamp(img, panel.px(logs[~zero, 0]), panel.py(logs[~zero, 1]), DOT, GT_DOT)
-    _stamp(img, panel.px(logs[zero, 0]), panel.py(logs[zero, 1]), CROSS, ZERO)
-    for level, w, h in anchor_shapes:
-        colour = LEVEL_COLOURS[level % len(LEVEL_COLOURS)]
-        x, y = int(panel.px(math.log2(w))), int(panel.py(math.log2(h)))
-        cv2.rectangle(img, (x - 5, y - 5), (x + 5, y + 5), colour, 2, cv2.LINE_AA)
-    legend_x, legend_y = panel.x0 + panel.w + 20, panel.y0 + 10
-    entries = [(f"GT ({int((~zero).sum())})", GT_DOT, "dot"),
-               (f"no positive ({int(zero.sum())})", ZERO, "cross")]
-    entries += [(f"anchors, stride {_stride(s)}", LEVEL_COLOURS[i % len(LEVEL_COLOURS)], "square")
-                for i, s in enumerate(strides)]
-    for i, (label, colour, kind) in enumerate(entries):
-        y = legend_y + 22 * i
-        if kind == "square":
-            cv2.rectangle(img, (legend_x, y - 5), (legend_x + 10, y + 5), colour, 2)
-        else:
-            marker = DOT if kind == "dot" else CROSS
-            _stamp(img, np.array([legend_x + 5.0]), np.array([float(y)]), marker, colour)
-        _text(img, label, (legend_x + 18, y + 5), 0.42)
-    return img
+def plot_iou_histograms(data: IoUHistograms, title: Optional[str] = None) -> Figure:
+    """The best-IoU histogram of each size bucket, side by side; ``fig.axes`` holds one
+    panel per bucket in ``data.buckets``' order, the thresholds in a figure legend."""
+    fig, axes = new_figure(4.0 * len(data.buckets), 3.8, cols=len(data.buckets), squeeze=False)
+    for ax, bucket in zip(axes[0], data.buckets):
+        _histogram_panel(ax, data.edges, bucket, data.thresholds)
+    fig.suptitle(title or "Best anchor IoU of each GT, by size (network-input pixels)",
+                 fontsize=12)
+    if data.thresholds:
+        fig.legend(handles=axes[0, 0].get_lines(), loc="outside lower center",
+                   ncols=len(data.thresholds), fontsize=9, frameon=False)
+    return fig
 
 
-def _stride(stride: Any) -> str:
-    pair = list(stride) if isinstance(stride, (list, tuple)) else [stride, stride]
-    return f"{pair[0]}" if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+def log2_bounds(values: np.ndarray) -> tuple[int, int]:
+    """Powers of two (their log2, at least one apart) around the positive ``values``."""
+    positive = values[values > 0]
+    if positive.size == 0:
+        return 0, 1
+    lo = math.floor(math.log2(max(float(positive.min()), MIN_SIDE)))
+    hi = math.ceil(math.log2(float(positive.max())))
+    return lo, max(hi, lo + 1)
 
 
-def write_plots(report: Any, out_dir: Path, suffix: str = "") -> list[Path]:
-    """Write ``best_iou{suffix}.png`` and ``gt_shapes{suffix}.png`` for an AnchorReport."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = report.summary
-    strides = summary["anchors"].get("strides") or [e["stride"] for e in summary["by_level"]]
-    images = {
-        f"best_iou{suffix}.png": plot_iou_histograms(summary),
-        f"gt_shapes{suffix}.png": plot_gt_shapes(report.gt_wh, report.zero_positive,
-                                                 report.anchor_shapes, strides),
-    }
-    written = []
-    for name, img in images.items():
-        path = out_dir / name
-        if not cv2.imwrite(str(path), img):
-            raise DetError(f"could not write {path}")
-        written.append(path)
-    return written
+MAX_LOG_TICKS = 13  # beyond, ticks go to every second (third, ...) power of two
+
+
+def _log2_axes(ax: Axes, lo: int, hi: int) -> None:
+    """Both axes log2 from 2**lo to 2**hi, a tick labelled in pixels at each power of two
+    (every k-th when there would be more than MAX_LOG_TICKS)."""
+    step = math.ceil((hi - lo + 1) / MAX_LOG_TICKS)
+    ticks = [2.0 ** k for k in range(lo, hi + 1, step)]
+    for axis, set_scale, set_lim in ((ax.xaxis, ax.set_xscale, ax.set_xlim),
+                                     (ax.yaxis, ax.set_yscale, ax.set_ylim)):
+        set_scale("log", base=2)
+        set_lim(2.0 ** lo, 2.0 ** hi)
+        axis.set_ticks(ticks, [f"{t:g}" for t in ticks])
+        axis.set_minor_locator(NullLocator())
+    ax.set_box_aspect(1)
+
+
+def plot_gt_shapes(data: GTShapes, title: Optional[str] = None) -> Figure:
+    """GT widths and heights on log2 axes, anchors overlaid (see the module docstring). Its
+    one axes holds a line per series, each labelled as in the legend: "GT (n)", "no
+    positive (n)", one "anchors, stride s" per level, and "w = h"."""
+    fig, ax = new_figure(7.2, 5.6)
+    anchors = np.array([(w, h) for _, w, h in data.anchors], dtype=np.float64).reshape(-1, 2)
+    lo, hi = log2_bounds(np.concatenate([data.gt_wh.reshape(-1), anchors.reshape(-1)]))
+    _log2_axes(ax, lo, hi)
+    ax.plot([2.0 ** lo, 2.0 ** hi], [2.0 ** lo, 2.0 ** hi], color="#bbbbbb", linewidth=0.8,
+            label="w = h", zorder=1)
+    wh = np.clip(data.gt_wh, MIN_SIDE, None)  # (T, 2)
+    zero = data.zero_positive
+    ax.plot(wh[~zero, 0], wh[~zero, 1], "o", color=GT_DOT, markersize=3, alpha=0.5,
+            markeredgewidth=0, label=f"GT ({int((~zero).sum())})", zorder=2)
+    ax.plot(wh[zero, 0], wh[zero, 1], "x", color=ZERO, markersize=7, markeredgewidth=1.6,
+            label=f"no positive ({int(zero.sum())})", zorder=4)
+    levels = np.array([level for level, _, _ in data.anchors], dtype=np.int64)  # (M,)
+    for level, stride in enumerate(data.strides):
+        mine = anchors[levels == level]  # (m, 2)
+        ax.plot(mine[:, 0], mine[:, 1], "s", color=level_colour(level), markersize=8,
+                markerfacecolor="none", markeredgewidth=1.6,
+                label=f"anchors, stride {stride_text(stride)}", zorder=3)
+    ax.set_xlabel("width (pixels)")
+    ax.set_ylabel("height (pixels)")
+    ax.set_title(title or "GT sizes and anchor shapes (network-input pixels, log scale)",
+                 fontsize=STYLE["title_size"])
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    return fig
+
+
+def write_plots(report: AnchorReport, out_dir: Path, suffix: str = "") -> list[Path]:
+    """Write ``best_iou{suffix}.png`` and ``gt_shapes{suffix}.png`` for an anchor report
+    into ``out_dir``; a write failure raises StorageError naming the file."""
+    histograms = plot_iou_histograms(IoUHistograms.from_summary(report.stats))
+    shapes = plot_gt_shapes(GTShapes.from_report(report))
+    return [save_figure(histograms, out_dir / f"best_iou{suffix}.png", "the best-IoU histograms"),
+            save_figure(shapes, out_dir / f"gt_shapes{suffix}.png", "the GT shapes chart")]
