@@ -14,7 +14,6 @@ from detcli.engine.config import (
     CheckpointConfig,
     DistParams,
     EpochRunnerConfig,
-    EvaluationConfig,
     LogConfig,
     LrConfig,
     NumClassCheckHookConfig,
@@ -24,6 +23,7 @@ from detcli.engine.config import (
     SGDConfig,
 )
 from detcli.engine.runtime import RuntimeConfig
+from detcli.evaluation.config import EvaluationConfig
 from detcli.registry import DetectorConfig, HookConfig
 
 

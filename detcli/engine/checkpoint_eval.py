@@ -2,8 +2,8 @@
 
 Build the config's model and its test (else val) dataset in test mode (every image kept), load
 the checkpoint (:func:`~detcli.engine.tester.load_test_checkpoint`), run it over the images
-(:mod:`detcli.engine.tester`) and COCO-evaluate the detections
-(:mod:`detcli.evaluation`). This module sits above both: the tester runs models, the
+(:mod:`detcli.engine.tester`) and score the detections with the config's
+``evaluation.metric`` (:func:`detcli.evaluation.evaluator.build_evaluator`). This module sits above both: the tester runs models, the
 evaluation scores detections, and neither imports this one.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from detcli.data.build import build_eval_dataset, check_num_classes
 from detcli.engine.device import resolve_device
-from detcli.evaluation.coco import CocoEvaluator
+from detcli.evaluation.evaluator import build_evaluator
 from detcli.engine.tester import (Progress, build_test_loader, load_test_checkpoint,
                                   run_inference_modes)
 from detcli.engine.tta import enable_tta
@@ -31,7 +31,7 @@ class CheckpointEval:
 
     split: str  # "test" or "val"
     dataset: Any
-    metrics: dict[str, dict[str, Any]]  # "plain" (and "tta") -> CocoEvaluator metrics
+    metrics: dict[str, dict[str, Any]]  # "plain" (and "tta") -> the evaluator's metrics
     detections: list[Detections]  # I, the TTA ones when TTA ran
     results: list[dict[str, Any]]  # the same in COCO results format
     notes: list[str] = field(default_factory=list)  # what was changed to make the run possible
@@ -51,7 +51,7 @@ def split_for_testing(data_cfg: Any, split: str | None) -> tuple[str, Any]:
 def evaluate_checkpoint(cfg: Any, checkpoint: str | Path, *, split: str | None = None,
                         tta: bool = False, batch_size: int = 1, device: str | None = None,
                         progress: Progress | None = None) -> CheckpointEval:
-    """Build ``cfg``'s model and test dataset, load ``checkpoint``, run and COCO-evaluate it.
+    """Build ``cfg``'s model and test dataset, load ``checkpoint``, run and evaluate it.
 
     With ``tta`` one pass gives both the plain (view 0) and the merged detections; a single
     unflipped view gets a flip added (see :func:`detcli.engine.tta.enable_tta`).
@@ -66,11 +66,11 @@ def evaluate_checkpoint(cfg: Any, checkpoint: str | Path, *, split: str | None =
     model = build_detector(cfg.model)
     check_num_classes(dataset, num_classes_of(model), num_classes_key(model))
     load_test_checkpoint(model, checkpoint, class_names=dataset.CLASSES)
+    evaluator = build_evaluator(cfg.evaluation, dataset)  # a missing backend fails before inference
     loader = build_test_loader(dataset, samples_per_gpu=batch_size,
                                workers_per_gpu=cfg.data.workers_per_gpu)
     found = run_inference_modes(model.to(dev), loader, dev, progress=progress,
                                 modes=("plain", "tta") if tta else ("plain",))
-    evaluator = CocoEvaluator(dataset)
     final = found["tta" if tta else "plain"]
     return CheckpointEval(split=name, dataset=dataset,
                           metrics={mode: evaluator.evaluate(d) for mode, d in found.items()},

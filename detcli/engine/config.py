@@ -1,4 +1,6 @@
-"""Schedule and runtime settings: optimizer, lr_config, runner, evaluation, checkpoints, logs, hooks.
+"""Schedule and runtime settings: optimizer, lr_config, runner, checkpoints, logs, hooks.
+
+(``[evaluation]`` is :mod:`detcli.evaluation.config`.)
 
 Key paths and defaults are MMDetection 2.x's (``optimizer.lr``, ``lr_config.step``,
 ``runner.max_epochs``, ``checkpoint_config.interval``). The engine (``det train``) gives these
@@ -118,13 +120,6 @@ class IterRunnerConfig(Schema):
 
 
 RunnerConfig = Annotated[Union[EpochRunnerConfig, IterRunnerConfig], Field(discriminator="type")]
-
-
-class EvaluationConfig(Schema):
-    interval: int = Field(1, ge=1)  # epochs (iterations with IterBasedRunner)
-    metric: Union[Literal["bbox"], list[Literal["bbox"]]] = "bbox"
-    save_best: Maybe[str] = "auto"  # the metric that picks the `best` checkpoint; auto = the first
-    rule: Maybe[Literal["greater", "less"]] = None  # how save_best compares; None: greater
 
 
 class CheckpointConfig(Schema):

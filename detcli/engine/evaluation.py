@@ -12,17 +12,19 @@ from typing import Any, Callable
 import torch
 
 from detcli.engine.tester import run_inference
-from detcli.evaluation.coco import CocoEvaluator
+from detcli.evaluation.evaluator import Evaluator
 
 
-def evaluate(model: torch.nn.Module, loader: Any, dataset: Any, device: torch.device | str, *,
-             tta: bool = False,
+def evaluate(model: torch.nn.Module, loader: Any, evaluator: Evaluator,
+             device: torch.device | str, *, tta: bool = False,
              progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Run ``model`` over ``loader`` (the images of ``dataset``, in order) and COCO-evaluate.
+    """Run ``model`` over ``loader`` (the images of the dataset ``evaluator`` scores, in order)
+    and score the detections with ``evaluator``
+    (:func:`~detcli.evaluation.evaluator.build_evaluator`).
 
     In a distributed run every rank runs its share, the detections are gathered, and every rank
     returns the same metrics. ``progress(done, total)`` is called as images are done (this
     rank's share).
     """
     detections = run_inference(model, loader, device, tta=tta, progress=progress)
-    return CocoEvaluator(dataset).evaluate(detections)
+    return evaluator.evaluate(detections)

@@ -46,7 +46,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detcli.errors import DataError, DetError, writing
+from detcli.errors import ConfigError, DataError, DetError, writing
 from detcli.structures.detections import Detections
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,15 @@ def _image_ids(dataset: Any) -> list[int]:
     return ids
 
 
+def dataset_result_ids(dataset: Any) -> tuple[list[int], list[int]]:
+    """(I image ids, K category ids) that COCO results of ``dataset`` carry: a COCO dataset's
+    own ids, else ``img_infos[i]["id"]`` and label + 1."""
+    img_ids = _image_ids(dataset)
+    if getattr(dataset, "coco", None) is not None and hasattr(dataset, "cat_ids"):
+        return img_ids, [int(c) for c in dataset.cat_ids]
+    return img_ids, [k + 1 for k in range(len(dataset.CLASSES))]
+
+
 def _annotations(dataset: Any, i: int, image_id: int, num_classes: int) -> list[dict[str, Any]]:
     """COCO annotations of dataset image ``i``: its GT boxes, then its ignore boxes as crowds."""
     ann = dataset.get_ann_info(i)
@@ -184,11 +193,11 @@ def _annotations(dataset: Any, i: int, image_id: int, num_classes: int) -> list[
 
 def ground_truth_from_dataset(dataset: Any) -> CocoGroundTruth:
     """The dataset's GT as COCO (see the module docstring for the two ways)."""
-    img_ids = _image_ids(dataset)
+    img_ids, cat_ids = dataset_result_ids(dataset)
     names = [str(c) for c in dataset.CLASSES]
     coco = getattr(dataset, "coco", None)
     if coco is not None and hasattr(dataset, "cat_ids"):
-        return CocoGroundTruth(coco, img_ids, [int(c) for c in dataset.cat_ids], names)
+        return CocoGroundTruth(coco, img_ids, cat_ids, names)
     images, annotations = [], []
     for i, (info, image_id) in enumerate(zip(dataset.img_infos, img_ids)):
         images.append({"id": image_id, "file_name": info.get("file_name", str(image_id)),
@@ -198,7 +207,7 @@ def ground_truth_from_dataset(dataset: Any) -> CocoGroundTruth:
         ann["id"] = ann_id
     categories = [{"id": k + 1, "name": name} for k, name in enumerate(names)]
     data = {"images": images, "annotations": annotations, "categories": categories}
-    return CocoGroundTruth(silent_coco(data), img_ids, [k + 1 for k in range(len(names))], names)
+    return CocoGroundTruth(silent_coco(data), img_ids, cat_ids, names)
 
 
 def detections_to_coco(detections: Sequence[Detections], img_ids: Sequence[int],
@@ -241,10 +250,32 @@ def load_results(gt: COCO, results: list[dict[str, Any]]) -> COCO:
         return gt.loadRes([dict(r) for r in results])
 
 
-class CocoEvaluator:
-    """COCO 'bbox' evaluation of detections on one dataset's images and classes."""
+BACKENDS = ("pycocotools", "faster-coco-eval")
 
-    def __init__(self, dataset: Any) -> None:
+
+def coco_eval_maker(backend: str) -> Callable[[COCO, COCO], COCOeval]:
+    """``(gt, results) -> COCOeval`` ('bbox') of ``backend``: pycocotools', or faster-coco-eval's
+    drop-in (optional: ``pip install 'detcli[fast-eval]'``; a ConfigError here when missing)."""
+    if backend == "pycocotools":
+        return lambda gt, dt: COCOeval(gt, dt, "bbox")
+    if backend != "faster-coco-eval":
+        raise ConfigError(f"evaluation.backend = {backend!r}: expected one of {list(BACKENDS)}")
+    try:
+        from faster_coco_eval import COCOeval_faster  # optional dependency (detcli[fast-eval])
+    except ImportError as exc:
+        raise ConfigError("evaluation.backend = 'faster-coco-eval' needs the faster-coco-eval "
+                          f"package, which cannot be imported ({exc})",
+                          hint="pip install 'detcli[fast-eval]', or set evaluation.backend = "
+                               "'pycocotools'") from None
+    return lambda gt, dt: COCOeval_faster(gt, dt, "bbox", print_function=log.debug)
+
+
+class CocoEvaluator:
+    """COCO 'bbox' evaluation of detections on one dataset's images and classes, by the
+    COCOeval of ``backend`` (:data:`BACKENDS`)."""
+
+    def __init__(self, dataset: Any, *, backend: str = "pycocotools") -> None:
+        self.make_coco_eval = coco_eval_maker(backend)
         self.gt = ground_truth_from_dataset(dataset)
         self.source = str(getattr(dataset, "source", type(dataset).__name__))
         if not self.gt.coco.dataset.get("annotations"):
@@ -269,7 +300,7 @@ class CocoEvaluator:
     def score_results(self, results: list[dict[str, Any]]) -> CocoScores:
         """The metrics of COCO results whose ids are this dataset's, with pycocotools'
         accumulated arrays and the per-class rows."""
-        coco_eval = COCOeval(self.gt.coco, load_results(self.gt.coco, results), "bbox")
+        coco_eval = self.make_coco_eval(self.gt.coco, load_results(self.gt.coco, results))
         coco_eval.params.imgIds = list(self.gt.img_ids)
         coco_eval.params.catIds = list(self.gt.cat_ids)
         summary = io.StringIO()

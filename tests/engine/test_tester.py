@@ -26,6 +26,8 @@ from detcli.engine.tester import (
     run_inference,
 )
 from detcli.errors import CheckpointError, DetError
+from detcli.evaluation.config import EvaluationConfig
+from detcli.evaluation.evaluator import build_evaluator
 from detcli.models.build import build_detector
 from detcli.structures.detections import Detections
 
@@ -94,8 +96,11 @@ def test_detections_come_back_in_dataset_order_whatever_the_sampler_order(synth,
 def test_evaluate_of_a_detector_returning_the_gt_is_perfect(synth):
     ds = dataset(synth, VIEWS)
     assert any(len(ds.get_ann_info(i)["bboxes"]) == 0 for i in range(len(ds)))  # an empty image
-    metrics = evaluate(OracleDetector(ds), build_test_loader(ds, samples_per_gpu=2), ds, "cpu")
+    evaluator = build_evaluator(EvaluationConfig(metric=["bbox", "voc"]), ds)
+    metrics = evaluate(OracleDetector(ds), build_test_loader(ds, samples_per_gpu=2), evaluator,
+                       "cpu")
     assert metrics["bbox_mAP"] == 1.0 and metrics["bbox_AR@100"] == 1.0
+    assert metrics["voc_mAP"] == 1.0 and metrics["voc_mAP_area"] == 1.0
     assert [c["class"] for c in metrics["per_class"]] == ["square", "circle", "triangle"]
 
 

@@ -1,14 +1,17 @@
-"""``EvalHook``: COCO evaluation during training, and the ``best_<metric>.pth`` checkpoint.
+"""``EvalHook``: evaluation during training, and the ``best_<metric>.pth`` checkpoint.
 
 Evaluates every ``evaluation.interval`` epochs (iterations with IterBasedRunner), and always
 at the end of the run, after that point's checkpoint is written, with :func:`detcli.engine.evaluation.evaluate` on ``data.val`` built in
-test mode (every image kept). It evaluates the EMA weights when an EMAHook keeps them, else
+test mode (every image kept), scored by the evaluator of ``evaluation.metric``
+(:func:`~detcli.evaluation.evaluator.build_evaluator`, built before the first epoch so a missing
+optional package stops the run before it trains). It evaluates the EMA weights when an EMAHook keeps them, else
 the model. In a distributed run every rank evaluates its share of the images and all get the
 same metrics (the tester gathers the detections). Evaluation leaves every random-number
 generator as it found it, so a run with evaluation draws the same augmentations as one
 without, and a resumed run the same as an uninterrupted one.
 
-``save_best`` names the metric that picks ``best_<metric>.pth`` (``auto``: ``bbox_mAP``),
+``save_best`` names the metric that picks ``best_<metric>.pth`` (``auto``: the primary metric's
+headline key, ``bbox_mAP`` or ``voc_mAP``),
 compared by ``rule`` (greater unless said otherwise, or the name contains "loss").
 """
 
@@ -21,16 +24,15 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from detcli.engine import evaluation
-from detcli.engine.config import EvaluationConfig
 from detcli.engine.context import NORMAL, Hook, TrainContext
 from detcli.engine.seed import preserved_rng
 from detcli.engine.state import TrainState
 from detcli.engine.tester import build_test_loader
 from detcli.errors import ConfigError
+from detcli.evaluation.config import EvaluationConfig
+from detcli.evaluation.evaluator import Evaluator, build_evaluator
 
 log = logging.getLogger(__name__)
-
-AUTO_METRIC = "bbox_mAP"
 
 
 class EvalHook(Hook):
@@ -39,17 +41,28 @@ class EvalHook(Hook):
     priority = NORMAL - 5  # after the checkpoint (42), before early stopping (48)
 
     def __init__(self, *, interval: int = 1, save_best: str | None = "auto",
-                 rule: str | None = None, batch_size: int = 1) -> None:
+                 rule: str | None = None, batch_size: int = 1,
+                 scoring: EvaluationConfig | None = None) -> None:
         self.interval = interval
-        self.save_best = AUTO_METRIC if save_best == "auto" else save_best
+        self.scoring = scoring or EvaluationConfig()  # metric(s), backend, VOC settings
+        self.save_best = self.scoring.primary_key if save_best == "auto" else save_best
         self.greater = (rule or ("less" if self.save_best and "loss" in self.save_best
                                  else "greater")) == "greater"
         self.batch_size = batch_size
         self._loader: DataLoader | None = None
+        self._evaluator: Evaluator | None = None
 
     @classmethod
     def from_config(cls, cfg: EvaluationConfig) -> EvalHook:
-        return cls(interval=cfg.interval, save_best=cfg.save_best, rule=cfg.rule)
+        return cls(interval=cfg.interval, save_best=cfg.save_best, rule=cfg.rule, scoring=cfg)
+
+    def before_run(self, ctx: TrainContext) -> None:
+        self.evaluator(ctx)  # now, not after the first epoch: a missing package is a ConfigError
+
+    def evaluator(self, ctx: TrainContext) -> Evaluator:
+        if self._evaluator is None:
+            self._evaluator = build_evaluator(self.scoring, ctx.val_dataset)
+        return self._evaluator
 
     def loader(self, ctx: TrainContext) -> DataLoader:
         if self._loader is None:
@@ -85,7 +98,7 @@ class EvalHook(Hook):
         model = ctx.ema.module if ctx.ema is not None else ctx.model
         with preserved_rng():
             metrics = evaluation.evaluate(
-                model, self.loader(ctx), ctx.val_dataset, ctx.device,
+                model, self.loader(ctx), self.evaluator(ctx), ctx.device,
                 progress=lambda done, total: ctx.hooks.call("on_eval_progress", ctx, done, total))
         ctx.model.train()
         state = ctx.state
