@@ -4,7 +4,10 @@ Prints a table of the COCO metrics and one of per-class AP (``--json``: the same
 ``--out`` writes the detections in COCO results format, ``--show-dir`` one prediction-vs-GT
 picture per image. With ``--tta`` one pass over the data gives both the plain and the
 test-time-augmented detections, and the tables show them side by side (``--out`` and
-``--show-dir`` then use the TTA ones).
+``--show-dir`` then use the TTA ones). ``--plots DIR`` also builds the evaluation report
+(:mod:`detcli.evaluation.report`: PR curves, the images with the most errors at
+``--conf-iou`` / ``--conf-score``), writes its pictures and ``report.json`` into DIR and prints
+its tables (``--json``: under ``"report"``).
 """
 
 from __future__ import annotations
@@ -41,9 +44,12 @@ METRIC_ROWS = (
 )
 
 
+PER_CLASS_COLUMNS = ("AP", "AP50", "AP75", "AP_s", "AP_m", "AP_l")  # COCO's, in this order
+
 EXAMPLES = examples(
     "det test retinanet_tiny_synth work_dirs/retinanet_tiny_synth/latest.pth",
-    "det test my.toml work_dirs/my/best_bbox_mAP.pth --tta --out detections.json")
+    "det test my.toml work_dirs/my/best_bbox_mAP.pth --tta --out detections.json",
+    "det test my.toml work_dirs/my/latest.pth --plots plots/ --conf-iou 0.5 --conf-score 0.3")
 
 
 class Split(str, Enum):
@@ -73,17 +79,48 @@ def metrics_table(columns: dict[str, dict[str, Any]]) -> Table:
     return table
 
 
+def _per_class_keys(rows: list[dict[str, Any]]) -> list[str]:
+    """The per-class AP keys of ``rows``: COCO's (:data:`PER_CLASS_COLUMNS`) first, then any
+    other metric's AP (e.g. VOC's ``voc_AP``), in the order the first row has them."""
+    present = list(rows[0]) if rows else []
+    coco = [k for k in PER_CLASS_COLUMNS if k in present]
+    return coco + [k for k in present if k not in coco and k.endswith("AP")]
+
+
 def per_class_table(columns: dict[str, dict[str, Any]], gt_counts: list[int]) -> Table:
-    """AP of every class (IoU 0.50:0.95, all areas), one column per run."""
+    """Every class's AP, AP50, AP75 and AP by area (and any other metric's per-class values),
+    one column per value; with several runs (e.g. "plain" and "tta") one row per class and run."""
     table = Table(title="per-class AP", title_justify="left")
-    table.add_column("class")
+    table.add_column("class", no_wrap=True)
+    runs = list(columns)
+    if len(runs) > 1:
+        table.add_column("run", style="dim")
     table.add_column("GT boxes", justify="right")
-    for name in columns:
-        table.add_column(f"AP {name}", justify="right")
     rows = [m["per_class"] for m in columns.values()]
+    keys = _per_class_keys(rows[0])
+    for key in keys:
+        table.add_column(key, justify="right")
     for k, entry in enumerate(rows[0]):
-        table.add_row(entry["class"], str(gt_counts[k]) if k < len(gt_counts) else "?",
-                      *(_fmt(r[k]["AP"]) for r in rows))
+        gt = str(gt_counts[k]) if k < len(gt_counts) else "?"
+        for run, per_class in zip(runs, rows):
+            first = run == runs[0]
+            lead = [entry["class"] if first else "", run] if len(runs) > 1 else [entry["class"]]
+            table.add_row(*lead, gt if first else "",
+                          *(_fmt(per_class[k].get(key)) for key in keys),
+                          end_section=len(runs) > 1 and run == runs[-1])
+    return table
+
+
+def worst_images_table(report: Any) -> Table:
+    """The report's images with the most errors, by file name."""
+    opts = report.options
+    table = Table(title=f"images with the most errors (IoU {opts.conf_iou:g}, score >= "
+                        f"{opts.conf_score:g}; open them with --show-dir)", title_justify="left")
+    for name in ("file", "errors", "false positives", "missed GT"):
+        table.add_column(name, justify="left" if name == "file" else "right")
+    for image in report.worst_images:
+        table.add_row(image.file_name, str(image.errors), str(image.false_positives),
+                      str(image.missed))
     return table
 
 
@@ -102,6 +139,15 @@ def test(
     split: Annotated[Optional[Split], typer.Option(help="Dataset to test on (default: test, "
                                                    "else val).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 1,
+    plots: Annotated[Optional[Path], typer.Option(
+        help="Write the evaluation pictures (PR curves at IoU 0.5 and 0.75, ...) and "
+             "report.json here, and print the report's tables.")] = None,
+    conf_iou: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="With --plots: the IoU a detection needs to match a GT box "
+                               "(confusion matrix, errors per image).")] = 0.5,
+    conf_score: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="With --plots: detections scoring below this are not "
+                               "counted (confusion matrix, errors per image).")] = 0.3,
     device: DeviceOpt = None,
     overrides: SetOpt = None,
     as_json: JsonOpt = False,
@@ -109,13 +155,15 @@ def test(
 ) -> None:
     """COCO-evaluate CHECKPOINT on the test (or val) data of CONFIG."""
     from detcli.evaluation.coco import write_results
+    from detcli.evaluation.report import ReportOptions
     from detcli.engine.checkpoint_eval import evaluate_checkpoint
 
     cfg = load(config, overrides).cfg
+    options = ReportOptions(conf_iou=conf_iou, conf_score=conf_score) if plots else None
     with JobProgress("testing", quiet=as_json) as job:
         run = evaluate_checkpoint(
             cfg, checkpoint, split=split.value if split else None, tta=tta,
-            batch_size=batch_size, device=device, progress=job.step)
+            batch_size=batch_size, device=device, progress=job.step, report=options)
     for note in run.notes:
         err_console.print(f"note: {note}", style="yellow", highlight=False)
     if out is not None:
@@ -124,17 +172,23 @@ def test(
                           highlight=False)
     if show_dir is not None:
         _show(run, show_dir, show_score_thr, as_json)
+    written = _plots(run.report, plots) if plots is not None and run.report else []
     if as_json:
         payload = {"checkpoint": str(checkpoint), "split": run.split,
                    "num_images": len(run.dataset), "metrics": run.metrics["plain"]}
         if "tta" in run.metrics:
             payload["metrics_tta"] = run.metrics["tta"]
         print_json({**payload, "out": str(out) if out else None,
-                    "show_dir": str(show_dir) if show_dir else None})
+                    "show_dir": str(show_dir) if show_dir else None,
+                    "plots": str(plots) if plots else None,
+                    "plot_files": [str(p) for p in written],
+                    "report": run.report.to_json() if run.report else None})
         return
     console.print(metrics_table(run.metrics))
     gt_counts = getattr(run.dataset, "num_gts_per_class", None)
     console.print(per_class_table(run.metrics, gt_counts().tolist() if gt_counts else []))
+    if run.report is not None:
+        console.print(worst_images_table(run.report))
 
 
 def _show(run, show_dir: Path, score_thr: float, quiet: bool) -> None:
@@ -144,3 +198,12 @@ def _show(run, show_dir: Path, score_thr: float, quiet: bool) -> None:
         written = show_predictions(run.dataset, run.detections, show_dir, score_thr=score_thr,
                                    progress=job.step)
     err_console.print(f"wrote {plural(len(written), 'picture')} to {show_dir}", highlight=False)
+
+
+def _plots(report, plots: Path) -> list[Path]:
+    from detcli.viz.report_plots import write_report_plots
+
+    written = write_report_plots(report, plots)
+    err_console.print(f"wrote {plural(len(written), 'file')} to {plots}: "
+                      f"{', '.join(p.name for p in written)}", highlight=False)
+    return written

@@ -3,7 +3,9 @@
 Build the config's model and its test (else val) dataset in test mode (every image kept), load
 the checkpoint (:func:`~detcli.engine.tester.load_test_checkpoint`), run it over the images
 (:mod:`detcli.engine.tester`) and score the detections with the config's
-``evaluation.metric`` (:func:`detcli.evaluation.evaluator.build_evaluator`). This module sits above both: the tester runs models, the
+``evaluation.metric`` (:func:`detcli.evaluation.evaluator.build_evaluator`); with ``report``,
+also build the evaluation report of the final detections
+(:func:`detcli.evaluation.report.evaluation_report`: COCO, whatever the metric). This module sits above both: the tester runs models, the
 evaluation scores detections, and neither imports this one.
 """
 
@@ -15,7 +17,9 @@ from typing import Any
 
 from detcli.data.build import build_eval_dataset, check_num_classes
 from detcli.engine.device import resolve_device
+from detcli.evaluation.coco import CocoEvaluator
 from detcli.evaluation.evaluator import build_evaluator
+from detcli.evaluation.report import EvaluationReport, ReportOptions, evaluation_report
 from detcli.engine.tester import (Progress, build_test_loader, load_test_checkpoint,
                                   run_inference_modes)
 from detcli.engine.tta import enable_tta
@@ -35,6 +39,7 @@ class CheckpointEval:
     detections: list[Detections]  # I, the TTA ones when TTA ran
     results: list[dict[str, Any]]  # the same in COCO results format
     notes: list[str] = field(default_factory=list)  # what was changed to make the run possible
+    report: EvaluationReport | None = None  # of the final detections, when asked for
 
 
 def split_for_testing(data_cfg: Any, split: str | None) -> tuple[str, Any]:
@@ -50,11 +55,13 @@ def split_for_testing(data_cfg: Any, split: str | None) -> tuple[str, Any]:
 
 def evaluate_checkpoint(cfg: Any, checkpoint: str | Path, *, split: str | None = None,
                         tta: bool = False, batch_size: int = 1, device: str | None = None,
-                        progress: Progress | None = None) -> CheckpointEval:
+                        progress: Progress | None = None,
+                        report: ReportOptions | None = None) -> CheckpointEval:
     """Build ``cfg``'s model and test dataset, load ``checkpoint``, run and evaluate it.
 
     With ``tta`` one pass gives both the plain (view 0) and the merged detections; a single
-    unflipped view gets a flip added (see :func:`detcli.engine.tta.enable_tta`).
+    unflipped view gets a flip added (see :func:`detcli.engine.tta.enable_tta`). With
+    ``report`` the final detections' :class:`EvaluationReport` comes with the metrics.
     """
     name, ds_cfg = split_for_testing(cfg.data, split)
     notes = []
@@ -72,6 +79,11 @@ def evaluate_checkpoint(cfg: Any, checkpoint: str | Path, *, split: str | None =
     found = run_inference_modes(model.to(dev), loader, dev, progress=progress,
                                 modes=("plain", "tta") if tta else ("plain",))
     final = found["tta" if tta else "plain"]
+    results = evaluator.results(final)
+    built = None
+    if report is not None:
+        built = evaluation_report(CocoEvaluator(dataset, backend=cfg.evaluation.backend),
+                                  results, report)
     return CheckpointEval(split=name, dataset=dataset,
                           metrics={mode: evaluator.evaluate(d) for mode, d in found.items()},
-                          detections=final, results=evaluator.results(final), notes=notes)
+                          detections=final, results=results, notes=notes, report=built)
