@@ -111,6 +111,38 @@ def per_class_table(columns: dict[str, dict[str, Any]], gt_counts: list[int]) ->
     return table
 
 
+MAX_CONFUSION_ROWS = 16  # K + 1 up to which det test prints the confusion matrix as a table
+
+
+def confusion_table(report: Any) -> Table | None:
+    """The report's confusion matrix (counts; rows GT, columns predicted, background last);
+    None when it has more than :data:`MAX_CONFUSION_ROWS` rows (the PNG and --json have it)."""
+    cm = report.confusion
+    if len(cm.labels) > MAX_CONFUSION_ROWS:
+        return None
+    table = Table(title=f"confusion matrix (IoU {cm.iou_thr:g}, score >= {cm.score_thr:g}): "
+                        "rows GT, columns predicted", title_justify="left")
+    table.add_column("GT \\ predicted", no_wrap=True)
+    for label in cm.labels:
+        table.add_column(label, justify="right")
+    for label, row in zip(cm.labels, cm.counts.tolist()):
+        table.add_row(label, *(str(n) for n in row))
+    return table
+
+
+def error_table(report: Any) -> Table:
+    """The TIDE-style breakdown: each error type's count and dAP50 (AP50 gained if fixed)."""
+    eb = report.errors
+    table = Table(title=f"where AP50 ({eb.ap50:.3f}) goes: what fixing each error type would "
+                        "add", title_justify="left")
+    for name in ("error type", "count", "dAP50"):
+        table.add_column(name, justify="left" if name == "error type" else "right")
+    for impact in eb.impacts:
+        table.add_row(f"{impact.type.value} ({impact.type.short})", str(impact.count),
+                      f"{impact.delta_ap:.3f}")
+    return table
+
+
 def worst_images_table(report: Any) -> Table:
     """The report's images with the most errors, by file name."""
     opts = report.options
@@ -188,7 +220,7 @@ def test(
     gt_counts = getattr(run.dataset, "num_gts_per_class", None)
     console.print(per_class_table(run.metrics, gt_counts().tolist() if gt_counts else []))
     if run.report is not None:
-        console.print(worst_images_table(run.report))
+        _print_report(run.report)
 
 
 def _show(run, show_dir: Path, score_thr: float, quiet: bool) -> None:
@@ -198,6 +230,17 @@ def _show(run, show_dir: Path, score_thr: float, quiet: bool) -> None:
         written = show_predictions(run.dataset, run.detections, show_dir, score_thr=score_thr,
                                    progress=job.step)
     err_console.print(f"wrote {plural(len(written), 'picture')} to {show_dir}", highlight=False)
+
+
+def _print_report(report) -> None:
+    confusion = confusion_table(report)
+    if confusion is not None:
+        console.print(confusion)
+    else:
+        err_console.print(f"the confusion matrix has {len(report.confusion.labels)} rows: see "
+                          "confusion_matrix.png or --json", highlight=False)
+    console.print(error_table(report))
+    console.print(worst_images_table(report))
 
 
 def _plots(report, plots: Path) -> list[Path]:

@@ -13,6 +13,8 @@ K classes. The report holds:
   same COCOeval's accumulated precision;
 - ``confusion``: the confusion matrix at (``conf_iou``, ``conf_score``)
   (:mod:`detcli.evaluation.confusion`);
+- ``errors``: the TIDE-style error breakdown, each error type's dAP50
+  (:mod:`detcli.evaluation.errors`, its own thresholds: t_f 0.5, t_b 0.1);
 - ``worst_images``: the images with the most errors in that matrix's matching
   (:mod:`detcli.evaluation.worst_images`), at most ``top_images``.
 """
@@ -27,6 +29,7 @@ from typing import Any, Sequence
 from detcli.errors import ConfigError, writing
 from detcli.evaluation.coco import ClassAP, CocoEvaluator
 from detcli.evaluation.confusion import ConfusionMatrix, confusion_matrix
+from detcli.evaluation.errors import ErrorBreakdown, error_breakdown
 from detcli.evaluation.pr_curves import PR_IOUS, PRCurves, pr_curves
 from detcli.evaluation.worst_images import ImageErrors, image_errors, worst_images
 
@@ -63,6 +66,7 @@ class EvaluationReport:
     per_class: list[ClassAP]  # K
     pr_curves: list[PRCurves]  # one per IoU of PR_IOUS
     confusion: ConfusionMatrix  # at (options.conf_iou, options.conf_score)
+    errors: ErrorBreakdown  # TIDE-style, at IoU 0.5
     worst_images: list[ImageErrors]  # most errors first
 
     def curves_at(self, iou: float) -> PRCurves:
@@ -82,6 +86,7 @@ class EvaluationReport:
             "per_class": [row.to_json() for row in self.per_class],
             "pr_curves": [curves.to_json() for curves in self.pr_curves],
             "confusion": self.confusion.to_json(),
+            "errors": self.errors.to_json(),
             "worst_images": [image.to_json() for image in self.worst_images],
         }
 
@@ -90,7 +95,8 @@ def evaluation_report(evaluator: CocoEvaluator, results: Sequence[dict[str, Any]
                       options: ReportOptions = ReportOptions()) -> EvaluationReport:
     """The report of COCO ``results`` (``evaluator.results(detections)``) on the evaluator's
     dataset: one COCO evaluation for the metrics, rows and curves, one confusion matrix at
-    (``options.conf_iou``, ``options.conf_score``) for the matrix and the errors per image."""
+    (``options.conf_iou``, ``options.conf_score``) for the matrix and the errors per image, and
+    the error breakdown (seven COCOeval runs at IoU 0.5)."""
     scores = evaluator.score_results(list(results))
     names = evaluator.class_names
     confusion = confusion_matrix(evaluator.gt, results, iou_thr=options.conf_iou,
@@ -99,7 +105,7 @@ def evaluation_report(evaluator: CocoEvaluator, results: Sequence[dict[str, Any]
         options=options, class_names=list(names), metrics=scores.metrics,
         per_class=scores.per_class,
         pr_curves=[pr_curves(scores.accumulated, names, iou) for iou in PR_IOUS],
-        confusion=confusion,
+        confusion=confusion, errors=error_breakdown(evaluator.gt, results),
         worst_images=worst_images(image_errors(evaluator.gt, confusion), options.top_images))
 
 

@@ -33,6 +33,8 @@ def test_plots_json_writes_the_files_and_carries_the_report(setup, tmp_path):
     assert [list(row) for row in payload["metrics"]["per_class"]] == [AP_KEYS] * len(CLASSES)
     assert [c["iou"] for c in report["pr_curves"]] == [0.5, 0.75]
     assert report["confusion"]["score_thr"] == 0.4 and len(report["confusion"]["counts"]) == 4
+    assert [e["short"] for e in report["errors"]["errors"]] == [
+        "Cls", "Loc", "Both", "Dupe", "Bkg", "Miss"]
     # the worst images are dataset files, their errors the confusion matrix's
     confusion = report["confusion"]["counts"]
     worst = report["worst_images"]
@@ -49,7 +51,8 @@ def test_plots_tables_and_no_report_without_plots(setup, tmp_path):
     result = run(config, checkpoint, "--plots", tmp_path / "p", "--device", "cpu")
     assert result.exit_code == 0, result.output
     for text in ("per-class AP", "AP50", "AP75", "AP_s", "AP_l", "images with the most errors",
-                 "IoU 0.5, score >= 0.3", "000001.jpg"):
+                 "IoU 0.5, score >= 0.3", "000001.jpg", "confusion matrix (IoU 0.5, score >= 0.3)",
+                 "background", "where AP50", "classification (Cls)", "missed (Miss)"):
         assert text in result.stdout, text
     plain = json.loads(run(config, checkpoint, "--json", "--device", "cpu").stdout)
     assert plain["report"] is None and plain["plots"] is None and plain["plot_files"] == []

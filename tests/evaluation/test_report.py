@@ -11,6 +11,7 @@ from detcli.errors import ConfigError
 from detcli.evaluation.pr_curves import pr_curves
 from detcli.evaluation.report import ReportOptions, evaluation_report, write_report_json
 from detcli.evaluation.confusion import confusion_matrix
+from detcli.evaluation.errors import error_breakdown
 from detcli.evaluation.worst_images import image_errors, worst_images
 from tests.evaluation.test_worst_images import case
 
@@ -27,12 +28,14 @@ def test_report_is_the_pieces_put_together(tmp_path):
     confusion = confusion_matrix(gt, results, iou_thr=0.5, score_thr=0.3)
     assert (report.confusion.counts == confusion.counts).all()
     assert report.worst_images == worst_images(image_errors(gt, confusion), top=2)
+    assert report.errors.to_json() == error_breakdown(gt, results).to_json()
+    assert report.errors.ap50 == pytest.approx(scores.metrics["bbox_mAP_50"])
     with pytest.raises(ConfigError, match="not 0.6"):
         report.curves_at(0.6)
 
     payload = json.loads(write_report_json(report, tmp_path / "r" / "report.json").read_text())
     assert set(payload) == {"options", "classes", "metrics", "per_class", "pr_curves",
-                            "confusion", "worst_images"}
+                            "confusion", "errors", "worst_images"}
     assert payload["confusion"]["counts"] == confusion.counts.tolist()
     assert payload["options"] == {"conf_iou": 0.5, "conf_score": 0.3, "top_images": 2}
     assert payload["per_class"][0]["class"] == "cat" and "AP75" in payload["per_class"][0]
