@@ -1,4 +1,5 @@
 """``det analyze``: check a config against its data. ``det analyze anchors``: anchor coverage.
+``det analyze logs``: training runs compared from their ``metrics.jsonl``.
 
 Tables go to stdout (rich tables in a terminal, plain aligned text when piped); progress and
 logs to stderr. ``--json`` prints the report (docs/analyze.md); ``--out DIR`` writes it as
@@ -30,13 +31,16 @@ from detcli.cli.common import (
     load,
     plural,
     print_json,
+    shown_default,
 )
 
 if TYPE_CHECKING:
     from detcli.analysis.anchor_optimize import OptimizeResult
     from detcli.analysis.anchor_stats import AnchorSummary, GroupStats
+    from detcli.analysis.train_logs import LogComparison, MetricPoint, RunSummary
 
-app = typer.Typer(cls=DetGroup, help="Check a config against its data.", no_args_is_help=True)
+app = typer.Typer(cls=DetGroup, help="Check a config against its data; compare training runs.",
+                  no_args_is_help=True)
 MAX_LISTED = 20  # zero-positive GTs listed in the terminal; all of them are in the JSON
 
 
@@ -48,6 +52,11 @@ class Split(str, Enum):
 class Objective(str, Enum):
     coverage = "coverage"
     mean_iou = "mean-iou"
+
+
+class XAxis(str, Enum):
+    epoch = "epoch"
+    iter = "iter"
 
 
 def _pct(share: Optional[float]) -> str:
@@ -241,3 +250,78 @@ def anchors(
     _print_report(analysis.report.stats)
     if analysis.optimized is not None:
         _print_optimized(analysis.optimized, display_path(config))
+
+
+def _point(point: Optional[MetricPoint]) -> str:
+    return "-" if point is None else f"{point.value:.4f} (epoch {point.epoch})"
+
+
+def _epochs(run: RunSummary) -> str:
+    if run.epochs_done is None:
+        return "-"
+    done = f"{run.epochs_done:.4g}"
+    return done if run.max_epochs is None else f"{done}/{run.max_epochs:.4g}"
+
+
+def _duration(seconds: float) -> str:
+    """``12.3 s`` under a minute, else ``h:mm:ss`` (as the training log's eta)."""
+    if seconds < 60:
+        return f"{max(seconds, 0):.1f} s"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _print_logs(comparison: LogComparison) -> None:
+    rows = [[run.name, run.metric, _point(run.best), _point(run.final), _epochs(run),
+             f"{run.iters_done}" + (f"/{run.max_iters}" if run.max_iters else ""),
+             _duration(run.train_seconds), _num(run.seconds_per_iter),
+             _num(run.last_loss, ".4f")] for run in comparison.runs]
+    _emit_table("training runs (train time: the iterations' own time, evaluation excluded)",
+                ["run", "metric", "best", "final", "epochs", "iterations", "train time",
+                 "s/iter", "last loss"], rows)
+
+
+@app.command(cls=DetCommand, epilog=examples(
+    "det analyze logs work_dirs/retinanet_tiny_synth",
+    "det analyze logs work_dirs/retinanet work_dirs/fcos --keys loss_cls,bbox_mAP --out cmp.png",
+    "det analyze logs work_dirs/*/ --json"))
+@guarded
+def logs(
+    work_dirs: Annotated[list[Path], typer.Argument(
+        metavar="WORK_DIR...", show_default=False,
+        help="det train work dirs (or their metrics.jsonl files).")],
+    keys: Annotated[Optional[list[str]], typer.Option(
+        "--keys", "-k", metavar="KEY[,KEY...]",
+        help="What to draw, one panel each: train keys (loss, loss_cls, lr, grad_norm, time, "
+        "...) or evaluation metrics (bbox_mAP, bbox_mAP_50, ...); comma-separated or repeated. "
+        + shown_default("loss and the save_best metric"))] = None,
+    x: Annotated[Optional[XAxis], typer.Option(
+        "--x", help="The x axis: epochs (iteration / iterations per epoch) or iterations. "
+        + shown_default("epoch for an EpochBasedRunner run"))] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", metavar="PNG", help="Draw the chart there: a panel per key, a line per run.")
+    ] = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Compare training runs: best and final value of the metric that picks the best checkpoint
+    (evaluation.save_best), epochs and iterations done, training time; with --out, their curves
+    (the same key of every run on one axis, a legend per run)."""
+    from detcli.analysis.train_logs import compare_runs, read_runs
+    from detcli.viz.curves import write_comparison
+
+    wanted = [k.strip() for item in keys or [] for k in item.split(",") if k.strip()]
+    runs = read_runs(work_dirs)
+    comparison = compare_runs(runs, wanted, x.value if x else None)
+    chart = None
+    if out is not None:
+        chart = write_comparison(runs, comparison.keys, comparison.x, out)
+        err_console.print(f"wrote {chart} ({', '.join(comparison.keys)} by {comparison.x})",
+                          highlight=False, markup=False)
+    if as_json:
+        print_json({**comparison.to_dict(), "chart": str(chart) if chart else None})
+        return
+    _print_logs(comparison)
+    if out is None:
+        err_console.print(f"add --out PNG to draw {', '.join(comparison.keys) or 'the curves'} "
+                          "for each run", style="dim", highlight=False, markup=False)

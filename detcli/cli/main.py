@@ -70,7 +70,8 @@ app.add_typer(config.app, name="config", help="Show, compare and describe config
 app.command("presets", cls=DetCommand,
             epilog=examples("det presets", "det presets --json"))(presets.presets)
 app.add_typer(data.app, name="data", help="Make and check datasets.")
-app.add_typer(analyze.app, name="analyze", help="Check a config against its data (anchors).")
+app.add_typer(analyze.app, name="analyze",
+              help="Check a config against its data (anchors); compare training runs (logs).")
 app.add_typer(viz.app, name="viz", help="Draw assignments and dataset samples.")
 app.command("init", cls=DetCommand, epilog=init.EXAMPLES)(init.init)
 app.command("train", cls=DetCommand, epilog=train.EXAMPLES)(train.train)

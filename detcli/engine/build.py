@@ -26,7 +26,7 @@ from detcli.data.check import check_before_training
 from detcli.data.loader import SkipBadImages, build_dataloader
 from detcli.engine import distributed as D
 from detcli.engine.context import Hook, HookList, TrainContext
-from detcli.engine.hooks import CheckpointHook, EvalHook, LoggerHook
+from detcli.engine.hooks import CheckpointHook, CurvesHook, EvalHook, LoggerHook
 from detcli.engine.lr_schedule import LrScheduler
 from detcli.engine.optim import auto_scale_factor, build_optimizer
 from detcli.engine.runtime import memory_format, prepare_network
@@ -117,12 +117,19 @@ def build_train_model(cfg: Any, device: torch.device) -> nn.Module:
 
 def build_hooks(cfg: Any, work_dir: Path, *, evaluates: bool,
                 callbacks: Iterable[Hook] = ()) -> HookList:
-    """The engine's hooks (metrics.jsonl, checkpoints, evaluation when there is a val set),
-    the config's (``log_config.hooks``, ``custom_hooks``), then ``callbacks``."""
+    """The engine's hooks (metrics.jsonl, checkpoints, evaluation when there is a val set,
+    curves.png unless ``log_config.curves = false``), the config's (``log_config.hooks``,
+    ``custom_hooks``), then ``callbacks``."""
     hooks = HookList([LoggerHook(work_dir / "metrics.jsonl"),
                       CheckpointHook(**fields_of(cfg.checkpoint_config))])
-    if evaluates:
-        hooks.add(EvalHook.from_config(cfg.evaluation))
+    evaluator = EvalHook.from_config(cfg.evaluation) if evaluates else None
+    if evaluator is not None:
+        hooks.add(evaluator)
+    if cfg.log_config.curves:  # the legend names the best value of the metric save_best picks
+        hooks.add(CurvesHook(work_dir / "metrics.jsonl", work_dir / "curves.png",
+                             metric=(evaluator.save_best or evaluator.scoring.primary_key)
+                             if evaluator else None,
+                             greater=evaluator.greater if evaluator else True))
     for hook_cfg in [*cfg.log_config.hooks, *cfg.custom_hooks]:
         hooks.add(HOOKS.build(hook_cfg))
     for callback in callbacks:

@@ -131,6 +131,13 @@ class TextLoggerHookConfig(Schema):
     type: Literal["TextLoggerHook"] = "TextLoggerHook"
 
 
+class TensorboardLoggerHookConfig(Schema):
+    """Every log record's numbers as TensorBoard scalars (needs the ``tensorboard`` extra)."""
+
+    type: Literal["TensorboardLoggerHook"] = "TensorboardLoggerHook"
+    log_dir: str = "tf_logs"  # the event files' folder; a relative path is in the work dir
+
+
 class NumClassCheckHookConfig(Schema):
     """Checks that the dataset's class count equals the head's ``num_classes`` before training."""
 
@@ -165,6 +172,7 @@ class EarlyStoppingHookConfig(Schema):
 
 
 HOOKS.add_config(TextLoggerHookConfig)
+HOOKS.add_config(TensorboardLoggerHookConfig)
 HOOKS.add_config(NumClassCheckHookConfig)
 HOOKS.add_config(EMAHookConfig)
 HOOKS.add_config(EarlyStoppingHookConfig)
@@ -173,6 +181,7 @@ HOOKS.add_config(EarlyStoppingHookConfig)
 class LogConfig(Schema):
     interval: int = Field(50, ge=1)
     hooks: list[HookConfig] = Field(default_factory=lambda: [TextLoggerHookConfig()])
+    curves: bool = True  # draw curves.png in the work dir at each evaluation and at the end
 
 
 class DistParams(Schema):

@@ -89,6 +89,7 @@ interval = 1
 
 [log_config]
 interval = 1
+curves = false  # 0.4 s a drawing; tests/engine/test_curves_tensorboard.py turns it on
 """
 
 
