@@ -10,7 +10,8 @@ import cv2
 
 from tests.cli.test_test_cli import CLASSES, NUM_IMAGES, run, setup  # noqa: F401 (fixture)
 
-PICTURES = ["pr_curves_50.png", "pr_curves_75.png"]
+PICTURES = ["pr_curves_50.png", "pr_curves_75.png", "confusion_matrix.png",
+            "confusion_matrix_normalised.png", "errors.png"]
 AP_KEYS = ["class", "AP", "AP50", "AP75", "AP_s", "AP_m", "AP_l"]
 
 
@@ -43,7 +44,7 @@ def test_plots_json_writes_the_files_and_carries_the_report(setup, tmp_path):
         confusion[i][j] for i in range(4) for j in range(3) if i != j)
     assert sum(w["missed"] for w in worst) == sum(
         confusion[i][j] for i in range(3) for j in range(4) if i != j)
-    assert "wrote 3 files to" in result.stderr
+    assert "wrote 6 files to" in result.stderr
 
 
 def test_plots_tables_and_no_report_without_plots(setup, tmp_path):
