@@ -12,6 +12,7 @@ its tables (``--json``: under ``"report"``).
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -41,7 +42,11 @@ METRIC_ROWS = (
     ("bbox_mAP_l", "AP large"), ("bbox_AR@1", "AR maxDets 1"), ("bbox_AR@10", "AR maxDets 10"),
     ("bbox_AR@100", "AR maxDets 100"), ("bbox_AR_s@100", "AR small"),
     ("bbox_AR_m@100", "AR medium"), ("bbox_AR_l@100", "AR large"),
+    ("voc_mAP", "VOC mAP (evaluation.voc.eval_mode)"),
+    ("voc_mAP_11points", "VOC mAP, 11 points (VOC2007)"),
+    ("voc_mAP_area", "VOC mAP, area (VOC2010+)"),
 )
+TITLES = {"bbox_": "COCO bbox metrics", "voc_": "VOC metrics"}  # key prefix -> table title
 
 
 PER_CLASS_COLUMNS = ("AP", "AP50", "AP75", "AP_s", "AP_m", "AP_l")  # COCO's, in this order
@@ -67,15 +72,29 @@ def _fmt(value: Any) -> str:
     return "-1 (no GT)" if value < 0 else f"{value:.3f}"
 
 
+def metric_label(key: str) -> str:
+    """The row label of metric ``key``: :data:`METRIC_ROWS`', ``voc_AP50`` -> "VOC AP @[IoU
+    0.5]", else the key itself."""
+    label = dict(METRIC_ROWS).get(key)
+    voc_at = re.fullmatch(r"voc_AP(\d+(?:\.\d+)?)", key)
+    if label is None and voc_at:
+        label = f"VOC AP @[IoU {float(voc_at[1]) / 100:g}]"
+    return label or key
+
+
 def metrics_table(columns: dict[str, dict[str, Any]]) -> Table:
-    """COCO metrics, one column per run (e.g. "plain" and "tta")."""
-    table = Table(title="COCO bbox metrics", title_justify="left")
+    """Every number the evaluator reported (COCO's, VOC's), in its order, one column per run
+    (e.g. "plain" and "tta")."""
+    first = next(iter(columns.values()), {})
+    keys = [k for k, v in first.items() if k != "per_class" and isinstance(v, (int, float))]
+    titles = [t for prefix, t in TITLES.items() if any(k.startswith(prefix) for k in keys)]
+    table = Table(title=" and ".join(titles) or "metrics", title_justify="left")
     table.add_column("metric")
     table.add_column("key", style="dim")
     for name in columns:
         table.add_column(name, justify="right")
-    for key, label in METRIC_ROWS:
-        table.add_row(label, key, *(_fmt(m.get(key)) for m in columns.values()))
+    for key in keys:
+        table.add_row(metric_label(key), key, *(_fmt(m.get(key)) for m in columns.values()))
     return table
 
 

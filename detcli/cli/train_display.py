@@ -29,6 +29,8 @@ from detcli.cli.common import err_console
 from detcli.engine.context import LOWEST, Hook, TrainContext
 from detcli.engine.hooks.logger import format_seconds
 
+HEADLINE_METRICS = ("bbox_mAP", "bbox_mAP_50", "voc_mAP")  # shown after each evaluation, if given
+
 
 def loss_text(record: dict[str, Any]) -> str:
     """``loss 0.8123  cls 0.5000  bbox 0.3123  lr 1.00e-02  32.0 img/s  812 MB``."""
@@ -133,9 +135,8 @@ class RichProgress(Hook):
             self.bar.remove_task(self.eval_task)
             self.eval_task = None
         if self.task is not None:
-            self.bar.console.print(
-                f"epoch {ctx.state.epoch}: bbox_mAP {metrics.get('bbox_mAP', -1):.4f}, "
-                f"bbox_mAP_50 {metrics.get('bbox_mAP_50', -1):.4f}", highlight=False)
+            shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in HEADLINE_METRICS if k in metrics)
+            self.bar.console.print(f"epoch {ctx.state.epoch}: {shown}", highlight=False)
 
     def close(self) -> None:
         if self.task is not None:

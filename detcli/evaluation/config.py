@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from detcli.config.schema import Maybe, Schema
 
@@ -65,14 +65,15 @@ class EvaluationConfig(Schema):
     backend: Backend = "pycocotools"  # the COCOeval that scores metric "bbox"
     voc: VocMetricConfig = Field(default_factory=VocMetricConfig)  # metric "voc"
 
-    @model_validator(mode="after")
-    def _metrics_listed_once(self) -> EvaluationConfig:
-        if not self.metrics:
-            raise ValueError("evaluation.metric is an empty list; name at least one of "
-                             f"{list(PRIMARY_KEYS)}")
-        if len(set(self.metrics)) != len(self.metrics):
-            raise ValueError(f"evaluation.metric = {self.metrics} names a metric twice")
-        return self
+    @field_validator("metric")
+    @classmethod
+    def _metrics_listed_once(cls, value: str | list[str]) -> str | list[str]:
+        names = [value] if isinstance(value, str) else value
+        if not names:
+            raise ValueError(f"is empty; name at least one of {list(PRIMARY_KEYS)}")
+        if len(set(names)) != len(names):
+            raise ValueError("names a metric twice")
+        return value
 
     @property
     def metrics(self) -> list[str]:

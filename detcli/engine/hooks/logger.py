@@ -25,6 +25,7 @@ from detcli.errors import writing
 from detcli.registry import HOOKS
 
 train_log = logging.getLogger("detcli.train")
+METRIC_PREFIXES = ("bbox_", "voc_")  # the evaluation keys the val line shows (COCO, VOC)
 
 
 def _round(value: Any) -> Any:
@@ -89,7 +90,7 @@ def format_record(record: dict[str, Any]) -> str:
     """One line: ``Epoch [2][10/25]  lr: 1.000e-02, loss_cls: 0.8123, ...`` (MMCV's layout)."""
     if record.get("mode") == "val":
         metrics = ", ".join(f"{k}: {v:.4f}" for k, v in record.items()
-                            if k.startswith("bbox_") and isinstance(v, float))
+                            if k.startswith(METRIC_PREFIXES) and isinstance(v, float))
         return f"Epoch(val) [{record['epoch']}][iter {record['iter']}]  {metrics}"
     where = f"Epoch [{record['epoch']}][{record['inner_iter']}/{record['iters_per_epoch']}]"
     parts = [f"lr: {record['lr']:.3e}"]
