@@ -19,7 +19,14 @@ from pycocotools.cocoeval import COCOeval
 
 from detcli.errors import ConfigError
 from detcli.evaluation.coco import CocoGroundTruth, load_results, silent_coco
-from detcli.evaluation.errors import FP_TYPES, ErrorType, attribute_errors, error_breakdown
+from detcli.evaluation.errors import (
+    FP_TYPES,
+    ErrorType,
+    attribute_errors,
+    error_breakdown,
+    fixed_results,
+    without_annotations,
+)
 from tests.evaluation.test_confusion import CAT, DOG, ground_truth, result
 
 HALF = 51 / 101
@@ -197,3 +204,39 @@ def test_the_breakdown_is_tides_own(case):
     for error in ErrorType:
         assert eb.impact(error).count == tide["counts"][error.short], error
         assert eb.impact(error).delta_ap == pytest.approx(tide["dAP50"][error.short], abs=1e-9)
+
+
+def full_ap50_per_class(gt_coco, results, gt) -> np.ndarray:
+    """Per-class AP50 from a whole COCOeval run (iouThrs [0.5], area all, maxDets 100)."""
+    coco_eval = COCOeval(gt_coco, load_results(gt_coco, results), "bbox")
+    coco_eval.params.iouThrs = np.array([0.5])
+    coco_eval.params.areaRng, coco_eval.params.areaRngLbl = [[0.0, 1e10]], ["all"]
+    coco_eval.params.maxDets = [100]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    precision = coco_eval.eval["precision"][0, :, :, 0, 0]  # (R, K), categories sorted = labels
+    return np.array([precision[:, k].mean() if (precision[:, k] > -1).any() else np.nan
+                     for k in range(len(gt.cat_ids))])
+
+
+def test_each_fixed_run_equals_a_whole_cocoeval_of_the_fixed_results():
+    """Only the (image, category) pairs a fix changes are evaluated again; the AP must be
+    that of pycocotools run from scratch on the fixed results (or the GT without misses)."""
+    case = json.loads(FIXTURE.read_text())["cases"][0]
+    data = {k: case[k] for k in ("images", "annotations", "categories")}
+    gt = CocoGroundTruth(silent_coco(data), [i["id"] for i in case["images"]],
+                         [c["id"] for c in case["categories"]],
+                         [c["name"] for c in case["categories"]])
+    results = case["results"]
+    eb = error_breakdown(gt, results)
+    attribution = attribute_errors(gt, results)
+    for error in ErrorType:
+        if error is ErrorType.MISSED:
+            full = full_ap50_per_class(without_annotations(gt.coco, attribution.missed_ann_ids),
+                                       results, gt)
+        else:
+            full = full_ap50_per_class(gt.coco, fixed_results(results, attribution, error,
+                                                              gt.coco), gt)
+        np.testing.assert_allclose(eb.ap50_per_class + eb.impact(error).delta_ap_per_class,
+                                   full, atol=1e-12, err_msg=error.value)
