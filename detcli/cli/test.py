@@ -1,6 +1,7 @@
-"""``det test CONFIG CHECKPOINT``: COCO-evaluate a checkpoint on the config's test (or val) data.
+"""``det test CONFIG CHECKPOINT``: evaluate a checkpoint on the config's test (or val) data
+with the metrics of ``evaluation.metric`` (COCO's by default; VOC's with ``"voc"``).
 
-Prints a table of the COCO metrics and one of per-class AP (``--json``: the same as JSON);
+Prints a table of the metrics and one of per-class AP (``--json``: the same as JSON);
 ``--out`` writes the detections in COCO results format, ``--show-dir`` one prediction-vs-GT
 picture per image. With ``--tta`` one pass over the data gives both the plain and the
 test-time-augmented detections, and the tables show them side by side (``--out`` and
@@ -69,6 +70,8 @@ CheckpointArg = Annotated[Path, typer.Argument(help="A checkpoint (.pth) to test
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, int):  # a count (VOC's voc_num_gts, voc_num_dets)
+        return str(value)
     return "-1 (no GT)" if value < 0 else f"{value:.3f}"
 
 
@@ -204,7 +207,8 @@ def test(
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """COCO-evaluate CHECKPOINT on the test (or val) data of CONFIG."""
+    """Evaluate CHECKPOINT on the test (or val) data of CONFIG (COCO metrics unless
+    evaluation.metric says otherwise)."""
     from detcli.evaluation.coco import write_results
     from detcli.evaluation.report import ReportOptions
     from detcli.engine.checkpoint_eval import evaluate_checkpoint
