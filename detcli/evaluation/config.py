@@ -64,6 +64,7 @@ class EvaluationConfig(Schema):
     rule: Maybe[Literal["greater", "less"]] = None  # how save_best compares; None: greater
     backend: Backend = "pycocotools"  # the COCOeval that scores metric "bbox"
     voc: VocMetricConfig = Field(default_factory=VocMetricConfig)  # metric "voc"
+    plots: bool = True  # at the end of training, the last evaluation's report in <work_dir>/plots
 
     @field_validator("metric")
     @classmethod

@@ -97,8 +97,10 @@ def test_evaluate_of_a_detector_returning_the_gt_is_perfect(synth):
     ds = dataset(synth, VIEWS)
     assert any(len(ds.get_ann_info(i)["bboxes"]) == 0 for i in range(len(ds)))  # an empty image
     evaluator = build_evaluator(EvaluationConfig(metric=["bbox", "voc"]), ds)
-    metrics = evaluate(OracleDetector(ds), build_test_loader(ds, samples_per_gpu=2), evaluator,
-                       "cpu")
+    evaluated = evaluate(OracleDetector(ds), build_test_loader(ds, samples_per_gpu=2), evaluator,
+                         "cpu")
+    metrics = evaluated.metrics
+    assert len(evaluated.detections) == len(ds)
     assert metrics["bbox_mAP"] == 1.0 and metrics["bbox_AR@100"] == 1.0
     assert metrics["voc_mAP"] == 1.0 and metrics["voc_mAP_area"] == 1.0
     assert [c["class"] for c in metrics["per_class"]] == ["square", "circle", "triangle"]

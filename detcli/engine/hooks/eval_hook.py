@@ -10,6 +10,11 @@ same metrics (the tester gathers the detections). Evaluation leaves every random
 generator as it found it, so a run with evaluation draws the same augmentations as one
 without, and a resumed run the same as an uninterrupted one.
 
+At the end of the run (``after_run``), rank 0 writes the evaluation report of the last
+evaluation's detections into ``<work_dir>/plots/`` (:mod:`detcli.evaluation.report`: PR curves,
+confusion matrix, error breakdown, ``report.json``; what ``det test --plots`` writes, at its
+default thresholds) unless ``evaluation.plots = false``.
+
 ``save_best`` names the metric that picks ``best_<metric>.pth`` (``auto``: the primary metric's
 headline key, ``bbox_mAP`` or ``voc_mAP``),
 compared by ``rule`` (greater unless said otherwise, or the name contains "loss").
@@ -29,10 +34,16 @@ from detcli.engine.seed import preserved_rng
 from detcli.engine.state import TrainState
 from detcli.engine.tester import build_test_loader
 from detcli.errors import ConfigError
+from detcli.evaluation.coco import CocoEvaluator
 from detcli.evaluation.config import EvaluationConfig
 from detcli.evaluation.evaluator import Evaluator, build_evaluator
+from detcli.evaluation.report import evaluation_report
+from detcli.structures.detections import Detections
+from detcli.viz.report_plots import write_report_plots
 
 log = logging.getLogger(__name__)
+
+PLOTS_DIR = "plots"  # in the work dir: the last evaluation's report
 
 
 class EvalHook(Hook):
@@ -51,6 +62,7 @@ class EvalHook(Hook):
         self.batch_size = batch_size
         self._loader: DataLoader | None = None
         self._evaluator: Evaluator | None = None
+        self._last_detections: list[Detections] | None = None  # for the end-of-run plots
 
     @classmethod
     def from_config(cls, cfg: EvaluationConfig) -> EvalHook:
@@ -90,16 +102,31 @@ class EvalHook(Hook):
             self.evaluate(ctx)
 
     def after_run(self, ctx: TrainContext) -> None:
-        """A run that stopped early, between evaluations, still ends with one."""
+        """A run that stopped early, between evaluations, still ends with one; then the plots
+        of the last evaluation."""
         if ctx.state.metrics_iter != ctx.state.iter:
             self.evaluate(ctx)
+        if self.scoring.plots and self._last_detections is not None and ctx.dist.is_main:
+            self.write_plots(ctx, self._last_detections)
+
+    def write_plots(self, ctx: TrainContext, detections: list[Detections]) -> None:
+        """The evaluation report of ``detections`` (the val set's) into ``<work_dir>/plots``."""
+        coco = CocoEvaluator(ctx.val_dataset, backend=self.scoring.backend)
+        report = evaluation_report(coco, coco.results(detections))
+        written = write_report_plots(report, ctx.work_dir / PLOTS_DIR)
+        log.info("wrote the last evaluation's report (%s %d) to %s: %s", ctx.state.rule.unit,
+                 ctx.state.rule.done(ctx.state), ctx.work_dir / PLOTS_DIR,
+                 ", ".join(p.name for p in written))
 
     def evaluate(self, ctx: TrainContext) -> dict[str, Any]:
         model = ctx.ema.module if ctx.ema is not None else ctx.model
         with preserved_rng():
-            metrics = evaluation.evaluate(
+            evaluated = evaluation.evaluate(
                 model, self.loader(ctx), self.evaluator(ctx), ctx.device,
                 progress=lambda done, total: ctx.hooks.call("on_eval_progress", ctx, done, total))
+        metrics = evaluated.metrics
+        if self.scoring.plots:
+            self._last_detections = evaluated.detections
         ctx.model.train()
         state = ctx.state
         state.metrics, state.metrics_iter = metrics, state.iter
