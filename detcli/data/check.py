@@ -8,7 +8,10 @@ catch a missing or empty file and one that is not an image of its extension
 (:func:`~detcli.data.image_file.header_fault`); otherwise a full decode that also catches
 truncated JPEG/PNG files and sizes that disagree with the annotation. A dataset without a
 single GT box is a problem of its own (``no_boxes``): there is nothing to train on or to
-measure. :func:`inspect_dataset` does the second half on a dataset already built.
+measure. The full check (not ``cheap``) also checks every segmentation
+(:mod:`detcli.data.mask_check`: malformed, degenerate or self-intersecting polygons, RLE of the
+wrong size, a mask and its box that disagree). :func:`inspect_dataset` does the second half on
+a dataset already built.
 
 Counts: ``num_images`` is the images of the annotation source, ``num_used`` those the dataset
 keeps (training drops images without GT, ``filter_empty_gt``), and ``empty_images`` the images
@@ -30,6 +33,7 @@ from typing import Any, Callable, Iterator
 from detcli.config.schema import Schema
 from detcli.data.datasets.base import DetDataset
 from detcli.data.image_file import header_fault, image_fault
+from detcli.data.mask_check import SEGMENTATION_KINDS, segmentation_problems
 from detcli.data.problems import (
     BAD_ANNOTATION,
     BOX_OUTSIDE,
@@ -65,6 +69,7 @@ PROBLEM_COUNTS: dict[str, tuple[str, ...]] = {
     "unreadable_images": (UNREADABLE_IMAGE, TRUNCATED_IMAGE),
     "size_mismatches": (SIZE_MISMATCH,),
     "misnamed_images": (MISNAMED_IMAGE,),
+    "bad_segmentations": SEGMENTATION_KINDS,
     "dataset_without_boxes": (NO_BOXES,),
 }
 # Image-file problems that are legal (the file loads); every other kind the scan finds is an error.
@@ -174,6 +179,8 @@ def inspect_dataset(
     per_class = dataset.num_gts_per_class()
     problems = list(dataset.problems) + [p for _, p in image_faults(dataset, cheap=cheap,
                                                                     progress=progress)]
+    if not cheap:
+        problems += segmentation_problems(dataset)
     if per_class.sum() == 0:
         problems.append(_no_boxes(dataset))
     return CheckReport(

@@ -55,7 +55,7 @@ def test_check_finds_every_problem_and_does_not_stop(tmp_path):
     assert report.problem_counts() == {
         "degenerate_boxes": 2, "boxes_outside_images": 1, "unknown_image_or_category": 2,
         "bad_annotations": 0, "missing_files": 1, "unreadable_images": 1, "size_mismatches": 1,
-        "misnamed_images": 0, "dataset_without_boxes": 0,
+        "misnamed_images": 0, "bad_segmentations": 0, "dataset_without_boxes": 0,
     }
     assert report.num_images == 7
     # images 3 (bad boxes) and 4 (unknown category) are left out of the counts

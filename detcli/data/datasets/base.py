@@ -16,6 +16,13 @@ shares, in order:
 3. unless ``test_mode``, drop images without GT (``filter_empty_gt``) and images whose shorter
    side is under ``min_size``; the counts go to the log and to :attr:`DetDataset.filter_report`;
 4. sort the kept annotations by image, so ``get_ann_info(i)`` is two array slices.
+
+Instance masks: a format that reads them gives one COCO ``segmentation`` per annotation
+(``LoadedAnnotations.masks``: polygons or RLE, None where an annotation has none);
+:meth:`DetDataset.get_ann_masks` returns those of an image's GT boxes, and :meth:`prepare`
+hands them to the pipeline as ``ann_info["masks"]`` (with ``ann_info["ann_ids"]`` and
+``ann_info["source"]`` naming them in messages) for ``LoadAnnotations(with_mask=True)``. A
+format without masks gives a :class:`~detcli.data.masks_io.NoMasks` saying so instead.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from pydantic import Field
 from torch.utils.data import Dataset
 
 from detcli.config.schema import Maybe, Schema
+from detcli.data.masks_io import NoMasks
 from detcli.data.problems import (
     BoxFindings,
     DataProblem,
@@ -77,6 +85,20 @@ class LoadedAnnotations:
     area: np.ndarray | None = None  # (A,) float, the annotation's own area (COCO)
     ann_paths: list[str] | None = None  # I per-image annotation files (VOC xml, YOLO txt)
     problems: list[DataProblem] | None = None  # format-level problems found while reading
+    # (A,) COCO segmentations (polygons / RLE; None: the annotation has none, NoMasks: why it
+    # cannot have one); None: the format has no masks, ``masks_note`` says why
+    masks: list[Any] | None = None
+    masks_note: str | None = None
+
+
+@dataclass
+class MaskRecord:
+    """One annotation's segmentation, for checks: its name, box and whether it is a crowd."""
+
+    name: str  # "annotation 17", "line 3"
+    box: np.ndarray  # (4,) float32 x1 y1 x2 y2, original-image pixels
+    segmentation: Any  # COCO polygons / RLE as written; None where absent; NoMasks
+    ignore: bool  # a crowd / difficult annotation (an ignore box)
 
 
 @dataclass
@@ -99,6 +121,14 @@ class FilterReport:
             if count:
                 parts.append(f"dropped {count} {why}")
         return "; ".join(parts)
+
+
+def _objects(items: list[Any]) -> np.ndarray:
+    """(A,) object array of ``items`` (no numpy broadcasting of nested lists)."""
+    out = np.empty(len(items), dtype=object)  # None-filled
+    for k, item in enumerate(items):
+        out[k] = item
+    return out
 
 
 def _box_image_sizes(loaded: LoadedAnnotations) -> np.ndarray:
@@ -206,6 +236,12 @@ class DetDataset(Dataset):
         self._boxes = loaded.boxes[keep_box][order].astype(np.float32)  # (A', 4)
         self._labels = loaded.labels[keep_box][order].astype(np.int64)  # (A',)
         self._ignore = loaded.ignore[keep_box][order]  # (A',)
+        self._ann_ids = loaded.ann_ids[keep_box][order]  # (A',)
+        self._ann_id_name = loaded.ann_id_name
+        self._masks = None if loaded.masks is None else _objects(loaded.masks)[keep_box][order]
+        self._no_masks = NoMasks(
+            f"{type(self).__name__} {self.source} has no instance masks"
+            + (f": {loaded.masks_note}" if loaded.masks_note else ""))
         self._offsets = np.searchsorted(box_image[order], np.arange(keep_image.sum() + 1))
         self.img_infos = [info for info, keep in zip(loaded.img_infos, keep_image) if keep]
         self.ann_paths = ([p for p, keep in zip(loaded.ann_paths, keep_image) if keep]
@@ -242,6 +278,39 @@ class DetDataset(Dataset):
             "bboxes_ignore": boxes[ignore].reshape(-1, 4),  # (Ig, 4)
         }
 
+    @property
+    def has_masks(self) -> bool:
+        """Whether the format reads instance masks (COCO; YOLO polygon labels)."""
+        return self._masks is not None
+
+    def get_ann_masks(self, idx: int) -> list[Any] | NoMasks:
+        """The G COCO segmentations of ``get_ann_info(idx)["bboxes"]``, in the same order
+        (None where an annotation has none), or a NoMasks for a format without masks."""
+        if self._masks is None:
+            return self._no_masks
+        start, end = self._offsets[idx], self._offsets[idx + 1]
+        return list(self._masks[start:end][~self._ignore[start:end]])
+
+    def mask_records(self, idx: int) -> list[MaskRecord]:
+        """Every kept annotation of image ``idx`` with its segmentation, ignore boxes included
+        (``det data check`` reads them); empty for a format without masks."""
+        if self._masks is None:
+            return []
+        start, end = self._offsets[idx], self._offsets[idx + 1]
+        return [MaskRecord(f"{self._ann_id_name} {int(i)}", box, segm, bool(ign))
+                for i, box, segm, ign in zip(self._ann_ids[start:end], self._boxes[start:end],
+                                             self._masks[start:end], self._ignore[start:end])]
+
+    def get_ann_names(self, idx: int) -> list[str]:
+        """Names for messages ("annotation 17", "line 3") of ``get_ann_info(idx)["bboxes"]``."""
+        start, end = self._offsets[idx], self._offsets[idx + 1]
+        ids = self._ann_ids[start:end][~self._ignore[start:end]]
+        return [f"{self._ann_id_name} {int(i)}" for i in ids]
+
+    def ann_source(self, idx: int) -> str:
+        """The annotation file of image ``idx`` (VOC's xml, YOLO's txt; else the dataset's)."""
+        return self.ann_paths[idx] if self.ann_paths else self.source
+
     def get_ignore_labels(self, idx: int) -> np.ndarray:
         """(Ig,) int64: the class of each of ``get_ann_info(idx)["bboxes_ignore"]`` (evaluation
         turns ignore boxes into COCO crowd regions of their class)."""
@@ -271,7 +340,9 @@ class DetDataset(Dataset):
             return
         keep_box = np.repeat(~drop, np.diff(self._offsets))  # (A',)
         self._boxes, self._labels = self._boxes[keep_box], self._labels[keep_box]
-        self._ignore = self._ignore[keep_box]
+        self._ignore, self._ann_ids = self._ignore[keep_box], self._ann_ids[keep_box]
+        if self._masks is not None:
+            self._masks = self._masks[keep_box]
         kept_counts = np.diff(self._offsets)[~drop]  # (I',)
         self._offsets = np.concatenate([[0], np.cumsum(kept_counts)]).astype(np.int64)
         self.img_infos = [info for info, gone in zip(self.img_infos, drop) if not gone]
@@ -289,9 +360,12 @@ class DetDataset(Dataset):
     def prepare(self, idx: int) -> dict[str, Any] | None:
         """The results dict of image ``idx`` after the pipeline; None if the pipeline rejects it."""
         info = self.img_infos[idx]
+        ann_info: dict[str, Any] = {**self.get_ann_info(idx), "masks": self.get_ann_masks(idx),
+                                    "ann_ids": self.get_ann_names(idx),
+                                    "source": self.ann_source(idx)}
         results: dict[str, Any] = {
             "img_info": dict(info),
-            "ann_info": self.get_ann_info(idx),
+            "ann_info": ann_info,
             "img_prefix": self.img_prefix,
             "image_id": info["id"],
             "bbox_fields": [],

@@ -13,6 +13,11 @@ or empty file, JSON that is not COCO, duplicate ids, an annotation pointing at a
 or category, and (through the base class) NaN coordinates, non-positive width or height and
 boxes outside their image. Boxes under 1 pixel and ``area <= 0`` are dropped with a count, as
 MMDetection does.
+
+Each annotation's ``segmentation`` (polygons, or RLE with ``counts`` a list or a string) is kept
+as written for ``LoadAnnotations(with_mask=True)`` (:mod:`detcli.data.masks_io`); crowd
+annotations' masks are not used (their boxes are ignore boxes). ``det data check`` reports
+segmentations that are degenerate, self-intersecting, of the wrong size or far from their box.
 """
 
 from __future__ import annotations
@@ -115,6 +120,7 @@ class CocoDataset(DetDataset):
             img_infos=img_infos, boxes=boxes, labels=labels, image_index=image_index[usable],
             ignore=anns.iscrowd[usable], ann_ids=anns.ids[usable], classes=classes,
             classes_source=source, area=anns.area[usable], problems=problems,
+            masks=[anns.segmentation[j] for j in np.flatnonzero(usable)],
         )
 
     def _reference_problems(

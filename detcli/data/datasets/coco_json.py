@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ class CocoArrays:
     bbox_xywh: np.ndarray  # (A, 4) float64; NaN stays NaN
     area: np.ndarray  # (A,) float64; w * h where the file has no `area`
     iscrowd: np.ndarray  # (A,) bool
+    segmentation: list[Any] = field(default_factory=list)  # (A,) as written; None where absent
 
 
 def read_coco_json(path: str | Path, *, need_annotations: bool = True) -> dict[str, Any]:
@@ -143,4 +144,5 @@ def annotation_arrays(data: dict[str, Any], path: Path) -> CocoArrays:
                                                                    default=None)], dtype=np.float64)
     area = np.where(np.isnan(area), bbox[:, 2] * bbox[:, 3], area).reshape(-1)  # (A,)
     iscrowd = np.array(_column(anns, "iscrowd", "annotations", path, default=0), dtype=bool).reshape(-1)
-    return CocoArrays(ids, image_ids, category_ids, bbox, area, iscrowd)
+    segmentation = _column(anns, "segmentation", "annotations", path, default=None)
+    return CocoArrays(ids, image_ids, category_ids, bbox, area, iscrowd, segmentation)

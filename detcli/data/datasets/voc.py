@@ -6,7 +6,8 @@ and ``JPEGImages/<id>.jpg``. Labels follow ``classes`` (the 20 VOC classes by de
 ``difficult`` objects become ignore boxes; objects of other names are skipped with a count
 logged, with a did-you-mean when a name is close to a class. Coordinates are taken as written
 (MMDetection 2.x: no -1 offset). The image size comes from ``<size>``, or from the image file
-header when the XML has none.
+header when the XML has none. VOC XML has no instance masks: a pipeline that loads them
+(``LoadAnnotations(with_mask=True)``) stops with a DataError naming the dataset.
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ class VOCDataset(DetDataset):
             ignore=np.array(ignore, dtype=bool), ann_ids=np.array(ann_ids, dtype=np.int64),
             classes=tuple(classes), classes_source=source, ann_id_name="object",
             ann_paths=ann_paths, problems=problems,
+            masks_note="VOC XML annotations hold boxes only (LoadAnnotations with_mask = true "
+                       "needs a COCO file with `segmentation` or YOLO polygon labels)",
         )
 
     def _log_unknown(self, unknown: Counter[str], classes: tuple[str, ...]) -> None:

@@ -2,7 +2,9 @@
 
 I images, A boxes. Each label line is ``class cx cy w h`` with the centre and size normalised
 to [0, 1] by the image's width and height (a longer line ``class x1 y1 x2 y2 ...`` is a polygon
-and becomes its bounding box, as Ultralytics does). Boxes become (x1, y1, x2, y2) pixels with
+and becomes its bounding box, as Ultralytics does; the polygon, in pixels, is the object's
+instance mask for ``LoadAnnotations(with_mask=True)``, and a box line under such a pipeline is
+a DataError naming its file and line). Boxes become (x1, y1, x2, y2) pixels with
 the image size read from the file header (see :mod:`detcli.data.image_file`), after EXIF
 orientation. Labels are the class numbers, ``classes[k]`` naming class ``k``.
 
@@ -26,6 +28,7 @@ from detcli.config.schema import Maybe
 from detcli.data.datasets.base import DatasetBaseConfig, DetDataset, LoadedAnnotations, OnBad
 from detcli.data.transforms.compose import TransformSpec
 from detcli.data.image_file import image_size
+from detcli.data.masks_io import NoMasks
 from detcli.data.paths import lookup_note
 from detcli.data.problems import BAD_ANNOTATION, MISSING_FILE, UNREADABLE_IMAGE, DataProblem
 from detcli.errors import DataError
@@ -43,24 +46,29 @@ class YOLODatasetConfig(DatasetBaseConfig):
     label_prefix: Maybe[str] = None  # default: img_prefix with `images` replaced by `labels`
 
 
-def _parse_line(line: str) -> tuple[int, list[float]] | str:
-    """(class, [cx, cy, w, h] normalised) of one label line, or why it is malformed."""
+def _parse_line(line: str) -> tuple[int, list[float], list[float] | None] | str:
+    """(class, [cx, cy, w, h] normalised, polygon [x0, y0, ...] normalised or None) of one label
+    line, or why it is malformed."""
     words = line.split()
     try:
         values = [float(w) for w in words]
     except ValueError:
         return f"{line.strip()!r} is not numbers"
+    polygon = None
     if len(values) == 5:
         cls, box = values[0], values[1:]
     elif len(values) >= 7 and len(values) % 2 == 1:  # a polygon: its bounding box
         xs, ys = values[1::2], values[2::2]
-        cls = values[0]
+        cls, polygon = values[0], values[1:]
         box = [(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)]
     else:
         return f"has {len(values)} values; expected `class cx cy w h` (5) or a polygon"
     if cls != int(cls):
         return f"class {cls:g} is not an integer"
-    return int(cls), box
+    return int(cls), box, polygon
+
+
+BOX_LINE = NoMasks("is a box line (class cx cy w h), not a polygon: it has no instance mask")
 
 
 @DATASETS.register(YOLODatasetConfig)
@@ -114,8 +122,10 @@ class YOLODataset(DetDataset):
         return Path(*parts[:k], "labels", *parts[k + 1:]).with_suffix(".txt")
 
     def _read_labels(self, label_path: Path, k: int, file_name: str,
-                     problems: list[DataProblem]) -> list[tuple[int, int, list[float]]]:
-        """(line number, class, box) of each well-formed line; problems for the others."""
+                     problems: list[DataProblem]
+                     ) -> list[tuple[int, int, list[float], list[float] | None]]:
+        """(line number, class, box, polygon or None) of each well-formed line; problems for
+        the others."""
         rows = []
         for n, line in enumerate(label_path.read_text().splitlines(), start=1):
             if not line.strip():
@@ -128,7 +138,7 @@ class YOLODataset(DetDataset):
                 problems.append(DataProblem(BAD_ANNOTATION, str(label_path), parsed,
                                             ann_id=f"line {n}", image=file_name, image_index=k))
             else:
-                rows.append((n, parsed[0], parsed[1]))
+                rows.append((n, *parsed))
         return rows
 
     def load_annotations(self) -> LoadedAnnotations:
@@ -151,7 +161,7 @@ class YOLODataset(DetDataset):
             if not label_path.is_file():
                 without_labels += 1
                 continue
-            rows += [(k, n, cls, box) for n, cls, box in
+            rows += [(k, n, cls, box, _pixels(polygon, width, height)) for n, cls, box, polygon in
                      self._read_labels(label_path, k, file_name, problems)]
         if without_labels:
             log.info("%s: %d images have no label file and count as background", self.source,
@@ -168,4 +178,13 @@ class YOLODataset(DetDataset):
             ignore=np.zeros(len(rows), dtype=bool), ann_ids=np.array([r[1] for r in rows], dtype=np.int64),
             classes=tuple(self.requested_classes), classes_source="the `classes` names list",
             ann_id_name="line", ann_paths=ann_paths, problems=problems,
+            masks=[BOX_LINE if r[4] is None else r[4] for r in rows],
         )
+
+
+def _pixels(polygon: list[float] | None, width: int, height: int) -> list[list[float]] | None:
+    """A normalised polygon [x0, y0, ...] as a COCO polygon segmentation in pixels."""
+    if polygon is None:
+        return None
+    xy = np.asarray(polygon, dtype=np.float64).reshape(-1, 2) * np.array([width, height])
+    return [xy.reshape(-1).tolist()]

@@ -1,6 +1,9 @@
 """RandomCrop: a random window of the image; boxes are shifted, clipped and filtered.
 
 H, W: image height and width before the crop; G GT boxes (any key in ``bbox_fields``).
+Masks (``gt_masks`` for ``gt_bboxes``, ``gt_masks_ignore`` for ``gt_bboxes_ignore``) are cut
+to the same window (polygons clipped, see :mod:`detcli.structures.masks`) and lose the same
+instances as their boxes, as MMDetection's ``RandomCrop`` does.
 ``crop_size`` is (h, w), as in MMDetection: pixels for the "absolute" types, fractions of the
 image for the "relative" ones. Random choices use the global ``np.random`` state.
 """
@@ -51,7 +54,7 @@ class RandomCropConfig(Schema):
 @TRANSFORMS.register(RandomCropConfig)
 class RandomCrop:
     """Cut a random window of ``crop_size`` out of the image; boxes are shifted, clipped to the
-    window and dropped (with their labels) when nothing of them is left.
+    window and dropped (with their labels and masks) when nothing of them is left.
 
     When an image that had GT boxes loses all of them and ``allow_negative_crop`` is false, the
     step returns None (MMDetection's signal: the dataset draws another image). An image with
@@ -91,7 +94,13 @@ class RandomCrop:
         img = img[y0:y0 + ch, x0:x0 + cw]  # (ch, cw, 3)
         offset = np.array([x0, y0, x0, y0], dtype=np.float32)
         label_of = {"gt_bboxes": "gt_labels", "gt_bboxes_ignore": "gt_labels_ignore"}
-        for key in results.get("bbox_fields", []):
+        mask_of = {"gt_bboxes": "gt_masks", "gt_bboxes_ignore": "gt_masks_ignore"}
+        window = np.array([x0, y0, x0 + cw, y0 + ch])
+        bbox_fields = results.get("bbox_fields", [])
+        for key in results.get("mask_fields", []):  # masks without their boxes: cut, none dropped
+            if key not in (mask_of[b] for b in bbox_fields if b in mask_of):
+                results[key] = results[key].crop(window)
+        for key in bbox_fields:
             boxes = results[key] - offset  # (G, 4)
             if self.bbox_clip_border:
                 boxes = clip_boxes(boxes, (ch, cw))
@@ -101,6 +110,8 @@ class RandomCrop:
             results[key] = boxes[keep]
             if label_of.get(key) in results:
                 results[label_of[key]] = results[label_of[key]][keep]
+            if mask_of.get(key) in results.get("mask_fields", []):
+                results[mask_of[key]] = results[mask_of[key]][keep].crop(window)
         results["img"] = img
         results["img_shape"] = img.shape
         results["pad_shape"] = img.shape

@@ -9,7 +9,10 @@ After ``DefaultFormatBundle`` and ``Collect(keys=[...])`` a training sample is::
      "img_metas": {"filename", "ori_filename", "ori_shape", "img_shape", "pad_shape",
                    "scale_factor", "flip", "flip_direction", "img_norm_cfg", "image_id"}}
 
-(a test sample has only ``img`` and ``img_metas``). ``detcli.data.collate`` batches these.
+(a test sample has only ``img`` and ``img_metas``). With ``LoadAnnotations(with_mask=True)``
+and ``"gt_masks"`` among Collect's keys, the sample also holds ``"gt_masks"``: uint8 Tensor
+(G, H, W) in {0, 1}, one mask per ``gt_bboxes`` row (polygons are rasterised here).
+``detcli.data.collate`` batches these.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pydantic import Field
 from detcli.config.schema import Schema
 from detcli.errors import DataError
 from detcli.registry import TRANSFORMS
+from detcli.structures.masks import InstanceMasks
 
 DEFAULT_META_KEYS = (
     "filename", "ori_filename", "ori_shape", "img_shape", "pad_shape", "scale_factor",
@@ -46,7 +50,8 @@ class DefaultFormatBundleConfig(Schema):
 @TRANSFORMS.register(DefaultFormatBundleConfig)
 class DefaultFormatBundle:
     """``img`` -> float32 (3, H, W) tensor; ``gt_bboxes``, ``gt_labels``, ``gt_bboxes_ignore``
-    (and ``proposals``) -> tensors of fixed dtypes.
+    (and ``proposals``) -> tensors of fixed dtypes; ``gt_masks`` -> uint8 (G, H, W) tensor
+    (a DataError when its size is not the image's: a geometric step left it behind).
 
     Fills the meta keys a pipeline without Resize / Pad / Normalize / RandomFlip leaves unset:
     ``pad_shape`` = image shape, ``scale_factor`` = ones, ``img_norm_cfg`` = identity,
@@ -72,7 +77,19 @@ class DefaultFormatBundle:
         for key, dtype in _GT_DTYPES.items():
             if key in results:
                 results[key] = torch.from_numpy(np.ascontiguousarray(results[key], dtype=dtype))
+        if "gt_masks" in results:
+            results["gt_masks"] = _mask_tensor(results["gt_masks"], results)
         return results
+
+
+def _mask_tensor(masks: InstanceMasks, results: dict[str, Any]) -> torch.Tensor:
+    """(G, H, W) uint8 of ``masks``, checked against the image's (H, W)."""
+    img = results.get("img")
+    hw = tuple(img.shape[-2:]) if img is not None else (masks.height, masks.width)
+    if (masks.height, masks.width) != hw:
+        raise DataError(f"gt_masks are {masks.height}x{masks.width} (h x w) but the image is "
+                        f"{hw[0]}x{hw[1]}: a transform moved the image without its masks")
+    return masks.to_tensor()  # (G, H, W) uint8
 
 
 class ImageToTensorConfig(Schema):

@@ -1,6 +1,9 @@
-"""Transforms that move pixels, and the boxes with them: Resize, RandomFlip, Pad.
+"""Transforms that move pixels, and the boxes and masks with them: Resize, RandomFlip, Pad.
 
 H, W: image height and width before the step; G GT boxes (any key in ``bbox_fields``).
+Instance masks (any key in ``mask_fields``: ``gt_masks``, an
+:class:`~detcli.structures.masks.InstanceMasks`) follow the image: resized to its new size,
+flipped the same way, padded with zeros (``pad_val["masks"]``, default 0) to its padded size.
 
 Each step records what it did, so predictions map back to the original image:
 ``scale_factor`` (float32 [sx, sy, sx, sy], input -> resized), ``flip`` / ``flip_direction``,
@@ -144,6 +147,8 @@ class Resize:
             if self.bbox_clip_border:
                 boxes = clip_boxes(boxes, img.shape[:2])
             results[key] = boxes.astype(np.float32)
+        for key in results.get("mask_fields", []):
+            results[key] = results[key].resize((new_h, new_w))  # nearest / polygons scaled
         return results
 
 
@@ -240,6 +245,8 @@ class RandomFlip:
         hw = results["img_shape"][:2]
         for key in results.get("bbox_fields", []):
             results[key] = flip_boxes(results[key], hw, direction)
+        for key in results.get("mask_fields", []):
+            results[key] = results[key].flip(direction)
         return results
 
 
@@ -269,7 +276,8 @@ def check_pad_args(size: Any, size_divisor: Any, pad_to_square: bool) -> None:
 @TRANSFORMS.register(PadConfig)
 class Pad:
     """Pad the image at the bottom and right to ``size`` (h, w), to multiples of
-    ``size_divisor``, or to a square; boxes do not move. Records ``pad_shape``."""
+    ``size_divisor``, or to a square; boxes do not move, masks are padded with
+    ``pad_val["masks"]`` (0 unless a dict says otherwise). Records ``pad_shape``."""
 
     def __init__(self, *, size: tuple[int, int] | None = None, size_divisor: int | None = None,
                  pad_to_square: bool = False, pad_val: float | dict[str, float] = 0.0) -> None:
@@ -278,6 +286,7 @@ class Pad:
         self.size_divisor = size_divisor
         self.pad_to_square = pad_to_square
         self.pad_val = float(pad_val.get("img", 0.0) if isinstance(pad_val, dict) else pad_val)
+        self.mask_pad_val = int(pad_val.get("masks", 0) if isinstance(pad_val, dict) else 0)
 
     def __repr__(self) -> str:
         return (f"Pad(size={self.size}, size_divisor={self.size_divisor}, "
@@ -303,4 +312,6 @@ class Pad:
         results["pad_shape"] = padded.shape
         results["pad_fixed_size"] = self.size
         results["pad_size_divisor"] = self.size_divisor
+        for key in results.get("mask_fields", []):
+            results[key] = results[key].pad((th, tw), self.mask_pad_val)
         return results

@@ -3,11 +3,17 @@
 H, W: image height and width as read (EXIF orientation applied); G GT boxes; I ignore boxes.
 
 The dataset hands the pipeline ``results = {"img_info": {"id", "file_name", "filename",
-"height", "width"}, "ann_info": {"bboxes", "labels", "bboxes_ignore"}, "img_prefix",
-"image_id"}``; ``img_info["filename"]`` is the full path. Keys these steps add follow
+"height", "width"}, "ann_info": {"bboxes", "labels", "bboxes_ignore", "masks", "ann_ids"},
+"img_prefix", "image_id"}``; ``img_info["filename"]`` is the full path. ``ann_info["masks"]``
+is a list of G COCO segmentations (polygons or RLE) or, for a format without masks, a
+:class:`~detcli.data.datasets.base.NoMasks` saying why. Keys these steps add follow
 MMDetection: ``filename``, ``ori_filename``, ``img`` (H, W, 3), ``img_shape``, ``ori_shape``,
 ``img_fields``; ``gt_bboxes`` (G, 4) float32, ``gt_labels`` (G,) int64 in [0, K),
-``gt_bboxes_ignore`` (I, 4) float32 and ``bbox_fields`` (the keys geometric transforms move).
+``gt_bboxes_ignore`` (I, 4) float32 and ``bbox_fields`` (the keys geometric transforms move);
+with ``with_mask``, ``gt_masks`` (G masks of the image's H x W:
+:class:`~detcli.structures.masks.BitmapMasks`, or
+:class:`~detcli.structures.masks.PolygonMasks` with ``poly2mask = false``) and
+``mask_fields``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from detcli.config.schema import Schema
+from detcli.data.masks_io import NoMasks, load_masks
 from detcli.data.transforms.image_io import read_image
 from detcli.errors import DataError
 from detcli.registry import TRANSFORMS
@@ -81,22 +88,37 @@ class LoadAnnotationsConfig(Schema):
     type: Literal["LoadAnnotations"] = "LoadAnnotations"
     with_bbox: bool = True
     with_label: bool = True
+    with_mask: bool = False  # instance masks as gt_masks (Mask R-CNN)
+    poly2mask: bool = True  # polygons rasterised now (BitmapMasks); false: kept as PolygonMasks
 
 
 @TRANSFORMS.register(LoadAnnotationsConfig)
 class LoadAnnotations:
-    """Copy ``results["ann_info"]`` into ``gt_bboxes`` / ``gt_labels`` / ``gt_bboxes_ignore``.
+    """Copy ``results["ann_info"]`` into ``gt_bboxes`` / ``gt_labels`` / ``gt_bboxes_ignore``
+    and, with ``with_mask``, read the instance masks into ``gt_masks``.
 
     Copies, so later transforms never change the dataset's own arrays. ``bbox_fields`` lists
     ``gt_bboxes`` and, when the annotation has them, ``gt_bboxes_ignore``.
+
+    Masks follow MMDetection 3.3's ``LoadAnnotations(with_mask=True, poly2mask=True)``:
+    polygons and RLE (uncompressed or compressed) decoded by pycocotools at the image size of
+    ``img_info``. An instance whose mask is unusable (no polygon part of >= 3 points; an RLE
+    with ``poly2mask = false``) becomes an ignore box, as MMDetection's ``ignore_flag``; an
+    annotation without a ``segmentation``, an RLE of another size, or a dataset format without
+    masks (VOC, YOLO box lines) is a DataError naming the file and annotation
+    (:mod:`detcli.data.masks_io`).
     """
 
-    def __init__(self, *, with_bbox: bool = True, with_label: bool = True) -> None:
+    def __init__(self, *, with_bbox: bool = True, with_label: bool = True,
+                 with_mask: bool = False, poly2mask: bool = True) -> None:
         self.with_bbox = with_bbox
         self.with_label = with_label
+        self.with_mask = with_mask
+        self.poly2mask = poly2mask
 
     def __repr__(self) -> str:
-        return f"LoadAnnotations(with_bbox={self.with_bbox}, with_label={self.with_label})"
+        return (f"LoadAnnotations(with_bbox={self.with_bbox}, with_label={self.with_label}, "
+                f"with_mask={self.with_mask}, poly2mask={self.poly2mask})")
 
     def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
         ann = results.get("ann_info")
@@ -114,7 +136,35 @@ class LoadAnnotations:
             labels = np.zeros(0, np.int64) if labels is None else labels
             results["gt_labels"] = np.array(labels, dtype=np.int64).reshape(-1)  # (G,)
         results["bbox_fields"] = fields
+        if self.with_mask:
+            self._load_masks(results, ann)
         return results
+
+    def _load_masks(self, results: dict[str, Any], ann: dict[str, Any]) -> None:
+        """``gt_masks`` (G masks) and ``mask_fields``; unusable masks move their boxes to the
+        ignore boxes (class docstring)."""
+        masks = ann.get("masks")
+        if isinstance(masks, NoMasks):
+            raise DataError(masks.reason, hint="instance masks come from a COCO file's "
+                            "`segmentation` or from YOLO polygon label lines")
+        if masks is None:
+            raise DataError("ann_info has no 'masks': the dataset did not provide segmentations",
+                            hint="build the results with the dataset (DetDataset.prepare)")
+        info = results["img_info"]
+        loaded = load_masks(masks, int(info["height"]), int(info["width"]), self.poly2mask,
+                            ann.get("ann_ids"), ann.get("source", "the annotation file"))
+        results["gt_masks"] = loaded.masks[loaded.usable]
+        results["mask_fields"] = ["gt_masks"]
+        if loaded.usable.all() or not self.with_bbox:
+            return
+        dropped = results["gt_bboxes"][~loaded.usable]  # (D, 4)
+        results["gt_bboxes"] = results["gt_bboxes"][loaded.usable]
+        if "gt_labels" in results:
+            results["gt_labels"] = results["gt_labels"][loaded.usable]
+        ignore = results.get("gt_bboxes_ignore", np.zeros((0, 4), np.float32))
+        results["gt_bboxes_ignore"] = np.concatenate([ignore, dropped]).astype(np.float32)
+        if "gt_bboxes_ignore" not in results["bbox_fields"]:
+            results["bbox_fields"].append("gt_bboxes_ignore")
 
 
 def _boxes(boxes: Any, key: str) -> np.ndarray:

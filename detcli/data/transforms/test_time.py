@@ -8,6 +8,8 @@ the inner pipeline produces (normally ``{"img": (3, H_v, W_v), "img_metas": {...
 merge maps each view's boxes back to the original image before merging. Views are ordered
 scale-major: for each scale, the unflipped view first, then one per flip direction.
 ``detcli.data.collate.collate_views`` turns a batch of such samples into V image batches.
+GT masks are not needed at test time: when a test pipeline loads them, each view's steps move
+its own copy (mask structures are never changed in place) and Collect drops them unless asked.
 """
 
 from __future__ import annotations
@@ -89,8 +91,9 @@ class MultiScaleFlipAug:
         for scale in self.scales:
             for flip, direction in self.flip_args:
                 view = dict(results)  # shallow: transforms replace arrays, never edit them
-                if "bbox_fields" in view:
-                    view["bbox_fields"] = list(view["bbox_fields"])
+                for fields in ("bbox_fields", "mask_fields"):  # steps may extend these lists
+                    if fields in view:
+                        view[fields] = list(view[fields])
                 view[self.scale_key] = scale
                 view["flip"] = flip
                 view["flip_direction"] = direction

@@ -102,7 +102,10 @@ def test_results_dict_follows_the_data_contract(tmp_path):
                                    "filename": str(tmp_path / "imgs" / "b.jpg"),
                                    "height": 50, "width": 60}
     assert results["image_id"] == 20 and results["img_prefix"] == str(tmp_path / "imgs")
-    assert set(results["ann_info"]) == {"bboxes", "labels", "bboxes_ignore"}
+    assert set(results["ann_info"]) == {"bboxes", "labels", "bboxes_ignore", "masks", "ann_ids",
+                                        "source"}
+    assert len(results["ann_info"]["masks"]) == len(results["ann_info"]["bboxes"])
+    assert results["ann_info"]["source"] == ds.source
     assert ds.flag.tolist() == [1, 1]  # both images are wider than high
     assert ds.get_cat_ids(0) == [0, 2]
 
