@@ -160,7 +160,7 @@ class ErrorBreakdown:
     """A TIDE breakdown (module docstring): AP50 and each error type's dAP50."""
 
     class_names: list[str]  # K
-    ap50: float  # COCO mAP at IoU 0.5 (maxDets 100), as bbox_mAP_50
+    ap50: float  # COCO mAP at IoU 0.5 (maxDets 100), as bbox_mAP_50; 0 when no class has GT
     ap50_per_class: np.ndarray  # (K,) NaN for a class without GT
     impacts: list[ErrorImpact]  # one per ErrorType, in ERROR_TYPES order
     fg_iou: float
