@@ -148,3 +148,10 @@ def test_no_masks_keeps_masks_none_and_mixed_masks_are_an_error():
     wrong[1]["gt_masks"] = wrong[1]["gt_masks"][:2]
     with pytest.raises(DataError, match=r"2\.jpg: gt_masks must be a \(3, h, w\)"):
         collate(wrong)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
+def test_pinned_targets_keep_their_masks():
+    _, targets = collate(with_masks(two_samples()))
+    pinned = targets.pin_memory()
+    assert pinned.masks.is_pinned() and torch.equal(pinned.masks, targets.masks)

@@ -97,3 +97,20 @@ def test_yolo_polygon_lines_are_masks_and_box_lines_say_they_have_none(tmp_path)
     with pytest.raises(DataError, match=re.escape(f"{label_file}: line 1 is a box line (class "
                                                   "cx cy w h), not a polygon")):
         ds.prepare(1)
+
+
+def test_dropping_images_keeps_the_masks_with_their_boxes(tmp_path):
+    data = {"images": [{"id": k, "file_name": f"{k}.jpg", "width": 40, "height": 30}
+                       for k in (1, 2)],
+            "categories": [{"id": 1, "name": "thing"}],
+            "annotations": [{"id": 10 + k, "image_id": k, "category_id": 1,
+                             "bbox": [k, k, 5, 5], "area": 25.0,
+                             "segmentation": [[k, k, k + 5, k, k + 5, k + 5, k, k + 5]]}
+                            for k in (1, 2)]}
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(data))
+    ds = CocoDataset(ann_file=str(path), img_prefix=str(tmp_path))
+    ds.drop_images([0])
+    assert ds.get_ann_masks(0) == [[[2, 2, 7, 2, 7, 7, 2, 7]]]
+    assert ds.get_ann_names(0) == ["annotation 12"]
+    np.testing.assert_array_equal(ds.get_ann_info(0)["bboxes"], [[2, 2, 7, 7]])
