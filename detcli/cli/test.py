@@ -102,11 +102,11 @@ def metrics_table(columns: dict[str, dict[str, Any]]) -> Table:
 
 
 def _per_class_keys(rows: list[dict[str, Any]]) -> list[str]:
-    """The per-class AP keys of ``rows``: COCO's (:data:`PER_CLASS_COLUMNS`) first, then any
-    other metric's AP (e.g. VOC's ``voc_AP``), in the order the first row has them."""
+    """The per-class value keys of ``rows``: COCO's (:data:`PER_CLASS_COLUMNS`) first, then any
+    other metric's (VOC's ``voc_num_gts`` ... ``voc_AP``), in the order the first row has them."""
     present = list(rows[0]) if rows else []
     coco = [k for k in PER_CLASS_COLUMNS if k in present]
-    return coco + [k for k in present if k not in coco and k.endswith("AP")]
+    return coco + [k for k in present if k != "class" and k not in coco]
 
 
 def per_class_table(columns: dict[str, dict[str, Any]], gt_counts: list[int]) -> Table:
