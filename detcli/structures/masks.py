@@ -354,7 +354,7 @@ def crop_and_resize(masks: Tensor, boxes: Tensor, inds: Tensor, out_size: tuple[
 
     Args:
         masks: (M, H, W) uint8 (or float) bitmaps, e.g. ``DetTargets.masks.flatten(0, 1)``
-            (M = N * G; then ``inds = n * G + gt_slot``).
+            (M = N * G; then ``inds = n * G + gt_slot``), on the device of ``boxes``.
         boxes: (R, 4) float (x1, y1, x2, y2) in mask pixels; MMDetection's ``mask_target``
             clips them to [0, W] x [0, H] before it calls this (the caller's step).
         inds: (R,) int64 in [0, M): which mask each box cuts.

@@ -101,8 +101,8 @@ class LoadAnnotations:
     ``gt_bboxes`` and, when the annotation has them, ``gt_bboxes_ignore``.
 
     Masks follow MMDetection 3.3's ``LoadAnnotations(with_mask=True, poly2mask=True)``:
-    polygons and RLE (uncompressed or compressed) decoded by pycocotools at the image size of
-    ``img_info``. An instance whose mask is unusable (no polygon part of >= 3 points; an RLE
+    polygons and RLE (uncompressed or compressed) decoded by pycocotools at the size of the
+    image as loaded (``ori_shape``; ``img_info``'s size when no image was loaded). An instance whose mask is unusable (no polygon part of >= 3 points; an RLE
     with ``poly2mask = false``) becomes an ignore box, as MMDetection's ``ignore_flag``; an
     annotation without a ``segmentation``, an RLE of another size, or a dataset format without
     masks (VOC, YOLO box lines) is a DataError naming the file and annotation
@@ -150,9 +150,9 @@ class LoadAnnotations:
         if masks is None:
             raise DataError("ann_info has no 'masks': the dataset did not provide segmentations",
                             hint="build the results with the dataset (DetDataset.prepare)")
-        info = results["img_info"]
-        loaded = load_masks(masks, int(info["height"]), int(info["width"]), self.poly2mask,
-                            ann.get("ann_ids"), ann.get("source", "the annotation file"))
+        height, width = _mask_size(results)
+        loaded = load_masks(masks, height, width, self.poly2mask, ann.get("ann_ids"),
+                            ann.get("source", "the annotation file"))
         results["gt_masks"] = loaded.masks[loaded.usable]
         results["mask_fields"] = ["gt_masks"]
         if loaded.usable.all() or not self.with_bbox:
@@ -165,6 +165,16 @@ class LoadAnnotations:
         results["gt_bboxes_ignore"] = np.concatenate([ignore, dropped]).astype(np.float32)
         if "gt_bboxes_ignore" not in results["bbox_fields"]:
             results["bbox_fields"].append("gt_bboxes_ignore")
+
+
+def _mask_size(results: dict[str, Any]) -> tuple[int, int]:
+    """(h, w) the masks take: the decoded image's (``ori_shape``, as MMDetection 3.3), or the
+    annotation's when no image was loaded."""
+    shape = results.get("ori_shape")
+    if shape is not None:
+        return int(shape[0]), int(shape[1])
+    info = results["img_info"]
+    return int(info["height"]), int(info["width"])
 
 
 def _boxes(boxes: Any, key: str) -> np.ndarray:

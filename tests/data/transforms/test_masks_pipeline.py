@@ -67,6 +67,12 @@ def test_load_polygons_as_bitmaps_or_polygons():
     np.testing.assert_array_equal(kept.polygons[1][0], B)
     np.testing.assert_array_equal(kept.to_bitmap().masks, out["gt_masks"].masks)
     assert "gt_masks" not in LoadAnnotations()(results())  # with_mask defaults to false
+    # masks take the size of the image as decoded (ori_shape), as MMDetection 3.3
+    misannotated = results()
+    misannotated["img_info"].update(height=50, width=60)
+    assert LoadAnnotations(with_mask=True)(misannotated)["gt_masks"].masks.shape == (2, H, W)
+    del misannotated["ori_shape"]  # no image loaded: the annotation's size
+    assert LoadAnnotations(with_mask=True)(misannotated)["gt_masks"].masks.shape == (2, 50, 60)
 
 
 def test_load_rle_uncompressed_and_compressed():
