@@ -313,15 +313,15 @@ def logs(
     wanted = [k.strip() for item in keys or [] for k in item.split(",") if k.strip()]
     runs = read_runs(work_dirs)
     comparison = compare_runs(runs, wanted, x.value if x else None)
-    chart = None
-    if out is not None:
-        chart = write_comparison(runs, comparison.keys, comparison.x, out)
-        err_console.print(f"wrote {chart} ({', '.join(comparison.keys)} by {comparison.x})",
-                          highlight=False, markup=False)
+    chart = write_comparison(runs, comparison.keys, comparison.x, out) if out else None
     if as_json:
         print_json({**comparison.to_dict(), "chart": str(chart) if chart else None})
-        return
-    _print_logs(comparison)
-    if out is None:
-        err_console.print(f"add --out PNG to draw {', '.join(comparison.keys) or 'the curves'} "
-                          "for each run", style="dim", highlight=False, markup=False)
+    else:
+        _print_logs(comparison)
+    drawn = ", ".join(comparison.keys) or "the curves"
+    if chart is not None:
+        err_console.print(f"wrote {chart} ({drawn} by {comparison.x})", highlight=False,
+                          markup=False)
+    elif not as_json:
+        err_console.print(f"add --out PNG to draw {drawn} for each run", style="dim",
+                          highlight=False, markup=False)

@@ -146,3 +146,38 @@ def test_log_dir_relative_to_the_work_dir_or_absolute(tmp_path):
     assert TensorboardLoggerHook().path(tmp_path) == tmp_path / "tf_logs"
     assert TensorboardLoggerHook(log_dir=str(tmp_path / "tb")).path(tmp_path / "w") == \
         tmp_path / "tb"
+
+
+def write_events(work, records, done: int = 0) -> None:
+    """One TensorboardLoggerHook session on a fake context: started at iteration ``done``,
+    given ``records``, closed."""
+    hook = TensorboardLoggerHook()
+    ctx = fake_context(work)
+    ctx.state.iter = done
+    hook.before_run(ctx)
+    for record in records:
+        hook.on_log(ctx, record)
+    hook.after_run(ctx)
+
+
+def scalar_steps(work, tag):
+    events = EventAccumulator(str(work / "tf_logs"))  # the folder: every event file in it
+    events.Reload()
+    if tag not in events.Tags()["scalars"]:
+        return []
+    return [(e.step, round(e.value, 6)) for e in events.Scalars(tag)]
+
+
+def test_the_event_folder_reads_as_one_run_across_a_resume_and_a_new_run(tmp_path):
+    first = [r for r in RUN_A if r["iter"] <= 8]
+    write_events(tmp_path, first)  # a run killed after iteration 8, its checkpoint at 4
+    assert [s for s, _ in scalar_steps(tmp_path, "train/loss")] == [2, 4, 6, 8]
+    redone = [{**r, "loss": r["loss"] + 1} if r["mode"] == "train" else r
+              for r in RUN_A if r["iter"] > 4]
+    write_events(tmp_path, redone, done=4)  # resumed from iteration 4: 6 and 8 again
+    assert scalar_steps(tmp_path, "train/loss") == [(2, 1.5), (4, 1.2), (6, 2.0), (8, 1.9),
+                                                    (10, 1.8), (12, 1.7)]
+    assert scalar_steps(tmp_path, "val/bbox_mAP") == [(4, 0.1), (8, 0.3), (12, 0.25)]
+    write_events(tmp_path, RUN_A[:1])  # a new run in the same folder
+    assert scalar_steps(tmp_path, "train/loss") == [(2, 1.5)]
+    assert scalar_steps(tmp_path, "val/bbox_mAP") == []

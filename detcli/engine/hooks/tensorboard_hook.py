@@ -5,8 +5,9 @@ in MMDetection. Each ``on_log`` record becomes scalars tagged ``<mode>/<key>`` a
 ``iter``: ``train/loss_cls``, ``train/loss``, ``train/lr``, ``train/grad_norm``, ``train/time``,
 ... every log interval and ``val/bbox_mAP``, ... after each evaluation, written with
 ``torch.utils.tensorboard.SummaryWriter`` into ``log_dir`` (default ``tf_logs``, MMDetection's
-name; a relative path is inside the work dir). Rank 0 only. A resumed run purges the events
-logged after its checkpoint's iteration, as ``metrics.jsonl`` drops their records.
+name; a relative path is inside the work dir). Rank 0 only. Like ``metrics.jsonl``, the
+folder reads as one run: a resumed run purges the events logged after its checkpoint's
+iteration, a new run those of an earlier run there (TensorBoard's ``purge_step``).
 
 The ``tensorboard`` package is an optional extra (``pip install 'detcli[tensorboard]'``); the
 hook checks for it when it is built, before training starts, and raises a
@@ -65,9 +66,11 @@ class TensorboardLoggerHook(Hook):
     def before_run(self, ctx: TrainContext) -> None:
         if not ctx.dist.is_main:
             return
-        resumed = ctx.restored.kind in ("resume", "extend")
+        # TensorBoard hides the folder's earlier events from this step on: a new run's (step
+        # 1) hide those of a run that stopped there before its first checkpoint, a resumed
+        # run's those logged after its checkpoint
         self.writer = self.writer_class(log_dir=str(self.path(ctx.work_dir)),
-                                        purge_step=ctx.state.iter + 1 if resumed else None)
+                                        purge_step=ctx.state.iter + 1)
 
     def on_log(self, ctx: TrainContext, record: dict[str, Any]) -> None:
         if self.writer is None:
