@@ -7,9 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from detcli.data.datasets import CocoDataset
-from detcli.data.synth import MAX_SAGITTA, _segmentation, _shape_mask, make_synthetic_dataset
+from detcli.data.loader import build_dataloader
+from detcli.data.synth import (
+    MAX_SAGITTA,
+    _segmentation,
+    _shape_mask,
+    ensure_synthetic_dataset,
+    make_synthetic_dataset,
+)
 from detcli.data.transforms import LoadAnnotations
 from detcli.structures.masks import polygons_to_bitmap
 from tests.data.fixtures.synth_digests import FIXTURE, SPECS, digests
@@ -70,8 +78,6 @@ def test_every_annotation_has_a_mask_inside_its_box(tmp_path):
 
 
 def test_an_older_copy_without_segmentation_is_regenerated(tmp_path):
-    from detcli.data.synth import ensure_synthetic_dataset
-
     root = tmp_path / "synth"
     ensure_synthetic_dataset(root, num_train=2, num_val=1, image_size=64)
     marker = json.loads((root / "synth.json").read_text())
@@ -82,3 +88,38 @@ def test_an_older_copy_without_segmentation_is_regenerated(tmp_path):
     ann.write_text("{}")
     ensure_synthetic_dataset(root, num_train=2, num_val=1, image_size=64)
     assert "images" in json.loads(ann.read_text())  # written again
+
+
+def test_a_mask_pipeline_through_a_worker_gives_masks_aligned_with_the_boxes(tmp_path):
+    """The synthetic set, a Mask R-CNN-style pipeline, a DataLoader with one worker process."""
+    synth = make_synthetic_dataset(tmp_path, num_train=4, num_val=0, image_size=96, seed=7,
+                                   empty_ratio=0.0)
+    pipeline = [
+        {"type": "LoadImageFromFile"},
+        {"type": "LoadAnnotations", "with_bbox": True, "with_mask": True},
+        {"type": "Resize", "img_scale": [80, 80], "keep_ratio": True},
+        {"type": "RandomFlip", "flip_ratio": 0.5, "direction": ["horizontal", "vertical"]},
+        {"type": "Normalize", "mean": [0, 0, 0], "std": [1, 1, 1], "to_rgb": True},
+        {"type": "Pad", "size_divisor": 32},
+        {"type": "DefaultFormatBundle"},
+        {"type": "Collect", "keys": ["img", "gt_bboxes", "gt_labels", "gt_masks"]},
+    ]
+    ds = CocoDataset(ann_file=str(synth.ann_file("train")),
+                     img_prefix=str(synth.img_prefix("train")), pipeline=pipeline)
+    loader = build_dataloader(ds, samples_per_gpu=2, workers_per_gpu=1, shuffle=False,
+                              pin_memory=False)
+    batches = 0
+    for images, targets in loader:
+        batches += 1
+        n, g = targets.labels.shape
+        assert targets.masks.shape == (n, g, *images.pad_shape)
+        for k in range(n):
+            for slot in range(g):
+                mask = targets.masks[k, slot]
+                if targets.labels[k, slot] < 0:
+                    assert mask.sum() == 0  # a padding slot
+                    continue
+                ys, xs = torch.nonzero(mask, as_tuple=True)
+                tight = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
+                assert (tight - targets.boxes[k, slot]).abs().max() <= 1.5  # resized, flipped
+    assert batches == 2
