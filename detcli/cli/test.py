@@ -43,11 +43,18 @@ METRIC_ROWS = (
     ("bbox_mAP_l", "AP large"), ("bbox_AR@1", "AR maxDets 1"), ("bbox_AR@10", "AR maxDets 10"),
     ("bbox_AR@100", "AR maxDets 100"), ("bbox_AR_s@100", "AR small"),
     ("bbox_AR_m@100", "AR medium"), ("bbox_AR_l@100", "AR large"),
+    ("segm_mAP", "mask AP @[IoU 0.50:0.95]"), ("segm_mAP_50", "mask AP @[IoU 0.50]"),
+    ("segm_mAP_75", "mask AP @[IoU 0.75]"), ("segm_mAP_s", "mask AP small"),
+    ("segm_mAP_m", "mask AP medium"), ("segm_mAP_l", "mask AP large"),
+    ("segm_AR@1", "mask AR maxDets 1"), ("segm_AR@10", "mask AR maxDets 10"),
+    ("segm_AR@100", "mask AR maxDets 100"), ("segm_AR_s@100", "mask AR small"),
+    ("segm_AR_m@100", "mask AR medium"), ("segm_AR_l@100", "mask AR large"),
     ("voc_mAP", "VOC mAP (evaluation.voc.eval_mode)"),
     ("voc_mAP_11points", "VOC mAP, 11 points (VOC2007)"),
     ("voc_mAP_area", "VOC mAP, area (VOC2010+)"),
 )
-TITLES = {"bbox_": "COCO bbox metrics", "voc_": "VOC metrics"}  # key prefix -> table title
+TITLES = {"bbox_": "COCO bbox metrics", "segm_": "COCO segm metrics",
+          "voc_": "VOC metrics"}  # key prefix -> table title
 
 
 PER_CLASS_COLUMNS = ("AP", "AP50", "AP75", "AP_s", "AP_m", "AP_l")  # COCO's, in this order

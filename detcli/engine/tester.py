@@ -10,6 +10,10 @@ image, in dataset order, empty ones included: the sampler's order says which ima
 row is, so a distributed sampler (each rank a share, padded by repeats) is fine, a shuffling
 one is not. In a distributed run every rank gets every image's detections
 (``all_gather_object``).
+
+Memory: detections are kept on the CPU and a mask detector's pasted (D, H, W) bitmaps are
+encoded to RLE batch by batch (:func:`compact`), so a validation set's masks never sit in
+memory as bitmaps; what is gathered and returned carries ``mask_rles``, never ``masks``.
 """
 
 from __future__ import annotations
@@ -123,7 +127,8 @@ def run_inference_modes(model: nn.Module, loader: DataLoader, device: torch.devi
                 views = [v.to(device, non_blocking=True) for v in views]
                 for mode in modes:
                     dets = merge_views(model, views) if mode == "tta" else model.predict(views[0])
-                    found[mode].update(zip(rows, (d.to("cpu") for d in dets)))
+                    found[mode].update(zip(rows, (compact(d) for d in dets)))
+                    del dets  # the batch's bitmaps go now, not when the next batch is run
                 done += len(rows)
                 if progress is not None:
                     progress(done, len(indices))
@@ -131,6 +136,11 @@ def run_inference_modes(model: nn.Module, loader: DataLoader, device: torch.devi
         model.train(was_training)
     num_images = len(loader.dataset)  # type: ignore[arg-type]
     return {mode: gather_by_index(found[mode], num_images) for mode in modes}
+
+
+def compact(dets: Detections) -> Detections:
+    """One image's detections as they are kept: on the CPU, masks as RLE (bitmaps dropped)."""
+    return dets.with_encoded_masks().to("cpu")
 
 
 def run_inference(model: nn.Module, loader: DataLoader, device: torch.device | str, *,

@@ -1,4 +1,4 @@
-"""COCO box evaluation through pycocotools, for any dataset: detections in, metrics out.
+"""COCO box and mask evaluation through pycocotools, for any dataset: detections in, metrics out.
 
 I images in the dataset, K classes, D detections of one image, G GT boxes and Ig ignore boxes of
 one image, T = 10 IoU thresholds (0.50:0.05:0.95), R = 101 recall thresholds, A = 4 area ranges
@@ -17,6 +17,12 @@ Only the dataset's images (``img_infos``, in order) and classes (``cat_ids``) ar
 image without GT and an image without detections both count, as COCO counts them. Detections
 (original-image pixels, :class:`~detcli.structures.detections.Detections`) become COCO results
 ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` (``w = x2 - x1``, no +1).
+
+Masks (``iou_type = "segm"``, :mod:`detcli.evaluation.segm`): the same evaluation with
+pycocotools' iouType "segm" on the detections' RLE masks, MMDetection's ``CocoMetric`` with
+metric "segm": keys ``segm_mAP`` ... ``segm_AR_l@100``, per-class keys ``segm_AP`` ...
+``segm_AP_l``. Every result of detections that carry masks has a ``segmentation`` (COCO RLE),
+whichever metric is computed, so ``det test --out`` keeps them.
 
 Metric keys (MMDetection's ``bbox_`` names), in ``COCOeval.stats`` order: ``bbox_mAP``,
 ``bbox_mAP_50``, ``bbox_mAP_75``, ``bbox_mAP_s``, ``bbox_mAP_m``, ``bbox_mAP_l``, ``bbox_AR@1``,
@@ -47,14 +53,26 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detcli.errors import ConfigError, DataError, DetError, writing
+from detcli.evaluation.segm import (
+    check_gt_segmentations,
+    gt_segmentations,
+    segm_results,
+)
 from detcli.structures.detections import Detections
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = (
-    "bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l",
-    "bbox_AR@1", "bbox_AR@10", "bbox_AR@100", "bbox_AR_s@100", "bbox_AR_m@100", "bbox_AR_l@100",
-)
+IOU_TYPES = ("bbox", "segm")
+_STATS = ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l",
+          "AR@1", "AR@10", "AR@100", "AR_s@100", "AR_m@100", "AR_l@100")
+
+
+def metric_keys(iou_type: str = "bbox") -> tuple[str, ...]:
+    """The 12 metric keys of ``iou_type`` ("bbox" or "segm"), in ``COCOeval.stats`` order."""
+    return tuple(f"{iou_type}_{stat}" for stat in _STATS)
+
+
+METRIC_KEYS = metric_keys("bbox")
 
 
 @dataclass
@@ -107,9 +125,11 @@ class ClassAP:
     ap_m: float | None
     ap_l: float | None
 
-    def to_json(self) -> dict[str, Any]:
-        return {"class": self.name, "AP": self.ap, "AP50": self.ap50, "AP75": self.ap75,
-                "AP_s": self.ap_s, "AP_m": self.ap_m, "AP_l": self.ap_l}
+    def to_json(self, prefix: str = "") -> dict[str, Any]:
+        """``{"class", "AP", "AP50", ...}``; ``prefix`` goes before every AP key ("segm_")."""
+        values = {"AP": self.ap, "AP50": self.ap50, "AP75": self.ap75, "AP_s": self.ap_s,
+                  "AP_m": self.ap_m, "AP_l": self.ap_l}
+        return {"class": self.name, **{prefix + key: v for key, v in values.items()}}
 
 
 @dataclass
@@ -169,8 +189,10 @@ def dataset_result_ids(dataset: Any) -> tuple[list[int], list[int]]:
     return img_ids, [k + 1 for k in range(len(dataset.CLASSES))]
 
 
-def _annotations(dataset: Any, i: int, image_id: int, num_classes: int) -> list[dict[str, Any]]:
-    """COCO annotations of dataset image ``i``: its GT boxes, then its ignore boxes as crowds."""
+def _annotations(dataset: Any, i: int, image_id: int, num_classes: int,
+                 with_masks: bool = False) -> list[dict[str, Any]]:
+    """COCO annotations of dataset image ``i``: its GT boxes, then its ignore boxes as crowds;
+    ``with_masks``: each with its ``segmentation`` (:func:`~detcli.evaluation.segm.gt_segmentations`)."""
     ann = dataset.get_ann_info(i)
     boxes = np.asarray(ann["bboxes"], dtype=np.float64).reshape(-1, 4)  # (G, 4)
     labels = np.asarray(ann["labels"], dtype=np.int64).reshape(-1)  # (G,)
@@ -184,25 +206,32 @@ def _annotations(dataset: Any, i: int, image_id: int, num_classes: int) -> list[
     all_labels = np.concatenate([labels, ignore_labels])  # (G + Ig,)
     crowd = np.arange(len(all_boxes)) >= len(boxes)  # (G + Ig,)
     xywh = xyxy_to_xywh(all_boxes).tolist()
-    return [
+    anns = [
         {"image_id": image_id, "category_id": int(label) + 1, "bbox": box,
          "area": box[2] * box[3], "iscrowd": int(is_crowd)}
         for box, label, is_crowd in zip(xywh, all_labels.tolist(), crowd.tolist())
     ]
+    if with_masks:
+        for ann, segm in zip(anns, gt_segmentations(dataset, i, all_boxes[len(boxes):])):
+            ann["segmentation"] = segm
+    return anns
 
 
-def ground_truth_from_dataset(dataset: Any) -> CocoGroundTruth:
-    """The dataset's GT as COCO (see the module docstring for the two ways)."""
+def ground_truth_from_dataset(dataset: Any, with_masks: bool = False) -> CocoGroundTruth:
+    """The dataset's GT as COCO (see the module docstring for the two ways); ``with_masks``:
+    every annotation has a ``segmentation`` (an error naming the dataset where it cannot)."""
     img_ids, cat_ids = dataset_result_ids(dataset)
     names = [str(c) for c in dataset.CLASSES]
     coco = getattr(dataset, "coco", None)
     if coco is not None and hasattr(dataset, "cat_ids"):
+        if with_masks:
+            check_gt_segmentations(coco, img_ids, str(getattr(dataset, "source", "the dataset")))
         return CocoGroundTruth(coco, img_ids, cat_ids, names)
     images, annotations = [], []
     for i, (info, image_id) in enumerate(zip(dataset.img_infos, img_ids)):
         images.append({"id": image_id, "file_name": info.get("file_name", str(image_id)),
                        "height": int(info.get("height", 0)), "width": int(info.get("width", 0))})
-        annotations += _annotations(dataset, i, image_id, len(names))
+        annotations += _annotations(dataset, i, image_id, len(names), with_masks)
     for ann_id, ann in enumerate(annotations, start=1):
         ann["id"] = ann_id
     categories = [{"id": k + 1, "name": name} for k, name in enumerate(names)]
@@ -225,8 +254,11 @@ def detections_to_coco(detections: Sequence[Detections], img_ids: Sequence[int],
         boxes = xyxy_to_xywh(dets.boxes.double().numpy()).tolist()  # (D, 4)
         categories = cat_table[dets.labels].tolist()  # (D,)
         scores = dets.scores.float().tolist()  # (D,)
-        results += [{"image_id": int(image_id), "category_id": c, "bbox": b, "score": s}
-                    for b, c, s in zip(boxes, categories, scores)]
+        image = [{"image_id": int(image_id), "category_id": c, "bbox": b, "score": s}
+                 for b, c, s in zip(boxes, categories, scores)]
+        for result, rle in zip(image, dets.encoded_masks() or ()):
+            result["segmentation"] = rle.to_coco()
+        results += image
     return results
 
 
@@ -253,11 +285,14 @@ def load_results(gt: COCO, results: list[dict[str, Any]]) -> COCO:
 BACKENDS = ("pycocotools", "faster-coco-eval")
 
 
-def coco_eval_maker(backend: str) -> Callable[[COCO, COCO], COCOeval]:
-    """``(gt, results) -> COCOeval`` ('bbox') of ``backend``: pycocotools', or faster-coco-eval's
-    drop-in (optional: ``pip install 'detcli[fast-eval]'``; a ConfigError here when missing)."""
+def coco_eval_maker(backend: str, iou_type: str = "bbox") -> Callable[[COCO, COCO], COCOeval]:
+    """``(gt, results) -> COCOeval`` (``iou_type`` "bbox" or "segm") of ``backend``:
+    pycocotools', or faster-coco-eval's drop-in (optional: ``pip install 'detcli[fast-eval]'``;
+    a ConfigError here when missing)."""
+    if iou_type not in IOU_TYPES:
+        raise ConfigError(f"COCO iou_type {iou_type!r}: expected one of {list(IOU_TYPES)}")
     if backend == "pycocotools":
-        return lambda gt, dt: COCOeval(gt, dt, "bbox")
+        return lambda gt, dt: COCOeval(gt, dt, iou_type)
     if backend != "faster-coco-eval":
         raise ConfigError(f"evaluation.backend = {backend!r}: expected one of {list(BACKENDS)}")
     try:
@@ -267,16 +302,19 @@ def coco_eval_maker(backend: str) -> Callable[[COCO, COCO], COCOeval]:
                           f"package, which cannot be imported ({exc})",
                           hint="pip install 'detcli[fast-eval]', or set evaluation.backend = "
                                "'pycocotools'") from None
-    return lambda gt, dt: COCOeval_faster(gt, dt, "bbox", print_function=log.debug)
+    return lambda gt, dt: COCOeval_faster(gt, dt, iou_type, print_function=log.debug)
 
 
 class CocoEvaluator:
-    """COCO 'bbox' evaluation of detections on one dataset's images and classes, by the
-    COCOeval of ``backend`` (:data:`BACKENDS`)."""
+    """COCO evaluation of detections on one dataset's images and classes, by the COCOeval of
+    ``backend`` (:data:`BACKENDS`): of their boxes (``iou_type = "bbox"``) or their masks
+    ("segm": the GT needs masks, the detections too)."""
 
-    def __init__(self, dataset: Any, *, backend: str = "pycocotools") -> None:
-        self.make_coco_eval = coco_eval_maker(backend)
-        self.gt = ground_truth_from_dataset(dataset)
+    def __init__(self, dataset: Any, *, backend: str = "pycocotools",
+                 iou_type: str = "bbox") -> None:
+        self.iou_type = iou_type
+        self.make_coco_eval = coco_eval_maker(backend, iou_type)
+        self.gt = ground_truth_from_dataset(dataset, with_masks=iou_type == "segm")
         self.source = str(getattr(dataset, "source", type(dataset).__name__))
         if not self.gt.coco.dataset.get("annotations"):
             log.warning("%s has no GT annotations: every COCO metric will be -1", self.source)
@@ -300,6 +338,8 @@ class CocoEvaluator:
     def score_results(self, results: list[dict[str, Any]]) -> CocoScores:
         """The metrics of COCO results whose ids are this dataset's, with pycocotools'
         accumulated arrays and the per-class rows."""
+        if self.iou_type == "segm":  # masks, scored by their own area (MMDetection's)
+            results = segm_results(results)
         coco_eval = self.make_coco_eval(self.gt.coco, load_results(self.gt.coco, results))
         coco_eval.params.imgIds = list(self.gt.img_ids)
         coco_eval.params.catIds = list(self.gt.cat_ids)
@@ -308,12 +348,14 @@ class CocoEvaluator:
             coco_eval.evaluate()
             coco_eval.accumulate()
             coco_eval.summarize()
-        log.debug("COCO evaluation of %d results on %s:\n%s", len(results), self.source,
-                  summary.getvalue())
+        log.debug("COCO %s evaluation of %d results on %s:\n%s", self.iou_type, len(results),
+                  self.source, summary.getvalue())
         accumulated = self.accumulated(coco_eval)
         rows = per_class_ap(accumulated, self.gt.class_names)
-        metrics: dict[str, Any] = {key: float(v) for key, v in zip(METRIC_KEYS, coco_eval.stats)}
-        metrics["per_class"] = [row.to_json() for row in rows]
+        metrics: dict[str, Any] = {key: float(v) for key, v in
+                                   zip(metric_keys(self.iou_type), coco_eval.stats)}
+        prefix = "" if self.iou_type == "bbox" else f"{self.iou_type}_"
+        metrics["per_class"] = [row.to_json(prefix) for row in rows]
         return CocoScores(metrics, accumulated, rows)
 
     def accumulated(self, coco_eval: COCOeval) -> CocoAccumulated:

@@ -6,6 +6,9 @@ the *primary* one (its headline key is what ``save_best = "auto"`` picks):
 - ``"bbox"``: COCO box AP/AR through ``COCOeval`` (:mod:`detcli.evaluation.coco`), primary key
   ``bbox_mAP``; ``backend`` picks the COCOeval implementation (pycocotools, or the optional
   faster-coco-eval drop-in: ``pip install 'detcli[fast-eval]'``);
+- ``"segm"``: COCO mask AP/AR (the same ``COCOeval`` with iouType "segm" on the detections' RLE
+  masks, :mod:`detcli.evaluation.segm`), primary key ``segm_mAP``; needs a detector with masks
+  (MaskRCNN) and GT masks (a COCO file's ``segmentation``, YOLO polygon labels);
 - ``"voc"``: Pascal VOC mAP (:mod:`detcli.evaluation.voc`), primary key ``voc_mAP``, set up by
   ``[evaluation.voc]`` with MMDetection 3.x ``VOCMetric``'s names and defaults.
 """
@@ -18,10 +21,10 @@ from pydantic import Field, field_validator
 
 from detcli.config.schema import Maybe, Schema
 
-MetricName = Literal["bbox", "voc"]
+MetricName = Literal["bbox", "segm", "voc"]
 Backend = Literal["pycocotools", "faster-coco-eval"]
 
-PRIMARY_KEYS: dict[str, str] = {"bbox": "bbox_mAP", "voc": "voc_mAP"}
+PRIMARY_KEYS: dict[str, str] = {"bbox": "bbox_mAP", "segm": "segm_mAP", "voc": "voc_mAP"}
 
 
 class VocMetricConfig(Schema):
@@ -62,7 +65,7 @@ class EvaluationConfig(Schema):
     metric: Union[MetricName, list[MetricName]] = "bbox"  # a list: all computed, the first primary
     save_best: Maybe[str] = "auto"  # the metric that picks the `best` checkpoint; auto: primary key
     rule: Maybe[Literal["greater", "less"]] = None  # how save_best compares; None: greater
-    backend: Backend = "pycocotools"  # the COCOeval that scores metric "bbox"
+    backend: Backend = "pycocotools"  # the COCOeval that scores metrics "bbox" and "segm"
     voc: VocMetricConfig = Field(default_factory=VocMetricConfig)  # metric "voc"
     plots: bool = True  # at the end of training, the last evaluation's report in <work_dir>/plots
 

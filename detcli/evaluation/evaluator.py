@@ -73,6 +73,7 @@ class CombinedEvaluator:
 
 BUILDERS: dict[str, Callable[[EvaluationConfig, Any], Evaluator]] = {
     "bbox": lambda cfg, dataset: CocoEvaluator(dataset, backend=cfg.backend),
+    "segm": lambda cfg, dataset: CocoEvaluator(dataset, backend=cfg.backend, iou_type="segm"),
     "voc": lambda cfg, dataset: VocEvaluator.from_config(cfg.voc, dataset),
 }
 
