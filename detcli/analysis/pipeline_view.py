@@ -1,7 +1,7 @@
 """Running a config's data pipeline for a picture: geometry and pixels, no tensors, no batching.
 
 H, W: the network input (after resize and padding); h, w: the image after resize, before
-padding; G GT boxes, I ignore boxes. Boxes are (x1, y1, x2, y2) in pixels of the image at the
+padding; G GT boxes (and masks, when the pipeline loads them), I ignore boxes. Boxes are (x1, y1, x2, y2) in pixels of the image at the
 stage the name says (``ori`` for the file as read, otherwise the network input).
 
 ``viz assign`` and ``viz dataset`` both need what the model would see: the image after Resize,
@@ -51,6 +51,7 @@ class PipelineView:
     gt_labels: np.ndarray  # (G,) int64 in [0, K)
     ignore_boxes: np.ndarray  # (I, 4) float32, network-input pixels
     filename: str
+    gt_masks: Optional[np.ndarray] = None  # (G, H, W) bool, network input; None: not loaded
 
 
 def _step_type(step: Any) -> str:
@@ -123,6 +124,14 @@ def _boxes(results: dict[str, Any], key: str) -> np.ndarray:
     return np.asarray(boxes, np.float32).reshape(-1, 4)  # (B, 4)
 
 
+def _masks(results: dict[str, Any]) -> Optional[np.ndarray]:
+    """(G, H, W) bool of ``results["gt_masks"]`` (an InstanceMasks), None when not loaded."""
+    masks = results.get("gt_masks")
+    if masks is None:
+        return None
+    return masks.to_bitmap().masks.astype(bool)
+
+
 def run_pipeline(
     pipeline: Sequence[Any],
     results: dict[str, Any],
@@ -161,4 +170,5 @@ def run_pipeline(
         gt_labels=np.asarray(out.get("gt_labels", np.zeros(0)), np.int64).reshape(-1),
         ignore_boxes=_boxes(out, "gt_bboxes_ignore"),
         filename=str(out.get("filename", "")),
+        gt_masks=_masks(out),
     )

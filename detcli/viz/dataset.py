@@ -1,9 +1,11 @@
-"""What ``det viz dataset`` shows: a dataset's images after its pipeline, with their GT boxes.
+"""What ``det viz dataset`` shows: a dataset's images after its pipeline, with their GT boxes
+and, when the pipeline loads them (``LoadAnnotations(with_mask=True)``), their instance masks.
 
 H, W: the network input of one image (padding included); G GT boxes, I ignore boxes; K classes.
-Boxes are drawn where the model would see them: after Resize, RandomFlip, RandomCrop and Pad,
-in network-input pixels (:mod:`detcli.analysis.pipeline_view` runs the config's pipeline without
-its formatting steps). Augmentations are random; image ``k`` of the sample is prepared with
+Boxes and masks are drawn where the model would see them: after Resize, RandomFlip, RandomCrop
+and Pad, in network-input pixels (:mod:`detcli.analysis.pipeline_view` runs the config's
+pipeline without its formatting steps). A mask is filled in its class colour and outlined
+(:func:`detcli.viz.draw.draw_masks`), under the boxes. Augmentations are random; image ``k`` of the sample is prepared with
 ``np.random`` seeded to ``seed + k``, so a seed gives the same pictures.
 """
 
@@ -19,7 +21,7 @@ from detcli.analysis.pipeline_view import PipelineView, run_pipeline
 from detcli.data.build import build_dataset
 from detcli.errors import ConfigError, DetError
 from detcli.viz.canvas import draw_ignore_boxes, image_grid
-from detcli.viz.draw import draw_boxes, save_image, titled
+from detcli.viz.draw import draw_boxes, draw_masks, save_image, titled
 
 
 @dataclass
@@ -37,10 +39,12 @@ class DatasetSample:
         return f"{Path(self.view.filename).name} {w}x{h}{flip}"
 
     def draw(self) -> np.ndarray:
-        """(TITLE_HEIGHT + H, W, 3) uint8 BGR: the image with its GT boxes (class colours and
-        names, :mod:`detcli.viz.draw`), ignore regions grey, under a title."""
+        """(TITLE_HEIGHT + H, W, 3) uint8 BGR: the image with its GT masks (if loaded) and
+        boxes (class colours and names, :mod:`detcli.viz.draw`), ignore regions grey, under a
+        title."""
         v = self.view
-        picture = draw_boxes(v.image, v.gt_boxes, v.gt_labels, self.class_names)  # a copy
+        picture = v.image if v.gt_masks is None else draw_masks(v.image, v.gt_masks, v.gt_labels)
+        picture = draw_boxes(picture, v.gt_boxes, v.gt_labels, self.class_names)  # a copy
         draw_ignore_boxes(picture, v.ignore_boxes)
         return titled(picture, self.title)
 
@@ -55,6 +59,8 @@ class DatasetSample:
             "labels": [int(label) for label in v.gt_labels],
             "classes": [self.class_names[int(label)] for label in v.gt_labels],
             "ignore_boxes": [[round(float(c), 3) for c in box] for box in v.ignore_boxes],
+            "mask_areas": (None if v.gt_masks is None
+                           else [int(m.sum()) for m in v.gt_masks]),  # pixels, network input
         }
 
 
@@ -83,10 +89,7 @@ def sample_dataset(cfg: Any, split: str = "train", num: int = 8, seed: int = 0,
     chosen = list(indices) if indices is not None else pick_indices(len(dataset), num, seed)
     samples = []
     for k, idx in enumerate(chosen):
-        info = dataset.img_infos[idx]
-        results = {"img_info": dict(info), "ann_info": dataset.get_ann_info(idx),
-                   "img_prefix": dataset.img_prefix, "image_id": info["id"]}
-        view = run_pipeline(ds_cfg.pipeline, results, seed=seed + k)
+        view = run_pipeline(ds_cfg.pipeline, dataset.pipeline_input(idx), seed=seed + k)
         samples.append(DatasetSample(idx, view, tuple(dataset.CLASSES)))
     return samples
 

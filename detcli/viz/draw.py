@@ -1,7 +1,13 @@
 """Drawing boxes with class names and scores on images (OpenCV), and prediction-vs-GT panels.
 
 H, W: image height and width; D boxes to draw. Images are (H, W, 3) uint8 BGR, OpenCV's order;
-boxes are (x1, y1, x2, y2) in pixels of that image; labels are in [0, K).
+boxes are (x1, y1, x2, y2) in pixels of that image; labels are in [0, K); instance masks are
+(D, H, W) bool over that image.
+
+A mask (:func:`draw_masks`) is a fill in its class colour at ``MASK_ALPHA`` over the image
+(``round((1 - a) * pixel + a * colour)``) and a one-pixel contour in the full colour on the
+mask's own boundary pixels: exactly the mask's pixels change. Masks are drawn under the boxes
+and captions.
 
 Each class has one colour (a fixed palette, cycled), so a class looks the same in the
 prediction and the GT panel. Text sits in a filled box above the box's top-left corner (inside
@@ -16,8 +22,12 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
+from detcli.data.masks_io import NoMasks
 from detcli.data.transforms.image_io import read_image
 from detcli.errors import DataError, writing
+from detcli.structures.detections import Detections
+from detcli.structures.mask_rle import decode_masks
+from detcli.structures.masks import segmentation_to_bitmap
 
 # BGR, chosen to stay apart from each other and readable under white text.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -26,6 +36,7 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 )
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 TITLE_HEIGHT = 22  # pixels of the title bar of a panel
+MASK_ALPHA = 0.5  # weight of the class colour in a mask's fill
 
 
 def class_colour(label: int) -> tuple[int, int, int]:
@@ -77,6 +88,62 @@ def draw_boxes(
     return out
 
 
+def draw_masks(image: np.ndarray, masks: Any, labels: Any, *,
+               alpha: float = MASK_ALPHA) -> np.ndarray:
+    """A copy of ``image`` (H, W, 3) with ``masks`` (D, H, W) bool filled in the colour of
+    ``labels`` (D,) and outlined (module docstring); pixels outside every mask are unchanged."""
+    out = np.ascontiguousarray(image).copy()
+    masks = np.asarray(masks, dtype=bool).reshape(-1, *out.shape[:2])  # (D, H, W)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)  # (D,)
+    if len(masks) != len(labels):
+        raise ValueError(f"draw_masks got {len(masks)} masks and {len(labels)} labels")
+    for mask, label in zip(masks, labels):  # D is small: what a person can look at
+        if not mask.any():
+            continue
+        colour = class_colour(int(label))
+        blended = (out[mask].astype(np.float32) * (1 - alpha)
+                   + alpha * np.asarray(colour, dtype=np.float32))  # (P, 3)
+        out[mask] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)  # (P, 3)
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                       cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, colour, 1)
+    return out
+
+
+def detection_masks(detections: Detections, height: int, width: int) -> np.ndarray | None:
+    """(D, H, W) bool masks of ``detections`` (bitmaps, or decoded RLE); None without masks."""
+    if detections.masks is not None:
+        return np.asarray(detections.masks.cpu(), dtype=bool)
+    if detections.mask_rles is not None:
+        return decode_masks(detections.mask_rles, height, width)
+    return None
+
+
+def gt_masks(segmentations: Any, height: int, width: int) -> np.ndarray | None:
+    """(G, H, W) bool of a dataset's ``get_ann_masks`` (COCO segmentations); None when the
+    dataset has no masks. An annotation without a segmentation gets an empty mask."""
+    if isinstance(segmentations, NoMasks):
+        return None
+    masks = np.zeros((len(segmentations), height, width), dtype=bool)
+    for k, segm in enumerate(segmentations):
+        if isinstance(segm, (list, dict)):
+            masks[k] = segmentation_to_bitmap(segm, height, width).astype(bool)
+    return masks
+
+
+def draw_detections(image: np.ndarray, detections: Detections, class_names: Sequence[str],
+                    *, thickness: int = 2, font_scale: float = 0.4) -> np.ndarray:
+    """A copy of ``image`` with every detection's mask (when it has one), box, class name and
+    score."""
+    labels = detections.labels.cpu().numpy()  # (D,)
+    masks = detection_masks(detections, *image.shape[:2])
+    if masks is not None:
+        image = draw_masks(image, masks, labels)
+    return draw_boxes(image, detections.boxes.float().cpu().numpy(), labels, class_names,
+                      detections.scores.float().cpu().numpy(), thickness=thickness,
+                      font_scale=font_scale)
+
+
 def titled(image: np.ndarray, title: str) -> np.ndarray:
     """``image`` with a dark title bar of TITLE_HEIGHT pixels on top."""
     bar = np.full((TITLE_HEIGHT, image.shape[1], 3), 32, dtype=np.uint8)  # (TITLE_HEIGHT, W, 3)
@@ -126,24 +193,37 @@ def upscale(image: np.ndarray, min_side: int) -> tuple[np.ndarray, int]:
     return cv2.resize(image, (w * factor, h * factor), interpolation=cv2.INTER_NEAREST), factor
 
 
-def prediction_vs_gt(image: np.ndarray, detections: Any, gt: dict[str, Any],
+def _enlarged(masks: np.ndarray, factor: int) -> np.ndarray:
+    """(D, H, W) masks -> (D, H * factor, W * factor), each pixel a factor x factor block (the
+    nearest-neighbour enlargement :func:`upscale` gives the image)."""
+    return masks if factor == 1 else masks.repeat(factor, axis=1).repeat(factor, axis=2)
+
+
+def prediction_vs_gt(image: np.ndarray, detections: Detections, gt: dict[str, Any],
                      class_names: Sequence[str], score_thr: float = 0.3,
-                     min_side: int = 320) -> np.ndarray:
+                     min_side: int = 320, gt_instance_masks: np.ndarray | None = None
+                     ) -> np.ndarray:
     """One panel pair: detections scoring at least ``score_thr`` (left), GT boxes (right).
 
-    ``detections`` has ``boxes``, ``scores``, ``labels`` (a :class:`Detections`); ``gt`` is a
-    dataset's ``get_ann_info`` (``bboxes``, ``labels``; ignore boxes are drawn grey, unlabelled).
-    Images whose longer side is under ``min_side`` are enlarged by an integer factor first.
+    ``detections`` is a :class:`Detections` (its masks drawn when it has them); ``gt`` is a
+    dataset's ``get_ann_info`` (``bboxes``, ``labels``; ignore boxes are drawn grey,
+    unlabelled), ``gt_instance_masks`` (G, H, W) bool the GT boxes' masks, if any. Images whose
+    longer side is under ``min_side`` are enlarged by an integer factor first.
     """
+    masks = detection_masks(detections, *image.shape[:2])  # (D, H, W) or None
     image, factor = upscale(image, min_side)
     scores = np.asarray(detections.scores.float().cpu()).reshape(-1)  # (D,)
     shown = scores >= score_thr  # (D,)
+    labels = np.asarray(detections.labels.cpu()).reshape(-1)[shown]  # (D',)
     pred_boxes = np.asarray(detections.boxes.float().cpu()).reshape(-1, 4)  # (D, 4)
     pred_boxes = pred_boxes[shown] * factor  # (D', 4) in the enlarged image
-    pred = draw_boxes(image, pred_boxes, np.asarray(detections.labels.cpu())[shown], class_names,
-                      scores[shown])
+    pred = image if masks is None else draw_masks(image, _enlarged(masks[shown], factor), labels)
+    pred = draw_boxes(pred, pred_boxes, labels, class_names, scores[shown])
     gt_boxes = np.asarray(gt["bboxes"], dtype=np.float64).reshape(-1, 4) * factor  # (G, 4)
-    truth = draw_boxes(image, gt_boxes, gt["labels"], class_names)
+    truth = image
+    if gt_instance_masks is not None:
+        truth = draw_masks(image, _enlarged(gt_instance_masks, factor), gt["labels"])
+    truth = draw_boxes(truth, gt_boxes, gt["labels"], class_names)
     ignore = np.asarray(gt.get("bboxes_ignore", np.zeros((0, 4))), dtype=np.float64).reshape(-1, 4)
     for x1, y1, x2, y2 in (ignore * factor).round().astype(int):  # (Ig, 4)
         cv2.rectangle(truth, (x1, y1), (x2, y2), (160, 160, 160), 1)
@@ -163,12 +243,16 @@ def show_predictions(dataset: Any, detections: Sequence[Any], out_dir: str | Pat
                      score_thr: float = 0.3,
                      progress: Callable[[int, int], None] | None = None) -> list[Path]:
     """Write one prediction-vs-GT PNG per dataset image under ``out_dir`` (named after the
-    image's ``file_name``, sub-folders kept); returns the files written."""
+    image's ``file_name``, sub-folders kept); returns the files written. Detections with masks
+    are drawn with them, and then the GT's masks too (``dataset.get_ann_masks``)."""
     out_dir = Path(out_dir)
     written = []
     for i, (info, dets) in enumerate(zip(dataset.img_infos, detections)):
         image = read_image(info["filename"])  # (H, W, 3) BGR
-        panel = prediction_vs_gt(image, dets, dataset.get_ann_info(i), dataset.CLASSES, score_thr)
+        truth_masks = (gt_masks(dataset.get_ann_masks(i), *image.shape[:2])
+                       if dets.has_masks else None)
+        panel = prediction_vs_gt(image, dets, dataset.get_ann_info(i), dataset.CLASSES, score_thr,
+                                 gt_instance_masks=truth_masks)
         written.append(save_image(out_dir / panel_name(info), panel))
         if progress is not None:
             progress(i + 1, len(detections))

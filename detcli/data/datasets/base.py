@@ -357,20 +357,25 @@ class DetDataset(Dataset):
         """The labels present in image ``idx`` (class-balanced sampling uses it)."""
         return sorted(set(self.get_ann_info(idx)["labels"].tolist()))
 
-    def prepare(self, idx: int) -> dict[str, Any] | None:
-        """The results dict of image ``idx`` after the pipeline; None if the pipeline rejects it."""
+    def pipeline_input(self, idx: int) -> dict[str, Any]:
+        """The results dict of image ``idx`` that the pipeline starts from (``img_info``,
+        ``ann_info`` with its masks, ``img_prefix``, ``image_id``); ``det viz dataset`` runs
+        the config's pipeline on it too."""
         info = self.img_infos[idx]
         ann_info: dict[str, Any] = {**self.get_ann_info(idx), "masks": self.get_ann_masks(idx),
                                     "ann_ids": self.get_ann_names(idx),
                                     "source": self.ann_source(idx)}
-        results: dict[str, Any] = {
+        return {
             "img_info": dict(info),
             "ann_info": ann_info,
             "img_prefix": self.img_prefix,
             "image_id": info["id"],
             "bbox_fields": [],
         }
-        return self.pipeline(results)
+
+    def prepare(self, idx: int) -> dict[str, Any] | None:
+        """The results dict of image ``idx`` after the pipeline; None if the pipeline rejects it."""
+        return self.pipeline(self.pipeline_input(idx))
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         """Image ``idx`` through the pipeline. In training, a sample the pipeline rejects
