@@ -37,8 +37,10 @@ REQUIRED = {
     "EarlyStoppingHook": dict(monitor="bbox_mAP"),
     "Normalize": dict(mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0]),
 }
-# Values a composite passes down (derived, never in TOML), per kind.
-DERIVED = {"head": dict(in_channels=8), "RoI box head": dict(in_channels=8), "neck": dict(in_channels=[8, 16])}
+# The channels a detector's config fills in when it resolves (detcli.models.channels), per kind:
+# a component alone is given them in its config, as that phase would.
+CONNECTED = {"head": dict(in_channels=8), "RoI box head": dict(in_channels=8),
+             "neck": dict(in_channels=[8, 16])}
 
 
 def components():
@@ -77,8 +79,19 @@ def test_every_component_builds_from_its_default_config_through_the_one_path(reg
         assert getattr(cls, "from_config", None) is None
         return
     cfg = default_config(registry, name)
-    built = registry.build(cfg, **DERIVED.get(registry.kind, {}))
+    unset = {k: v for k, v in CONNECTED.get(registry.kind, {}).items() if getattr(cfg, k) is None}
+    built = registry.build(cfg.model_copy(update=unset))
     assert type(built) is cls
+
+
+@pytest.mark.parametrize("registry,name", list(components()))
+def test_no_component_is_handed_channels_when_it_is_built(registry, name):
+    """Channels are derived in one phase, the config's: a from_config takes no in_channels."""
+    own = getattr(registry.get(name), "from_config", None)
+    if own is not None:
+        assert "in_channels" not in inspect.signature(own).parameters, (
+            f"{registry.get(name).__name__}.from_config takes in_channels: read it from the "
+            "resolved config (detcli.models.channels connects it)")
 
 
 def test_build_passes_every_field_to_the_constructor():
@@ -221,12 +234,12 @@ def test_a_head_built_without_its_parts_gets_the_config_defaults(registry, name)
     """A head's constructor builds the parts it is not given (anchors, coder, losses, norms)
     from the same defaults as its config model: the two heads have the same layers and parts."""
     ensure_current()
-    cfg = default_config(registry, name)
-    from_cfg = registry.build(cfg, **DERIVED.get(registry.kind, {}))
+    cfg = default_config(registry, name).model_copy(update=CONNECTED[registry.kind])
+    from_cfg = registry.build(cfg)
     cls = registry.get(name)
     required = {k: getattr(cfg, k) for k, p in inspect.signature(cls).parameters.items()
                 if p.default is inspect.Parameter.empty and k in type(cfg).model_fields}
-    direct = cls(**{**required, **DERIVED.get(registry.kind, {})})
+    direct = cls(**required)
     assert str(direct) == str(from_cfg)
     for part in ("prior_generator", "bbox_coder", "loss_cls", "loss_bbox", "loss_centerness"):
         if hasattr(from_cfg, part):

@@ -110,7 +110,7 @@ class AssignmentParts:
             raise ConfigError(
                 "model.train_cfg = false: there is no assigner to analyse",
                 hint=f"remove `train_cfg = false`, or set {train_key}.assigner")
-        head = can.build_assigning_head(cfg.model, head_cfg, train_cfg)
+        head = can.build_assigning_head(head_cfg, train_cfg)
         described = can.describe_assignment(head_cfg, head)
         if described is None:
             kind = getattr(head_cfg, "type", type(cfg.model).__name__)

@@ -29,7 +29,6 @@ from typing import Any, Optional
 
 from detcli.config.schema import Schema
 from detcli.errors import RegistryError
-from detcli.models.detectors.single_stage import build_trunk, derive_trunk_channels
 from detcli.models.detectors.two_stage import TwoStageDetector
 from detcli.models.protocols import AssignmentSetup, DenseHead
 from detcli.registry import HEADS
@@ -63,15 +62,12 @@ def assigning_heads() -> list[str]:
             and "strides" in HEADS.config(name).model_fields and _head_class(name) is not None]
 
 
-def build_assigning_head(model_cfg: Any, head_cfg: Any, train_cfg: Any) -> Optional[DenseHead]:
-    """The head of ``head_cfg`` built untrained with ``train_cfg``, fed as the detector feeds it
-    (its in_channels from the neck); None when only its config is registered."""
+def build_assigning_head(head_cfg: Any, train_cfg: Any) -> Optional[DenseHead]:
+    """The head of ``head_cfg`` (of a resolved detector config, so its ``in_channels`` are the
+    neck's) built untrained with ``train_cfg``; None when only its config is registered."""
     if _head_class(getattr(head_cfg, "type", "")) is None:
         return None
-    head_in, _ = derive_trunk_channels(model_cfg)
-    if head_in is None:  # the config cannot tell: the built trunk can
-        _, _, head_in = build_trunk(model_cfg)
-    return HEADS.build(head_cfg, in_channels=head_in, train_cfg=train_cfg, test_cfg=None)
+    return HEADS.build(head_cfg, train_cfg=train_cfg, test_cfg=None)
 
 
 def describe_assignment(head_cfg: Any, head: Optional[DenseHead]) -> Optional[AssignmentSetup]:

@@ -145,7 +145,7 @@ def test_sampled_counts_follow_the_sampler_rule_with_the_gt_boxes_added():
 def test_sampling_draws_what_standard_roi_head_sample_draws(frcnn):
     _, config = frcnn
     cfg = load_config(config, ["model.train_cfg.rcnn.sampler.num=16"]).cfg
-    head = ROI_HEADS.build(cfg.model.roi_head, in_channels=32, train_cfg=cfg.model.train_cfg.rcnn)
+    head = ROI_HEADS.build(cfg.model.roi_head, train_cfg=cfg.model.train_cfg.rcnn)
     proposals = hand_proposals()
     mine = sample_candidates(RCNNParts.from_config(cfg), proposals, GT, LABELS,
                              generator=torch.Generator().manual_seed(7))

@@ -43,6 +43,7 @@ CLASSES = ["square", "circle", "triangle"]
 class OneFCTestBoxHeadConfig(Schema):
     type: Literal["OneFCTestBoxHead"] = "OneFCTestBoxHead"
     num_classes: int = Field(3, ge=1)  # a default: tests/test_components.py builds it bare
+    in_channels: int | None = None  # the RoI extractor's, filled when the config resolves
     roi_feat_size: int = 7
     hidden: int = 24
 
@@ -50,7 +51,8 @@ class OneFCTestBoxHeadConfig(Schema):
 @BBOX_HEADS.register(OneFCTestBoxHeadConfig)
 class OneFCTestBoxHead(Shared2FCBBoxHead):
     """(R, C, S, S) -flatten-> one FC + ReLU of ``hidden`` units -> K + 1 logits, 4K deltas.
-    Built by ``Registry.build`` (its fields, and the RoI extractor's ``in_channels``)."""
+    Built by ``Registry.build`` from its fields (``in_channels`` the RoI extractor's, filled
+    in by the detector's config)."""
 
     from_config = None  # not the parent's: Registry.build passes this config's fields
 

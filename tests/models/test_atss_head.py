@@ -130,12 +130,12 @@ def test_atss_rules_decoded_boxes_and_every_assigned_prior(caplog):
 
 
 def test_config_defaults_are_mmdetections_atss():
-    cfg = validate_tree({"type": "ATSSHead", "num_classes": 80}, ATSSHeadConfig)
+    cfg = validate_tree({"type": "ATSSHead", "num_classes": 80, "in_channels": 256}, ATSSHeadConfig)
     assert cfg.anchor_generator.octave_base_scale == 8 and cfg.anchor_generator.ratios == [1.0]
     assert cfg.bbox_coder.target_stds == [0.1, 0.1, 0.2, 0.2]
     assert (cfg.loss_bbox.type, cfg.loss_bbox.loss_weight) == ("GIoULoss", 2.0)
     assert cfg.loss_centerness.use_sigmoid and cfg.norm_cfg.num_groups == 32
-    head = HEADS.build(cfg, in_channels=256, train_cfg=TRAIN)
+    head = HEADS.build(cfg, train_cfg=TRAIN)
     assert head.num_base_priors == 1 and head.reg_decoded_bbox
 
 

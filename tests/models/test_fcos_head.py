@@ -20,6 +20,7 @@ from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_los
 
 from detcli.config.loader import validate_tree
 from detcli.errors import ConfigError
+from detcli.models.channels import connect_head
 from detcli.models.dense_heads import DenseOutputs, FCOSHead, FCOSHeadConfig
 from detcli.models.layers import NormConfig
 from detcli.models.losses import GIoULoss
@@ -187,11 +188,13 @@ def test_predict_multiplies_scores_by_centerness_after_the_threshold():
 
 def test_config_checks_and_building_through_the_registry():
     cfg = FCOSHeadConfig(num_classes=3, strides=[8, 16, 32, 64, 128], center_sampling=True)
-    head = HEADS.build(cfg, in_channels=32)
+    connect_head(cfg, 32, "model.neck (FPN out_channels 32)", "model.bbox_head")
+    head = HEADS.build(cfg)
     assert head.regress_ranges[-1] == (512.0, 1e8) and head.center_sampling
     assert head.norm_on_bbox is False and head.strides[0] == (8, 8)
-    with pytest.raises(ConfigError, match="does not match the 16 channels"):
-        HEADS.build(FCOSHeadConfig(num_classes=3, in_channels=32), in_channels=16)
+    with pytest.raises(ValueError, match="bbox_head.in_channels = 32 disagrees with 16 derived"):
+        connect_head(FCOSHeadConfig(num_classes=3, in_channels=32), 16,
+                     "model.neck (FPN out_channels 16)", "model.bbox_head")
     for tree, message in [
         ({"strides": [8, 16]}, "regress_ranges has 5 entries but strides has 2"),
         ({"dcn_on_last_conv": True}, "deformable convolution is not implemented"),

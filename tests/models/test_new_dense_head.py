@@ -42,6 +42,7 @@ PRESET = Path(detcli.__file__).parent / "presets" / "retinanet_tiny_synth.toml"
 class SharedTowerHeadConfig(Schema):
     type: Literal["SharedTowerTestHead"] = "SharedTowerTestHead"
     num_classes: int = Field(3, ge=1)  # a default: tests/test_components.py builds it bare
+    in_channels: int | None = None  # the neck's, filled when the detector's config resolves
     feat_channels: int = 16
     priors: AnchorGeneratorConfig = Field(default_factory=retina_anchor_config)
 
@@ -49,7 +50,8 @@ class SharedTowerHeadConfig(Schema):
 @HEADS.register(SharedTowerHeadConfig)
 class SharedTowerHead(AnchorHead):
     """One 3x3 ConvModule shared by classes and boxes, then 1x1 predictors. Built by
-    ``Registry.build`` (its fields, and the neck's ``in_channels`` the detector passes down)."""
+    ``Registry.build`` from its fields (``in_channels`` the neck's, filled in by the detector's
+    config)."""
 
     def __init__(self, *, num_classes: int, in_channels: int, feat_channels: int,
                  priors: AnchorGeneratorConfig, **cfgs) -> None:

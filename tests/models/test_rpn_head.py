@@ -20,6 +20,7 @@ import torchvision
 
 from detcli.config.loader import validate_tree
 from detcli.errors import ConfigError, DetError
+from detcli.models.channels import connect_head
 from detcli.models.dense_heads import DenseOutputs, RPNHead, RPNHeadConfig
 from detcli.models.dense_heads.anchor_head import AnchorTargets
 from detcli.models.losses import CrossEntropyLossConfig
@@ -227,14 +228,15 @@ def test_config_defaults_and_checks() -> None:
     assert cfg.bbox_coder.target_stds == [1.0, 1.0, 1.0, 1.0]
     assert (cfg.loss_cls.type, cfg.loss_cls.use_sigmoid) == ("CrossEntropyLoss", True)
     assert cfg.loss_bbox.type == "L1Loss" and cfg.num_convs == 1 and cfg.feat_channels == 256
-    head = HEADS.build(cfg, in_channels=256, train_cfg=rpn_train_config(),
-                       test_cfg=ProposalConfig(nms_pre=2000))
+    connect_head(cfg, 256, "model.neck (FPN out_channels 256)", "model.rpn_head")
+    head = HEADS.build(cfg, train_cfg=rpn_train_config(), test_cfg=ProposalConfig(nms_pre=2000))
     assert isinstance(head, RPNHead) and head.in_channels == 256 and head.num_classes == 1
     assert head.num_base_priors == 3 and head.sampling and head.test_cfg.nms_pre == 2000
     assert type(head.sampler).__name__ == "RandomSampler"
 
-    with pytest.raises(ConfigError, match="does not match the 256 channels"):
-        HEADS.build(RPNHeadConfig(in_channels=128), in_channels=256)
+    with pytest.raises(ValueError, match="rpn_head.in_channels = 128 disagrees with 256 derived"):
+        connect_head(RPNHeadConfig(in_channels=128), 256, "model.neck (FPN out_channels 256)",
+                     "model.rpn_head")
     with pytest.raises(ConfigError, match="needs in_channels"):
         HEADS.build(RPNHeadConfig())
     assert HEADS.build(RPNHeadConfig(in_channels=64)).in_channels == 64

@@ -21,6 +21,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from detcli.config.schema import Maybe, Schema
 from detcli.errors import ConfigError
+from detcli.models.channels import BackboneSchema
 from detcli.models.layers import NormConfig, build_norm, constant_init, is_norm, kaiming_init
 from detcli.models.pretrained import PretrainedInit, load_pretrained
 from detcli.registry import BACKBONES
@@ -135,7 +136,7 @@ def stage_settings_problem(depth: int, num_stages: int, strides: Sequence[int],
     return None
 
 
-class ResNetConfig(Schema):
+class ResNetConfig(BackboneSchema):
     """ResNet backbone settings (MMDetection 2.x names and defaults)."""
 
     type: Literal["ResNet"] = "ResNet"
@@ -167,6 +168,9 @@ class ResNetConfig(Schema):
         """Channels of each output (one per out_index), known without building the network."""
         expansion = ARCH[self.depth][0].expansion
         return [self.base_channels * 2**i * expansion for i in self.out_indices]
+
+    def describe(self, where: str) -> str:
+        return f"{where} (ResNet depth {self.depth})"
 
 
 @BACKBONES.register(ResNetConfig)

@@ -32,7 +32,7 @@ from detcli.config.schema import Maybe, Schema
 from detcli.errors import ConfigError, DetError
 from detcli.models.dense_heads.anchor_head import AnchorHead, flatten_levels
 from detcli.models.dense_heads.centerness import masked_centerness
-from detcli.models.dense_heads.channels import head_in_channels
+from detcli.models.channels import require_in_channels
 from detcli.models.dense_heads.fcos_head import centerness_loss_config, gn_32
 from detcli.models.dense_heads.retina_head import ConvConfig
 from detcli.models.dense_heads.tower import run_tower, twin_towers
@@ -146,11 +146,12 @@ class ATSSHead(AnchorHead):
         self.init_weights()
 
     @classmethod
-    def from_config(cls, cfg: ATSSHeadConfig, *, in_channels: int | None = None,
+    def from_config(cls, cfg: ATSSHeadConfig, *,
                     train_cfg: DenseTrainConfig | None = None,
                     test_cfg: DenseTestConfig | None = None) -> ATSSHead:
-        """Build with ``in_channels`` derived from the neck; a configured value must match."""
-        in_channels = head_in_channels("ATSSHead", cfg.in_channels, in_channels)
+        """Build the parts a resolved config describes; ``in_channels`` is the neck's,
+        connected when the detector's config resolved (:mod:`detcli.models.channels`)."""
+        in_channels = require_in_channels("ATSSHead", cfg.in_channels, "neck's out_channels")
         return cls(num_classes=cfg.num_classes, in_channels=in_channels,
                    stacked_convs=cfg.stacked_convs, feat_channels=cfg.feat_channels,
                    norm_cfg=cfg.norm_cfg, prior_prob=cfg.prior_prob,

@@ -39,7 +39,7 @@ from detcli.config.schema import Maybe, Schema
 from detcli.errors import ConfigError, DetError
 from detcli.models.dense_heads.anchor_head import flatten_levels
 from detcli.models.dense_heads.centerness import masked_centerness
-from detcli.models.dense_heads.channels import head_in_channels
+from detcli.models.channels import require_in_channels
 from detcli.models.dense_heads.dense_predict import dense_candidates, predict_dense
 from detcli.models.dense_heads.retina_head import ConvConfig
 from detcli.models.dense_heads.tower import run_tower, twin_towers
@@ -204,11 +204,12 @@ class FCOSHead(nn.Module):
         self.scales = nn.ModuleList([Scale(1.0) for _ in self.strides])
 
     @classmethod
-    def from_config(cls, cfg: FCOSHeadConfig, *, in_channels: int | None = None,
+    def from_config(cls, cfg: FCOSHeadConfig, *,
                     train_cfg: DenseTrainConfig | None = None,
                     test_cfg: DenseTestConfig | None = None) -> FCOSHead:
-        """Build with ``in_channels`` derived from the neck; a configured value must match."""
-        in_channels = head_in_channels("FCOSHead", cfg.in_channels, in_channels)
+        """Build the parts a resolved config describes; ``in_channels`` is the neck's,
+        connected when the detector's config resolved (:mod:`detcli.models.channels`)."""
+        in_channels = require_in_channels("FCOSHead", cfg.in_channels, "neck's out_channels")
         settings = cfg.model_dump(include={
             "num_classes", "feat_channels", "stacked_convs", "strides", "regress_ranges",
             "center_sampling", "center_sample_radius", "gt_chunk_size", "norm_on_bbox",

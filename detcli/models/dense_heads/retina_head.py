@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from detcli.config.schema import Maybe, Schema
 from detcli.models.dense_heads.anchor_head import AnchorHead
-from detcli.models.dense_heads.channels import head_in_channels
+from detcli.models.channels import require_in_channels
 from detcli.models.dense_heads.tower import run_tower, twin_towers
 from detcli.models.layers import NormConfig, bias_init_with_prob, normal_init
 from detcli.models.losses import FocalLossConfig, L1LossConfig
@@ -115,12 +115,12 @@ class RetinaHead(AnchorHead):
         cls,
         cfg: RetinaHeadConfig,
         *,
-        in_channels: int | None = None,
         train_cfg: DenseTrainConfig | None = None,
         test_cfg: DenseTestConfig | None = None,
     ) -> RetinaHead:
-        """Build with ``in_channels`` derived from the neck; a configured value must match."""
-        in_channels = head_in_channels("RetinaHead", cfg.in_channels, in_channels)
+        """Build the parts a resolved config describes; ``in_channels`` is the neck's,
+        connected when the detector's config resolved (:mod:`detcli.models.channels`)."""
+        in_channels = require_in_channels("RetinaHead", cfg.in_channels, "neck's out_channels")
         return cls(
             num_classes=cfg.num_classes,
             in_channels=in_channels,

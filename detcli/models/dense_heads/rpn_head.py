@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from detcli.config.schema import Schema
 from detcli.errors import ConfigError, DetError
 from detcli.models.dense_heads.anchor_head import AnchorHead
-from detcli.models.dense_heads.channels import head_in_channels
+from detcli.models.channels import require_in_channels
 from detcli.models.dense_heads.proposals import proposals_from_candidates, rpn_candidates
 from detcli.models.layers import ConvModule, normal_init
 from detcli.models.losses import CrossEntropyLossConfig, L1LossConfig
@@ -148,12 +148,12 @@ class RPNHead(AnchorHead):
         cls,
         cfg: RPNHeadConfig,
         *,
-        in_channels: int | None = None,
         train_cfg: DenseTrainConfig | None = None,
         test_cfg: ProposalConfig | None = None,
     ) -> RPNHead:
-        """Build with ``in_channels`` derived from the neck; a configured value must match."""
-        in_channels = head_in_channels("RPNHead", cfg.in_channels, in_channels)
+        """Build the parts a resolved config describes; ``in_channels`` is the neck's,
+        connected when the detector's config resolved (:mod:`detcli.models.channels`)."""
+        in_channels = require_in_channels("RPNHead", cfg.in_channels, "neck's out_channels")
         return cls(
             in_channels=in_channels,
             feat_channels=cfg.feat_channels,

@@ -2,33 +2,26 @@
 
 N images, H x W the padded network input, L feature levels, K classes, M ``max_per_img``.
 
-The config derives the channels that connect the parts, so a TOML file never repeats them:
-``neck.in_channels`` from the backbone's outputs and ``bbox_head.in_channels`` from the neck's
-``out_channels`` (or from the backbone's outputs without a neck). A value written in the config
-anyway must agree, or validation fails naming both. Attribute names ``backbone``, ``neck`` and
+The config derives the channels that connect the parts (:mod:`detcli.models.channels`), so a
+TOML file never repeats them: ``neck.in_channels`` from the backbone's outputs and
+``bbox_head.in_channels`` from the neck's ``out_channels`` (or from the backbone's outputs
+without a neck). A value written in the config anyway must agree, or validation fails naming
+both. Building reads the resolved config. Attribute names ``backbone``, ``neck`` and
 ``bbox_head`` give MMDetection's state-dict layout.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from detcli.config.schema import Maybe, Schema, derive_or_check
-from detcli.errors import ConfigError
+from detcli.config.schema import Maybe, Schema
+from detcli.models.channels import BackboneSchema, NeckSchema, connect_head, trunk_channels
 from detcli.models.protocols import DenseHead
-from detcli.registry import (
-    BACKBONES,
-    DETECTORS,
-    HEADS,
-    NECKS,
-    BackboneConfig,
-    HeadConfig,
-    NeckConfig,
-)
+from detcli.registry import BACKBONES, DETECTORS, HEADS, NECKS, HeadConfig
 from detcli.structures.batch import DetTargets, ImageBatch
 from detcli.structures.dense import Candidates, DenseOutputs
 from detcli.structures.detections import DetectionBatch, Detections
@@ -36,62 +29,25 @@ from detcli.task.postprocess import DenseTestConfig
 from detcli.task.train_cfg import DenseTrainConfig
 
 
-def _describe(cfg: Schema, where: str) -> str:
-    depth = getattr(cfg, "depth", None)
-    kind = getattr(cfg, "type", type(cfg).__name__)
-    return f"{where} ({kind} depth {depth})" if depth is not None else f"{where} ({kind})"
-
-
-def backbone_out_channels(backbone: Schema) -> list[int] | None:
-    """The channels of each backbone output, when its config can tell without building."""
-    out = getattr(backbone, "out_channels", None)
-    return list(out()) if callable(out) else None
-
-
-def derive_trunk_channels(cfg: Any) -> tuple[int | None, str]:
-    """Derive (or check) ``neck.in_channels`` from the backbone, and say what a head reads:
-    -> (its channels, or None when the config cannot tell; where they come from)."""
-    feats = backbone_out_channels(cfg.backbone)
-    feats_from = _describe(cfg.backbone, "model.backbone")
-    if cfg.neck is not None:
-        if feats is not None:
-            derive_or_check(cfg.neck, "in_channels", feats, feats_from, "model.neck.in_channels")
-        head_in = getattr(cfg.neck, "out_channels", None)
-        return head_in, f"model.neck ({cfg.neck.type} out_channels {head_in})"
-    if feats is not None and len(set(feats)) == 1:
-        return feats[0], feats_from
-    return None, feats_from
-
-
-def build_trunk(cfg: Any) -> tuple[nn.Module, nn.Module | None, int]:
-    """The backbone and neck of a detector config -> (backbone, neck or None, the channels of
-    each feature map the heads read)."""
+def build_trunk(cfg: SingleStageDetectorConfig | Any) -> tuple[nn.Module, nn.Module | None]:
+    """The backbone and neck (or None) of a resolved detector config, as it describes them
+    (their channels were connected when the config resolved)."""
     backbone = BACKBONES.build(cfg.backbone)
-    channels = list(backbone.out_channels)
-    if cfg.neck is not None:
-        neck = NECKS.build(cfg.neck, in_channels=channels)
-        return backbone, neck, neck.out_channels
-    if len(set(channels)) == 1:
-        return backbone, None, channels[0]
-    raise ConfigError(
-        f"without a neck the heads read the backbone's outputs directly, but their "
-        f"channels {channels} differ; add a neck (e.g. FPN) or use one out_index")
+    return backbone, None if cfg.neck is None else NECKS.build(cfg.neck)
 
 
 class SingleStageDetectorConfig(Schema):
     type: Literal["SingleStageDetector"] = "SingleStageDetector"
-    backbone: BackboneConfig
-    neck: Maybe[NeckConfig] = None
+    backbone: Annotated[BackboneSchema, BACKBONES]
+    neck: Maybe[Annotated[NeckSchema, NECKS]] = None
     bbox_head: HeadConfig
     train_cfg: Maybe[DenseTrainConfig] = Field(default_factory=DenseTrainConfig)
     test_cfg: Maybe[DenseTestConfig] = Field(default_factory=DenseTestConfig)
 
     @model_validator(mode="after")
     def _derive_channels(self) -> SingleStageDetectorConfig:
-        head_in, head_from = derive_trunk_channels(self)
-        if head_in is not None:
-            derive_or_check(self.bbox_head, "in_channels", head_in, head_from,
-                            "model.bbox_head.in_channels")
+        head_in, head_from = trunk_channels(self.backbone, self.neck)
+        connect_head(self.bbox_head, head_in, head_from, "model.bbox_head")
         return self
 
 
@@ -151,9 +107,8 @@ class SingleStageDetector(TrunkDetector):
 
     @classmethod
     def from_config(cls, cfg: SingleStageDetectorConfig, **derived: Any) -> SingleStageDetector:
-        backbone, neck, head_in = build_trunk(cfg)
-        bbox_head = HEADS.build(cfg.bbox_head, in_channels=head_in,
-                                train_cfg=cfg.train_cfg, test_cfg=cfg.test_cfg)
+        backbone, neck = build_trunk(cfg)
+        bbox_head = HEADS.build(cfg.bbox_head, train_cfg=cfg.train_cfg, test_cfg=cfg.test_cfg)
         return cls(backbone=backbone, neck=neck, bbox_head=bbox_head, **derived)
 
     def forward(self, images: Tensor) -> DenseOutputs:

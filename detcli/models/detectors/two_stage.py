@@ -10,7 +10,8 @@ pools their features and adds ``loss_cls``, ``loss_bbox`` and ``acc``. Inference
 (``predict_batch``): proposals with ``test_cfg.rpn``, the RoI head's detections with
 ``test_cfg.rcnn``.
 
-The config derives the channels that connect the parts, so a TOML file never repeats them:
+The config derives the channels that connect the parts (:mod:`detcli.models.channels`), so a
+TOML file never repeats them:
 ``neck.in_channels`` from the backbone's outputs; ``rpn_head.in_channels``,
 ``roi_head.bbox_roi_extractor.out_channels`` and ``roi_head.bbox_head.in_channels`` from the
 neck's ``out_channels``. A value written anyway must agree, or validation fails naming both.
@@ -20,28 +21,23 @@ state-dict layout, so its checkpoints load without key mapping.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from detcli.config.schema import Maybe, Schema, derive_or_check
+from detcli.config.schema import Maybe, Schema
 from detcli.errors import ConfigError
-from detcli.models.detectors.single_stage import (
-    TrunkDetector,
-    build_trunk,
-    derive_trunk_channels,
+from detcli.models.channels import (
+    BackboneSchema,
+    NeckSchema,
+    RoIHeadSchema,
+    connect_head,
+    trunk_channels,
 )
-from detcli.registry import (
-    DETECTORS,
-    HEADS,
-    ROI_HEADS,
-    BackboneConfig,
-    HeadConfig,
-    NeckConfig,
-    RoIHeadConfig,
-)
+from detcli.models.detectors.single_stage import TrunkDetector, build_trunk
+from detcli.registry import BACKBONES, DETECTORS, HEADS, NECKS, ROI_HEADS, HeadConfig
 from detcli.structures.batch import DetTargets, ImageBatch
 from detcli.structures.dense import Candidates, DenseOutputs, detections_as_candidates
 from detcli.structures.detections import DetectionBatch
@@ -58,29 +54,18 @@ class TwoStageOutputs(NamedTuple):
 
 class TwoStageDetectorConfig(Schema):
     type: Literal["TwoStageDetector"] = "TwoStageDetector"
-    backbone: BackboneConfig
-    neck: Maybe[NeckConfig] = None
+    backbone: Annotated[BackboneSchema, BACKBONES]
+    neck: Maybe[Annotated[NeckSchema, NECKS]] = None
     rpn_head: HeadConfig
-    roi_head: RoIHeadConfig
+    roi_head: Annotated[RoIHeadSchema, ROI_HEADS]
     train_cfg: Maybe[TwoStageTrainConfig] = Field(default_factory=TwoStageTrainConfig)
     test_cfg: TwoStageTestConfig = Field(default_factory=TwoStageTestConfig)
 
     @model_validator(mode="after")
     def _derive_channels(self) -> TwoStageDetectorConfig:
-        head_in, head_from = derive_trunk_channels(self)
-        if head_in is None:
-            return self
-        derive_or_check(self.rpn_head, "in_channels", head_in, head_from,
-                        "model.rpn_head.in_channels")
-        extractor = getattr(self.roi_head, "bbox_roi_extractor", None)
-        if extractor is not None:
-            derive_or_check(extractor, "out_channels", head_in, head_from,
-                            "model.roi_head.bbox_roi_extractor.out_channels")
-            box_head = getattr(self.roi_head, "bbox_head", None)
-            if box_head is not None:
-                derive_or_check(box_head, "in_channels", head_in,
-                                "model.roi_head.bbox_roi_extractor.out_channels",
-                                "model.roi_head.bbox_head.in_channels")
+        head_in, head_from = trunk_channels(self.backbone, self.neck)
+        connect_head(self.rpn_head, head_in, head_from, "model.rpn_head")
+        self.roi_head.connect(head_in, head_from, "model.roi_head")
         return self
 
 
@@ -105,12 +90,12 @@ class TwoStageDetector(TrunkDetector):
 
     @classmethod
     def from_config(cls, cfg: TwoStageDetectorConfig, **derived: Any) -> TwoStageDetector:
-        backbone, neck, head_in = build_trunk(cfg)
+        backbone, neck = build_trunk(cfg)
         train_cfg = cfg.train_cfg
-        rpn_head = HEADS.build(cfg.rpn_head, in_channels=head_in,
+        rpn_head = HEADS.build(cfg.rpn_head,
                                train_cfg=None if train_cfg is None else train_cfg.rpn,
                                test_cfg=cfg.test_cfg.rpn)
-        roi_head = ROI_HEADS.build(cfg.roi_head, in_channels=head_in,
+        roi_head = ROI_HEADS.build(cfg.roi_head,
                                    train_cfg=None if train_cfg is None else train_cfg.rcnn,
                                    test_cfg=cfg.test_cfg.rcnn)
         return cls(backbone=backbone, neck=neck, rpn_head=rpn_head, roi_head=roi_head,

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from detcli.config.schema import Maybe, Schema
-from detcli.errors import ConfigError
+from detcli.config.schema import Maybe, derive_or_check
+from detcli.models.channels import NeckSchema, require_in_channels
 from detcli.models.layers import ConvModule, NormConfig, xavier_init
 from detcli.registry import NECKS
 
@@ -45,8 +45,10 @@ def fpn_levels_problem(num_ins: int, num_outs: int, start_level: int, end_level:
     return None
 
 
-class FPNConfig(Schema):
+class FPNConfig(NeckSchema):
     """FPN settings. ``in_channels`` is derived from the backbone; set it only to assert it."""
+
+    # the level settings are checked against in_channels here, once known (written or derived)
 
     type: Literal["FPN"] = "FPN"
     in_channels: Maybe[list[int]] = None
@@ -68,21 +70,33 @@ class FPNConfig(Schema):
     @model_validator(mode="after")
     def _consistent_levels(self) -> FPNConfig:
         if self.in_channels is not None:
-            problem = fpn_levels_problem(len(self.in_channels), self.num_outs,
-                                         self.start_level, self.end_level)
-            if problem:
-                raise ValueError(problem)
+            self._check_levels(len(self.in_channels))
         return self
+
+    def _check_levels(self, num_ins: int) -> None:
+        problem = fpn_levels_problem(num_ins, self.num_outs, self.start_level, self.end_level)
+        if problem:
+            raise ValueError(problem)
+
+    def connect(self, in_channels: list[int], source: str, where: str) -> list[int]:
+        """``in_channels`` derived from (or checked against) the backbone's, the level settings
+        checked against them -> O outputs of ``out_channels`` each."""
+        derive_or_check(self, "in_channels", list(in_channels), source, f"{where}.in_channels")
+        self._check_levels(len(in_channels))
+        return [self.out_channels] * self.num_outs
 
 
 @NECKS.register(FPNConfig)
 class FPN(nn.Module):
-    """Top-down feature pyramid; ``forward`` maps L_in feature maps to O maps of C channels."""
+    """Top-down feature pyramid; ``forward`` maps L_in feature maps to O maps of C channels.
+
+    Built from a resolved :class:`FPNConfig` (its ``in_channels`` derived, its levels checked)
+    or directly with settings that config accepts."""
 
     def __init__(
         self,
         *,
-        in_channels: Sequence[int],
+        in_channels: Sequence[int] | None,
         out_channels: int = 256,
         num_outs: int = 5,
         start_level: int = 0,
@@ -94,13 +108,7 @@ class FPN(nn.Module):
         upsample_mode: Literal["nearest", "bilinear"] = "nearest",
     ) -> None:
         super().__init__()
-        self.in_channels = list(in_channels)
-        problem = fpn_levels_problem(len(self.in_channels), num_outs, start_level, end_level)
-        if problem:
-            raise ConfigError(f"FPN: {problem}")
-        if add_extra_convs not in (False, True, "on_input", "on_lateral", "on_output"):
-            raise ConfigError(f"FPN: add_extra_convs {add_extra_convs!r} must be false, true, "
-                              "'on_input', 'on_lateral' or 'on_output'")
+        self.in_channels = list(require_in_channels("FPN", in_channels, "backbone's outputs"))
         self.add_extra_convs = "on_input" if add_extra_convs is True else add_extra_convs
         self.out_channels = out_channels
         self.num_outs = num_outs
@@ -128,22 +136,6 @@ class FPN(nn.Module):
                 self.fpn_convs.append(
                     ConvModule(extra_in, out_channels, 3, stride=2, padding=1, **conv_args))
         self.init_weights()
-
-    @classmethod
-    def from_config(cls, cfg: FPNConfig, *, in_channels: Sequence[int] | None = None,
-                    **derived: object) -> FPN:
-        """Build with ``in_channels`` derived from the backbone; a configured value must match."""
-        if in_channels is None:
-            if cfg.in_channels is None:
-                raise ConfigError("FPN needs in_channels: pass the backbone's output channels")
-            in_channels = cfg.in_channels
-        if cfg.in_channels is not None and list(cfg.in_channels) != list(in_channels):
-            raise ValueError(
-                f"neck.in_channels {cfg.in_channels} does not match the backbone's output "
-                f"channels {list(in_channels)}; remove neck.in_channels to derive it"
-            )
-        settings = {name: value for name, value in cfg if name not in ("type", "in_channels")}
-        return cls(in_channels=in_channels, **settings, **derived)
 
     def init_weights(self) -> None:
         """MMDetection's FPN init: Xavier-uniform convs, zero biases."""

@@ -28,7 +28,7 @@ from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from detcli.config.schema import Schema
-from detcli.errors import ConfigError
+from detcli.models.channels import require_in_channels
 from detcli.models.layers import normal_init, xavier_init
 from detcli.models.losses import CrossEntropyLossConfig, L1LossConfig
 from detcli.registry import (
@@ -95,11 +95,7 @@ class Shared2FCBBoxHead(nn.Module):
         loss_bbox: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        if num_classes < 1:
-            raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         loss_cls = loss_cls or LOSSES.build(rcnn_loss_cls())
-        if getattr(loss_cls, "use_sigmoid", False):
-            raise ConfigError(SOFTMAX_ONLY.format(name=type(loss_cls).__name__))
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.roi_feat_size = roi_feat_size
@@ -117,20 +113,13 @@ class Shared2FCBBoxHead(nn.Module):
         self.init_weights()
 
     @classmethod
-    def from_config(cls, cfg: Shared2FCBBoxHeadConfig, *,
-                    in_channels: int | None = None) -> Shared2FCBBoxHead:
-        """Build with ``in_channels`` (the extractor's channels); a configured value must match."""
-        channels = in_channels if in_channels is not None else cfg.in_channels
-        if channels is None:
-            raise ConfigError("Shared2FCBBoxHead needs in_channels: pass the RoI extractor's "
-                              "out_channels (the neck's channels)")
-        if cfg.in_channels is not None and cfg.in_channels != channels:
-            raise ConfigError(
-                f"bbox_head.in_channels {cfg.in_channels} does not match the {channels} "
-                "channels of the RoI features; remove bbox_head.in_channels to derive it")
+    def from_config(cls, cfg: Shared2FCBBoxHeadConfig) -> Shared2FCBBoxHead:
+        """Build the coder and losses a resolved config describes; ``in_channels`` is the
+        extractor's, connected when the detector's config resolved."""
         return cls(
             num_classes=cfg.num_classes,
-            in_channels=channels,
+            in_channels=require_in_channels("Shared2FCBBoxHead", cfg.in_channels,
+                                            "RoI extractor's out_channels (the neck's channels)"),
             roi_feat_size=cfg.roi_feat_size,
             fc_out_channels=cfg.fc_out_channels,
             bbox_coder=BBOX_CODERS.build(cfg.bbox_coder),

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from detcli.config.schema import Schema
-from detcli.errors import ConfigError, DetError
+from detcli.errors import DetError
 from detcli.registry import ROI_EXTRACTORS
 
 LEVEL_EPS = 1e-6  # MMDetection's: a RoI of exactly 2^k * finest_scale goes to level k
@@ -113,50 +113,27 @@ class SingleRoIExtractorConfig(Schema):
 class SingleRoIExtractor(nn.Module):
     """``forward(feats, rois)``: L x (N, C, H_l, W_l), (R, 5) -> (R, C, S_h, S_w).
 
-    No parameters. ``out_channels`` records C (the neck's channels) for the box head after it.
+    No parameters. ``roi_layer`` (default: RoIAlign 7 x 7, adaptive sampling, aligned) gives
+    ``output_size`` (S_h, S_w), ``sampling_ratio`` and ``aligned``; ``out_channels`` records C
+    (the neck's channels, connected when the detector's config resolved) for the box head.
     """
 
     def __init__(
         self,
         *,
         featmap_strides: Sequence[int],
-        output_size: Union[int, Sequence[int]] = 7,
-        sampling_ratio: int = 0,
-        aligned: bool = True,
+        roi_layer: RoIAlignConfig | None = None,
         out_channels: int | None = None,
         finest_scale: float = 56,
     ) -> None:
         super().__init__()
-        if not featmap_strides or any(s <= 0 for s in featmap_strides):
-            raise ConfigError(f"featmap_strides must be a non-empty list of positive strides, "
-                              f"got {list(featmap_strides)}")
-        if sampling_ratio < 0:
-            raise ConfigError(f"sampling_ratio must be >= 0 (0: adaptive), got {sampling_ratio}")
+        roi_layer = roi_layer if roi_layer is not None else RoIAlignConfig()
         self.featmap_strides = [int(s) for s in featmap_strides]
-        self.output_size = _pair(output_size)  # type: ignore[arg-type]
-        self.sampling_ratio = sampling_ratio
-        self.aligned = aligned
+        self.output_size = roi_layer.output_pair
+        self.sampling_ratio = roi_layer.sampling_ratio
+        self.aligned = roi_layer.aligned
         self.out_channels = out_channels
         self.finest_scale = finest_scale
-
-    @classmethod
-    def from_config(cls, cfg: SingleRoIExtractorConfig, *,
-                    in_channels: int | None = None) -> SingleRoIExtractor:
-        """Build with ``in_channels`` (the neck's out_channels); a configured value must match."""
-        out_channels = in_channels if in_channels is not None else cfg.out_channels
-        if cfg.out_channels is not None and out_channels != cfg.out_channels:
-            raise ConfigError(
-                f"bbox_roi_extractor.out_channels {cfg.out_channels} does not match the "
-                f"{out_channels} channels of the feature maps it reads; remove "
-                "bbox_roi_extractor.out_channels to derive it")
-        return cls(
-            featmap_strides=cfg.featmap_strides,
-            output_size=cfg.roi_layer.output_pair,
-            sampling_ratio=cfg.roi_layer.sampling_ratio,
-            aligned=cfg.roi_layer.aligned,
-            out_channels=out_channels,
-            finest_scale=cfg.finest_scale,
-        )
 
     @property
     def num_inputs(self) -> int:

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from detcli.config.schema import Schema, derive_or_check
 from detcli.errors import DetError
+from detcli.models.channels import RoIHeadSchema, connect_head
 from detcli.models.roi_heads.roi_extractor import SingleRoIExtractorConfig
 from detcli.registry import (
     ASSIGNERS,
@@ -105,7 +106,7 @@ class RoISamples:
         return self.valid.sum(dim=1)  # (N,)
 
 
-class StandardRoIHeadConfig(Schema):
+class StandardRoIHeadConfig(RoIHeadSchema):
     type: Literal["StandardRoIHead"] = "StandardRoIHead"
     bbox_roi_extractor: RoIExtractorConfig = Field(default_factory=fpn_roi_extractor)
     bbox_head: BBoxHeadConfig
@@ -129,6 +130,14 @@ class StandardRoIHeadConfig(Schema):
                 f"out_channels {channels})",
                 "model.roi_head.bbox_head.in_channels")
         return self
+
+    def connect(self, in_channels: int, source: str, where: str) -> None:
+        """The extractor pools maps of ``in_channels`` (from ``source``); the box head reads
+        what it pools."""
+        extractor_key = f"{where}.bbox_roi_extractor.out_channels"
+        derive_or_check(self.bbox_roi_extractor, "out_channels", in_channels, source,
+                        extractor_key)
+        connect_head(self.bbox_head, in_channels, extractor_key, f"{where}.bbox_head")
 
 
 @ROI_HEADS.register(StandardRoIHeadConfig)
@@ -163,15 +172,13 @@ class StandardRoIHead(nn.Module):
         cls,
         cfg: StandardRoIHeadConfig,
         *,
-        in_channels: int | None = None,
         train_cfg: RCNNTrainConfig | None = None,
         test_cfg: RCNNTestConfig | None = None,
     ) -> StandardRoIHead:
-        """Build with ``in_channels`` (the neck's out_channels) passed to the extractor, whose
-        channels the box head reads."""
-        extractor = ROI_EXTRACTORS.build(cfg.bbox_roi_extractor, in_channels=in_channels)
-        bbox_head = BBOX_HEADS.build(cfg.bbox_head,
-                                     in_channels=getattr(extractor, "out_channels", None))
+        """Build the extractor and the box head a resolved config describes (their channels
+        were connected then: :meth:`StandardRoIHeadConfig.connect`)."""
+        extractor = ROI_EXTRACTORS.build(cfg.bbox_roi_extractor)
+        bbox_head = BBOX_HEADS.build(cfg.bbox_head)
         return cls(bbox_roi_extractor=extractor, bbox_head=bbox_head,
                    train_cfg=train_cfg, test_cfg=test_cfg)
 

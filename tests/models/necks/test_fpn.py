@@ -5,10 +5,11 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from detcli.config.loader import validate_tree
 from detcli.errors import ConfigError
 from detcli.models.layers import NormConfig
 from detcli.models.necks import FPN, FPNConfig
-from detcli.registry import NECKS
+from detcli.registry import DETECTORS, NECKS
 
 IN_CHANNELS = [8, 16, 32, 64]
 SIZES = [32, 16, 8, 4]  # strides 4..32 of a 128x128 image
@@ -21,7 +22,8 @@ def _inputs():
 @pytest.mark.parametrize("mode", [False, "on_input", "on_lateral", "on_output"])
 def test_five_outputs_from_levels_1_to_3(mode):
     cfg = FPNConfig(out_channels=16, start_level=1, num_outs=5, add_extra_convs=mode)
-    fpn = NECKS.build(cfg, in_channels=IN_CHANNELS)
+    assert cfg.connect(IN_CHANNELS, "the test's backbone", "neck") == [16] * 5
+    fpn = NECKS.build(cfg)
     outs = fpn(_inputs())
     # levels 1..3 keep their sizes; two extra levels halve (ceil) each time: 4 -> 2 -> 1
     assert [tuple(o.shape) for o in outs] == [(2, 16, s, s) for s in (16, 8, 4, 2, 1)]
@@ -102,17 +104,35 @@ def test_norm_cfg_adds_norms_and_no_norm_on_lateral_skips_them():
 
 
 def test_configured_in_channels_must_match_the_backbone():
+    """Checked once, when a detector's config resolves: the neck is connected to the backbone
+    there (detcli.models.channels), and the built FPN reads the resolved value."""
+    r50 = {"type": "ResNet", "depth": 50, "init_cfg": False}
+    tree = {"type": "RetinaNet", "backbone": r50, "bbox_head": {"type": "RetinaHead", "num_classes": 3},
+            "neck": {"type": "FPN", "in_channels": [8, 16, 32, 64], "start_level": 1,
+                     "add_extra_convs": "on_input"}}
+    with pytest.raises(ConfigError, match=r"model.neck.in_channels = \[8, 16, 32, 64\] disagrees "
+                                          r"with \[256, 512, 1024, 2048\] derived from model.backbone"):
+        validate_tree(tree, DETECTORS.config("RetinaNet"))
+    tree["neck"]["in_channels"] = [256, 512, 1024, 2048]
+    cfg = validate_tree(tree, DETECTORS.config("RetinaNet"))
+    assert NECKS.build(cfg.neck).in_channels == [256, 512, 1024, 2048]
     cfg = FPNConfig(in_channels=[8, 16, 32, 64])
-    with pytest.raises(ValueError, match=r"\[8, 16, 32, 64\] does not match .* \[256, 512, 1024, 2048\]"):
-        NECKS.build(cfg, in_channels=[256, 512, 1024, 2048])
-    assert NECKS.build(cfg, in_channels=[8, 16, 32, 64]).in_channels == [8, 16, 32, 64]
+    with pytest.raises(ValueError, match=r"\[8, 16, 32, 64\] disagrees with \[256, 512, 1024, 2048\]"):
+        cfg.connect([256, 512, 1024, 2048], "a ResNet-50", "model.neck")
+
+
+def test_an_fpn_config_without_in_channels_cannot_be_built_alone():
+    with pytest.raises(ConfigError, match="FPN needs in_channels"):
+        NECKS.build(FPNConfig())
 
 
 def test_level_settings_are_checked():
     with pytest.raises(ValidationError, match="num_outs 2 is less than the 4 input levels"):
         FPNConfig(in_channels=IN_CHANNELS, num_outs=2)
-    with pytest.raises(ConfigError, match="num_outs 5 must equal end_level - start_level = 2"):
-        FPN(in_channels=IN_CHANNELS, start_level=1, end_level=3, num_outs=5)
+    with pytest.raises(ValidationError, match="num_outs 5 must equal end_level - start_level = 2"):
+        FPNConfig(in_channels=IN_CHANNELS, start_level=1, end_level=3, num_outs=5)
+    with pytest.raises(ValueError, match="num_outs 5 must equal end_level - start_level = 2"):
+        FPNConfig(start_level=1, end_level=3, num_outs=5).connect(IN_CHANNELS, "a backbone", "neck")
     fpn = FPN(in_channels=IN_CHANNELS, out_channels=8, start_level=1, end_level=3, num_outs=2)
     assert [o.shape[-1] for o in fpn(_inputs())] == [16, 8]
     with pytest.raises(ValueError, match="FPN expects 4 feature maps"):

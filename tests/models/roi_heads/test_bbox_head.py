@@ -24,8 +24,11 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from detcli.errors import ConfigError
-from detcli.models.losses import CrossEntropyLoss
-from detcli.models.roi_heads import Shared2FCBBoxHead, Shared2FCBBoxHeadConfig
+from detcli.models.roi_heads import (
+    Shared2FCBBoxHead,
+    Shared2FCBBoxHeadConfig,
+    StandardRoIHeadConfig,
+)
 from detcli.registry import BBOX_HEADS
 
 GARBAGE = 1e4
@@ -185,18 +188,20 @@ def test_config_defaults_build_and_sigmoid_rejected() -> None:
     assert cfg.bbox_coder.target_stds == [0.1, 0.1, 0.2, 0.2]
     assert cfg.loss_cls.use_sigmoid is False and cfg.loss_bbox.type == "L1Loss"
     assert cfg.fc_out_channels == 1024 and cfg.roi_feat_size == 7
-    head = BBOX_HEADS.build(cfg, in_channels=256)
-    assert isinstance(head, Shared2FCBBoxHead) and head.fc_reg.out_features == 320
-    assert head.bbox_coder.stds == (0.1, 0.1, 0.2, 0.2)
     with pytest.raises(ConfigError, match="needs in_channels"):
         BBOX_HEADS.build(cfg)
-    with pytest.raises(ConfigError, match="in_channels 128 does not match the 256"):
-        BBOX_HEADS.build(Shared2FCBBoxHeadConfig(num_classes=80, in_channels=128), in_channels=256)
-    with pytest.raises(ValidationError, match="softmax"):
+    # in_channels is the extractor's, connected when the RoI head's config is (config phase)
+    roi = StandardRoIHeadConfig(bbox_head=cfg)
+    roi.connect(256, "model.neck (FPN out_channels 256)", "model.roi_head")
+    head = BBOX_HEADS.build(roi.bbox_head)
+    assert isinstance(head, Shared2FCBBoxHead) and head.fc_reg.out_features == 320
+    assert head.in_channels == 256 and head.bbox_coder.stds == (0.1, 0.1, 0.2, 0.2)
+    roi = StandardRoIHeadConfig(bbox_head=Shared2FCBBoxHeadConfig(num_classes=80, in_channels=128))
+    with pytest.raises(ValueError, match="bbox_head.in_channels = 128 disagrees with 256"):
+        roi.connect(256, "model.neck (FPN out_channels 256)", "model.roi_head")
+    with pytest.raises(ValidationError, match="softmax"):  # the one check (not the constructor)
         Shared2FCBBoxHeadConfig(num_classes=80,
                                 loss_cls={"type": "CrossEntropyLoss", "use_sigmoid": True})
-    with pytest.raises(ConfigError, match="softmax"):
-        toy_head(loss_cls=CrossEntropyLoss(use_sigmoid=True))
 
 
 def test_bf16_outputs_give_float32_losses() -> None:

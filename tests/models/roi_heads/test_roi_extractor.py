@@ -16,11 +16,13 @@ import torch
 from pydantic import ValidationError
 from torchvision.ops import roi_align
 
-from detcli.errors import ConfigError, DetError
+from detcli.errors import DetError
 from detcli.models.roi_heads import (
     RoIAlignConfig,
     SingleRoIExtractor,
+    Shared2FCBBoxHeadConfig,
     SingleRoIExtractorConfig,
+    StandardRoIHeadConfig,
     map_roi_levels,
 )
 from detcli.registry import ROI_EXTRACTORS
@@ -66,7 +68,7 @@ def test_roi_align_of_a_ramp_by_hand() -> None:
     expected = torch.arange(2.0, 9.0).expand(7, 7)
     assert torch.allclose(out[0, 0], expected, atol=1e-5)
     # aligned = false samples without the half-pixel shift: centres 2.5 .. 8.5
-    legacy = SingleRoIExtractor(featmap_strides=STRIDES, aligned=False)
+    legacy = SingleRoIExtractor(featmap_strides=STRIDES, roi_layer=RoIAlignConfig(aligned=False))
     out = legacy([ramp] + others, torch.tensor([[0.0, 8.0, 8.0, 36.0, 36.0]]))
     assert torch.allclose(out[0, 0], expected + 0.5, atol=1e-5)
 
@@ -78,7 +80,8 @@ def test_each_roi_pooled_from_its_level_and_image() -> None:
                          [0.0] + square(0, 30, 300), [1.0] + square(-100, -50, 600),
                          [1.0] + square(10, 20, 40)])
     levels = [0, 1, 2, 3, 0]
-    extractor = SingleRoIExtractor(featmap_strides=STRIDES, sampling_ratio=2)
+    extractor = SingleRoIExtractor(featmap_strides=STRIDES,
+                                   roi_layer=RoIAlignConfig(sampling_ratio=2))
     out = extractor(feats, rois)  # (5, 3, 7, 7)
     assert out.shape == (5, 3, 7, 7)
     for i, level in enumerate(levels):
@@ -100,7 +103,8 @@ def test_dense_path_equals_eager_path() -> None:
     boxes = torch.cat([xy, xy + sides], dim=1)
     rois = torch.cat([torch.randint(0, 2, (60, 1), generator=gen).float(), boxes], dim=1)
     assert set(map_roi_levels(boxes, 4).tolist()) == {0, 1, 2, 3}  # every level is used
-    extractor = SingleRoIExtractor(featmap_strides=STRIDES, output_size=(7, 5))
+    extractor = SingleRoIExtractor(featmap_strides=STRIDES,
+                                   roi_layer=RoIAlignConfig(output_size=(7, 5)))
     eager = extractor(feats, rois, dense=False)
     dense = extractor(feats, rois, dense=True)
     assert eager.shape == (60, 3, 7, 5)
@@ -133,13 +137,16 @@ def test_low_precision_features_keep_their_dtype() -> None:
 def test_config_build_and_checks() -> None:
     cfg = SingleRoIExtractorConfig(featmap_strides=STRIDES, out_channels=256,
                                    roi_layer=RoIAlignConfig(output_size=[7, 7], sampling_ratio=2))
-    extractor = ROI_EXTRACTORS.build(cfg, in_channels=256)
+    extractor = ROI_EXTRACTORS.build(cfg)
     assert isinstance(extractor, SingleRoIExtractor)
     assert extractor.num_inputs == 4 and extractor.out_channels == 256
     assert extractor.output_size == (7, 7) and extractor.sampling_ratio == 2
     assert ROI_EXTRACTORS.build(SingleRoIExtractorConfig(featmap_strides=[8])).out_channels is None
-    with pytest.raises(ConfigError, match="out_channels 256 does not match the 128"):
-        ROI_EXTRACTORS.build(cfg, in_channels=128)
+    # a configured out_channels is checked against the neck's when the RoI head connects
+    roi = StandardRoIHeadConfig(bbox_roi_extractor=cfg, bbox_head=Shared2FCBBoxHeadConfig(
+        num_classes=3))
+    with pytest.raises(ValueError, match="out_channels = 256 disagrees with 128"):
+        roi.connect(128, "model.neck (FPN out_channels 128)", "model.roi_head")
     with pytest.raises(ValidationError, match="pool_mode"):
         RoIAlignConfig(pool_mode="max")
     with pytest.raises(ValidationError, match="featmap_strides"):

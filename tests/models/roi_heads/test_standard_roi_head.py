@@ -101,8 +101,10 @@ def test_config_defaults_derivation_and_size_check() -> None:
     cfg = StandardRoIHeadConfig(bbox_head=Shared2FCBBoxHeadConfig(num_classes=80))
     assert cfg.bbox_roi_extractor.featmap_strides == [4, 8, 16, 32]
     assert cfg.bbox_roi_extractor.out_channels is None and cfg.bbox_head.in_channels is None
-    head = ROI_HEADS.build(cfg, in_channels=256, train_cfg=RCNNTrainConfig(),
-                           test_cfg=RCNNTestConfig())
+    cfg.connect(256, "model.neck (FPN out_channels 256)", "model.roi_head")
+    assert cfg.bbox_roi_extractor.out_channels == 256 and cfg.bbox_head.in_channels == 256
+    assert cfg.bbox_head._derived == {"in_channels": "model.roi_head.bbox_roi_extractor.out_channels"}
+    head = ROI_HEADS.build(cfg, train_cfg=RCNNTrainConfig(), test_cfg=RCNNTestConfig())
     assert isinstance(head, StandardRoIHead) and head.num_classes == 80
     assert head.bbox_roi_extractor.out_channels == 256 and head.bbox_head.in_channels == 256
     assert head.sampler.num == 512 and head.assigner.pos_iou_thr == 0.5
