@@ -30,7 +30,6 @@ from torch import Tensor, nn
 
 from detcli.config.schema import Schema, derive_or_check
 from detcli.errors import DetError
-from detcli.models.channels import RoIHeadSchema, connect_head
 from detcli.models.roi_heads.roi_extractor import SingleRoIExtractorConfig
 from detcli.registry import (
     ASSIGNERS,
@@ -81,6 +80,31 @@ def batch_rois(boxes: Tensor) -> Tensor:
     return torch.cat([index, boxes], dim=-1).reshape(-1, 5)  # (N*P, 5)
 
 
+def rcnn_detections(det_boxes: Tensor, scores: Tensor, valid: Tensor, images: ImageBatch,
+                    cfg: RCNNTestConfig, rescale: bool) -> DetectionBatch:
+    """A box head's per-class boxes (N, P, K, 4) in network-input pixels and scores (N, P, K)
+    for P RoI slots per image (``valid`` (N, P): a real RoI) -> detections padded to
+    ``cfg.max_per_img``: boxes divided by the scale factors with ``rescale``; the scores above
+    ``score_thr`` whose box sides exceed ``min_bbox_size`` go through one NMS per class
+    (StandardRoIHead's and CascadeRoIHead's last step)."""
+    num_images, num_props, num_classes = scores.shape
+    if rescale:
+        factors = images.scale_factors.to(det_boxes)[:, None, None, :]  # (N, 1, 1, 4)
+        det_boxes = det_boxes / factors  # (N, P, K, 4) original pixels
+    widths = det_boxes[..., 2] - det_boxes[..., 0]  # (N, P, K)
+    heights = det_boxes[..., 3] - det_boxes[..., 1]  # (N, P, K)
+    keep = (valid[..., None] & (scores > cfg.score_thr)
+            & (widths > cfg.min_bbox_size) & (heights > cfg.min_bbox_size))  # (N, P, K)
+    labels = torch.arange(num_classes, device=scores.device).expand_as(scores)  # (N, P, K)
+    flat = num_props * num_classes
+    return nms_to_batch(
+        det_boxes.reshape(num_images, flat, 4),  # (N, P*K, 4)
+        scores.reshape(num_images, flat),  # (N, P*K)
+        labels.reshape(num_images, flat),  # (N, P*K)
+        keep.reshape(num_images, flat),  # (N, P*K)
+        cfg)
+
+
 @dataclass
 class RoISamples:
     """The RoIs the box head learns from, S slots per image: positives first, then negatives,
@@ -106,7 +130,7 @@ class RoISamples:
         return self.valid.sum(dim=1)  # (N,)
 
 
-class StandardRoIHeadConfig(RoIHeadSchema):
+class StandardRoIHeadConfig(Schema):
     type: Literal["StandardRoIHead"] = "StandardRoIHead"
     bbox_roi_extractor: RoIExtractorConfig = Field(default_factory=fpn_roi_extractor)
     bbox_head: BBoxHeadConfig
@@ -130,14 +154,6 @@ class StandardRoIHeadConfig(RoIHeadSchema):
                 f"out_channels {channels})",
                 "model.roi_head.bbox_head.in_channels")
         return self
-
-    def connect(self, in_channels: int, source: str, where: str) -> None:
-        """The extractor pools maps of ``in_channels`` (from ``source``); the box head reads
-        what it pools."""
-        extractor_key = f"{where}.bbox_roi_extractor.out_channels"
-        derive_or_check(self.bbox_roi_extractor, "out_channels", in_channels, source,
-                        extractor_key)
-        connect_head(self.bbox_head, in_channels, extractor_key, f"{where}.bbox_head")
 
 
 @ROI_HEADS.register(StandardRoIHeadConfig)
@@ -172,13 +188,15 @@ class StandardRoIHead(nn.Module):
         cls,
         cfg: StandardRoIHeadConfig,
         *,
+        in_channels: int | None = None,
         train_cfg: RCNNTrainConfig | None = None,
         test_cfg: RCNNTestConfig | None = None,
     ) -> StandardRoIHead:
-        """Build the extractor and the box head a resolved config describes (their channels
-        were connected then: :meth:`StandardRoIHeadConfig.connect`)."""
-        extractor = ROI_EXTRACTORS.build(cfg.bbox_roi_extractor)
-        bbox_head = BBOX_HEADS.build(cfg.bbox_head)
+        """Build with ``in_channels`` (the neck's out_channels) passed to the extractor, whose
+        channels the box head reads."""
+        extractor = ROI_EXTRACTORS.build(cfg.bbox_roi_extractor, in_channels=in_channels)
+        bbox_head = BBOX_HEADS.build(cfg.bbox_head,
+                                     in_channels=getattr(extractor, "out_channels", None))
         return cls(bbox_roi_extractor=extractor, bbox_head=bbox_head,
                    train_cfg=train_cfg, test_cfg=test_cfg)
 
@@ -305,25 +323,10 @@ class StandardRoIHead(nn.Module):
         proposals = trim_padding(proposals)
         boxes = proposals.boxes.float()  # (N, P', 4)
         num_images, num_props = boxes.shape[:2]
-        num_classes = self.num_classes
         cls_score, bbox_pred = self.bbox_forward(feats, batch_rois(boxes))  # (N*P, ...)
         img_shapes = images.img_shapes.to(boxes.device, torch.float32)  # (N, 2)
         det_boxes, scores = self.bbox_head.predict_boxes(
             boxes, cls_score.view(num_images, num_props, cls_score.shape[-1]),
             bbox_pred.view(num_images, num_props, bbox_pred.shape[-1]),
             img_shapes)  # (N, P, K, 4), (N, P, K)
-        if rescale:
-            factors = images.scale_factors.to(det_boxes)[:, None, None, :]  # (N, 1, 1, 4)
-            det_boxes = det_boxes / factors  # (N, P, K, 4) original pixels
-        widths = det_boxes[..., 2] - det_boxes[..., 0]  # (N, P, K)
-        heights = det_boxes[..., 3] - det_boxes[..., 1]  # (N, P, K)
-        keep = (proposals.valid[..., None] & (scores > cfg.score_thr)
-                & (widths > cfg.min_bbox_size) & (heights > cfg.min_bbox_size))  # (N, P, K)
-        labels = torch.arange(num_classes, device=boxes.device).expand_as(scores)  # (N, P, K)
-        flat = num_props * num_classes
-        return nms_to_batch(
-            det_boxes.reshape(num_images, flat, 4),  # (N, P*K, 4)
-            scores.reshape(num_images, flat),  # (N, P*K)
-            labels.reshape(num_images, flat),  # (N, P*K)
-            keep.reshape(num_images, flat),  # (N, P*K)
-            cfg)
+        return rcnn_detections(det_boxes, scores, proposals.valid, images, cfg, rescale)
