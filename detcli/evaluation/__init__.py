@@ -7,9 +7,9 @@
 - :mod:`detcli.evaluation.coco`: COCO metrics through pycocotools or faster-coco-eval
   (``CocoEvaluator``).
 - :mod:`detcli.evaluation.voc`: Pascal VOC mAP, 11-point and area (``VocEvaluator``).
-- :mod:`detcli.evaluation.report`: the evaluation report behind ``det test --plots`` (PR curves,
-  :mod:`~detcli.evaluation.confusion`, :mod:`~detcli.evaluation.errors`,
-  :mod:`~detcli.evaluation.worst_images`).
+- :mod:`detcli.evaluation.report`: the evaluation report behind ``det test --plots``
+  (:mod:`~detcli.evaluation.pr_curves`, :mod:`~detcli.evaluation.confusion`,
+  :mod:`~detcli.evaluation.errors`, :mod:`~detcli.evaluation.worst_images`).
 
 Nothing is imported here, so reading the config (``detcli.evaluation.config``) loads no
 evaluator.
