@@ -308,6 +308,8 @@ ROI_HEADS: Registry = Registry(
     "RoI head", "nn.Module; loss(feats, proposals, images, targets) -> dict; predict(...) -> detections")
 BBOX_HEADS: Registry = Registry(
     "RoI box head", "nn.Module; forward(RoI features (R, C, S, S)) -> (class logits (R, K+1), deltas)")
+MASK_HEADS: Registry = Registry(
+    "RoI mask head", "nn.Module; forward(RoI features (R, C, S, S)) -> mask logits (R, K or 1, 2S, 2S)")
 
 BackboneConfig = Annotated[Schema, BACKBONES]
 NeckConfig = Annotated[Schema, NECKS]
@@ -324,8 +326,9 @@ HookConfig = Annotated[Schema, HOOKS]
 RoIExtractorConfig = Annotated[Schema, ROI_EXTRACTORS]
 RoIHeadConfig = Annotated[Schema, ROI_HEADS]
 BBoxHeadConfig = Annotated[Schema, BBOX_HEADS]
+MaskHeadConfig = Annotated[Schema, MASK_HEADS]
 
 ALL_REGISTRIES = (
     BACKBONES, NECKS, HEADS, DETECTORS, LOSSES, PRIOR_GENERATORS, ASSIGNERS, SAMPLERS,
-    BBOX_CODERS, DATASETS, TRANSFORMS, HOOKS, ROI_EXTRACTORS, ROI_HEADS, BBOX_HEADS,
+    BBOX_CODERS, DATASETS, TRANSFORMS, HOOKS, ROI_EXTRACTORS, ROI_HEADS, BBOX_HEADS, MASK_HEADS,
 )

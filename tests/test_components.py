@@ -28,7 +28,8 @@ REQUIRED = {
     "MlvlPointGenerator": dict(strides=[8, 16]),
     "AnchorGenerator": dict(strides=[8, 16], ratios=[1.0], scales=[4.0]),
     "RetinaHead": dict(num_classes=3), "ATSSHead": dict(num_classes=3), "FCOSHead": dict(num_classes=3),
-    "Shared2FCBBoxHead": dict(num_classes=3), "SingleRoIExtractor": dict(featmap_strides=[4, 8]),
+    "Shared2FCBBoxHead": dict(num_classes=3), "FCNMaskHead": dict(num_classes=3),
+    "SingleRoIExtractor": dict(featmap_strides=[4, 8]),
     "Pad": dict(size_divisor=32),
     "Collect": dict(keys=["img"]),
     "ImageToTensor": dict(keys=["img"]),
@@ -40,7 +41,7 @@ REQUIRED = {
 # The channels a detector's config fills in when it resolves (detcli.models.channels), per kind:
 # a component alone is given them in its config, as that phase would.
 CONNECTED = {"head": dict(in_channels=8), "RoI box head": dict(in_channels=8),
-             "neck": dict(in_channels=[8, 16])}
+             "RoI mask head": dict(in_channels=8), "neck": dict(in_channels=[8, 16])}
 
 
 def components():
@@ -52,7 +53,8 @@ def components():
 
 # A detector is all sub-configs: the tiny preset of its family, under its own type name.
 PRESET = {"RetinaNet": "retinanet", "SingleStageDetector": "retinanet", "FCOS": "fcos",
-          "ATSS": "atss", "FasterRCNN": "faster_rcnn", "TwoStageDetector": "faster_rcnn"}
+          "ATSS": "atss", "FasterRCNN": "faster_rcnn", "TwoStageDetector": "faster_rcnn",
+          "MaskRCNN": "mask_rcnn"}
 
 
 def default_config(registry: Registry, name: str) -> Schema:

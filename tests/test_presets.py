@@ -216,6 +216,46 @@ FASTER_RCNN_SEED = dict(
     lr_config=SEED["lr_config"],
     **RUNTIME,
 )
+# mask-rcnn_r50_fpn_1x_coco.py as MMDetection 3.3 resolves it: Faster R-CNN's model with the
+# mask branch, the R-CNN assigner's match_low_quality on, mask_size and mask_thr_binary; the
+# COCO pipeline loading masks; bbox and segm evaluation.
+_MASK_HEAD = dict(type="FCNMaskHead", num_convs=4, in_channels=256, conv_out_channels=256,
+                  num_classes=80,
+                  loss_mask=dict(type="CrossEntropyLoss", use_mask=True, loss_weight=1.0))
+_FRCNN = FASTER_RCNN_SEED["model"]
+MASK_RCNN_SEED = dict(
+    model=dict(
+        _FRCNN, type="MaskRCNN",
+        roi_head=dict(
+            _FRCNN["roi_head"],
+            mask_roi_extractor=dict(type="SingleRoIExtractor",
+                                    roi_layer=dict(type="RoIAlign", output_size=14,
+                                                   sampling_ratio=0),
+                                    out_channels=256, featmap_strides=[4, 8, 16, 32]),
+            mask_head=_MASK_HEAD),
+        train_cfg=dict(_FRCNN["train_cfg"], rcnn=dict(
+            _FRCNN["train_cfg"]["rcnn"], mask_size=28,
+            assigner=dict(_FRCNN["train_cfg"]["rcnn"]["assigner"], match_low_quality=True))),
+        test_cfg=dict(_FRCNN["test_cfg"], rcnn=dict(_FRCNN["test_cfg"]["rcnn"],
+                                                    mask_thr_binary=0.5))),
+    data=dict(train=dict(pipeline=[
+        dict(type="LoadImageFromFile"),
+        dict(type="LoadAnnotations", with_bbox=True, with_mask=True),
+        dict(type="Resize", img_scale=(1333, 800), keep_ratio=True),
+        dict(type="RandomFlip", flip_ratio=0.5),
+        NORM,
+        dict(type="Pad", size_divisor=32),
+        dict(type="DefaultFormatBundle"),
+        dict(type="Collect", keys=["img", "gt_bboxes", "gt_labels", "gt_masks"]),
+    ])),
+    evaluation=dict(metric=["bbox", "segm"]),
+    optimizer=FASTER_RCNN_SEED["optimizer"],
+)
+# The mask head defaults MMDetection 3.3 fills in (FCNMaskHead's, mmcv's RoIAlign).
+MASK_RCNN_DEFAULTS = dict(model=dict(roi_head=dict(
+    mask_roi_extractor=dict(roi_layer=dict(aligned=True), finest_scale=56),
+    mask_head=dict(roi_feat_size=14, conv_kernel_size=3, class_agnostic=False,
+                   upsample_cfg=dict(type="deconv", scale_factor=2), norm_cfg=None))))
 # Defaults MMDetection fills in (mmcv's RoIAlign, SingleRoIExtractor, RPNHead) that the preset
 # leaves to the schema.
 FASTER_RCNN_DEFAULTS = dict(model=dict(
@@ -283,6 +323,28 @@ def test_fcos_and_atss_match_mmdetection_value_for_value(preset, seed):
 def test_faster_rcnn_r50_matches_mmdetection_value_for_value():
     assert _mismatches("faster_rcnn_r50.toml", FASTER_RCNN_SEED) == {}
     assert _mismatches("faster_rcnn_r50.toml", FASTER_RCNN_DEFAULTS) == {}
+
+
+def test_mask_rcnn_r50_matches_mmdetection_value_for_value():
+    assert _mismatches("mask_rcnn_r50.toml", MASK_RCNN_SEED) == {}
+    assert _mismatches("mask_rcnn_r50.toml", MASK_RCNN_DEFAULTS) == {}
+    assert _mismatches("mask_rcnn_r50.toml", FASTER_RCNN_DEFAULTS) == {}
+    resolved = flatten(load_config(PRESETS / "mask_rcnn_r50.toml").resolved())
+    assert "data.train.pipeline[8].type" not in resolved
+    origins = load_config(PRESETS / "mask_rcnn_r50.toml").origins
+    for key in (("model", "roi_head", "mask_roi_extractor", "out_channels"),
+                ("model", "roi_head", "mask_head", "in_channels")):
+        assert origins[key].startswith("derived"), key
+
+
+def test_mask_rcnn_r101_differs_from_r50_in_depth_and_weights_only():
+    r50 = flatten(load_config(PRESETS / "mask_rcnn_r50.toml").resolved())
+    r101 = flatten(load_config(PRESETS / "mask_rcnn_r101.toml").resolved())
+    changed = {k: (r50.get(k), r101.get(k)) for k in set(r50) | set(r101) if r50.get(k) != r101.get(k)}
+    assert changed == {
+        "model.backbone.depth": (50, 101),
+        "model.backbone.init_cfg.checkpoint": ("torchvision://resnet50", "torchvision://resnet101"),
+    }
 
 
 def test_faster_rcnn_derived_channels_are_marked():

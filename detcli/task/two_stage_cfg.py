@@ -14,6 +14,7 @@ As TOML::
     nms = { type = "nms", iou_threshold = 0.7 }
 
     [model.train_cfg.rcnn]           # which proposals the RoI head learns from
+    mask_size = 28                   # Mask R-CNN only: the side of the mask targets
     assigner = { type = "MaxIoUAssigner", pos_iou_thr = 0.5, neg_iou_thr = 0.5, min_pos_iou = 0.5,
                  match_low_quality = false }
     sampler = { type = "RandomSampler", num = 512, pos_fraction = 0.25, add_gt_as_proposals = true }
@@ -23,6 +24,7 @@ As TOML::
     max_per_img = 1000
 
     [model.test_cfg.rcnn]            # the final detections
+    mask_thr_binary = 0.5            # Mask R-CNN only: a pasted mask's foreground threshold
     score_thr = 0.05
     nms = { type = "nms", iou_threshold = 0.5 }
     max_per_img = 100
@@ -109,3 +111,26 @@ class TwoStageTrainConfig(Schema):
 class TwoStageTestConfig(Schema):
     rpn: ProposalConfig = Field(default_factory=ProposalConfig)
     rcnn: RCNNTestConfig = Field(default_factory=RCNNTestConfig)
+
+
+class RCNNMaskTrainConfig(RCNNTrainConfig):
+    """Mask R-CNN's ``train_cfg.rcnn``: Faster R-CNN's, plus the size of the mask targets."""
+
+    mask_size: int = Field(28, ge=1)  # h = w of the targets: the mask head's output size
+
+
+class RCNNMaskTestConfig(RCNNTestConfig):
+    """Mask R-CNN's ``test_cfg.rcnn``: Faster R-CNN's, plus where a pasted mask probability
+    counts as foreground."""
+
+    mask_thr_binary: UnitFloat = 0.5
+
+
+class MaskRCNNTrainConfig(TwoStageTrainConfig):
+    rcnn: RCNNMaskTrainConfig = Field(  # type: ignore[assignment]
+        default_factory=RCNNMaskTrainConfig)
+
+
+class MaskRCNNTestConfig(TwoStageTestConfig):
+    rcnn: RCNNMaskTestConfig = Field(  # type: ignore[assignment]
+        default_factory=RCNNMaskTestConfig)

@@ -50,6 +50,8 @@ BUDGET = {
     # RPN proposals: the candidates' count (one nonzero) and NMS's kept count; the RoI
     # extractor: the RoIs per FPN level (docs/performance.md)
     "FasterRCNN": 3,
+    # Faster R-CNN's, and the mask RoI extractor's RoIs per FPN level
+    "MaskRCNN": 4,
 }
 
 _VALUE = "reads a tensor's value on the host (.item(), float(), int(), bool(), `if t:`)"
@@ -158,7 +160,8 @@ class SyncRecorder:
 
 def samples(seed: int) -> list[dict[str, Any]]:
     """Four images of different sizes, padded to multiples of 32 (so each has its own
-    pad_shape), with 3-5 GT boxes each, one ignore box, and one image without GT."""
+    pad_shape), with 3-5 GT boxes each (and their masks: the boxes' pixels, for Mask R-CNN;
+    other detectors ignore them), one ignore box, and one image without GT."""
     gen = torch.Generator().manual_seed(seed)
     out = []
     for i, (h, w) in enumerate([(96, 128), (128, 80), (112, 112), (64, 100)]):
@@ -171,12 +174,21 @@ def samples(seed: int) -> list[dict[str, Any]]:
             "img": torch.randn(3, h, w, generator=gen),
             "gt_bboxes": boxes.numpy(),
             "gt_labels": torch.randint(0, 3, (num_gt,), generator=gen).numpy(),
+            "gt_masks": box_masks(boxes, h, w),
             "gt_bboxes_ignore": torch.tensor([[0.0, 0.0, 8.0, 8.0]] if i == 1 else [])
                                 .reshape(-1, 4),
             "img_metas": {"filename": f"img{i}.png", "img_shape": (h, w, 3), "pad_shape": pad,
                           "ori_shape": (2 * h, 2 * w, 3), "scale_factor": 0.5},
         })
     return out
+
+
+def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(G, height, width) uint8: 1 on the pixels whose centre is inside each box (G, 4)."""
+    ys = torch.arange(height)[:, None] + 0.5  # (H, 1)
+    xs = torch.arange(width)[None, :] + 0.5  # (1, W)
+    x1, y1, x2, y2 = (boxes[:, k, None, None] for k in range(4))  # (G, 1, 1) each
+    return ((xs >= x1) & (xs <= x2) & (ys >= y1) & (ys <= y2)).to(torch.uint8)
 
 
 def tiny_train_step(preset: Path) -> tuple[str, TrainStep]:

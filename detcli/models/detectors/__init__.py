@@ -1,6 +1,7 @@
 """Detectors: the assembled models that ``build_detector`` returns."""
 
 from detcli.models.detectors.fcos_atss import ATSS, FCOS, ATSSConfig, FCOSConfig
+from detcli.models.detectors.mask_rcnn import MaskRCNN, MaskRCNNConfig
 from detcli.models.detectors.single_stage import (
     RetinaNet,
     RetinaNetConfig,
@@ -15,5 +16,6 @@ from detcli.models.detectors.two_stage import (
 )
 
 __all__ = ["ATSS", "ATSSConfig", "FCOS", "FCOSConfig", "FasterRCNN", "FasterRCNNConfig",
+           "MaskRCNN", "MaskRCNNConfig",
            "RetinaNet", "RetinaNetConfig", "SingleStageDetector", "SingleStageDetectorConfig",
            "TwoStageDetector", "TwoStageDetectorConfig"]

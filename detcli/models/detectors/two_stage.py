@@ -54,12 +54,22 @@ class TwoStageOutputs(NamedTuple):
 
 class TwoStageDetectorConfig(Schema):
     type: Literal["TwoStageDetector"] = "TwoStageDetector"
+    segments: ClassVar[bool] = False  # a Mask R-CNN config: its roi_head may have a mask branch
     backbone: Annotated[BackboneSchema, BACKBONES]
     neck: Maybe[Annotated[NeckSchema, NECKS]] = None
     rpn_head: HeadConfig
     roi_head: Annotated[RoIHeadSchema, ROI_HEADS]
     train_cfg: Maybe[TwoStageTrainConfig] = Field(default_factory=TwoStageTrainConfig)
     test_cfg: TwoStageTestConfig = Field(default_factory=TwoStageTestConfig)
+
+    @model_validator(mode="after")
+    def _mask_branch_needs_mask_rcnn(self) -> TwoStageDetectorConfig:
+        if getattr(self.roi_head, "mask_head", None) is not None and not self.segments:
+            raise ValueError(
+                f"model.roi_head.mask_head is set but model.type = {self.type!r} predicts "
+                "boxes only: use type = \"MaskRCNN\" (its train_cfg.rcnn has mask_size, its "
+                "test_cfg.rcnn mask_thr_binary)")
+        return self
 
     @model_validator(mode="after")
     def _derive_channels(self) -> TwoStageDetectorConfig:

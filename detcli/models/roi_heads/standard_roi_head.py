@@ -1,5 +1,6 @@
-"""The second stage of Faster R-CNN: sample proposals, pool their features, classify and refine
-them (MMDetection 2.x's ``StandardRoIHead`` with a box branch only).
+"""The second stage of Faster R-CNN and Mask R-CNN: sample proposals, pool their features,
+classify and refine them, and (with a mask branch) segment the positives / the detections
+(MMDetection's ``StandardRoIHead``).
 
 N images, P proposal slots per image, G GT slots per image, K classes, R' = G + P candidates
 per image when the sampler prepends the GT boxes (``add_gt_as_proposals``, else P), S sampled
@@ -12,39 +13,55 @@ Call graph::
     predict(feats, proposals, images, rescale):
         bbox_forward() on all N*P proposal slots -> bbox_head.predict_boxes() -> one NMS
 
+With ``mask_head`` (Mask R-CNN; MMDetection 3.3's mask branch) ``loss`` adds ``loss_mask``:
+the first Q slots of each image (Q = the sampler's positive budget, so every positive is
+among them; they come first) are pooled by ``mask_roi_extractor`` (14 x 14; the box
+extractor when none is configured, MMDetection's ``share_roi_extractor``), the mask head's
+logits of each positive's GT class are compared with its GT mask cropped to the RoI
+(``train_cfg.mask_size``, :mod:`~detcli.models.roi_heads.mask_target`); non-positive slots
+weigh 0. ``predict`` pools the detections' boxes in network-input pixels (MMDetection predicts
+the boxes unscaled when it segments, so NMS runs before the rescale) and returns the
+(N, M, h, w) probability of each detection's class in ``DetectionBatch.mask_probs``; pasting
+them into the image is the detector's ``predict`` (:mod:`~detcli.models.roi_heads.mask_paste`).
+Without ``mask_head`` nothing of this runs: Faster R-CNN is unchanged.
+
 Training uses every sampled slot, padding included, so shapes are fixed: padding slots (an
 image with fewer than S candidates) have zero label and box weights and are not counted by any
 average (``loss_cls`` and ``acc`` count label weights > 0, ``loss_bbox`` the valid slots). The
 whole batch is assigned and sampled at once; the only host syncs are the RoI extractor's level
-counts and the NMS output size.
+counts and the NMS output size (the mask branch adds the mask extractor's level counts).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Optional, Sequence
 
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from detcli.config.schema import Schema, derive_or_check
-from detcli.errors import DetError
+from detcli.config.schema import Maybe, Schema, derive_or_check
+from detcli.errors import ConfigError, DataError, DetError
+from detcli.models.channels import RoIHeadSchema, connect_head
+from detcli.models.roi_heads.mask_target import mask_targets
 from detcli.models.roi_heads.roi_extractor import SingleRoIExtractorConfig
 from detcli.registry import (
     ASSIGNERS,
     BBOX_HEADS,
+    MASK_HEADS,
     ROI_EXTRACTORS,
     ROI_HEADS,
     SAMPLERS,
     BBoxHeadConfig,
+    MaskHeadConfig,
     RoIExtractorConfig,
 )
 from detcli.structures.batch import DetTargets, ImageBatch
 from detcli.structures.detections import DetectionBatch
 from detcli.structures.proposals import Proposals
 from detcli.task.postprocess import nms_to_batch
-from detcli.task.two_stage_cfg import RCNNTestConfig, RCNNTrainConfig
+from detcli.task.two_stage_cfg import RCNNMaskTrainConfig, RCNNTestConfig, RCNNTrainConfig
 
 # the sort keys that put each image's sampled slots first: positives, negatives, the rest
 _POS, _NEG, _UNUSED = 0, 1, 2
@@ -53,6 +70,11 @@ _POS, _NEG, _UNUSED = 0, 1, 2
 def fpn_roi_extractor() -> SingleRoIExtractorConfig:
     """Faster R-CNN R50-FPN's: RoIAlign 7 x 7 on the strides 4..32 maps (not the P6 one)."""
     return SingleRoIExtractorConfig(featmap_strides=[4, 8, 16, 32])
+
+
+NEEDS_MASK_SIZE = ("a roi_head with a mask_head trains on mask targets of "
+                   "train_cfg.rcnn.mask_size pixels; build it with a Mask R-CNN train_cfg "
+                   "(model.type = \"MaskRCNN\")")
 
 
 def trim_padding(proposals: Proposals) -> Proposals:
@@ -130,10 +152,13 @@ class RoISamples:
         return self.valid.sum(dim=1)  # (N,)
 
 
-class StandardRoIHeadConfig(Schema):
+class StandardRoIHeadConfig(RoIHeadSchema):
     type: Literal["StandardRoIHead"] = "StandardRoIHead"
     bbox_roi_extractor: RoIExtractorConfig = Field(default_factory=fpn_roi_extractor)
     bbox_head: BBoxHeadConfig
+    # Mask R-CNN's mask branch; no mask_roi_extractor with a mask_head: share the box one
+    mask_roi_extractor: Maybe[RoIExtractorConfig] = None
+    mask_head: Maybe[MaskHeadConfig] = None
 
     @model_validator(mode="after")
     def _connect(self) -> StandardRoIHeadConfig:
@@ -153,15 +178,57 @@ class StandardRoIHeadConfig(Schema):
                 f"model.roi_head.bbox_roi_extractor ({self.bbox_roi_extractor.type} "
                 f"out_channels {channels})",
                 "model.roi_head.bbox_head.in_channels")
+        if self.mask_head is not None:
+            self._connect_mask_branch()
         return self
+
+    def _connect_mask_branch(self) -> None:
+        """The mask head reads the mask extractor's (or the shared box extractor's) features:
+        its ``roi_feat_size`` is their pooled size and its ``in_channels`` their channels."""
+        extractor_key = "mask_roi_extractor" if self.mask_roi_extractor is not None \
+            else "bbox_roi_extractor"
+        extractor = self.mask_roi_extractor or self.bbox_roi_extractor
+        roi_layer = getattr(extractor, "roi_layer", None)
+        pooled = getattr(roi_layer, "output_pair", None)
+        feat_size = getattr(self.mask_head, "roi_feat_size", None)
+        if pooled is not None and feat_size is not None and tuple(pooled) != (feat_size,) * 2:
+            raise ValueError(
+                f"model.roi_head.mask_head.roi_feat_size = {feat_size} disagrees with "
+                f"model.roi_head.{extractor_key}.roi_layer.output_size = "
+                f"{roi_layer.output_size}: the mask head reads the pooled RoI features, so set "
+                "both to the same size")
+        channels = getattr(extractor, "out_channels", None)
+        if channels is not None:
+            derive_or_check(
+                self.mask_head, "in_channels", channels,
+                f"model.roi_head.{extractor_key} ({extractor.type} out_channels {channels})",
+                "model.roi_head.mask_head.in_channels")
+
+    def connect(self, in_channels: int, source: str, where: str) -> None:
+        """The extractor pools maps of ``in_channels`` (from ``source``); the box head reads
+        what it pools."""
+        extractor_key = f"{where}.bbox_roi_extractor.out_channels"
+        derive_or_check(self.bbox_roi_extractor, "out_channels", in_channels, source,
+                        extractor_key)
+        connect_head(self.bbox_head, in_channels, extractor_key, f"{where}.bbox_head")
+        if self.mask_head is not None:  # the mask branch reads the neck too
+            mask_key = extractor_key
+            if self.mask_roi_extractor is not None:
+                mask_key = f"{where}.mask_roi_extractor.out_channels"
+                derive_or_check(self.mask_roi_extractor, "out_channels", in_channels, source,
+                                mask_key)
+            derive_or_check(self.mask_head, "in_channels", in_channels, mask_key,
+                            f"{where}.mask_head.in_channels")
 
 
 @ROI_HEADS.register(StandardRoIHeadConfig)
 class StandardRoIHead(nn.Module):
     """``bbox_roi_extractor`` -> ``bbox_head``; see the module docstring.
 
-    ``train_cfg`` (assigner, sampler, ``pos_weight``) is needed by :meth:`loss` only,
-    ``test_cfg`` (``score_thr``, ``nms``, ``max_per_img``, ``min_bbox_size``) by :meth:`predict`.
+    ``train_cfg`` (assigner, sampler, ``pos_weight``; ``mask_size`` with a mask head) is needed
+    by :meth:`loss` only, ``test_cfg`` (``score_thr``, ``nms``, ``max_per_img``,
+    ``min_bbox_size``) by :meth:`predict`. ``mask_roi_extractor`` and ``mask_head`` are the
+    optional mask branch (the box extractor is shared when only ``mask_head`` is given).
     """
 
     def __init__(
@@ -171,10 +238,21 @@ class StandardRoIHead(nn.Module):
         bbox_head: nn.Module,
         train_cfg: RCNNTrainConfig | None = None,
         test_cfg: RCNNTestConfig | None = None,
+        mask_roi_extractor: nn.Module | None = None,
+        mask_head: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.bbox_roi_extractor = bbox_roi_extractor
         self.bbox_head = bbox_head
+        if mask_head is None and mask_roi_extractor is not None:
+            raise ConfigError("roi_head has a mask_roi_extractor but no mask_head: add "
+                              "model.roi_head.mask_head or remove the extractor")
+        if mask_head is not None and train_cfg is not None \
+                and not isinstance(train_cfg, RCNNMaskTrainConfig):
+            raise ConfigError(NEEDS_MASK_SIZE)
+        # None adds no module (no state-dict key): without a mask head this is Faster R-CNN's
+        self.mask_roi_extractor = mask_roi_extractor
+        self.mask_head = mask_head
         self.num_classes: int = bbox_head.num_classes
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg if test_cfg is not None else RCNNTestConfig()
@@ -188,23 +266,40 @@ class StandardRoIHead(nn.Module):
         cls,
         cfg: StandardRoIHeadConfig,
         *,
-        in_channels: int | None = None,
         train_cfg: RCNNTrainConfig | None = None,
         test_cfg: RCNNTestConfig | None = None,
     ) -> StandardRoIHead:
-        """Build with ``in_channels`` (the neck's out_channels) passed to the extractor, whose
-        channels the box head reads."""
-        extractor = ROI_EXTRACTORS.build(cfg.bbox_roi_extractor, in_channels=in_channels)
-        bbox_head = BBOX_HEADS.build(cfg.bbox_head,
-                                     in_channels=getattr(extractor, "out_channels", None))
+        """Build the extractor and the box head a resolved config describes (their channels
+        were connected then: :meth:`StandardRoIHeadConfig.connect`)."""
+        extractor = ROI_EXTRACTORS.build(cfg.bbox_roi_extractor)
+        bbox_head = BBOX_HEADS.build(cfg.bbox_head)
+        mask_extractor = mask_head = None
+        if cfg.mask_head is not None:
+            mask_extractor = None if cfg.mask_roi_extractor is None else ROI_EXTRACTORS.build(
+                cfg.mask_roi_extractor)
+            mask_head = MASK_HEADS.build(cfg.mask_head)
         return cls(bbox_roi_extractor=extractor, bbox_head=bbox_head,
-                   train_cfg=train_cfg, test_cfg=test_cfg)
+                   train_cfg=train_cfg, test_cfg=test_cfg,
+                   mask_roi_extractor=mask_extractor, mask_head=mask_head)
+
+    @property
+    def with_mask(self) -> bool:
+        """Whether the head has a mask branch (Mask R-CNN)."""
+        return self.mask_head is not None
 
     def bbox_forward(self, feats: Sequence[Tensor], rois: Tensor) -> tuple[Tensor, Tensor]:
         """feats L x (N, C, H_l, W_l), rois (R, 5) -> cls_score (R, K + 1), bbox_pred
         (R, 4K or 4)."""
         roi_feats = self.bbox_roi_extractor(feats, rois)  # (R, C, S, S)
         return self.bbox_head(roi_feats)
+
+    def mask_forward(self, feats: Sequence[Tensor], rois: Tensor) -> Tensor:
+        """feats L x (N, C, H_l, W_l), rois (R, 5) -> mask logits (R, K or 1, h, w), pooled by
+        the mask extractor (the box one when shared)."""
+        if self.mask_head is None:
+            raise DetError("this roi_head has no mask_head: it predicts boxes only")
+        extractor = self.mask_roi_extractor or self.bbox_roi_extractor
+        return self.mask_head(extractor(feats, rois))  # (R, K or 1, h, w)
 
     # ---- training --------------------------------------------------------------------------
 
@@ -297,7 +392,7 @@ class StandardRoIHead(nn.Module):
         samples = self.sample(proposals, targets)
         rois = batch_rois(samples.rois)  # (N*S, 5): every slot, padding weighted 0
         cls_score, bbox_pred = self.bbox_forward(feats, rois)  # (N*S, K + 1), (N*S, 4K or 4)
-        return self.bbox_head.loss(
+        losses = self.bbox_head.loss(
             cls_score,
             bbox_pred,
             samples.rois.reshape(-1, 4),  # (N*S, 4)
@@ -307,12 +402,84 @@ class StandardRoIHead(nn.Module):
             samples.bbox_weights.reshape(-1),  # (N*S,)
             avg_factor_bbox=samples.valid.sum().clamp(min=1).float(),  # sampled RoIs, on device
         )
+        if self.mask_head is not None:
+            losses.update(self.mask_loss(feats, samples, targets))
+        return losses
+
+    def mask_slots(self, num_slots: int) -> int:
+        """Q, the RoI slots of each image the mask branch trains on: the sampler's positive
+        budget (``RandomSampler.num_expected_pos``), which no image's positives exceed and which
+        come first in its slots; every slot for a sampler without one. A fixed number, so the
+        mask branch's shapes do not depend on the data."""
+        budget = getattr(self.sampler, "num_expected_pos", None)  # None: no positive budget
+        return num_slots if budget is None else min(int(budget), num_slots)
+
+    def mask_loss(self, feats: Sequence[Tensor], samples: RoISamples,
+                  targets: DetTargets) -> dict[str, Tensor]:
+        """``{"loss_mask"}`` over the sampled positives (MMDetection 3.3's ``mask_loss``): the
+        first Q slots of each image are pooled and segmented, each positive's GT mask is
+        cropped to it, the other slots weigh 0."""
+        if targets.masks is None:
+            raise DataError(
+                "Mask R-CNN trains on GT masks but the batch has none (DetTargets.masks is "
+                "None): load them in the train pipeline with LoadAnnotations(with_mask = true)")
+        assert self.mask_head is not None and self.train_cfg is not None
+        mask_size = self.train_cfg.mask_size  # type: ignore[attr-defined]  # RCNNMaskTrainConfig
+        slots = self.mask_slots(samples.rois.shape[1])
+        rois = samples.rois[:, :slots]  # (N, Q, 4)
+        mask_preds = self.mask_forward(feats, batch_rois(rois))  # (N*Q, K or 1, h, w)
+        if tuple(mask_preds.shape[-2:]) != (mask_size, mask_size):
+            raise ConfigError(
+                f"the mask head predicts {tuple(mask_preds.shape[-2:])} masks but "
+                f"train_cfg.rcnn.mask_size is {mask_size}: set mask_size to the head's "
+                "roi_feat_size times its upsample scale_factor")
+        gt_masks = targets.masks.to(rois.device)
+        crops = mask_targets(gt_masks, rois, samples.gt_index[:, :slots],
+                             (mask_size, mask_size))  # (N, Q, h, w)
+        return self.mask_head.loss(mask_preds, crops.flatten(0, 1),
+                                   samples.labels[:, :slots].reshape(-1),  # (N*Q,)
+                                   samples.pos[:, :slots].reshape(-1).float())  # (N*Q,)
 
     # ---- inference -------------------------------------------------------------------------
 
     def predict(self, feats: Sequence[Tensor], proposals: Proposals, images: ImageBatch,
                 rescale: bool = True) -> DetectionBatch:
-        """Detections of every image, padded to ``test_cfg.max_per_img``.
+        """Detections of every image, padded to ``test_cfg.max_per_img``; with a mask head
+        also their (N, M, h, w) mask probabilities (boxes predicted in network-input pixels,
+        segmented, then rescaled: MMDetection's order)."""
+        if self.mask_head is None:
+            return self.predict_bbox(feats, proposals, images, rescale=rescale)
+        dets = self.predict_bbox(feats, proposals, images, rescale=False)
+        dets = replace(dets, mask_probs=self.predict_mask_probs(feats, dets))
+        if rescale:
+            factors = images.scale_factors.to(dets.boxes)[:, None, :]  # (N, 1, 4)
+            dets = replace(dets, boxes=dets.boxes / factors)  # (N, M, 4) original pixels
+        return dets
+
+    def predict_mask_probs(self, feats: Sequence[Tensor], dets: DetectionBatch) -> Tensor:
+        """The probability mask of each detection's class: dets (N, M) with boxes in
+        network-input pixels -> (N, M, h, w) float32, zeros on empty slots.
+
+        Only the slots up to the fullest image's detection count are segmented (one host
+        sync at test time); an exported graph segments all M.
+        """
+        num_images, num_slots = dets.labels.shape
+        used = num_slots
+        if not (torch.compiler.is_exporting() or torch.jit.is_tracing()) and num_slots > 0:
+            used = max(int(dets.num_dets.max()), 1)
+        boxes, labels = dets.boxes[:, :used].float(), dets.labels[:, :used]  # (N, U, 4), (N, U)
+        mask_preds = self.mask_forward(feats, batch_rois(boxes))  # (N*U, K or 1, h, w)
+        probs = self.mask_head.class_probs(mask_preds, labels.reshape(-1))  # (N*U, h, w)
+        probs = probs.view(num_images, used, *probs.shape[1:]) \
+            * (labels >= 0)[..., None, None]  # (N, U, h, w)
+        if used < num_slots:
+            pad = probs.new_zeros(num_images, num_slots - used, *probs.shape[2:])
+            probs = torch.cat([probs, pad], dim=1)
+        return probs  # (N, M, h, w)
+
+    def predict_bbox(self, feats: Sequence[Tensor], proposals: Proposals, images: ImageBatch,
+                      rescale: bool = True) -> DetectionBatch:
+        """Box detections of every image, padded to ``test_cfg.max_per_img``.
 
         The proposal slots past the fullest image's last valid one are dropped first (each
         image's valid proposals come first); the rest are classified and regressed together,
