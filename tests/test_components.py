@@ -34,6 +34,8 @@ REQUIRED = {
     "Collect": dict(keys=["img"]),
     "ImageToTensor": dict(keys=["img"]),
     "RandomCrop": dict(crop_size=[8, 8]),
+    "RandomResize": dict(scale=[32, 32]),
+    "PipelineSwitchHook": dict(switch_epoch=1, switch_pipeline=[{"type": "LoadImageFromFile"}]),
     "MultiScaleFlipAug": dict(transforms=[], img_scale=[(32, 32)]),
     "EarlyStoppingHook": dict(monitor="bbox_mAP"),
     "Normalize": dict(mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0]),

@@ -47,6 +47,7 @@ from detcli.data.problems import (
 )
 from detcli.errors import DataError
 from detcli.data.transforms.compose import Compose, TransformSpec
+from detcli.data.transforms.mixing import MixSourceRef
 from detcli.registry import TransformConfig
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ class DetDataset(Dataset):
         self.ann_file = str(ann_file) if ann_file is not None else None
         self.img_prefix = str(img_prefix)
         self.pipeline = Compose(pipeline)
+        self._stages: list[tuple[int, Compose]] = [(0, self.pipeline)]  # (first epoch, pipeline)
         self.requested_classes = tuple(classes) if classes is not None else None
         self.filter_empty_gt = filter_empty_gt
         self.min_size = min_size
@@ -371,7 +373,21 @@ class DetDataset(Dataset):
             "img_prefix": self.img_prefix,
             "image_id": info["id"],
             "bbox_fields": [],
+            "mix_source": MixSourceRef(self),  # the images Mosaic / MixUp draw from
         }
+
+    def switch_pipeline(self, from_epoch: int, pipeline: Sequence[TransformSpec]) -> None:
+        """Samples of epoch ``from_epoch`` (0-based) and later go through ``pipeline``
+        (``PipelineSwitchHook``); :meth:`set_epoch` chooses the pipeline of an epoch."""
+        if from_epoch < 0:
+            raise DataError(f"switch_pipeline: from_epoch must be >= 0, got {from_epoch}")
+        stages = [s for s in self._stages if s[0] != from_epoch] + [(from_epoch, Compose(pipeline))]
+        self._stages = sorted(stages, key=lambda s: s[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the pipeline of ``epoch``: the last stage starting at or before it. The
+        training loader calls it before each sample (in the process that loads it)."""
+        self.pipeline = next(p for start, p in reversed(self._stages) if start <= epoch)
 
     def prepare(self, idx: int) -> dict[str, Any] | None:
         """The results dict of image ``idx`` after the pipeline; None if the pipeline rejects it."""

@@ -3,7 +3,13 @@
 Each step is ``__call__(results: dict) -> dict | None``. ``None`` means "this sample cannot be
 used, draw another" (RandomCrop with no GT left, as in MMDetection); the pipeline stops and
 returns None, and the dataset picks another index. Any exception inside a step comes out as a
-DataError that names the step's type and the image file; the original exception is chained.
+DataError that names the step's type and the image file; the original exception is chained
+(a ConfigError, a step refusing the pipeline it is in, passes through as it is).
+
+A mixed-image step (:class:`~detcli.data.transforms.mixing.MixImageTransform`: Mosaic, MixUp)
+is called as ``mix(results, draws)``: ``draws`` loads other images of the dataset named by
+``results["mix_source"]`` through this pipeline's loading steps, the steps before the first
+mixed-image step (:mod:`detcli.data.transforms.mixing`).
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ import logging
 from typing import Any, Callable, Iterable, Union
 
 from detcli.config.schema import Schema
-from detcli.errors import DataError
+from detcli.data.transforms.mixing import MixDraws, MixImageTransform
+from detcli.errors import ConfigError, DataError
 from detcli.registry import TRANSFORMS, ensure_current
 
 log = logging.getLogger(__name__)
@@ -52,6 +59,9 @@ class Compose:
         built = [build_transform(t) for t in transforms]
         self.names = [name for name, _ in built]
         self.transforms = [t for _, t in built]
+        # the loading steps: those before the first mixed-image step
+        self.mix_start = next((k for k, t in enumerate(self.transforms)
+                               if isinstance(t, MixImageTransform)), len(self.transforms))
 
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(t) for t in self.transforms)
@@ -61,9 +71,22 @@ class Compose:
         return len(self.transforms)
 
     def __call__(self, results: dict[str, Any]) -> dict[str, Any] | None:
-        for name, transform in zip(self.names, self.transforms):
+        return self._run(results, len(self.transforms))
+
+    def loading(self, results: dict[str, Any]) -> dict[str, Any] | None:
+        """``results`` through the loading steps only (what a mixed-image step mixes in)."""
+        return self._run(results, self.mix_start)
+
+    def _run(self, results: dict[str, Any], end: int) -> dict[str, Any] | None:
+        for name, transform in zip(self.names[:end], self.transforms[:end]):
             try:
-                out = transform(results)
+                if isinstance(transform, MixImageTransform):
+                    out = transform.mix(results, MixDraws(results.get("mix_source"),
+                                                          self.loading, name))
+                else:
+                    out = transform(results)
+            except ConfigError:
+                raise
             except DataError as exc:
                 if getattr(exc, "transform", None):  # raised by a nested pipeline, already named
                     raise

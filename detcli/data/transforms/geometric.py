@@ -255,7 +255,8 @@ class PadConfig(Schema):
     size: Maybe[ScalePair] = None  # (h, w)
     size_divisor: Maybe[PositiveInt] = None
     pad_to_square: bool = False
-    pad_val: Union[float, dict[str, float]] = 0.0  # a number, or MMDetection's {img = 0, ...}
+    # a number, or MMDetection's {img = 0, masks = 0}; img may be per channel: (114, 114, 114)
+    pad_val: Union[float, dict[str, Union[float, tuple[float, float, float]]]] = 0.0
 
     @model_validator(mode="after")
     def _check(self) -> PadConfig:
@@ -285,7 +286,9 @@ class Pad:
         self.size = tuple(size) if size is not None else None
         self.size_divisor = size_divisor
         self.pad_to_square = pad_to_square
-        self.pad_val = float(pad_val.get("img", 0.0) if isinstance(pad_val, dict) else pad_val)
+        img_val = pad_val.get("img", 0.0) if isinstance(pad_val, dict) else pad_val
+        # a number, or one per channel (RTMDet's (114, 114, 114))
+        self.pad_val = float(img_val) if np.ndim(img_val) == 0 else tuple(float(v) for v in img_val)
         self.mask_pad_val = int(pad_val.get("masks", 0) if isinstance(pad_val, dict) else 0)
 
     def __repr__(self) -> str:
