@@ -25,7 +25,7 @@ NORM_LAYERS: dict[str, tuple[str, type[nn.Module]]] = {
     "SyncBN": ("bn", nn.SyncBatchNorm),
     "GN": ("gn", nn.GroupNorm),
 }
-ACTIVATIONS = ("ReLU", "LeakyReLU")
+ACTIVATIONS = ("ReLU", "LeakyReLU", "SiLU", "Swish")  # Swish: MMCV's name for SiLU
 
 
 class NormConfig(Schema):
@@ -44,6 +44,25 @@ class NormConfig(Schema):
         if self.type != "GN" and self.num_groups is not None:
             raise ValueError(f"num_groups is only valid for type 'GN', not {self.type!r}")
         return self
+
+
+class ActConfig(Schema):
+    """An activation layer (MMCV's ``act_cfg``): ``SiLU`` (= ``Swish``), ``ReLU``, ``LeakyReLU``."""
+
+    type: Literal["ReLU", "LeakyReLU", "SiLU", "Swish"] = "ReLU"
+    inplace: bool = True
+
+
+def silu_act() -> ActConfig:
+    """``act_cfg = {type = "SiLU"}``: CSPNeXt's and RTMDet's activation."""
+    return ActConfig(type="SiLU")
+
+
+def bn_momentum_003() -> NormConfig:
+    """``BN`` with momentum 0.03 and eps 0.001: the default norm of MMDetection's CSPNeXt,
+    CSPNeXtPAFPN and RTMDetSepBNHead classes (the RTMDet configs replace it with SyncBN's
+    defaults, momentum 0.1 and eps 1e-5)."""
+    return NormConfig(type="BN", momentum=0.03, eps=0.001)
 
 
 def build_norm(cfg: NormConfig, num_features: int, postfix: int | str = "") -> tuple[str, nn.Module]:
@@ -74,6 +93,8 @@ def build_activation(name: str, inplace: bool = True) -> nn.Module:
         return nn.ReLU(inplace=inplace)
     if name == "LeakyReLU":
         return nn.LeakyReLU(negative_slope=0.01, inplace=inplace)
+    if name in ("SiLU", "Swish"):  # x * sigmoid(x) (CSPNeXt, RTMDet)
+        return nn.SiLU(inplace=inplace)
     raise ConfigError(f"unknown activation {name!r}; supported: {', '.join(ACTIVATIONS)}")
 
 
@@ -134,6 +155,48 @@ class ConvModule(nn.Module):
         if self.activation is not None:
             x = self.activate(x)
         return x
+
+
+class DepthwiseSeparableConvModule(nn.Module):
+    """MMCV's ``DepthwiseSeparableConvModule``: a k x k depthwise ConvModule (one filter per
+    input channel, ``groups = in_channels``) then a 1 x 1 pointwise ConvModule, each with its
+    own norm and activation. (N, C_in, H, W) -> (N, C_out, H', W'); submodules
+    ``depthwise_conv`` and ``pointwise_conv`` (MMCV's names, so checkpoints load).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        norm_cfg: NormConfig | None = None,
+        activation: str | None = "ReLU",
+        inplace: bool = True,
+    ) -> None:
+        super().__init__()
+        self.depthwise_conv = ConvModule(
+            in_channels, in_channels, kernel_size, stride=stride, padding=padding,
+            dilation=dilation, groups=in_channels, norm_cfg=norm_cfg, activation=activation,
+            inplace=inplace)
+        self.pointwise_conv = ConvModule(in_channels, out_channels, 1, norm_cfg=norm_cfg,
+                                         activation=activation, inplace=inplace)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pointwise_conv(self.depthwise_conv(x))
+
+
+def conv_module(depthwise: bool, in_channels: int, out_channels: int, kernel_size: int, *,
+                stride: int = 1, padding: int = 0, norm_cfg: NormConfig | None = None,
+                activation: str | None = "ReLU") -> nn.Module:
+    """A :class:`DepthwiseSeparableConvModule` when ``depthwise`` (MMDetection's
+    ``use_depthwise``), else a :class:`ConvModule`; same arguments."""
+    kind = DepthwiseSeparableConvModule if depthwise else ConvModule
+    return kind(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                norm_cfg=norm_cfg, activation=activation)
 
 
 class Scale(nn.Module):

@@ -67,8 +67,9 @@ def test_conv_module_init_matches_mmcv():
 
 
 def test_unknown_activation_names_the_choices():
-    with pytest.raises(ConfigError, match="unknown activation 'Swish'; supported: ReLU, LeakyReLU"):
-        ConvModule(1, 1, 1, activation="Swish")
+    with pytest.raises(ConfigError,
+                       match="unknown activation 'GELU'; supported: ReLU, LeakyReLU, SiLU, Swish"):
+        ConvModule(1, 1, 1, activation="GELU")
 
 
 def test_bias_init_with_prob_gives_the_prior():

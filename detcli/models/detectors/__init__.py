@@ -2,6 +2,7 @@
 
 from detcli.models.detectors.fcos_atss import ATSS, FCOS, ATSSConfig, FCOSConfig
 from detcli.models.detectors.mask_rcnn import MaskRCNN, MaskRCNNConfig
+from detcli.models.detectors.rtmdet import RTMDet, RTMDetConfig
 from detcli.models.detectors.single_stage import (
     RetinaNet,
     RetinaNetConfig,
@@ -17,5 +18,5 @@ from detcli.models.detectors.two_stage import (
 
 __all__ = ["ATSS", "ATSSConfig", "FCOS", "FCOSConfig", "FasterRCNN", "FasterRCNNConfig",
            "MaskRCNN", "MaskRCNNConfig",
-           "RetinaNet", "RetinaNetConfig", "SingleStageDetector", "SingleStageDetectorConfig",
+           "RTMDet", "RTMDetConfig", "RetinaNet", "RetinaNetConfig", "SingleStageDetector", "SingleStageDetectorConfig",
            "TwoStageDetector", "TwoStageDetectorConfig"]

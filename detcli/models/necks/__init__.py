@@ -1,5 +1,6 @@
 """Necks: tuple of backbone feature maps -> tuple of feature maps for the heads."""
 
+from detcli.models.necks.cspnext_pafpn import CSPNeXtPAFPN, CSPNeXtPAFPNConfig
 from detcli.models.necks.fpn import FPN, FPNConfig
 
-__all__ = ["FPN", "FPNConfig"]
+__all__ = ["CSPNeXtPAFPN", "CSPNeXtPAFPNConfig", "FPN", "FPNConfig"]

@@ -2,9 +2,14 @@
 
 from detcli.task.assigners.assign_result import IGNORED, NEGATIVE, AssignResult
 from detcli.task.assigners.atss import ATSSAssigner, ATSSAssignerConfig, ATSSCandidates
+from detcli.task.assigners.dynamic_soft_label import (
+    DynamicSoftLabelAssigner,
+    DynamicSoftLabelAssignerConfig,
+)
 from detcli.task.assigners.fcos_rule import FCOSTargetAssigner, FCOSTargetsConfig, fcos_targets
 from detcli.task.assigners.max_iou import MaxIoUAssigner, MaxIoUAssignerConfig
 
 __all__ = ["IGNORED", "NEGATIVE", "ATSSAssigner", "ATSSAssignerConfig", "ATSSCandidates",
-           "AssignResult", "FCOSTargetAssigner", "FCOSTargetsConfig", "MaxIoUAssigner",
+           "AssignResult", "DynamicSoftLabelAssigner",
+           "DynamicSoftLabelAssignerConfig", "FCOSTargetAssigner", "FCOSTargetsConfig", "MaxIoUAssigner",
            "MaxIoUAssignerConfig", "fcos_targets"]
