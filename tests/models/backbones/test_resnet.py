@@ -116,7 +116,7 @@ def test_config_rejects_bad_values_with_messages():
     with pytest.raises(ValidationError, match="frozen_stages"):
         ResNetConfig(frozen_stages=5)
     with pytest.raises(ValidationError, match="extra"):
-        ResNetConfig(deep_stem=True)
+        ResNetConfig(deep_stems=True)
     with pytest.raises(ConfigError, match="depth 42 is not one of"):
         ResNet(depth=42)
 

@@ -1,0 +1,114 @@
+"""Make tests/models/backbones/mmdet_backbones.pt: MMDetection 3.3's backbone state-dict names
+and outputs, for tests/models/backbones/test_backbones_vs_mmdet.py.
+
+Run with a Python that has MMDetection 3.3 (../shared/mmdet_reference/README.md), from the
+repository root::
+
+    /work/mmref/bin/python tools/mmdet_fixtures/backbones.py
+
+Recorded, per entry of ``NAMES`` (the full-size backbones of the presets): every state-dict key
+with its shape, in order. Per entry of ``OUTPUTS`` (narrow versions of the same, so the file
+stays small): the key shapes, and the eval-mode outputs on ``seeded_input(INPUT, SEED)`` with
+the weights ``seeded_state(shapes, SEED)`` of tests/models/backbones/seeded.py, so the test
+loads the same tensors into det's backbone and compares. The DCNv2 layers run mmcv's
+``ModulatedDeformConv2dPack`` on the plain-torch kernel of ``dcn_kernel.py`` (written from
+mmcv's CUDA kernel, not from torchvision); ``dcn_layer`` is one such layer alone (grouped,
+two deform groups, stride and dilation 2, a bias), its weights included.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT.parent / "shared" / "mmdet_reference"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import mmcv_ext_shim  # noqa: E402
+
+mmcv_ext_shim.install()
+
+from mmcv.ops import ModulatedDeformConv2dPack  # noqa: E402
+from mmdet.registry import MODELS  # noqa: E402
+from mmdet.utils import register_all_modules  # noqa: E402
+from tests.models.backbones.seeded import seeded_input, seeded_state  # noqa: E402
+import dcn_kernel  # noqa: E402
+
+dcn_kernel.install()
+
+OUT = ROOT / "tests" / "models" / "backbones" / "mmdet_backbones.pt"
+SEED = 24
+INPUT = (1, 3, 32, 48)
+DCNV2 = dict(type="DCNv2", deform_groups=1, fallback_on_stride=False)
+
+# MMDetection 3.3's configs: resnext/*x101-64x4d*, dcnv2/faster-rcnn_r50-mdconv-c3-c5*,
+# and ResNetV1d as the *_r50-v1d configs of mmpretrain-style backbones use it
+NAMES = {
+    "resnet50_v1d": dict(type="ResNetV1d", depth=50),
+    "resnext101_64x4d": dict(type="ResNeXt", depth=101, groups=64, base_width=4),
+    "resnet50_dcnv2_c3_c5": dict(type="ResNet", depth=50, dcn=DCNV2,
+                                 stage_with_dcn=(False, True, True, True)),
+}
+OUTPUTS = {
+    "resnet50_v1d_w16": dict(type="ResNetV1d", depth=50, base_channels=16),
+    "resnext50_8x4d_w16": dict(type="ResNeXt", depth=50, groups=8, base_width=4,
+                               base_channels=16),
+    "resnet50_dcnv2_w16": dict(type="ResNet", depth=50, base_channels=16, dcn=DCNV2,
+                               stage_with_dcn=(False, True, True, True)),
+    "resnext50_4x4d_dcnv2_dg2_w16": dict(
+        type="ResNeXt", depth=50, groups=4, base_width=4, base_channels=16,
+        dcn=dict(type="DCNv2", deform_groups=2, fallback_on_stride=False),
+        stage_with_dcn=(False, True, False, True)),
+}
+
+
+# a single mmcv ModulatedDeformConv2dPack: (in, out, kernel) and its keywords
+DCN_LAYER = dict(in_channels=8, out_channels=6, kernel_size=3, stride=2, padding=2, dilation=2,
+                 groups=2, deform_groups=2, bias=True)
+DCN_INPUT = (2, 8, 9, 11)
+
+
+def dcn_layer_entry() -> dict[str, object]:
+    """mmcv's DCNv2 layer on seeded weights and input (offsets of a few pixels, so some taps
+    read across the border)."""
+    layer = ModulatedDeformConv2dPack(**DCN_LAYER)
+    shapes = shapes_of(layer)
+    state = seeded_state(shapes, SEED)
+    state["conv_offset.weight"] = state["conv_offset.weight"] * 3
+    layer.load_state_dict(state, strict=True)
+    x = seeded_input(DCN_INPUT, SEED)
+    with torch.no_grad():
+        out = layer(x)
+    return {"kwargs": DCN_LAYER, "input": DCN_INPUT, "state": state, "out": out}
+
+
+def shapes_of(module: torch.nn.Module) -> dict[str, list[int]]:
+    return {k: list(v.shape) for k, v in module.state_dict().items()}
+
+
+def main() -> None:
+    register_all_modules()
+    fixture: dict[str, object] = {"seed": SEED, "input": INPUT, "names": {}, "outputs": {}}
+    for name, cfg in NAMES.items():
+        fixture["names"][name] = {"cfg": cfg, "shapes": shapes_of(MODELS.build(dict(cfg)))}
+    x = seeded_input(INPUT, SEED)
+    for name, cfg in OUTPUTS.items():
+        model = MODELS.build(dict(cfg))
+        model.eval()  # MMDetection's ResNet.train returns None
+        shapes = shapes_of(model)
+        model.load_state_dict(seeded_state(shapes, SEED), strict=True)
+        with torch.no_grad():
+            outs = [o.clone() for o in model(x)]
+        fixture["outputs"][name] = {"cfg": cfg, "shapes": shapes, "outs": outs}
+        print(name, [tuple(o.shape) for o in outs])
+    fixture["dcn_layer"] = dcn_layer_entry()
+    torch.save(fixture, OUT)
+    print(f"wrote {OUT} ({OUT.stat().st_size / 1e3:.0f} kB)")
+
+
+if __name__ == "__main__":
+    main()
