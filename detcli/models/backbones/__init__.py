@@ -4,4 +4,5 @@ from detcli.models.backbones.cspnext import CSPNeXt, CSPNeXtConfig
 from detcli.models.backbones.resnet import ResNet, ResNetConfig, ResNetV1d, ResNetV1dConfig
 from detcli.models.backbones.resnext import ResNeXt, ResNeXtConfig
 
-__all__ = ["CSPNeXt", "CSPNeXtConfig", "ResNet", "ResNetConfig"]
+__all__ = ["CSPNeXt", "CSPNeXtConfig", "ResNeXt", "ResNeXtConfig", "ResNet", "ResNetConfig",
+           "ResNetV1d", "ResNetV1dConfig"]
