@@ -6,6 +6,14 @@ import os
 from pathlib import Path
 
 
+def is_loss_key(key: str) -> bool:
+    """Whether an entry of a detector's loss dict is a loss the trainer sums (and the logs
+    show among the losses): its last dotted part starts with ``loss`` -- ``loss_cls``, and
+    Cascade R-CNN's per-stage ``s0.loss_cls`` (MMDetection's names; its ``parse_losses`` sums
+    every key containing ``loss``). ``acc`` and ``s0.acc`` are metrics, logged, not summed."""
+    return key.rsplit(".", 1)[-1].startswith("loss")
+
+
 def plural(count: int, word: str, many: str | None = None) -> str:
     """``1 problem``, ``2 problems``, ``0 boxes`` (``many`` when adding "s" is wrong)."""
     return f"{count} {word if count == 1 else (many or word + 's')}"

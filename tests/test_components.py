@@ -56,7 +56,7 @@ def components():
 # A detector is all sub-configs: the tiny preset of its family, under its own type name.
 PRESET = {"RetinaNet": "retinanet", "SingleStageDetector": "retinanet", "FCOS": "fcos",
           "ATSS": "atss", "FasterRCNN": "faster_rcnn", "TwoStageDetector": "faster_rcnn",
-          "MaskRCNN": "mask_rcnn"}
+          "MaskRCNN": "mask_rcnn", "CascadeRCNN": "cascade_rcnn"}
 
 
 def default_config(registry: Registry, name: str) -> Schema:
@@ -66,6 +66,8 @@ def default_config(registry: Registry, name: str) -> Schema:
         return model(**{**fields_of(preset), "type": name})
     if name == "StandardRoIHead":
         return load_config("faster_rcnn_tiny_synth", []).cfg.model.roi_head
+    if name == "CascadeRoIHead":
+        return load_config("cascade_rcnn_tiny_synth", []).cfg.model.roi_head
     required = {k for k, f in model.model_fields.items() if f.is_required() and k != "type"}
     given = REQUIRED.get(name, {})
     missing = required - set(given)

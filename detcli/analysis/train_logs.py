@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 
 from detcli.errors import ConfigError, DataError
 from detcli.evaluation.config import PRIMARY_KEYS
+from detcli.text import is_loss_key
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class RunHistory:
 
     def loss_keys(self) -> list[str]:
         """``loss_*`` terms, then the total ``loss`` (what the loss panel draws)."""
-        keys = [k for k in self.keys("train") if k.startswith("loss")]
+        keys = [k for k in self.keys("train") if is_loss_key(k)]
         return [k for k in keys if k != "loss"] + (["loss"] if "loss" in keys else [])
 
     def metric_keys(self) -> list[str]:

@@ -28,14 +28,15 @@ from rich.text import Text
 from detcli.cli.common import err_console
 from detcli.engine.context import LOWEST, Hook, TrainContext
 from detcli.engine.hooks.logger import format_seconds
+from detcli.text import is_loss_key
 
 HEADLINE_METRICS = ("bbox_mAP", "bbox_mAP_50", "voc_mAP")  # shown after each evaluation, if given
 
 
 def loss_text(record: dict[str, Any]) -> str:
     """``loss 0.8123  cls 0.5000  bbox 0.3123  lr 1.00e-02  32.0 img/s  812 MB``."""
-    parts = [f"{'loss' if k == 'loss' else k.removeprefix('loss_')} {v:.4f}"
-             for k, v in record.items() if k.startswith("loss") and isinstance(v, float)]
+    parts = [f"{'loss' if k == 'loss' else k.replace('loss_', '')} {v:.4f}"  # s0.loss_cls: s0.cls
+             for k, v in record.items() if is_loss_key(k) and isinstance(v, float)]
     parts += [f"lr {record['lr']:.2e}", f"{record['img_per_s']:.1f} img/s"]
     if record.get("memory") is not None:
         parts.append(f"{record['memory']:.0f} MB")

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from detcli.errors import ConfigError, DataError
 from detcli.structures.batch import DetTargets, ImageBatch
+from detcli.text import is_loss_key
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -81,7 +82,7 @@ class TrainStep:
         with torch.autocast(self.device.type, dtype=self.amp_dtype,
                             enabled=self.amp_dtype is not None):
             losses = self.module(images, targets)
-        loss = sum(v for k, v in losses.items() if k.startswith("loss"))
+        loss = sum(v for k, v in losses.items() if is_loss_key(k))
         out = {k: v.detach() for k, v in losses.items()}
         out["loss"] = loss.detach()
         if self.scaler is not None:

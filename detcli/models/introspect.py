@@ -59,5 +59,7 @@ def config_num_classes(model_cfg: Any) -> int | None:
     roi_head = getattr(model_cfg, "roi_head", None)
     head = getattr(roi_head, "bbox_head", None) if roi_head is not None else \
         getattr(model_cfg, "bbox_head", None)
+    if isinstance(head, list) and head:  # Cascade R-CNN: a box head per stage, the same K
+        head = head[-1]
     value = getattr(head, "num_classes", None)
     return None if value is None else int(value)

@@ -50,6 +50,8 @@ BUDGET = {
     # RPN proposals: the candidates' count (one nonzero) and NMS's kept count; the RoI
     # extractor: the RoIs per FPN level (docs/performance.md)
     "FasterRCNN": 3,
+    # Faster R-CNN's RPN two, and each of the three box stages' RoIs per FPN level
+    "CascadeRCNN": 5,
     # Faster R-CNN's, and the mask RoI extractor's RoIs per FPN level
     "MaskRCNN": 4,
 }

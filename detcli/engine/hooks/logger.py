@@ -23,6 +23,7 @@ from detcli.engine.config import TextLoggerHookConfig
 from detcli.engine.context import VERY_LOW, Hook, TrainContext
 from detcli.errors import writing
 from detcli.registry import HOOKS
+from detcli.text import is_loss_key
 
 train_log = logging.getLogger("detcli.train")
 METRIC_PREFIXES = ("bbox_", "voc_")  # the evaluation keys the val line shows (COCO, VOC)
@@ -101,7 +102,7 @@ def format_record(record: dict[str, Any]) -> str:
     if record.get("memory") is not None:
         parts.append(f"memory: {record['memory']:.0f}MB")
     parts += [f"{k}: {v:.4f}" for k, v in record.items()
-              if (k.startswith("loss") or k == "grad_norm") and isinstance(v, float)]
+              if (is_loss_key(k) or k == "grad_norm") and isinstance(v, float)]
     return f"{where}  " + ", ".join(parts)
 
 
