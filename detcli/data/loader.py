@@ -87,10 +87,14 @@ class SeededSamples(Dataset):
 
     Keys are ``(index, epoch)`` pairs from :class:`EpochKeyedBatches` (a plain index means
     epoch 0). Attributes (``CLASSES``, ``img_infos``, ...) are the wrapped dataset's.
+    ``on_epoch(epoch)``, when given, runs before each sample is loaded (in the process that
+    loads it): a dataset's :meth:`~detcli.data.datasets.base.DetDataset.set_epoch` chooses
+    that epoch's pipeline there, so a pipeline switch reaches every worker, persistent or not.
     """
 
-    def __init__(self, dataset: Dataset, seed: int) -> None:
-        self.dataset, self.seed = dataset, seed
+    def __init__(self, dataset: Dataset, seed: int,
+                 on_epoch: Callable[[int], None] | None = None) -> None:
+        self.dataset, self.seed, self.on_epoch = dataset, seed, on_epoch
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -102,6 +106,8 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> Any:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
+        if self.on_epoch is not None:
+            self.on_epoch(epoch)
         with seeded_draws(sample_seed(self.seed, epoch, index)):
             return self.dataset[index]
 
@@ -119,6 +125,7 @@ def build_dataloader(
     drop_last: bool = False,
     collate_fn: Callable[[list[Any]], Any] = collate,
     per_sample_seeds: bool = False,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> DataLoader:
     """A DataLoader of ``collate_fn`` batches (by default ``(ImageBatch, DetTargets | None)``).
 
@@ -127,7 +134,7 @@ def build_dataloader(
     (:class:`~detcli.data.samplers.GroupedBatchSampler`). ``per_sample_seeds`` gives every
     sample its own random draws from (seed, epoch, index) (module docstring); the loader's
     ``dataset`` is then a :class:`SeededSamples` and its ``batch_sampler`` an
-    :class:`EpochKeyedBatches`.
+    :class:`EpochKeyedBatches`; ``on_epoch(epoch)`` then runs before each sample is loaded.
     """
     if samples_per_gpu < 1 or workers_per_gpu < 0:
         raise DataError(f"samples_per_gpu must be >= 1 and workers_per_gpu >= 0, got "
@@ -159,7 +166,7 @@ def build_dataloader(
     if per_sample_seeds:
         batches = (batch_kwargs["batch_sampler"] if group_by_aspect_ratio
                    else BatchSampler(base, samples_per_gpu, drop_last))
-        dataset = SeededSamples(dataset, seed)
+        dataset = SeededSamples(dataset, seed, on_epoch)
         batch_kwargs = {"batch_sampler": EpochKeyedBatches(batches)}
     return DataLoader(
         dataset,
@@ -228,6 +235,10 @@ class SkipBadImages(Dataset):
         if name == "dataset":
             raise AttributeError(name)
         return getattr(self.dataset, name)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The wrapped dataset's pipeline for ``epoch`` (DetDataset.set_epoch)."""
+        self.dataset.set_epoch(epoch)  # type: ignore[attr-defined]
 
     def _file(self, index: int) -> str:
         infos = getattr(self.dataset, "img_infos", None)

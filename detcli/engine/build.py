@@ -85,13 +85,14 @@ def build_train_datasets(cfg: Any, work_dir: Path, dist: D.DistInfo
 def build_train_loader(cfg: Any, dataset: Dataset, dist: D.DistInfo,
                        device: torch.device) -> DataLoader:
     """Shuffled batches whose order is a function of (seed, epoch, rank) and whose
-    augmentations one of (seed, epoch, sample index) (:mod:`detcli.data.loader`)."""
+    augmentations one of (seed, epoch, sample index) (:mod:`detcli.data.loader`); each sample
+    goes through the dataset's pipeline of its epoch (``set_epoch``: PipelineSwitchHook)."""
     data = cfg.data
     loader = build_dataloader(
         dataset, data.samples_per_gpu, data.workers_per_gpu, shuffle=True, seed=cfg.seed,
         distributed=dist.enabled, group_by_aspect_ratio=data.group_by_aspect_ratio,
         persistent_workers=data.persistent_workers, per_sample_seeds=True,
-        pin_memory=device.type == "cuda")
+        pin_memory=device.type == "cuda", on_epoch=dataset.set_epoch)
     if len(loader) == 0:
         raise DataError(f"the training set {getattr(dataset, 'source', '')} gives no batch "
                         f"({len(dataset)} images, samples_per_gpu {data.samples_per_gpu})")

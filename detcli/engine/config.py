@@ -100,13 +100,37 @@ class CosineLrConfig(_WarmupMixin):
         return self
 
 
+class FlatCosineLrConfig(_WarmupMixin):
+    """lr_0 until the cosine starts, then cosine annealing to the floor at the run's end.
+
+    The start is epoch ``begin_epoch`` when set (MMDetection 3's
+    ``CosineAnnealingLR(begin=max_epochs // 2, end=max_epochs, by_epoch=True,
+    convert_to_iter_based=True)``, RTMDet's), else ``start_percent`` of the run (MMCV's
+    ``FlatCosineAnnealing``: round(max_epochs * start_percent) epochs, or of max_iters for an
+    IterBasedRunner).
+    """
+
+    policy: Literal["FlatCosineAnnealing"] = "FlatCosineAnnealing"
+    start_percent: float = Field(0.75, ge=0, lt=1)
+    begin_epoch: Maybe[int] = Field(None, ge=0)  # replaces start_percent when set
+    min_lr: Maybe[float] = None
+    min_lr_ratio: Maybe[float] = None
+
+    @model_validator(mode="after")
+    def _one_floor(self):
+        if (self.min_lr is None) == (self.min_lr_ratio is None):
+            raise ValueError("set exactly one of min_lr and min_lr_ratio")
+        return self
+
+
 class PolyLrConfig(_WarmupMixin):
     policy: Literal["poly"] = "poly"
     power: float = Field(1.0, gt=0)
     min_lr: float = Field(0.0, ge=0)
 
 
-LrConfig = Annotated[Union[StepLrConfig, CosineLrConfig, PolyLrConfig], Field(discriminator="policy")]
+LrConfig = Annotated[Union[StepLrConfig, CosineLrConfig, FlatCosineLrConfig, PolyLrConfig],
+                     Field(discriminator="policy")]
 
 
 class EpochRunnerConfig(Schema):

@@ -8,8 +8,9 @@ from detcli.engine.hooks.ema_hook import EMAHook
 from detcli.engine.hooks.eval_hook import EvalHook
 from detcli.engine.hooks.logger import LoggerHook, TextLoggerHook
 from detcli.engine.hooks.num_class_check import NumClassCheckHook
+from detcli.engine.hooks.pipeline_switch import PipelineSwitchHook
 from detcli.engine.hooks.tensorboard_hook import TensorboardLoggerHook
 
 __all__ = ["CheckpointHook", "CurvesHook", "EMAHook", "EarlyStoppingHook", "EvalHook", "Hook",
-           "HookList", "LoggerHook", "NumClassCheckHook", "TensorboardLoggerHook",
+           "HookList", "LoggerHook", "NumClassCheckHook", "PipelineSwitchHook", "TensorboardLoggerHook",
            "TextLoggerHook"]
