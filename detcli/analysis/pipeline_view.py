@@ -14,12 +14,15 @@ config does exactly that, so it is reused as written except for three changes:
    pipelines), so the boxes travel through the same steps as the image;
 3. of ``MultiScaleFlipAug``'s views, the first (first scale, not flipped) is taken.
 
-Random steps draw from the global ``np.random`` state (as in training); :func:`run_pipeline`
-seeds it for the call and restores it afterwards, so a seed gives the same picture.
+Random steps draw from the global ``np.random`` and python ``random`` states (as in training);
+:func:`run_pipeline` seeds them for the call and restores them afterwards, so a seed gives the
+same picture. The results dict carries the dataset (``mix_source``), so a Mosaic or MixUp of
+the pipeline mixes in other images of it, loaded by the pipeline's own loading steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -28,6 +31,7 @@ import numpy as np
 
 from detcli.config.schema import Schema
 from detcli.data.transforms.compose import Compose
+from detcli.engine.seed import seeded_draws
 from detcli.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -140,19 +144,13 @@ def run_pipeline(
     """Run :func:`viewing_pipeline` of ``pipeline`` on a dataset-style ``results`` dict
     (``img_info``, ``ann_info`` in original-image pixels, ``img_prefix``) -> :class:`PipelineView`.
 
-    ``seed`` seeds ``np.random`` for the call (None: leave it alone). A pipeline that rejects
-    the image (RandomCrop left no box) raises DataError.
+    ``seed`` seeds ``np.random``, ``random`` and torch for the call (None: leave them alone).
+    A pipeline that rejects the image (RandomCrop left no box) raises DataError.
     """
     compose = Compose(viewing_pipeline(pipeline))
     results = {"bbox_fields": [], "img_prefix": "", **results}
-    state = np.random.get_state()
-    if seed is not None:
-        np.random.seed(seed)
-    try:
+    with seeded_draws(seed) if seed is not None else contextlib.nullcontext():
         out = compose(results)
-    finally:
-        if seed is not None:
-            np.random.set_state(state)
     if out is None:
         raise DataError(f"the pipeline rejected {results['img_info'].get('filename')} "
                         "(RandomCrop left no GT box)", hint="try another --seed")
