@@ -21,6 +21,12 @@ original-image pixels: PyTorch's ``predict_batch(rescale=True)``, or the ONNX gr
 network-input boxes clipped to each image's resized size and divided by its scale factors --
 the two steps ``predict`` takes.
 
+A mask detector (Mask R-CNN) also gives ``DetectionBatch.mask_probs`` (N, M, 28, 28); the
+Detector keeps the detections above ``score_thr`` and pastes their masks into the original
+image (:func:`~detcli.models.roi_heads.mask_paste.paste_masks`, thresholded at the config's
+``test_cfg.rcnn.mask_thr_binary``): ``Detections.masks`` (D, H, W) bool, None for a box-only
+detector.
+
 ``score_thr`` drops detections scoring at or below it (by default ``DEFAULT_SCORE_THR``, 0.3,
 the same as ``det predict --score-thr``; None keeps all), on top of the model's own
 ``test_cfg.score_thr`` (which already cut candidates before NMS): raising it keeps fewer,
@@ -32,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol, Sequence, Union, overload
 
@@ -47,6 +54,7 @@ from detcli.export.runtime import OnnxModel
 from detcli.inference.defaults import DEFAULT_SCORE_THR
 from detcli.inference.preprocess import ImageInput, Preprocessor, inference_pipeline
 from detcli.models.build import build_detector
+from detcli.models.roi_heads.mask_paste import paste_masks
 from detcli.models.introspect import (
     config_num_classes,
     config_test_cfg,
@@ -55,6 +63,7 @@ from detcli.models.introspect import (
 )
 from detcli.structures.batch import ImageBatch
 from detcli.structures.detections import DetectionBatch, Detections
+from detcli.task.two_stage_cfg import RCNNMaskTestConfig
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +77,16 @@ class Backend(Protocol):
 
 
 def _to_cpu(dets: DetectionBatch) -> DetectionBatch:
+    probs = None if dets.mask_probs is None else dets.mask_probs.cpu()
     return DetectionBatch(dets.boxes.cpu(), dets.scores.cpu(), dets.labels.cpu(),
-                          dets.num_dets.cpu())
+                          dets.num_dets.cpu(), probs)
+
+
+def mask_threshold(model_cfg: Any) -> float:
+    """Where a pasted mask probability counts as foreground: a Mask R-CNN config's
+    ``test_cfg.rcnn.mask_thr_binary``; 0.5 (unused) for a box-only model."""
+    rcnn = config_test_cfg(model_cfg)
+    return rcnn.mask_thr_binary if isinstance(rcnn, RCNNMaskTestConfig) else 0.5
 
 
 class TorchBackend:
@@ -133,7 +150,8 @@ class Detector:
     """Images in, :class:`Detections` out; see the module docstring."""
 
     def __init__(self, *, backend: Backend, preprocess: Preprocessor, classes: Sequence[str],
-                 score_thr: float | None = DEFAULT_SCORE_THR, batch_size: int = 1) -> None:
+                 score_thr: float | None = DEFAULT_SCORE_THR, batch_size: int = 1,
+                 mask_thr_binary: float = 0.5) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.backend = backend
@@ -141,6 +159,7 @@ class Detector:
         self.classes = list(classes)
         self.score_thr = score_thr
         self.batch_size = batch_size
+        self.mask_thr_binary = mask_thr_binary
 
     def __repr__(self) -> str:
         return (f"Detector(backend={self.backend.name!r}, classes={self.classes}, "
@@ -159,7 +178,8 @@ class Detector:
         classes = resolve_classes(cfg, report.meta.get("classes"), num_classes_of(model))
         return cls(backend=TorchBackend(model, resolve_device(device)),
                    preprocess=Preprocessor.from_config(cfg), classes=classes,
-                   score_thr=score_thr, batch_size=batch_size)
+                   score_thr=score_thr, batch_size=batch_size,
+                   mask_thr_binary=mask_threshold(cfg.model))
 
     @classmethod
     def from_onnx(cls, config: ConfigLike, onnx_path: str | os.PathLike,
@@ -177,7 +197,8 @@ class Detector:
         classes = resolve_classes(cfg, model.meta_json("det.classes"), num_classes)
         return cls(backend=OnnxBackend(model, config_test_cfg(cfg.model)),
                    preprocess=Preprocessor(pipeline), classes=classes,
-                   score_thr=score_thr, batch_size=batch_size)
+                   score_thr=score_thr, batch_size=batch_size,
+                   mask_thr_binary=mask_threshold(cfg.model))
 
     @overload
     def __call__(self, images: ImageInput) -> Detections: ...
@@ -195,15 +216,28 @@ class Detector:
         found: list[Detections] = []
         for start in range(0, len(images), self.batch_size):
             batch = self.preprocess(list(images[start: start + self.batch_size]))
-            for dets in self.backend(batch).unbind():
-                found.append(self._filter(dets))
+            dets = self.backend(batch)
+            for i, image_dets in enumerate(dets.unbind()):
+                keep = self._keep(image_dets)  # (D,) bool
+                found.append(self._with_masks(image_dets.select(keep), dets, i, keep,
+                                              batch.ori_shapes[i]))
         return found
 
-    def _filter(self, dets: Detections) -> Detections:
+    def _keep(self, dets: Detections) -> torch.Tensor:
+        """(D,) bool: the detections scoring above ``score_thr`` (all without one)."""
         if self.score_thr is None:
-            return dets
-        keep = dets.scores > self.score_thr  # (D,)
-        return Detections(dets.boxes[keep], dets.scores[keep], dets.labels[keep])
+            return torch.ones(len(dets), dtype=torch.bool)
+        return dets.scores > self.score_thr
+
+    def _with_masks(self, kept: Detections, batch: DetectionBatch, i: int, keep: torch.Tensor,
+                    ori_shape: Sequence[int]) -> Detections:
+        """``kept`` with its masks pasted into the (H, W) original image, when the model
+        predicts masks (only the kept detections are pasted)."""
+        if batch.mask_probs is None:
+            return kept
+        probs = batch.mask_probs[i, :len(keep)][keep]  # (D', h, w)
+        size = (int(ori_shape[0]), int(ori_shape[1]))
+        return replace(kept, masks=paste_masks(probs, kept.boxes, size, self.mask_thr_binary))
 
 
 def config_class_names(cfg: Any) -> list[str] | None:

@@ -29,7 +29,12 @@ A record is one detection::
 ``bbox`` is COCO's (left, top, width, height) in original-image pixels; ``category_id`` is the
 model's label in [0, K) -- its index into the class list, not the id of some annotation file
 (``det test`` writes dataset ids, because it has the dataset) -- and ``category_name`` the
-class's name. A video's records add ``"frame"``, the frame's index from 0.
+class's name. A video's records add ``"frame"``, the frame's index from 0. A mask detector's
+records add ``"segmentation"``, the detection's mask over the original image as COCO compressed
+RLE, ``{"size": [H, W], "counts": "..."}`` (as ``det test --out`` writes it; decode it with
+``pycocotools.mask.decode``, with ``counts`` encoded to bytes, or
+:meth:`detcli.structures.mask_rle.MaskRLE.from_coco`); pictures and annotated videos show the
+masks filled in the class colour under the boxes.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ import torch
 
 from detcli.errors import DataError, writing
 from detcli.structures.detections import Detections
-from detcli.viz.draw import draw_boxes, save_image
+from detcli.viz.draw import draw_detections, save_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
@@ -139,13 +144,9 @@ def prediction_records(file_name: str, dets: Detections, classes: Sequence[str]
                         "score": round(float(score), 5), "category_id": int(label),
                         "category_name": classes[label] if 0 <= label < len(classes)
                         else f"class_{label}"})
+    for record, rle in zip(records, dets.encoded_masks() or ()):
+        record["segmentation"] = rle.to_coco()
     return records
-
-
-def draw_detections(image: np.ndarray, dets: Detections, classes: Sequence[str]) -> np.ndarray:
-    """A copy of the BGR image (H, W, 3) with every detection's box, class name and score."""
-    return draw_boxes(image, dets.boxes.float().cpu().numpy(), dets.labels.cpu().numpy(), classes,
-                      dets.scores.float().cpu().numpy())
 
 
 def save_drawing(out_dir: Path, name: Path, image: np.ndarray, dets: Detections,
