@@ -311,6 +311,11 @@ BBOX_HEADS: Registry = Registry(
 MASK_HEADS: Registry = Registry(
     "RoI mask head", "nn.Module; forward(RoI features (R, C, S, S)) -> mask logits (R, K or 1, 2S, 2S)")
 
+POSITIONAL_ENCODINGS: Registry = Registry(
+    "positional encoding", "nn.Module; forward(padding mask (N, h, w) bool) -> (N, C, h, w)")
+MATCH_COSTS: Registry = Registry(
+    "match cost", "__call__(query scores/boxes, GT, img_shapes) -> (N, Q, G) cost of each pairing")
+
 BackboneConfig = Annotated[Schema, BACKBONES]
 NeckConfig = Annotated[Schema, NECKS]
 HeadConfig = Annotated[Schema, HEADS]
@@ -331,4 +336,5 @@ MaskHeadConfig = Annotated[Schema, MASK_HEADS]
 ALL_REGISTRIES = (
     BACKBONES, NECKS, HEADS, DETECTORS, LOSSES, PRIOR_GENERATORS, ASSIGNERS, SAMPLERS,
     BBOX_CODERS, DATASETS, TRANSFORMS, HOOKS, ROI_EXTRACTORS, ROI_HEADS, BBOX_HEADS, MASK_HEADS,
+    POSITIONAL_ENCODINGS, MATCH_COSTS,
 )

@@ -29,6 +29,7 @@ REQUIRED = {
     "AnchorGenerator": dict(strides=[8, 16], ratios=[1.0], scales=[4.0]),
     "RetinaHead": dict(num_classes=3), "ATSSHead": dict(num_classes=3), "FCOSHead": dict(num_classes=3),
     "Shared2FCBBoxHead": dict(num_classes=3), "FCNMaskHead": dict(num_classes=3),
+    "DETRHead": dict(num_classes=3, embed_dims=8),
     "SingleRoIExtractor": dict(featmap_strides=[4, 8]),
     "Pad": dict(size_divisor=32),
     "Collect": dict(keys=["img"]),
@@ -54,7 +55,7 @@ def components():
 
 
 # A detector is all sub-configs: the tiny preset of its family, under its own type name.
-PRESET = {"RetinaNet": "retinanet", "SingleStageDetector": "retinanet", "FCOS": "fcos",
+PRESET = {"DETR": "detr", "RetinaNet": "retinanet", "SingleStageDetector": "retinanet", "FCOS": "fcos",
           "ATSS": "atss", "FasterRCNN": "faster_rcnn", "TwoStageDetector": "faster_rcnn",
           "MaskRCNN": "mask_rcnn", "CascadeRCNN": "cascade_rcnn"}
 
@@ -85,7 +86,9 @@ def test_every_component_builds_from_its_default_config_through_the_one_path(reg
         assert getattr(cls, "from_config", None) is None
         return
     cfg = default_config(registry, name)
-    unset = {k: v for k, v in CONNECTED.get(registry.kind, {}).items() if getattr(cfg, k) is None}
+    # a query head's width is embed_dims (DETR's config derives it), not in_channels
+    unset = {k: v for k, v in CONNECTED.get(registry.kind, {}).items()
+             if k in type(cfg).model_fields and getattr(cfg, k) is None}
     built = registry.build(cfg.model_copy(update=unset))
     assert type(built) is cls
 

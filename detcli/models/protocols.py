@@ -35,6 +35,7 @@ from detcli.structures.batch import DetTargets, ImageBatch
 from detcli.structures.dense import Candidates, DenseOutputs
 from detcli.structures.detections import DetectionBatch
 from detcli.structures.proposals import Proposals
+from detcli.structures.queries import QueryOutputs
 
 # How a head divides its classification loss (MMDetection's ``avg_factor``): by the positives
 # of the batch, or by the sampled positives plus negatives (each image counting at least one).
@@ -116,6 +117,42 @@ class DenseHead(Protocol):
 
     def assignment_setup(self) -> AssignmentSetup:
         """The priors, assigner and settings ``explain_assignment`` uses (for reports)."""
+        ...
+
+
+class QueryHead(Protocol):
+    """A head that predicts one object per decoder query (DETR): no priors, no NMS.
+
+    L decoder layers, N images, Q queries, D embedding width, M ``max_per_img``. Training
+    matches the queries to the GT one-to-one (a Hungarian assignment, one device -> host
+    transfer per batch) instead of assigning priors, so there is no ``training_rule`` or
+    ``assignment_setup``; ``match`` is what a tool reads to show that matching.
+    """
+
+    num_classes: int
+    test_cfg: Any
+
+    def forward(self, hidden_states: Tensor) -> QueryOutputs:
+        """Decoder outputs (L, N, Q, D) -> class logits and normalised boxes per layer."""
+        ...
+
+    def loss(self, outputs: QueryOutputs, images: ImageBatch,
+             targets: DetTargets) -> dict[str, Tensor]:
+        """Set losses of every layer: ``loss_*`` (last layer) and ``d{i}.loss_*``."""
+        ...
+
+    def match(self, outputs: QueryOutputs, images: ImageBatch, targets: DetTargets) -> Any:
+        """Every layer's queries matched to the GT (a ``HungarianMatch``: the assignment,
+        layer-major, and the matched counts on the host)."""
+        ...
+
+    def candidates(self, outputs: QueryOutputs, img_shapes: Tensor) -> Candidates:
+        """The top-k detections of the last layer in network-input pixels (all valid)."""
+        ...
+
+    def predict(self, outputs: QueryOutputs, images: ImageBatch,
+                rescale: bool = True) -> DetectionBatch:
+        """Top-k detections padded to (N, M), no NMS."""
         ...
 
 

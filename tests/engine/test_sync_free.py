@@ -50,6 +50,9 @@ BUDGET = {
     # RPN proposals: the candidates' count (one nonzero) and NMS's kept count; the RoI
     # extractor: the RoIs per FPN level (docs/performance.md)
     "FasterRCNN": 3,
+    # the Hungarian matching: every decoder layer's cost matrices of the batch go to the host
+    # in one transfer for scipy, the matches come back in one copy (docs/performance.md)
+    "DETR": 2,
     # Faster R-CNN's RPN two, and each of the three box stages' RoIs per FPN level
     "CascadeRCNN": 5,
     # Faster R-CNN's, and the mask RoI extractor's RoIs per FPN level

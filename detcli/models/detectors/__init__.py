@@ -1,6 +1,7 @@
 """Detectors: the assembled models that ``build_detector`` returns."""
 
 from detcli.models.detectors.cascade_rcnn import CascadeRCNN, CascadeRCNNConfig
+from detcli.models.detectors.detr import DETR, DETRConfig
 from detcli.models.detectors.fcos_atss import ATSS, FCOS, ATSSConfig, FCOSConfig
 from detcli.models.detectors.mask_rcnn import MaskRCNN, MaskRCNNConfig
 from detcli.models.detectors.rtmdet import RTMDet, RTMDetConfig
@@ -17,7 +18,7 @@ from detcli.models.detectors.two_stage import (
     TwoStageDetectorConfig,
 )
 
-__all__ = ["ATSS", "ATSSConfig", "CascadeRCNN", "CascadeRCNNConfig", "FCOS", "FCOSConfig", "FasterRCNN", "FasterRCNNConfig",
+__all__ = ["DETR", "DETRConfig", "ATSS", "ATSSConfig", "CascadeRCNN", "CascadeRCNNConfig", "FCOS", "FCOSConfig", "FasterRCNN", "FasterRCNNConfig",
            "MaskRCNN", "MaskRCNNConfig",
            "RTMDet", "RTMDetConfig", "RetinaNet", "RetinaNetConfig", "SingleStageDetector", "SingleStageDetectorConfig",
            "TwoStageDetector", "TwoStageDetectorConfig"]
