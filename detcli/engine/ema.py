@@ -6,7 +6,8 @@ fused call. ``m_t`` is MMDetection's ``ExpMomentumEMA`` momentum
 ``(1 - momentum) * exp(-(1 + t) / gamma) + momentum`` (close to 1 at first, then
 ``momentum``), or ``momentum`` throughout for a plain ``ExponentialMovingAverage``; the first
 update (t = 0) copies, as MMEngine's averaged models do. Buffers (BatchNorm statistics) are copied, or averaged the same
-way with ``update_buffers``. ``t`` is a Python int, so an update never waits for the device.
+way with ``update_buffers`` (whose integer buffers, BatchNorm's ``num_batches_tracked``, keep
+the value of the first update, as MMEngine's averaged models do). ``t`` is a Python int, so an update never waits for the device.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class ModelEMA:
             if self.update_buffers and a.is_floating_point():
                 lerp_avg.append(a)
                 lerp_src.append(s.detach())
+            elif self.update_buffers and self.updates > 0:
+                continue  # MMEngine: an integer buffer keeps the first update's copy
             else:
                 copy_avg.append(a)
                 copy_src.append(s.detach())
