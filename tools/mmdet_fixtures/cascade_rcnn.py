@@ -20,6 +20,9 @@ original sizes 128 x 160 and 150 x 192) with six and four GT boxes, the small on
 size of the RPN's 32-pixel anchors so that proposals, not only the GT boxes the samplers add,
 come out positive at every stage.
 
+Also written: MMDetection's own cascade-rcnn_r50_fpn_1x_coco.py model section, resolved, as
+JSON (tests/models/roi_heads/test_cascade_presets.py checks cascade_rcnn_r50.toml against it).
+
 Recorded: the losses in train mode (per stage: s0.loss_cls, s0.loss_bbox, s0.acc, ...); in
 eval mode, with and without rescaling, the boxes, scores and labels; and the boxes each
 stage pools at test time for the first proposals (a hook on each stage's extractor).
@@ -49,6 +52,8 @@ from mmdet.utils import register_all_modules  # noqa: E402
 from tests.fixtures.mmdet.synthetic import synthetic_images, synthetic_state_dict  # noqa: E402
 
 OUT = ROOT / "tests" / "fixtures" / "mmdet" / "cascade_rcnn.pt"
+# MMDetection 3.3's cascade-rcnn_r50_fpn_1x_coco model section, resolved (the preset test)
+CONFIG_OUT = ROOT / "tests" / "fixtures" / "mmdet" / "cascade_rcnn_r50_fpn_1x_coco.json"
 SEED = 20
 NUM_CLASSES = 3
 BATCH = (256, 320)  # (H, W) of the padded batch
@@ -169,7 +174,24 @@ def predictions(model, x: torch.Tensor, rescale: bool) -> tuple[list[dict], list
     return out, pooled
 
 
+def write_reference_config() -> None:
+    """The model section of MMDetection's own cascade-rcnn_r50_fpn_1x_coco.py, its _base_
+    chain resolved (tuples as lists), minus the data_preprocessor (det normalises in the
+    pipeline)."""
+    import json
+
+    import mmdet
+
+    path = (Path(mmdet.__file__).parent / ".mim" / "configs" / "cascade_rcnn"
+            / "cascade-rcnn_r50_fpn_1x_coco.py")
+    model = Config.fromfile(str(path)).to_dict()["model"]
+    model.pop("data_preprocessor")
+    CONFIG_OUT.write_text(json.dumps(model, indent=1) + "\n")
+    print(f"wrote {CONFIG_OUT}")
+
+
 def main() -> None:
+    write_reference_config()
     register_all_modules()
     torch.manual_seed(SEED)
     model = MODELS.build(config().model)

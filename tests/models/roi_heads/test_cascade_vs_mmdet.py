@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from detcli.engine.tta import merge_views
 from detcli.models.build import build_detector
 from detcli.structures.batch import DetTargets, ImageBatch
 from tests.fixtures.mmdet.synthetic import synthetic_images, synthetic_state_dict
@@ -149,6 +150,21 @@ def test_detections_equal_mmdetections(model, fixture, rescale):
         dets = model.predict(images, rescale=rescale)
     expected = fixture["predictions"]["rescale" if rescale else "no_rescale"]
     for ours, theirs in zip(dets, expected):
+        assert len(ours) == len(theirs["scores"]) > 0
+        torch.testing.assert_close(ours.boxes, theirs["boxes"], rtol=0, atol=1e-3)
+        torch.testing.assert_close(ours.scores, theirs["scores"], rtol=0, atol=1e-5)
+        assert ours.labels.tolist() == theirs["labels"].tolist()
+
+
+def test_tta_merge_of_one_view_gives_mmdetections_detections(model, fixture):
+    """Test-time augmentation reaches the cascade through the detector's candidates (its
+    detections in network-input pixels): one unflipped view, mapped back and merged, is
+    MMDetection's rescaled prediction."""
+    images, _ = inputs(fixture)
+    model.eval()
+    with torch.no_grad():
+        merged = merge_views(model, [images])
+    for ours, theirs in zip(merged, fixture["predictions"]["rescale"]):
         assert len(ours) == len(theirs["scores"]) > 0
         torch.testing.assert_close(ours.boxes, theirs["boxes"], rtol=0, atol=1e-3)
         torch.testing.assert_close(ours.scores, theirs["scores"], rtol=0, atol=1e-5)
