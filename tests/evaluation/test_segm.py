@@ -295,3 +295,32 @@ def test_the_faster_coco_eval_backend_gives_the_same_segm_numbers():
     plain = segm_metrics(ds, found)
     for key in metric_keys("segm"):
         assert fast[key] == pytest.approx(plain[key], abs=1e-9), key
+
+
+def test_masks_that_are_exactly_their_integer_boxes_score_as_the_boxes_do():
+    # mask IoU = box IoU for pixel-aligned rectangles, and both areas are the box's: all twelve
+    # segm numbers equal the bbox ones (random scenes, FPs, misses, both classes)
+    rng = np.random.default_rng(3)
+    gts, found = [], []
+    for _ in range(6):
+        gt = []
+        for _ in range(int(rng.integers(1, 4))):
+            x, y = (int(v) for v in rng.integers(0, 60, 2))
+            w, h = (int(v) for v in rng.integers(5, 40, 2))
+            gt.append(([x, y, x + w, y + h], int(rng.integers(0, 2))))
+        gts.append(gt)
+        rows = []
+        for k in range(5):
+            base = gt[k][0] if k < len(gt) else [*(int(v) for v in rng.integers(0, 60, 2)), 0, 0]
+            x1, y1 = np.clip(np.array(base[:2]) + rng.integers(-4, 5, 2), 0, SIZE - 10)
+            x2 = int(np.clip(max(base[2], x1) + rng.integers(-4, 5), x1 + 3, SIZE))
+            y2 = int(np.clip(max(base[3], y1) + rng.integers(-4, 5), y1 + 3, SIZE))
+            box = [int(x1), int(y1), x2, y2]
+            rows.append((box, rect_mask(*box), float(rng.random()),
+                         int(rng.integers(0, 2))))
+        found.append(mask_dets(*rows))
+    ds = MaskListDataset(gts)
+    segm, bbox = segm_metrics(ds, found), CocoEvaluator(ds).evaluate(found)
+    assert 0 < bbox["bbox_mAP"] < 1
+    for s_key, b_key in zip(metric_keys("segm"), metric_keys("bbox")):
+        assert segm[s_key] == pytest.approx(bbox[b_key], abs=1e-12), s_key
