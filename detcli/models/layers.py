@@ -25,7 +25,7 @@ NORM_LAYERS: dict[str, tuple[str, type[nn.Module]]] = {
     "SyncBN": ("bn", nn.SyncBatchNorm),
     "GN": ("gn", nn.GroupNorm),
 }
-ACTIVATIONS = ("ReLU", "LeakyReLU", "SiLU", "Swish")  # Swish: MMCV's name for SiLU
+ACTIVATIONS = ("ReLU", "LeakyReLU", "SiLU", "Swish", "ReLU6")  # Swish: MMCV's name for SiLU
 
 
 class NormConfig(Schema):
@@ -49,7 +49,7 @@ class NormConfig(Schema):
 class ActConfig(Schema):
     """An activation layer (MMCV's ``act_cfg``): ``SiLU`` (= ``Swish``), ``ReLU``, ``LeakyReLU``."""
 
-    type: Literal["ReLU", "LeakyReLU", "SiLU", "Swish"] = "ReLU"
+    type: Literal["ReLU", "LeakyReLU", "SiLU", "Swish", "ReLU6"] = "ReLU"
     inplace: bool = True
 
 
@@ -95,6 +95,8 @@ def build_activation(name: str, inplace: bool = True) -> nn.Module:
         return nn.LeakyReLU(negative_slope=0.01, inplace=inplace)
     if name in ("SiLU", "Swish"):  # x * sigmoid(x) (CSPNeXt, RTMDet)
         return nn.SiLU(inplace=inplace)
+    if name == "ReLU6":  # min(max(x, 0), 6) (MobileNetV2)
+        return nn.ReLU6(inplace=inplace)
     raise ConfigError(f"unknown activation {name!r}; supported: {', '.join(ACTIVATIONS)}")
 
 

@@ -46,12 +46,15 @@ INPUT = (1, 3, 32, 48)
 DCNV2 = dict(type="DCNv2", deform_groups=1, fallback_on_stride=False)
 
 # MMDetection 3.3's configs: resnext/*x101-64x4d*, dcnv2/faster-rcnn_r50-mdconv-c3-c5*,
-# and ResNetV1d as the *_r50-v1d configs of mmpretrain-style backbones use it
+# regnet/retinanet_regnetx-3.2GF*, ssdlite_mobilenetv2 (MobileNetV2 with its default
+# out_indices), and ResNetV1d as the *_r50-v1d configs use it
 NAMES = {
     "resnet50_v1d": dict(type="ResNetV1d", depth=50),
     "resnext101_64x4d": dict(type="ResNeXt", depth=101, groups=64, base_width=4),
     "resnet50_dcnv2_c3_c5": dict(type="ResNet", depth=50, dcn=DCNV2,
                                  stage_with_dcn=(False, True, True, True)),
+    "regnetx_3.2gf": dict(type="RegNet", arch="regnetx_3.2gf"),
+    "mobilenet_v2": dict(type="MobileNetV2", out_indices=(1, 2, 4, 7)),
 }
 OUTPUTS = {
     "resnet50_v1d_w16": dict(type="ResNetV1d", depth=50, base_channels=16),
@@ -63,6 +66,11 @@ OUTPUTS = {
         type="ResNeXt", depth=50, groups=4, base_width=4, base_channels=16,
         dcn=dict(type="DCNv2", deform_groups=2, fallback_on_stride=False),
         stage_with_dcn=(False, True, False, True)),
+    "regnetx_400mf": dict(type="RegNet", arch="regnetx_400mf"),
+    "regnet_custom_strides": dict(type="RegNet", strides=(2, 2, 2, 1), dilations=(1, 1, 1, 2),
+                                  arch=dict(w0=24, wa=36.0, wm=2.5, group_w=8, depth=7,
+                                            bot_mul=1.0)),
+    "mobilenet_v2_w05": dict(type="MobileNetV2", widen_factor=0.5, out_indices=(0, 2, 4, 6, 7)),
 }
 
 
