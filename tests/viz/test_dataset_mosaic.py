@@ -3,8 +3,6 @@ all four, where the mosaic put them."""
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 
 from detcli.config.loader import load_config
@@ -53,9 +51,9 @@ pipeline = [
     seed = 5
     sample = sample_dataset(load_config(config).cfg, "train", num=1, seed=seed)[0]
     view = sample.view
-    random.seed(seed)  # the draws Mosaic makes under that seed: prob, then three indices
-    random.uniform(0, 1)
-    indices = [sample.index, *(random.randint(0, 1) for _ in range(3))]  # the sample: top-left
+    np.random.seed(seed)  # the draws Mosaic makes under that seed: prob, then three indices
+    np.random.uniform(0, 1)
+    indices = [sample.index, *(int(np.random.randint(0, 2)) for _ in range(3))]  # sample: top-left
     boxes, labels, ignore = expected(indices)
     assert view.image.shape == (192, 256, 3) and view.img_shape == (192, 256)
     np.testing.assert_allclose(view.gt_boxes, boxes, rtol=1e-6)

@@ -3,9 +3,9 @@
 H, W: the output size, the input's plus twice ``border`` (MMDetection's (x, y) order: a
 negative border, as after a Mosaic, shrinks it); G GT boxes (every key of ``bbox_fields``).
 
-The warp is M = T @ Sh @ R @ S (3 x 3, float32), drawn in this order from python's
-``random``: a rotation in [-max_rotate_degree, max_rotate_degree] degrees (R, about the
-origin), a scale in ``scaling_ratio_range`` (S), shear angles x and y in
+The warp is M = T @ Sh @ R @ S (3 x 3, float32), drawn in this order from numpy's global
+state (as MMDetection's): a rotation in [-max_rotate_degree, max_rotate_degree] degrees (R,
+about the origin), a scale in ``scaling_ratio_range`` (S), shear angles x and y in
 [-max_shear_degree, max_shear_degree] (Sh = [[1, tan x, 0], [tan y, 1, 0], [0, 0, 1]]) and a
 translation of [-max_translate_ratio, max_translate_ratio] x (W, H) (T). The image is
 ``cv2.warpPerspective(img, M, (W, H))`` with ``border_val``; a box becomes the smallest box
@@ -16,7 +16,6 @@ unless inside it (x1 < W, y1 < H, x2 > 0, y2 > 0). Instance masks are refused.
 from __future__ import annotations
 
 import math
-import random
 from typing import Any, Literal
 
 import cv2
@@ -103,12 +102,13 @@ class RandomAffine:
 
     def draw_matrix(self, height: int, width: int) -> np.ndarray:
         """M = T @ Sh @ R @ S, drawn in MMDetection's order (module docstring)."""
-        rotation = rotation_matrix(random.uniform(-self.max_rotate_degree, self.max_rotate_degree))
-        scaling = scaling_matrix(random.uniform(*self.scaling_ratio_range))
-        shear = shear_matrix(random.uniform(-self.max_shear_degree, self.max_shear_degree),
-                             random.uniform(-self.max_shear_degree, self.max_shear_degree))
-        tx = random.uniform(-self.max_translate_ratio, self.max_translate_ratio) * width
-        ty = random.uniform(-self.max_translate_ratio, self.max_translate_ratio) * height
+        degrees = np.random.uniform(-self.max_rotate_degree, self.max_rotate_degree)
+        rotation = rotation_matrix(degrees)
+        scaling = scaling_matrix(np.random.uniform(*self.scaling_ratio_range))
+        shear = shear_matrix(np.random.uniform(-self.max_shear_degree, self.max_shear_degree),
+                             np.random.uniform(-self.max_shear_degree, self.max_shear_degree))
+        tx = np.random.uniform(-self.max_translate_ratio, self.max_translate_ratio) * width
+        ty = np.random.uniform(-self.max_translate_ratio, self.max_translate_ratio) * height
         return translation_matrix(tx, ty) @ shear @ rotation @ scaling
 
     def __call__(self, results: dict[str, Any]) -> dict[str, Any]:

@@ -24,14 +24,15 @@ of ``bbox_fields`` (``gt_bboxes``, ``gt_bboxes_ignore``) moves the same way and
   resume inside an epoch (the cache starts empty). :class:`Mosaic` and :class:`MixUp` draw
   from the dataset and have neither limit (:mod:`detcli.data.transforms.mixing`).
 
-Random draws use python's ``random`` in MMDetection's order. Instance masks are refused
+Random draws use numpy's global state in MMDetection's order (MMDetection's ``random`` there is
+``numpy.random``: ``randint``'s upper bound is exclusive, so a cached transform never draws the
+cache's newest entry, the sample itself, and never pops it). Instance masks are refused
 (:func:`~detcli.data.transforms.mixing.refuse_masks`).
 """
 
 from __future__ import annotations
 
 import copy
-import random
 from typing import Any, Literal, Sequence, Union
 
 import cv2
@@ -173,12 +174,12 @@ class Mosaic(MixImageTransform):
                 f"prob={self.prob})")
 
     def draw_center(self) -> tuple[int, int]:
-        return (int(random.uniform(*self.center_ratio_range) * self.img_scale[0]),
-                int(random.uniform(*self.center_ratio_range) * self.img_scale[1]))
+        return (int(np.random.uniform(*self.center_ratio_range) * self.img_scale[0]),
+                int(np.random.uniform(*self.center_ratio_range) * self.img_scale[1]))
 
     def mix(self, results: dict[str, Any], draws: MixDraws) -> dict[str, Any]:
         refuse_masks(results, type(self).__name__)
-        if random.uniform(0, 1) > self.prob:
+        if np.random.uniform(0, 1) > self.prob:
             return results
         others = [draws.load(draws.draw_index()) for _ in range(3)]
         center = self.draw_center()
@@ -210,9 +211,10 @@ class CachedMosaic:
     def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
         refuse_masks(results, "CachedMosaic")
         self.cache.add(results)
-        if len(self.cache) <= 4 or random.uniform(0, 1) > self.mosaic.prob:
+        if len(self.cache) <= 4 or np.random.uniform(0, 1) > self.mosaic.prob:
             return results
-        others = [self.cache.copy_of(random.randint(0, len(self.cache) - 1)) for _ in range(3)]
+        others = [self.cache.copy_of(int(np.random.randint(0, len(self.cache) - 1)))
+                  for _ in range(3)]
         center = self.mosaic.draw_center()
         return combine_mosaic(results, [results, *others], center,
                               self.mosaic.img_scale, self.mosaic.pad_val,
@@ -239,7 +241,7 @@ class SampleCache:
     def add(self, results: dict[str, Any]) -> None:
         self.items.append(copy.deepcopy(results))
         if len(self.items) > self.max_cached:
-            self.items.pop(random.randint(0, len(self.items) - 1) if self.random_pop else 0)
+            self.items.pop(int(np.random.randint(0, len(self.items) - 1)) if self.random_pop else 0)
 
     def copy_of(self, index: int) -> dict[str, Any]:
         return copy.deepcopy(self.items[index])
@@ -251,15 +253,16 @@ def mix_pair(results: dict[str, Any], other: dict[str, Any], img_scale: tuple[in
              ratio_range: tuple[float, float], flip_ratio: float, pad_val: PadValue,
              bbox_clip_border: bool = True) -> dict[str, Any]:
     """``results`` averaged with ``other`` (module docstring); draws the jitter, the flip and
-    the offsets from python's ``random`` in that order."""
+    the offsets from numpy in that order."""
     w, h = img_scale
-    jitter = random.uniform(*ratio_range)
-    flip = random.uniform(0, 1) > flip_ratio
+    jitter = np.random.uniform(*ratio_range)
+    flip = np.random.uniform(0, 1) > flip_ratio
     other_img = other["img"]
-    canvas = np.ones((h, w, *other_img.shape[2:]), dtype=other_img.dtype) * np.asarray(pad_val, np.float64)
+    fill = np.asarray(pad_val, np.float64)  # float64, as MMDetection's np.ones(...) * pad_val
+    canvas = np.ones((h, w, *other_img.shape[2:]), dtype=other_img.dtype) * fill  # (h, w, 3)
     ratio = min(h / other_img.shape[0], w / other_img.shape[1])
-    small = cv2.resize(other_img, (int(other_img.shape[1] * ratio), int(other_img.shape[0] * ratio)),
-                       interpolation=cv2.INTER_LINEAR)
+    size = (int(other_img.shape[1] * ratio), int(other_img.shape[0] * ratio))
+    small = cv2.resize(other_img, size, interpolation=cv2.INTER_LINEAR)
     canvas[:small.shape[0], :small.shape[1]] = small
     ratio *= jitter
     canvas = cv2.resize(canvas, (int(canvas.shape[1] * jitter), int(canvas.shape[0] * jitter)),
@@ -269,10 +272,10 @@ def mix_pair(results: dict[str, Any], other: dict[str, Any], img_scale: tuple[in
     img = results["img"]
     oh, ow = canvas.shape[:2]
     th, tw = img.shape[:2]
-    padded = (np.ones((max(oh, th), max(ow, tw), 3)) * np.asarray(pad_val, np.float64)).astype(np.uint8)
+    padded = (np.ones((max(oh, th), max(ow, tw), 3)) * fill).astype(np.uint8)
     padded[:oh, :ow] = canvas
-    y_off = random.randint(0, padded.shape[0] - th) if padded.shape[0] > th else 0
-    x_off = random.randint(0, padded.shape[1] - tw) if padded.shape[1] > tw else 0
+    y_off = int(np.random.randint(0, padded.shape[0] - th)) if padded.shape[0] > th else 0
+    x_off = int(np.random.randint(0, padded.shape[1] - tw)) if padded.shape[1] > tw else 0
     cut = padded[y_off:y_off + th, x_off:x_off + tw]  # (th, tw, 3)
     shift = np.array([x_off, y_off] * 2, dtype=np.float32)
     for key in bbox_keys(results):
@@ -334,7 +337,8 @@ class MixUp(MixImageTransform):
 
     def __repr__(self) -> str:
         return (f"MixUp(img_scale={self.img_scale}, ratio_range={self.ratio_range}, "
-                f"flip_ratio={self.flip_ratio}, pad_val={self.pad_val}, max_iters={self.max_iters})")
+                f"flip_ratio={self.flip_ratio}, pad_val={self.pad_val}, "
+                f"max_iters={self.max_iters})")
 
     def mix(self, results: dict[str, Any], draws: MixDraws) -> dict[str, Any]:
         refuse_masks(results, "MixUp")
@@ -375,13 +379,13 @@ class CachedMixUp:
     def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
         refuse_masks(results, "CachedMixUp")
         self.cache.add(results)
-        if len(self.cache) <= 1 or random.uniform(0, 1) > self.prob:
+        if len(self.cache) <= 1 or np.random.uniform(0, 1) > self.prob:
             return results
-        index = random.randint(0, len(self.cache) - 1)
+        index = int(np.random.randint(0, len(self.cache) - 1))
         for _ in range(self.mixup.max_iters - 1):
             if num_boxes(self.cache.items[index]):
                 break
-            index = random.randint(0, len(self.cache) - 1)
+            index = int(np.random.randint(0, len(self.cache) - 1))
         other = self.cache.copy_of(index)
         if not num_boxes(other):
             return results

@@ -9,8 +9,9 @@ that loads image ``j`` by running the pipeline's *loading steps* (every step bef
 mixed-image transform, usually ``LoadImageFromFile`` and ``LoadAnnotations``) on
 ``pipeline_input(j)``: the images MMDetection's wrapper hands over.
 
-Determinism: a transform draws its indices (and everything else) from python's ``random``,
-as MMDetection's do. A training sample runs inside ``seeded_draws(sample_seed(seed, epoch,
+Determinism: a transform draws its indices (and everything else) from numpy's global state,
+as MMDetection's do (its ``transforms.py`` imports ``numpy.random`` as ``random``). A training
+sample runs inside ``seeded_draws(sample_seed(seed, epoch,
 index))`` (:mod:`detcli.engine.seed`), so the extra images a sample mixes in are a function of
 (seed, epoch, index): the same in any loader worker, the main process or any rank of a
 distributed run, and after a resume. The source holds no state of its own; a worker has its
@@ -23,9 +24,10 @@ Masks: the mixing transforms and RandomAffine move boxes only. A sample that car
 
 from __future__ import annotations
 
-import random
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Protocol
+
+import numpy as np
 
 from detcli.errors import ConfigError, DataError
 
@@ -79,8 +81,8 @@ class MixDraws:
         return len(self.dataset)
 
     def draw_index(self) -> int:
-        """A uniform index in [0, N) from python's ``random``."""
-        return random.randint(0, len(self.dataset) - 1)
+        """A uniform index in [0, N) (numpy: MMDetection's ``random.randint(0, len(dataset))``)."""
+        return int(np.random.randint(0, len(self.dataset)))
 
     def load(self, index: int) -> dict[str, Any]:
         """Image ``index`` through the loading steps; when they reject it (None), the next

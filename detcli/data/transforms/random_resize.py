@@ -35,7 +35,8 @@ def check_random_resize(scales: list[tuple[int, int]], ratio_range: Any) -> None
         if len(scales) != 1:
             raise ValueError(f"ratio_range {ratio_range} needs one scale, got {scales}")
         if not 0 < ratio_range[0] <= ratio_range[1]:
-            raise ValueError(f"ratio_range must be (min, max) with 0 < min <= max, got {ratio_range}")
+            raise ValueError(f"ratio_range must be (min, max) with 0 < min <= max, "
+                             f"got {ratio_range}")
     elif len(scales) > 2:
         raise ValueError(f"RandomResize takes one scale (with ratio_range) or two (a range), "
                          f"got {len(scales)}")

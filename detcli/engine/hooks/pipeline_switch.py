@@ -50,7 +50,8 @@ class PipelineSwitchHook(Hook):
         self.switch_pipeline = list(switch_pipeline)
 
     def __repr__(self) -> str:
-        return f"PipelineSwitchHook(switch_epoch={self.switch_epoch}, {len(self.switch_pipeline)} steps)"
+        return (f"PipelineSwitchHook(switch_epoch={self.switch_epoch}, "
+                f"{len(self.switch_pipeline)} steps)"
 
     def before_run(self, ctx: TrainContext) -> None:
         dataset: StagedDataset = ctx.train_dataset  # type: ignore[assignment]

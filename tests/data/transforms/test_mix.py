@@ -3,8 +3,6 @@ of known sizes and colours, and the masks refusal."""
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
 
@@ -64,9 +62,9 @@ def test_mosaic_coords_of_each_quadrant():
 
 
 def test_mosaic_boxes_and_pixels_by_hand(monkeypatch):
-    # center_ratio_range is drawn with random.uniform(lo, hi): force cx = 1.2 * 10, cy = 0.8 * 10
+    # center_ratio_range is drawn with np.random.uniform(lo, hi): force cx = 1.2 * 10, cy = 0.8 * 10
     draws = iter([0.0, 1.2, 0.8])  # prob test, then cx, cy ratios
-    monkeypatch.setattr(random, "uniform", lambda lo, hi: next(draws))
+    monkeypatch.setattr(np.random, "uniform", lambda lo, hi: next(draws))
     a, b, c, d = mosaic_inputs()
     out = run({**MOSAIC, "center_ratio_range": [0.5, 1.5]}, a, b, c, d)
     # A shifted by (2, -2): [2,2,6,6] -> [4,0,8,4]; [1,0,5,1] -> y in [-2,-1]: clipped to 0, dropped.
@@ -85,7 +83,7 @@ def test_mosaic_boxes_and_pixels_by_hand(monkeypatch):
 
 def test_mosaic_moves_ignore_boxes_too(monkeypatch):
     draws = iter([0.0, 1.0, 1.0])  # centre (10, 10): every patch in its own quadrant
-    monkeypatch.setattr(random, "uniform", lambda lo, hi: next(draws))
+    monkeypatch.setattr(np.random, "uniform", lambda lo, hi: next(draws))
     a, b, c, d = mosaic_inputs()
     a["gt_bboxes_ignore"] = np.array([[0, 0, 2, 2]], np.float32)
     d["gt_bboxes_ignore"] = np.array([[5, 5, 6, 6]], np.float32)
@@ -169,10 +167,10 @@ def test_mixup_jitter_and_offset(monkeypatch):
     # at a random offset to the 10 x 10 sample: its box [1,1,2,2] -> x4 = [4,4,8,8] - offset
     own = sample(10, 10, 100, [[0, 0, 2, 2]], [0])
     other = sample(5, 5, 200, [[1, 1, 2, 2]], [1])
-    random.seed(3)
-    random.randint(0, 99), random.uniform(2.0, 2.0), random.uniform(0, 1)  # index, jitter, flip
-    y_off, x_off = random.randint(0, 10), random.randint(0, 10)
-    random.seed(3)
+    np.random.seed(3)
+    np.random.randint(0, 100), np.random.uniform(2.0, 2.0), np.random.uniform(0, 1)  # index, jitter, flip
+    y_off, x_off = np.random.randint(0, 10), np.random.randint(0, 10)  # upper bound exclusive
+    np.random.seed(3)
     out = run({**MIXUP, "ratio_range": [2.0, 2.0], "flip_ratio": 1.0}, own, other)
     expected = np.clip(np.array([4, 4, 8, 8], np.float32) - [x_off, y_off, x_off, y_off], 0, 10)
     keep = expected[0] < 10 and expected[1] < 10 and expected[2] > 0 and expected[3] > 0
