@@ -62,6 +62,8 @@ class RCNNParts:
                               "to show", hint="remove `train_cfg = false`, or set "
                                               "model.train_cfg.rcnn")
         rcnn = model.train_cfg.rcnn
+        if isinstance(rcnn, list):  # Cascade R-CNN: stage 0 samples the proposals (the view)
+            rcnn = rcnn[0]
         return cls(ASSIGNERS.build(rcnn.assigner), SAMPLERS.build(rcnn.sampler),
                    rcnn.assigner, rcnn.sampler)
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from detcli.analysis.roi_sampling import RCNNParts
 from detcli.config.loader import load_config
 from detcli.errors import ConfigError
 from detcli.models.build import build_detector
@@ -234,3 +235,10 @@ def test_each_stage_has_its_own_extractor_head_and_coder():
     assert [s.assigner.pos_iou_thr for s in head.stages] == [0.5, 0.6, 0.7]
     # the stage views share the ModuleLists' modules: one set of parameters
     assert all(s.bbox_head is h for s, h in zip(head.stages, head.bbox_head))
+
+
+def test_the_roi_sampling_view_shows_the_first_stage_of_a_cascade():
+    """`det viz assign` replays the RoI sampling of the proposals: in a cascade that is stage
+    0's assigner (IoU 0.5) and sampler; the later stages sample refined boxes."""
+    parts = RCNNParts.from_config(load_config("cascade_rcnn_tiny_synth", []).cfg)
+    assert (parts.assigner_cfg.pos_iou_thr, parts.num, parts.add_gt) == (0.5, 256, True)
