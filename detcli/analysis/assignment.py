@@ -106,6 +106,18 @@ class AssignmentParts:
         assignment, or without train_cfg. The head is built (untrained: only its assigner,
         sampler and priors take part) and assigns through its ``explain_assignment``."""
         head_cfg, train_cfg, head_key, train_key = can.assigning_head(cfg.model)
+        queries = can.num_queries(cfg.model)
+        if queries is not None:
+            costs = ", ".join(can.match_cost_names(train_cfg)) or "none: train_cfg = false"
+            raise ConfigError(
+                f"model ({cfg.model.type}) is a query-based detector: it has no priors (anchors "
+                f"or points) to analyse. Its training matches its {queries} learned queries "
+                f"(model.num_queries) to the GT one to one, each GT to the query of least "
+                f"cost ({train_key}.assigner: {costs}), and every other query learns "
+                f"background",
+                hint="an image with more GT boxes than num_queries cannot have them all "
+                     "matched: raise model.num_queries for crowded images (detr_r50: 100); "
+                     "det viz assign does not draw the Hungarian matching yet")
         if train_cfg is None:
             raise ConfigError(
                 "model.train_cfg = false: there is no assigner to analyse",

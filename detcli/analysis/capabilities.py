@@ -103,6 +103,20 @@ def assigning_head(model_cfg: Any) -> tuple[Any, Any, str, str]:
     return getattr(model_cfg, "bbox_head", None), train_cfg, "model.bbox_head", "model.train_cfg"
 
 
+def num_queries(model_cfg: Any) -> Optional[int]:
+    """The learned queries of a query-based detector (DETR's ``num_queries``): it has no priors
+    to assign, its training matches the queries to the GT one to one. None for a detector with
+    priors (anchors or points)."""
+    value = getattr(model_cfg, "num_queries", None)
+    return int(value) if isinstance(value, int) else None
+
+
+def match_cost_names(train_cfg: Any) -> list[str]:
+    """``Type(weight)`` of each match cost of a query-based detector's assigner, for messages."""
+    costs = getattr(getattr(train_cfg, "assigner", None), "match_costs", None) or []
+    return [f"{getattr(c, 'type', '?')}({getattr(c, 'weight', '?')})" for c in costs]
+
+
 def is_two_stage(model_cfg: Any) -> bool:
     """Whether the model config has an RPN and an RoI head (a two-stage detector)."""
     return (getattr(model_cfg, "rpn_head", None) is not None
