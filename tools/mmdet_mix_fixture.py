@@ -20,21 +20,23 @@ mmcv_ext_shim.install()
 
 import torch  # noqa: E402
 from mmcv.transforms import RandomResize  # noqa: E402
-from mmdet.datasets.transforms import (MixUp, Mosaic, RandomAffine,  # noqa: E402
-                                       YOLOXHSVRandomAug)
+from mmdet.datasets.transforms import (CachedMixUp, CachedMosaic, MixUp,  # noqa: E402
+                                       Mosaic, RandomAffine, YOLOXHSVRandomAug)
 from mmdet.structures.bbox import HorizontalBoxes  # noqa: E402
 from mmdet.utils import register_all_modules  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "tests/data/fixtures/mmdet_mix_transforms.npz"
 SIZES = [(40, 60), (30, 30), (50, 24), (36, 48)]  # (h, w) of the four input images
 SEEDS = (0, 1, 2)
+STREAM = (0, 1, 2, 3, 1, 0, 3, 2, 0, 1)  # the samples a cached step sees, in order
 
 
 def inputs():
     rng = np.random.default_rng(0)
     arrays = {}
     for k, (h, w) in enumerate(SIZES):
-        arrays[f"img{k}"] = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        blocks = rng.integers(0, 256, (h // 4 + 1, w // 4 + 1, 3), dtype=np.uint8)
+        arrays[f"img{k}"] = np.repeat(np.repeat(blocks, 4, 0), 4, 1)[:h, :w].copy()  # 4x4 blocks
         x1 = rng.uniform(0, w * 0.6, 3)
         y1 = rng.uniform(0, h * 0.6, 3)
         boxes = np.stack([x1, y1, x1 + rng.uniform(2, w * 0.4, 3), y1 + rng.uniform(2, h * 0.4, 3)], 1)
@@ -82,6 +84,15 @@ def main() -> None:
         save(out, f"hsv{seed}", hsv.transform(results(arrays, 0)))
         np.random.seed(seed)
         save(out, f"resize{seed}", resize.transform(results(arrays, 0)))
+    for seed in SEEDS[:2]:
+        cached_mosaic = CachedMosaic(img_scale=(32, 32), max_cached_images=6,
+                                     random_pop=seed == 0, pad_val=114.0)
+        cached_mixup = CachedMixUp(img_scale=(32, 32), ratio_range=(0.5, 1.5), max_cached_images=4,
+                                   random_pop=seed == 0, prob=0.5, pad_val=114.0)
+        for name, step in (("cmosaic", cached_mosaic), ("cmixup", cached_mixup)):
+            np.random.seed(seed)
+            for t, k in enumerate(STREAM):
+                save(out, f"{name}{seed}_{t}", step.transform(results(arrays, k)))
     np.savez_compressed(OUT, **out)
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
 

@@ -51,7 +51,7 @@ class PipelineSwitchHook(Hook):
 
     def __repr__(self) -> str:
         return (f"PipelineSwitchHook(switch_epoch={self.switch_epoch}, "
-                f"{len(self.switch_pipeline)} steps)"
+                f"{len(self.switch_pipeline)} steps)")
 
     def before_run(self, ctx: TrainContext) -> None:
         dataset: StagedDataset = ctx.train_dataset  # type: ignore[assignment]

@@ -12,7 +12,7 @@ import pytest
 
 from detcli.data.transforms.affine import RandomAffine
 from detcli.data.transforms.colour import YOLOXHSVRandomAug
-from detcli.data.transforms.mix import Mosaic, combine_mosaic, mix_pair
+from detcli.data.transforms.mix import CachedMixUp, CachedMosaic, Mosaic, combine_mosaic, mix_pair
 from detcli.data.transforms.random_resize import RandomResize
 
 FIXTURE = np.load(Path(__file__).parents[1] / "fixtures" / "mmdet_mix_transforms.npz")
@@ -66,3 +66,18 @@ def test_random_resize(seed):
     np.random.seed(seed)
     out = RandomResize(scale=(64, 64), ratio_range=(0.5, 2.0), keep_ratio=True)(results(0))
     assert_like_mmdet(out, f"resize{seed}")
+
+
+STREAM = (0, 1, 2, 3, 1, 0, 3, 2, 0, 1)  # the samples a cached step sees, in order
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])  # seed 0 pops at random, seed 1 the oldest
+def test_cached_mosaic_and_mixup_over_a_stream(seed):
+    steps = {"cmosaic": CachedMosaic(img_scale=(32, 32), max_cached_images=6,
+                                     random_pop=seed == 0, pad_val=114.0),
+             "cmixup": CachedMixUp(img_scale=(32, 32), ratio_range=(0.5, 1.5), max_cached_images=4,
+                                   random_pop=seed == 0, prob=0.5, pad_val=114.0)}
+    for name, step in steps.items():
+        np.random.seed(seed)
+        for t, k in enumerate(STREAM):
+            assert_like_mmdet(step(results(k)), f"{name}{seed}_{t}")
