@@ -120,16 +120,17 @@ def config() -> Config:
                 sampler=dict(type="RandomSampler", num=100000, pos_fraction=0.5,
                              neg_pos_ub=-1, add_gt_as_proposals=False),
                 allowed_border=-1, pos_weight=-1, debug=False),
-            rpn_proposal=dict(nms_pre=2000, max_per_img=1000,
+            rpn_proposal=dict(nms_pre=1000, max_per_img=300,
                               nms=dict(type="nms", iou_threshold=0.7), min_bbox_size=0),
             rcnn=dict(
                 assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.5, neg_iou_thr=0.5,
                               min_pos_iou=0.5, match_low_quality=True, ignore_iof_thr=-1),
-                sampler=dict(type="RandomSampler", num=4096, pos_fraction=0.5,
+                # 400 > the 300 proposals + GT, and no image has 100 positives: none drawn
+                sampler=dict(type="RandomSampler", num=400, pos_fraction=0.25,
                              neg_pos_ub=-1, add_gt_as_proposals=True),
                 mask_size=28, pos_weight=-1, debug=False)),
         test_cfg=dict(
-            rpn=dict(nms_pre=1000, max_per_img=1000, nms=dict(type="nms", iou_threshold=0.7),
+            rpn=dict(nms_pre=1000, max_per_img=300, nms=dict(type="nms", iou_threshold=0.7),
                      min_bbox_size=0),
             rcnn=dict(score_thr=0.05, nms=dict(type="nms", iou_threshold=0.5),
                       max_per_img=12, mask_thr_binary=0.5)))))
@@ -193,7 +194,14 @@ def main() -> None:
     x = images()
 
     model.train()
+    sampled = []
+    sample = model.roi_head.bbox_sampler.sample
+    model.roi_head.bbox_sampler.sample = lambda *a, **k: sampled.append(sample(*a, **k)) or \
+        sampled[-1]
     losses = model.loss(x, data_samples())
+    num_pos = [len(r.pos_inds) for r in sampled]
+    num_sampled = [len(r.pos_inds) + len(r.neg_inds) for r in sampled]
+    assert max(num_pos) < 100, f"{num_pos} positives: the sampler would draw at random"
     flat = {}
     for key, value in losses.items():
         total = sum(value) if isinstance(value, (list, tuple)) else value  # RPN: per level
@@ -207,7 +215,7 @@ def main() -> None:
         scale_factors=[scale_factor(i) for i in range(2)],
         gt_boxes=[[b for b, _ in gts] for gts in GT],
         gt_labels=[[c for _, c in gts] for gts in GT],
-        losses=flat,
+        losses=flat, num_pos=num_pos, num_sampled=num_sampled,
         predictions={"rescale": predictions(model, x, True),
                      "no_rescale": predictions(model, x, False)},
         mmdet_version=__import__("mmdet").__version__,

@@ -19,6 +19,8 @@ import pytest
 import torch
 
 from detcli.models.build import build_detector
+from detcli.models.detectors import MaskRCNN
+from detcli.models.roi_heads import paste_detections
 from detcli.structures.batch import DetTargets, ImageBatch
 from tests.fixtures.mmdet.synthetic import (
     ellipse_masks,
@@ -52,10 +54,12 @@ CONFIG = {
                             "add_gt_as_proposals": False}},
         "rcnn": {"assigner": {"type": "MaxIoUAssigner", "pos_iou_thr": 0.5, "neg_iou_thr": 0.5,
                               "min_pos_iou": 0.5, "match_low_quality": True},
-                 "sampler": {"type": "RandomSampler", "num": 4096, "pos_fraction": 0.5},
+                 "sampler": {"type": "RandomSampler", "num": 400, "pos_fraction": 0.25},
                  "mask_size": 28},
+        "rpn_proposal": {"nms_pre": 1000, "max_per_img": 300},
     },
-    "test_cfg": {"rcnn": {"max_per_img": 12, "mask_thr_binary": 0.5}},
+    "test_cfg": {"rpn": {"nms_pre": 1000, "max_per_img": 300},
+                 "rcnn": {"max_per_img": 12, "mask_thr_binary": 0.5}},
 }
 
 
@@ -73,19 +77,21 @@ def model(fixture):
     return model
 
 
-def inputs(fixture) -> tuple[ImageBatch, DetTargets]:
+def images_of(fixture) -> ImageBatch:
     x = synthetic_images(2, *BATCH, fixture["img_shapes"], fixture["seed"])
     assert float(x.double().sum()) == pytest.approx(fixture["images_sum"], rel=1e-12)
     assert float(x.double().abs().sum()) == pytest.approx(fixture["images_abs_sum"], rel=1e-12)
     factors = torch.tensor([[sx, sy, sx, sy] for sx, sy in fixture["scale_factors"]])
-    images = ImageBatch(tensor=x, img_shapes=fixture["img_shapes"],
-                        ori_shapes=[tuple(s) for s in fixture["ori_shapes"]],
-                        scale_factors=factors, pad_shapes=[BATCH, BATCH])
+    return ImageBatch(tensor=x, img_shapes=fixture["img_shapes"],
+                      ori_shapes=[tuple(s) for s in fixture["ori_shapes"]],
+                      scale_factors=factors, pad_shapes=[BATCH, BATCH])
+
+
+def targets_of(fixture) -> DetTargets:
     boxes = [torch.tensor(b) for b in fixture["gt_boxes"]]
-    targets = DetTargets.from_lists(
+    return DetTargets.from_lists(
         boxes, [torch.tensor(c) for c in fixture["gt_labels"]],
         masks=[ellipse_masks(b, *BATCH) for b in fixture["gt_boxes"]], mask_shape=BATCH)
-    return images, targets
 
 
 def test_state_dict_names_are_mmdetections(model, fixture):
@@ -99,10 +105,16 @@ def test_state_dict_names_are_mmdetections(model, fixture):
 
 
 def test_losses_equal_mmdetections(model, fixture):
-    images, targets = inputs(fixture)
+    images, targets = images_of(fixture), targets_of(fixture)
     model.train()
     with torch.no_grad():
         losses = model.loss(images, targets)
+        feats, rpn = model(images.tensor)
+        proposals = model.rpn_head.predict_proposals(rpn, images, model.train_cfg.rpn_proposal)
+        samples = model.roi_head.sample(proposals, targets)
+    # the same RoIs as MMDetection's, every candidate kept (nothing drawn at random)
+    assert samples.num_pos.tolist() == fixture["num_pos"]
+    assert samples.num_sampled.tolist() == fixture["num_sampled"]
     expected = fixture["losses"]
     assert set(losses) == set(expected)
     for key, value in expected.items():
@@ -116,11 +128,13 @@ def _unpack(packed: torch.Tensor, shape: list[int]) -> np.ndarray:
 
 @pytest.mark.parametrize("rescale", [True, False], ids=["rescale", "no_rescale"])
 def test_predictions_equal_mmdetections(model, fixture, rescale):
-    images, _ = inputs(fixture)
+    images = images_of(fixture)
     model.eval()
     with torch.no_grad():
         batch = model.predict_batch(images, rescale=rescale)
-        dets = model.predict(images, rescale=rescale)
+    # what MaskRCNN.predict does with the batch (test_mask_roi_head.py runs predict itself)
+    dets = paste_detections(batch, MaskRCNN.paste_sizes(images, rescale),
+                            model.test_cfg.rcnn.mask_thr_binary)
     expected = fixture["predictions"]["rescale" if rescale else "no_rescale"]
     for i, (ours, theirs) in enumerate(zip(dets, expected)):
         assert len(ours) == len(theirs["scores"]) > 0

@@ -20,9 +20,21 @@ from detcli.structures.batch import DetTargets, ImageBatch
 SIZE = 64
 
 
+_TINY: dict = {}
+
+
 def tiny_model_cfg() -> dict:
-    """mask_rcnn_tiny_synth's model as a dict (ResNet-18 quarter width, 64 channels)."""
-    return load_config("mask_rcnn_tiny_synth", []).resolved()["model"]
+    """mask_rcnn_tiny_synth's model as a dict (ResNet-18 quarter width, 64 channels), with a
+    2-conv 16-channel mask head and fewer proposals and RoIs, so the tests run fast: 100
+    proposals, 64 RoIs sampled per image, 16 of them positive at most."""
+    if not _TINY:
+        model = load_config("mask_rcnn_tiny_synth", []).resolved()["model"]
+        model["roi_head"]["mask_head"].update(num_convs=2, conv_out_channels=16)
+        model["train_cfg"]["rpn_proposal"].update(nms_pre=200, max_per_img=100)
+        model["train_cfg"]["rcnn"]["sampler"]["num"] = 64
+        model["test_cfg"]["rpn"].update(nms_pre=200, max_per_img=100)
+        _TINY.update(model)
+    return copy.deepcopy(_TINY)
 
 
 def batch(with_masks: bool = True) -> tuple[ImageBatch, DetTargets]:
@@ -84,7 +96,7 @@ def test_the_mask_loss_reads_the_positive_slots_and_needs_gt_masks():
     model.train()
     images, targets = batch()
     roi_head = model.roi_head
-    assert roi_head.mask_slots(256) == 64  # RandomSampler num 256 x pos_fraction 0.25
+    assert roi_head.mask_slots(64) == 16  # RandomSampler num 64 x pos_fraction 0.25
     feats = model.extract_feat(images.tensor)
     proposals = model.rpn_head.predict_proposals(model.rpn_head(feats), images,
                                                  model.train_cfg.rpn_proposal)
@@ -97,8 +109,9 @@ def test_the_mask_loss_reads_the_positive_slots_and_needs_gt_masks():
     losses["loss_mask"].backward()
     assert model.roi_head.mask_head.conv_logits.weight.grad.abs().sum() > 0
     assert model.roi_head.bbox_head.fc_cls.weight.grad is None  # the mask loss alone
+    _, no_masks = batch(with_masks=False)
     with pytest.raises(DataError, match="LoadAnnotations\\(with_mask = true\\)"):
-        model.loss(*batch(with_masks=False))
+        roi_head.mask_loss(feats, samples, no_masks)
 
 
 def test_without_a_mask_extractor_the_box_extractor_is_shared():
