@@ -7,8 +7,8 @@ A checkpoint is named by one of
     on), kept in torch's hub cache (``$TORCH_HOME/hub/checkpoints``);
   * an ``http(s)://`` URL, cached the same way;
   * ``open-mmlab://NAME`` for the MMCV model-zoo names MMDetection's configs use that det knows
-    (``OPEN_MMLAB``: the caffe-style ResNets of the FCOS configs), read from the URL MMCV maps
-    them to. Other ``open-mmlab://`` names are an error that says what to do instead.
+    (``OPEN_MMLAB``: the caffe-style ResNets of the FCOS configs, the ResNeXt-101 and
+    RegNetX-3.2GF ImageNet weights), read from the URL MMCV maps them to. Other ``open-mmlab://`` names are an error that says what to do instead.
 A cached file is read without touching the network. A file that is not cached is downloaded;
 when that fails (no network), the error names the file, the folder to put it in, and that
 ``checkpoint`` may name the downloaded file's path instead.
@@ -45,6 +45,13 @@ OPEN_MMLAB = {
         "https://download.openmmlab.com/pretrain/third_party/resnet50_caffe-788b5fa3.pth",
     "detectron/resnet101_caffe":
         "https://download.openmmlab.com/pretrain/third_party/resnet101_caffe-3ad79236.pth",
+    # the ResNeXt and RegNet configs' ImageNet weights, already in det's (MMDetection's) layout
+    "resnext101_32x4d":
+        "https://download.openmmlab.com/pretrain/third_party/resnext101_32x4d-a5af3160.pth",
+    "resnext101_64x4d":
+        "https://download.openmmlab.com/pretrain/third_party/resnext101_64x4d-ee2c6f71.pth",
+    "regnetx_3.2gf":
+        "https://download.openmmlab.com/pretrain/third_party/regnetx_3.2gf-c2599b0f.pth",
 }
 
 

@@ -16,7 +16,7 @@ from detcli.models.backbones import (
     ResNeXtConfig,
 )
 from detcli.models.dcn import DCNConfig, ModulatedDeformConv2dPack
-from detcli.models.pretrained import torchvision_url
+from detcli.models.pretrained import open_mmlab_url, torchvision_url
 from detcli.registry import BACKBONES
 
 
@@ -88,9 +88,12 @@ def test_resnext_forward_equals_torchvision_with_its_weights():
     torch.testing.assert_close(outs[-1], c5)
 
 
-def test_torchvision_resnext_checkpoints_resolve():
+def test_torchvision_and_open_mmlab_resnext_checkpoints_resolve():
     assert torchvision_url("resnext101_64x4d").endswith("resnext101_64x4d-173b62eb.pth")
     assert torchvision_url("resnext101_32x8d").endswith("resnext101_32x8d-8ba56ff5.pth")
+    # MMCV's open_mmlab.json names of the ResNeXt and RegNet configs' weights
+    assert open_mmlab_url("resnext101_64x4d").endswith("/resnext101_64x4d-ee2c6f71.pth")
+    assert open_mmlab_url("regnetx_3.2gf").endswith("/regnetx_3.2gf-c2599b0f.pth")
 
 
 def test_resnext_rejects_basic_block_depths():

@@ -1,0 +1,95 @@
+"""The backbone presets (#24) resolve to MMDetection 3.3's configs: each differs from the R50
+preset it extends in exactly the keys MMDetection's config changes, to MMDetection's values."""
+
+from pathlib import Path
+
+import torch
+
+from detcli.config.diff import flatten
+from detcli.config.loader import load_config
+from detcli.models.build import build_detector
+
+PRESETS = Path(__file__).resolve().parents[1] / "presets"
+
+
+def resolved(preset: str) -> dict:
+    return flatten(load_config(PRESETS / preset).resolved())
+
+
+def changed(base: str, preset: str) -> dict:
+    """{flattened key: (base's value, preset's value)} where the two resolved configs differ;
+    None: the key is absent (a field of the other backbone)."""
+    a, b = resolved(base), resolved(preset)
+    return {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}
+
+
+def test_faster_rcnn_x101_64x4d_is_mmdetections():
+    # faster-rcnn_x101-64x4d_fpn_1x_coco.py: the backbone's type, depth, groups, base_width and
+    # checkpoint change; its other keys equal faster-rcnn_r50's
+    assert changed("faster_rcnn_r50.toml", "faster_rcnn_x101_64x4d.toml") == {
+        "model.backbone.type": ("ResNet", "ResNeXt"),
+        "model.backbone.depth": (50, 101),
+        "model.backbone.groups": (None, 64),
+        "model.backbone.base_width": (None, 4),
+        "model.backbone.init_cfg.checkpoint": ("torchvision://resnet50",
+                                               "open-mmlab://resnext101_64x4d"),
+    }
+
+
+def test_faster_rcnn_r50_dcnv2_is_mmdetections():
+    # dcnv2/faster-rcnn_r50-mdconv-c3-c5_fpn_1x_coco.py (false: "off" in TOML)
+    assert changed("faster_rcnn_r50.toml", "faster_rcnn_r50_dcnv2.toml") == {
+        "model.backbone.dcn": (False, None),
+        "model.backbone.dcn.type": (None, "DCNv2"),
+        "model.backbone.dcn.deform_groups": (None, 1),
+        "model.backbone.dcn.fallback_on_stride": (None, False),
+        "model.backbone.stage_with_dcn": ([False] * 4, [False, True, True, True]),
+    }
+
+
+PYCLS_NORM = {"mean": [103.53, 116.28, 123.675], "std": [57.375, 57.12, 58.395], "to_rgb": False}
+# regnet/retinanet_regnetx-3.2GF_fpn_1x_coco.py with RegNet's class defaults filled in
+REGNET_MMDET = {
+    "model.backbone.type": "RegNet", "model.backbone.arch": "regnetx_3.2gf",
+    "model.backbone.in_channels": 3, "model.backbone.stem_channels": 32,
+    "model.backbone.base_channels": 32, "model.backbone.strides": [2, 2, 2, 2],
+    "model.backbone.dilations": [1, 1, 1, 1], "model.backbone.out_indices": [0, 1, 2, 3],
+    "model.backbone.frozen_stages": 1, "model.backbone.norm_cfg.type": "BN",
+    "model.backbone.norm_cfg.requires_grad": True, "model.backbone.norm_eval": True,
+    "model.backbone.style": "pytorch", "model.backbone.zero_init_residual": True,
+    "model.backbone.init_cfg.type": "Pretrained",
+    "model.backbone.init_cfg.checkpoint": "open-mmlab://regnetx_3.2gf",
+    "model.neck.type": "FPN", "model.neck.in_channels": [96, 192, 432, 1008],
+    "model.neck.out_channels": 256, "model.neck.num_outs": 5, "model.neck.start_level": 1,
+    "model.neck.add_extra_convs": "on_input",
+    "optimizer.type": "SGD", "optimizer.lr": 0.02, "optimizer.momentum": 0.9,
+    "optimizer.weight_decay": 0.00005,
+    "optimizer_config.grad_clip.max_norm": 35.0, "optimizer_config.grad_clip.norm_type": 2.0,
+    **{f"{where}.{k}": v for where in ("data.train.pipeline[4]",
+                                       "data.val.pipeline[1].transforms[2]",
+                                       "data.test.pipeline[1].transforms[2]")
+       for k, v in PYCLS_NORM.items()},
+}
+
+
+def test_retinanet_regnetx_3_2gf_is_mmdetections():
+    values = resolved("retinanet_regnetx_3_2gf.toml")
+    assert {k: values.get(k) for k in REGNET_MMDET} == REGNET_MMDET
+    # nothing else differs from the RetinaNet base (beyond ResNet's keys, gone with its type)
+    gone = {k for k, (_, new) in changed("retinanet_r50.toml",
+                                         "retinanet_regnetx_3_2gf.toml").items() if new is None}
+    assert all(k.startswith(("model.backbone.", "optimizer_config.grad_clip")) for k in gone)
+    assert set(changed("retinanet_r50.toml", "retinanet_regnetx_3_2gf.toml")) - gone <= \
+        set(REGNET_MMDET)
+
+
+def test_retinanet_mobilenetv2_keeps_retinanets_strides():
+    diff = changed("retinanet_r50.toml", "retinanet_mobilenetv2.toml")
+    assert diff["model.neck.in_channels"] == ([256, 512, 1024, 2048], [32, 96, 1280])
+    assert diff["model.neck.start_level"] == (1, 0)
+    assert not any(k.startswith(("model.bbox_head", "data.", "optimizer")) for k in diff)
+    cfg = load_config(PRESETS / "retinanet_mobilenetv2.toml",
+                      overrides=["model.backbone.init_cfg=false", "model.bbox_head.num_classes=3"]).cfg
+    model = build_detector(cfg.model).eval()
+    feats = model.neck(model.backbone(torch.randn(1, 3, 128, 128)))
+    assert [tuple(f.shape[-2:]) for f in feats] == [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
