@@ -28,6 +28,7 @@ REQUIRED = {
     "MlvlPointGenerator": dict(strides=[8, 16]),
     "AnchorGenerator": dict(strides=[8, 16], ratios=[1.0], scales=[4.0]),
     "RetinaHead": dict(num_classes=3), "ATSSHead": dict(num_classes=3), "FCOSHead": dict(num_classes=3),
+    "RTMDetSepBNHead": dict(num_classes=3),
     "Shared2FCBBoxHead": dict(num_classes=3), "FCNMaskHead": dict(num_classes=3),
     "DETRHead": dict(num_classes=3, embed_dims=8),
     "SingleRoIExtractor": dict(featmap_strides=[4, 8]),
@@ -57,7 +58,7 @@ def components():
 # A detector is all sub-configs: the tiny preset of its family, under its own type name.
 PRESET = {"DETR": "detr", "RetinaNet": "retinanet", "SingleStageDetector": "retinanet", "FCOS": "fcos",
           "ATSS": "atss", "FasterRCNN": "faster_rcnn", "TwoStageDetector": "faster_rcnn",
-          "MaskRCNN": "mask_rcnn", "CascadeRCNN": "cascade_rcnn"}
+          "MaskRCNN": "mask_rcnn", "CascadeRCNN": "cascade_rcnn", "RTMDet": "rtmdet"}
 
 
 def default_config(registry: Registry, name: str) -> Schema:

@@ -339,7 +339,8 @@ class RTMDetSepBNHead(nn.Module):
                                  soft.reshape(-1, self.num_classes),
                                  weight=weights.reshape(-1), avg_factor=normaliser)
         # off positives, prediction and target are one stand-in box: zero loss, no NaN
-        gt_boxes = result.matched_gt(targets.boxes.to(boxes))  # (N, R, 4)
+        gt = targets.boxes.to(boxes)  # (N, G, 4)
+        gt_boxes = result.matched_gt(gt) if gt.shape[1] else torch.zeros_like(boxes)  # (N, R, 4)
         stand_in = torch.cat([torch.zeros_like(boxes[..., :2]),
                               torch.ones_like(boxes[..., 2:])], dim=-1)  # (N, R, 4)
         pred = torch.where(positive[..., None], boxes, stand_in)

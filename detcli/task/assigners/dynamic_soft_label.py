@@ -163,7 +163,8 @@ class DynamicSoftLabelAssigner:
         matching.scatter_(1, top_index, take)
         # a prior taken by several GTs keeps the GT of least cost over all GTs
         several = matching.sum(dim=-1) > 1  # (N, R)
-        cheapest = F.one_hot(cost.argmin(dim=-1), num_slots).bool() if num_slots else matching
+        slots = torch.arange(num_slots, device=cost.device)  # (G,)
+        cheapest = cost.argmin(dim=-1, keepdim=True) == slots if num_slots else matching
         matching = torch.where(several[..., None], cheapest, matching)
         positive = matching.any(dim=-1)  # (N, R)
         slot = matching.float().argmax(dim=-1) if num_slots else positive.long()  # (N, R)
