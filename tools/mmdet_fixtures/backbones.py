@@ -13,7 +13,9 @@ the weights ``seeded_state(shapes, SEED)`` of tests/models/backbones/seeded.py, 
 loads the same tensors into det's backbone and compares. The DCNv2 layers run mmcv's
 ``ModulatedDeformConv2dPack`` on the plain-torch kernel of ``dcn_kernel.py`` (written from
 mmcv's CUDA kernel, not from torchvision); ``dcn_layer`` is one such layer alone (grouped,
-two deform groups, stride and dilation 2, a bias), its weights included.
+two deform groups, stride and dilation 2, a bias), its weights included; ``necks`` the PAFPN
+neck on seeded maps of odd sizes (``seeded_input(map, SEED + level)``) and ``neck_names`` a
+full-size PAFPN's keys.
 """
 
 from __future__ import annotations
@@ -80,6 +82,34 @@ DCN_LAYER = dict(in_channels=8, out_channels=6, kernel_size=3, stride=2, padding
 DCN_INPUT = (2, 8, 9, 11)
 
 
+# necks: MMDetection's config, the input maps' (C, H, W) (odd sizes on purpose)
+NECKS = {
+    "pafpn_retinanet": (dict(type="PAFPN", in_channels=[16, 32, 64, 128], out_channels=24,
+                             start_level=1, add_extra_convs="on_input", num_outs=5),
+                        [(16, 15, 23), (32, 8, 12), (64, 4, 6), (128, 2, 3)]),
+    "pafpn_maxpool_gn": (dict(type="PAFPN", in_channels=[16, 32, 64], out_channels=32,
+                              num_outs=4, norm_cfg=dict(type="GN", num_groups=8)),
+                         [(16, 15, 23), (32, 8, 12), (64, 4, 6)]),
+    "pafpn_on_output_relu": (dict(type="PAFPN", in_channels=[16, 32, 64], out_channels=16,
+                                  num_outs=5, add_extra_convs="on_output",
+                                  relu_before_extra_convs=True),
+                             [(16, 15, 23), (32, 8, 12), (64, 4, 6)]),
+}
+NECK_NAMES = {"pafpn_r50": dict(type="PAFPN", in_channels=[256, 512, 1024, 2048],
+                                out_channels=256, num_outs=5)}
+
+
+def neck_entry(cfg: dict, sizes: list[tuple[int, int, int]]) -> dict[str, object]:
+    neck = MODELS.build(dict(cfg))
+    neck.eval()
+    shapes = shapes_of(neck)
+    neck.load_state_dict(seeded_state(shapes, SEED), strict=True)
+    inputs = [seeded_input((1, *size), SEED + i) for i, size in enumerate(sizes)]
+    with torch.no_grad():
+        outs = [o.clone() for o in neck(inputs)]
+    return {"cfg": cfg, "shapes": shapes, "sizes": sizes, "outs": outs}
+
+
 def dcn_layer_entry() -> dict[str, object]:
     """mmcv's DCNv2 layer on seeded weights and input (offsets of a few pixels, so some taps
     read across the border)."""
@@ -114,6 +144,9 @@ def main() -> None:
         fixture["outputs"][name] = {"cfg": cfg, "shapes": shapes, "outs": outs}
         print(name, [tuple(o.shape) for o in outs])
     fixture["dcn_layer"] = dcn_layer_entry()
+    fixture["necks"] = {name: neck_entry(cfg, sizes) for name, (cfg, sizes) in NECKS.items()}
+    fixture["neck_names"] = {name: {"cfg": cfg, "shapes": shapes_of(MODELS.build(dict(cfg)))}
+                             for name, cfg in NECK_NAMES.items()}
     torch.save(fixture, OUT)
     print(f"wrote {OUT} ({OUT.stat().st_size / 1e3:.0f} kB)")
 
