@@ -56,7 +56,8 @@ ResumeOpt = Annotated[Optional[str], typer.Option(
          "extends a finished run.")]
 InitFromOpt = Annotated[Optional[str], typer.Option(
     "--init-from", metavar="CHECKPOINT|URL", help="Start a new run from these weights only (like load_from): a "
-                        "checkpoint file, or torchvision://fasterrcnn_resnet50_fpn (COCO); keys "
+                        "checkpoint file, or torchvision://fasterrcnn_resnet50_fpn or "
+                        "torchvision://maskrcnn_resnet50_fpn (COCO); keys "
                         "that do not fit are listed and skipped.")]
 AmpOpt = Annotated[Optional[Amp], typer.Option(
     help="Mixed precision on CUDA: bf16, or fp16 with a gradient scaler (not on CPU).")]

@@ -1,4 +1,5 @@
-"""torchvision's Faster R-CNN weights in det's layout: the same network, other names and class order.
+"""torchvision's Faster R-CNN and Mask R-CNN weights in det's layout: the same networks, other
+names and class order.
 
 K foreground classes. torchvision's ``FasterRCNN`` (``fasterrcnn_resnet50_fpn`` and relatives,
 built on ``_resnet_fpn_extractor`` with ``LastLevelMaxPool``) is the network of
@@ -24,6 +25,16 @@ hub cache the first time (:func:`torchvision_detector_state`). The predictor's r
 by class name: each of the dataset's classes must be one of torchvision's COCO categories
 (``person``, ``car``, ...), in any order and any subset; otherwise the predictor is left at its
 initialisation and the run says which class names were not found.
+
+torchvision's ``MaskRCNN`` (``maskrcnn_resnet50_fpn``) adds the mask branch of
+``presets/mask_rcnn_r50.toml``: ``roi_heads.mask_head.i.0`` -> ``roi_head.mask_head.convs.i.conv``,
+``roi_heads.mask_predictor.conv5_mask`` -> ``roi_head.mask_head.upsample``, and
+``mask_predictor.mask_fcn_logits`` (K + 1 channels, the background first) ->
+``roi_head.mask_head.conv_logits`` without the background channel
+(:func:`mask_rcnn_from_torchvision`; ``--init-from torchvision://maskrcnn_resnet50_fpn``). Its
+mask RoIAlign samples 2 x 2 points per bin (``sampling_ratio = 2``, det's presets: adaptive)
+with ``aligned = False``, and it pastes masks by another rule (a one-cell border, then a
+bilinear resize), so pasted masks differ at the edges.
 
 What stays different after conversion (so outputs agree closely, not exactly): torchvision
 rounds its base anchors to whole pixels (MMDetection does not), pools with ``aligned = False``
@@ -54,6 +65,12 @@ RENAMES = (  # regex on torchvision's key -> det's key
 )
 PREDICTOR = "roi_heads.box_predictor."
 PREDICTOR_OURS = ("roi_head.bbox_head.fc_cls.", "roi_head.bbox_head.fc_reg.")
+MASK_RENAMES = (
+    (r"^roi_heads\.mask_head\.(\d+)\.0\.", r"roi_head.mask_head.convs.\1.conv."),
+    (r"^roi_heads\.mask_predictor\.conv5_mask\.", "roi_head.mask_head.upsample."),
+)
+MASK_LOGITS = "roi_heads.mask_predictor.mask_fcn_logits."
+MASK_LOGITS_OURS = "roi_head.mask_head.conv_logits."
 
 
 def faster_rcnn_from_torchvision(state: Mapping[str, Tensor],
@@ -102,12 +119,16 @@ def select_classes(state: Mapping[str, Tensor], categories: Sequence[str],
 
     ``categories`` names torchvision's predictor rows (background first, e.g. COCO's 91 with
     ``N/A`` gaps). The result keeps torchvision's layout with K + 1 rows: background, then each
-    of ``classes`` in order. When a class name is not among ``categories``, the predictor is
-    dropped (the model keeps its own initialisation) and a note names the missing classes."""
-    out = {k: v for k, v in state.items() if not k.startswith(PREDICTOR)}
+    of ``classes`` in order (a Mask R-CNN's mask logit channels too, the same rows). When a
+    class name is not among ``categories``, the predictor is dropped (the model keeps its own
+    initialisation) and a note names the missing classes."""
+    out = {k: v for k, v in state.items()
+           if not k.startswith(PREDICTOR) and not k.startswith(MASK_LOGITS)}
     missing = [name for name in classes if name not in categories]
     if missing:
-        return out, [f"the box predictor is not loaded: torchvision's categories have no "
+        what = ("the box predictor and mask logits are" if MASK_LOGITS + "weight" in state
+                else "the box predictor is")
+        return out, [f"{what} not loaded: torchvision's categories have no "
                      f"{', '.join(repr(m) for m in missing[:5])}"
                      + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "")
                      + "; it starts from its own initialisation"]
@@ -117,12 +138,53 @@ def select_classes(state: Mapping[str, Tensor], categories: Sequence[str],
     for name, index in (("cls_score", rows), ("bbox_pred", box_rows)):
         for part in ("weight", "bias"):
             out[f"{PREDICTOR}{name}.{part}"] = state[f"{PREDICTOR}{name}.{part}"][index]
+    if MASK_LOGITS + "weight" in state:  # Mask R-CNN: one mask channel per class, the same rows
+        for part in ("weight", "bias"):
+            out[MASK_LOGITS + part] = state[MASK_LOGITS + part][rows]
     return out, [f"box predictor: {len(classes)} classes picked by name from torchvision's "
                  f"{len(categories) - 1} categories"]
 
 
+def mask_rcnn_from_torchvision(state: Mapping[str, Tensor],
+                               own: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """torchvision's Mask R-CNN ``state`` -> a state dict for det's MaskRCNN whose own state
+    dict is ``own``: the Faster R-CNN part as :func:`faster_rcnn_from_torchvision`, the mask
+    head renamed, its logits without the background channel. A ``state`` without the mask
+    logits (its predictor dropped by :func:`select_classes`) gives one without
+    ``conv_logits``. CheckpointError naming the keys when the two do not correspond."""
+    mask = {k: v for k, v in state.items() if k.startswith("roi_heads.mask_")}
+    boxes = {k: v for k, v in state.items() if k not in mask}
+    box_own = {k: v for k, v in own.items() if not k.startswith("roi_head.mask_head.")}
+    mapped = faster_rcnn_from_torchvision(boxes, box_own)
+    mask_own = {k: v for k, v in own.items() if k.startswith("roi_head.mask_head.")}
+    for key, value in mask.items():
+        if key.startswith(MASK_LOGITS):
+            mapped[MASK_LOGITS_OURS + key[len(MASK_LOGITS):]] = value[1:]  # background dropped
+            continue
+        for pattern, replacement in MASK_RENAMES:
+            key, count = re.subn(pattern, replacement, key)
+            if count:
+                break
+        mapped[key] = value
+    with_logits = MASK_LOGITS + "weight" in state
+    got = {k for k in mapped if k.startswith("roi_head.mask_head.")}
+    unknown = sorted(got - set(mask_own))
+    missing = sorted(k for k in set(mask_own) - got
+                     if with_logits or not k.startswith(MASK_LOGITS_OURS))
+    wrong = sorted(k for k in got & set(mask_own) if mapped[k].shape != mask_own[k].shape)
+    if unknown or missing or wrong:
+        raise CheckpointError(
+            "torchvision's Mask R-CNN mask head does not fit this model's: "
+            f"{len(unknown)} unknown keys {unknown[:3]}, {len(missing)} missing {missing[:3]}, "
+            f"{len(wrong)} of another shape {wrong[:3]}",
+            hint="the mask head must be FCNMaskHead with 4 convs of 256 channels, a deconv "
+                 "upsample and torchvision's class count - 1")
+    return mapped
+
+
 Converter = Callable[[Mapping[str, Tensor], Mapping[str, Tensor]], dict[str, Tensor]]
-CONVERTERS: dict[str, Converter] = {"fasterrcnn_resnet50_fpn": faster_rcnn_from_torchvision}
+CONVERTERS: dict[str, Converter] = {"fasterrcnn_resnet50_fpn": faster_rcnn_from_torchvision,
+                                    "maskrcnn_resnet50_fpn": mask_rcnn_from_torchvision}
 
 
 def download_detector(name: str) -> tuple[dict[str, Tensor], list[str]]:
