@@ -32,7 +32,8 @@ def presets(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
     table.add_column("preset", style="bold", no_wrap=True)
     table.add_column("what it is")
     for info in infos:
-        details = Text(" | ".join((info.family, info.backbone, info.dataset, info.schedule)),
+        backbone = f"{info.backbone} {info.backbone_channels}"  # ResNet-50 [256, 512, ...]
+        details = Text(" | ".join((info.family, backbone, info.dataset, info.schedule)),
                        style="dim")
         table.add_row(info.name, Text.assemble(info.summary, "\n", details))
     console.print(table)

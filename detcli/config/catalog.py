@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ from detcli.config.loader import load_config
 from detcli.config.presets import SUFFIX, preset_names, presets_dir
 from detcli.data.datasets.base import DatasetBaseConfig
 from detcli.engine.config import EpochRunnerConfig, StepLrConfig
-from detcli.models.backbones.resnet import ResNetConfig
 from detcli.models.introspect import config_num_classes
 
 
@@ -30,14 +28,16 @@ class PresetInfo:
     name: str
     path: Path
     family: str  # the detector type: RetinaNet, FCOS, ATSS, FasterRCNN
-    backbone: str  # "ResNet-50", "ResNet-18 (1/4 width)"
+    backbone: str  # "ResNet-50", "ResNet-18 (1/4 width)", "ResNeXt-101 64x4d"
+    backbone_channels: list[int]  # the channels of each backbone output, what the neck reads
     dataset: str  # "CocoDataset data/coco, 80 classes"
     schedule: str  # "12 epochs, SGD lr 0.01, step at 8, 11"
     summary: str  # the file's first line, a `# ` comment
 
     def as_dict(self) -> dict[str, str]:
         return {"name": self.name, "file": str(self.path), "family": self.family,
-                "backbone": self.backbone, "dataset": self.dataset, "schedule": self.schedule,
+                "backbone": self.backbone, "backbone_channels": list(self.backbone_channels),
+                "dataset": self.dataset, "schedule": self.schedule,
                 "summary": self.summary}
 
 
@@ -50,7 +50,8 @@ def list_presets(root: Path | None = None) -> list[PresetInfo]:
         path = root.joinpath(*name.split("/")).with_suffix(SUFFIX)
         cfg = load_config(path).cfg
         infos.append(PresetInfo(name=name, path=path, family=cfg.model.type,
-                                backbone=describe_backbone(cfg.model.backbone),
+                                backbone=cfg.model.backbone.label(),
+                                backbone_channels=cfg.model.backbone.out_channels(),
                                 dataset=describe_dataset(cfg), schedule=describe_schedule(cfg),
                                 summary=read_summary(path)))
     return infos
@@ -61,17 +62,6 @@ def read_summary(path: Path) -> str:
     with path.open(encoding="utf-8") as f:
         first = f.readline().strip()
     return first[1:].strip() if first.startswith("#") else ""
-
-
-def describe_backbone(backbone: Any) -> str:
-    """``ResNet-50``, ``ResNet-50 caffe``, ``ResNet-18 (1/4 width)``; other backbones by type."""
-    if not isinstance(backbone, ResNetConfig):
-        return backbone.type
-    text = f"ResNet-{backbone.depth}" + (" caffe" if backbone.style == "caffe" else "")
-    default_width = ResNetConfig.model_fields["base_channels"].default
-    if backbone.base_channels != default_width:
-        text += f" ({Fraction(backbone.base_channels, default_width)} width)"
-    return text
 
 
 def describe_dataset(cfg: Any) -> str:

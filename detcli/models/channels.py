@@ -39,6 +39,10 @@ class BackboneSchema(Schema):
         """``where`` named with this backbone, for messages: ``model.backbone (ResNet)``."""
         return f"{where} ({self.type})"
 
+    def label(self) -> str:
+        """A short name for listings (``det presets``): ``ResNet-50``; the type by default."""
+        return self.type
+
 
 class NeckSchema(Schema):
     """A neck's config, connected to the backbone's outputs when the detector config resolves."""

@@ -25,6 +25,7 @@ def test_presets_json_lists_every_preset_with_its_columns(run):
     assert tiny == {
         "name": "retinanet_tiny_synth", "file": str(presets_dir() / "retinanet_tiny_synth.toml"),
         "family": "RetinaNet", "backbone": "ResNet-18 (1/4 width)",
+        "backbone_channels": [16, 32, 64, 128],
         "dataset": "CocoDataset data/synth, 3 classes",
         "schedule": "12 epochs, AdamW lr 0.001, step at 9, 11",
         "summary": "A tiny RetinaNet for det's synthetic shapes: trains on a CPU in minutes "
@@ -39,7 +40,10 @@ def test_presets_table_shows_each_name_and_summary(run):
     for name in preset_names():
         assert name in out
     assert "Faster R-CNN R50-FPN, 1x schedule on COCO" in out
-    assert "FCOS | ResNet-50 caffe | CocoDataset data/coco, 80 classes" in out
+    assert ("FCOS | ResNet-50 caffe [256, 512, 1024, 2048] | CocoDataset data/coco, 80 classes"
+            in out)
+    assert "FasterRCNN | ResNeXt-101 64x4d [256, 512, 1024, 2048] |" in out
+    assert "RetinaNet | RegNet regnetx_3.2gf [96, 192, 432, 1008] |" in out
 
 
 def test_config_show_takes_a_preset_name(run):

@@ -152,6 +152,10 @@ def test_every_packaged_preset_is_listed_with_what_its_config_says():
         "RetinaNet", "ResNet-50", "CocoDataset data/coco, 80 classes",
         "12 epochs, SGD lr 0.01, step at 8, 11")
     assert infos["fcos_r50"].backbone == "ResNet-50 caffe"
+    assert infos["fcos_r50"].backbone_channels == [256, 512, 1024, 2048]
+    assert infos["faster_rcnn_r50_dcnv2"].backbone == "ResNet-50 DCNv2"
+    assert (infos["retinanet_mobilenetv2"].backbone,
+            infos["retinanet_mobilenetv2"].backbone_channels) == ("MobileNetV2", [32, 96, 1280])
     assert (infos["faster_rcnn_r101"].family, infos["faster_rcnn_r101"].backbone) == ("FasterRCNN", "ResNet-101")
     assert infos["faster_rcnn_r50"].schedule == "12 epochs, SGD lr 0.02, step at 8, 11"
     assert tiny.path == PACKAGED / "retinanet_tiny_synth.toml"

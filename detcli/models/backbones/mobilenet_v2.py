@@ -80,6 +80,10 @@ class MobileNetV2Config(BackboneSchema):
         channels = mobilenet_v2_channels(self.widen_factor)
         return [channels[i] for i in self.out_indices]
 
+    def label(self) -> str:
+        """``MobileNetV2``, ``MobileNetV2 (x0.5)``."""
+        return "MobileNetV2" + ("" if self.widen_factor == 1.0 else f" (x{self.widen_factor:g})")
+
 
 class InvertedResidual(nn.Module):
     """(N, C_in, H, W) -> (N, C_out, H / s, W / s): expand 1x1, depthwise 3x3, linear 1x1."""

@@ -128,8 +128,11 @@ class RegNetConfig(BackboneSchema):
         return [widths[i] for i in self.out_indices]
 
     def describe(self, where: str) -> str:
-        name = self.arch if isinstance(self.arch, str) else "custom arch"
-        return f"{where} (RegNet {name})"
+        return f"{where} ({self.label()})"
+
+    def label(self) -> str:
+        """``RegNet regnetx_3.2gf`` (``RegNet custom arch`` for a design given in full)."""
+        return f"RegNet {self.arch if isinstance(self.arch, str) else 'custom arch'}"
 
 
 def resolve_arch(arch: str | RegNetArch) -> RegNetArch:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+from fractions import Fraction
 from typing import Literal, Sequence
 
 from pydantic import Field, model_validator
@@ -225,6 +226,15 @@ class ResNetFamilyConfig(BackboneSchema):
 
     def describe(self, where: str) -> str:
         return f"{where} ({self.type} depth {self.depth})"
+
+    def label(self) -> str:
+        """``ResNet-50``, ``ResNet-50 caffe``, ``ResNet-18 (1/4 width)``, ``ResNet-50 DCNv2``."""
+        text = f"{self.type}-{self.depth}" + (" caffe" if self.style == "caffe" else "")
+        if self.dcn is not None and any(self.stage_with_dcn):
+            text += f" {self.dcn.type}"
+        if self.base_channels != 64:
+            text += f" ({Fraction(self.base_channels, 64)} width)"
+        return text
 
 
 class ResNetConfig(ResNetFamilyConfig):

@@ -32,6 +32,11 @@ class ResNeXtConfig(ResNetConfig):
     groups: int = Field(1, ge=1)
     base_width: int = Field(4, ge=1)
 
+    def label(self) -> str:
+        """``ResNeXt-101 64x4d``, plus ResNet's style/DCN/width notes."""
+        return super().label().replace(f"-{self.depth}",
+                                       f"-{self.depth} {self.groups}x{self.base_width}d", 1)
+
 
 @BACKBONES.register(ResNeXtConfig)
 class ResNeXt(ResNet):
