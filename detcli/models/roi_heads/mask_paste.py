@@ -14,11 +14,13 @@ width or height samples at u = 0 (MMDetection maps the infinity to 0). Threshold
 outside the box can reach it.
 
 Memory-bounded and batched: the detections are pasted in chunks, each chunk's masks sampled
-together (one ``grid_sample``, GPU-friendly) over the region that bounds its boxes (one pixel
-of margin, clamped to the image), and a chunk holds as many detections as fit in
-``max_bytes`` of float32 work (the grid and the sampled values) over the whole image. On a large
-image with many detections that is a few chunks; MMDetection pastes one detection at a time
-on the CPU and 1 GB at a time on the GPU, with the same values.
+together (one ``grid_sample``) over the region that bounds its boxes (one pixel of margin,
+clamped to the image). On a GPU a chunk holds as many detections as fit in ``max_bytes`` of
+float32 work (the grid and the sampled values) over the whole image: on a large image with many
+detections, a few chunks. On the CPU a chunk is one detection, so only its box's region is
+sampled (100 detections on an 800 x 1333 image, one thread: 0.17 s, against 3.0 s in 256 MiB
+chunks). MMDetection does the same (one at a time on the CPU, 1 GB chunks on the GPU); the
+values do not depend on the chunking.
 """
 
 from __future__ import annotations
@@ -41,15 +43,32 @@ def paste_masks(probs: Tensor, boxes: Tensor, image_size: tuple[int, int],
                 threshold: float | None = 0.5, max_bytes: int = PASTE_BYTES) -> Tensor:
     """probs (D, h, w) in [0, 1], boxes (D, 4) x1y1x2y2 in the image's pixels, image_size
     (H, W) -> (D, H, W): bool ``probs >= threshold`` pasted, or the float32 probabilities
-    with ``threshold = None``. Zero outside each box's region."""
+    with ``threshold = None``. Zero outside each box's region. ``max_bytes`` bounds a chunk's
+    work on a GPU (the CPU pastes one detection at a time)."""
     height, width = int(image_size[0]), int(image_size[1])
+    chunk = chunk_size(probs.device, height, width, max_bytes)
+    return paste_in_chunks(probs, boxes, (height, width), threshold, chunk)
+
+
+def chunk_size(device: torch.device, height: int, width: int,
+               max_bytes: int = PASTE_BYTES) -> int:
+    """Detections pasted together: 1 on the CPU; on a GPU as many as fit in ``max_bytes`` of
+    float32 work over a whole height x width image (at least 1)."""
+    if device.type == "cpu":
+        return 1
+    return max(1, max_bytes // (_FLOATS_PER_PIXEL * 4 * max(height * width, 1)))
+
+
+def paste_in_chunks(probs: Tensor, boxes: Tensor, image_size: tuple[int, int],
+                    threshold: float | None, chunk: int) -> Tensor:
+    """:func:`paste_masks` with ``chunk`` detections sampled together (over the region that
+    bounds their boxes)."""
+    height, width = image_size
     num = probs.shape[0]
     dtype = torch.float32 if threshold is None else torch.bool
     out = torch.zeros(num, height, width, dtype=dtype, device=probs.device)
     if num == 0 or height == 0 or width == 0:
         return out
-    per_mask = _FLOATS_PER_PIXEL * 4 * height * width
-    chunk = max(1, max_bytes // per_mask)
     host_boxes = boxes.detach().float().cpu()  # (D, 4): the regions are host ints
     for start in range(0, num, chunk):
         stop = min(start + chunk, num)

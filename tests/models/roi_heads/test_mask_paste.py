@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from detcli.errors import DetError
 from detcli.models.roi_heads import paste_detections, paste_masks
+from detcli.models.roi_heads.mask_paste import chunk_size, paste_in_chunks
 from detcli.structures.detections import DetectionBatch
 
 
@@ -49,23 +50,31 @@ def _whole_image_paste(probs: torch.Tensor, boxes: torch.Tensor, height: int,
 
 
 def test_chunked_region_paste_equals_the_whole_image_paste():
-    """Chunks of any size (here as small as one detection per chunk, from the byte budget)
-    and the per-chunk region give the whole-image result: the same values inside the regions,
-    nothing >= 0.5 outside them."""
+    """Chunks of any size (one detection per chunk, as on the CPU, or all seven together, as a
+    GPU's budget allows) and the per-chunk region give the whole-image result: the same values
+    inside the regions, nothing >= 0.5 outside them."""
     gen = torch.Generator().manual_seed(0)
     probs = torch.rand(7, 28, 28, generator=gen)
     xy = torch.rand(7, 2, generator=gen) * torch.tensor([60.0, 40.0])
     wh = 3 + torch.rand(7, 2, generator=gen) * 50
     boxes = torch.cat([xy, xy + wh], dim=1)
     reference = _whole_image_paste(probs, boxes, 64, 80)
-    one_chunk = paste_masks(probs, boxes, (64, 80))
-    tiny_chunks = paste_masks(probs, boxes, (64, 80), max_bytes=1)
-    assert torch.equal(one_chunk, reference >= 0.5)
-    assert torch.equal(tiny_chunks, reference >= 0.5)
-    soft = paste_masks(probs, boxes, (64, 80), threshold=None, max_bytes=1)
+    one_at_a_time = paste_masks(probs, boxes, (64, 80))  # the CPU's chunks
+    assert torch.equal(one_at_a_time, reference >= 0.5)
+    soft = paste_masks(probs, boxes, (64, 80), threshold=None)
     inside = soft > 0
     torch.testing.assert_close(soft[inside], reference[inside])
     assert (reference[~inside] < 0.5).all()
+    # a GPU's chunks (as its memory budget sizes them): several detections over their region
+    for chunk in (3, 7):
+        assert torch.equal(paste_in_chunks(probs, boxes, (64, 80), 0.5, chunk), reference >= 0.5)
+
+
+def test_chunk_sizes():
+    """One at a time on the CPU; on a GPU 256 MiB / (3 float32 x 800 x 1333 pixels) = 20."""
+    assert chunk_size(torch.device("cpu"), 800, 1333) == 1
+    assert chunk_size(torch.device("cuda"), 800, 1333) == 20
+    assert chunk_size(torch.device("cuda"), 8000, 13330) == 1
 
 
 def test_empty_and_degenerate_boxes():
