@@ -95,6 +95,12 @@ def merge_views(model: Detector, views: Sequence[ImageBatch]) -> list[Detections
     if not views:
         raise DetError("test-time augmentation got no views")
     cfg = detection_test_cfg(model)
+    if "nms" not in type(cfg).model_fields:
+        raise ConfigError(
+            f"test-time augmentation merges the views' boxes with the model's NMS, but "
+            f"{type(model).__name__}'s test_cfg ({type(cfg).__name__}) has none: a query-based "
+            f"detector keeps its top-k queries without NMS, so --tta does not apply to it",
+            hint="run det test without --tta")
     boxes, scores, labels, valid = [], [], [], []
     for images in views:
         cand = view_candidates(model, images)

@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from detcli.models.query_heads.detr_head import DETRHead, DETRHeadConfig, DETRTestConfig
 from detcli.structures.batch import DetTargets, ImageBatch
@@ -86,3 +88,30 @@ def test_state_dict_names_are_mmdetections():
     assert set(head().state_dict()) == {
         "fc_cls.weight", "fc_cls.bias", "reg_ffn.layers.0.0.weight", "reg_ffn.layers.0.0.bias",
         "reg_ffn.layers.1.weight", "reg_ffn.layers.1.bias", "fc_reg.weight", "fc_reg.bias"}
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, out: dict) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        box = [0.0, 0.0, 50.0, 50.0]
+        count = rank + 1
+        gt = DetTargets.from_lists([torch.tensor([box] * count)], [torch.tensor([1] * count)])
+        cfg = DETRHeadConfig(num_classes=2, embed_dims=8, sync_cls_avg_factor=True)
+        losses = DETRHead.from_config(cfg).loss(two_queries(), images(), gt)
+        out[rank] = {k: float(v.detach()) for k, v in losses.items()}
+    finally:
+        dist.destroy_process_group()
+
+
+def test_under_ddp_the_normalisers_are_the_means_over_ranks(tmp_path):
+    out = mp.Manager().dict()
+    # rank 0: one GT (one matched query), rank 1: two GT (both queries matched)
+    mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "init"), out), nprocs=2,
+                       join=True, start_method="fork")
+    rank0 = out[0]
+    # box losses over the mean matched count (1 + 2) / 2; the class loss (sync_cls_avg_factor)
+    # over the mean of 1 + 0.1 x 1 and 2 + 0.1 x 0
+    assert rank0["loss_bbox"] == pytest.approx(5 * 0.05 / 1.5, rel=1e-5)
+    assert rank0["loss_iou"] == pytest.approx(2 * (1 - 9 / 11) / 1.5, rel=1e-5)
+    assert rank0["loss_cls"] == pytest.approx(
+        (math.log(3) + 0.1 * math.log(2)) / 1.55, rel=1e-5)
