@@ -30,7 +30,9 @@ the fixed shapes ``torch.export`` needs for a symbolic batch and image size:
    ``torchvision::roi_align`` becomes an ONNX ``RoiAlign`` node per level: ``aligned = true``
    as ``coordinate_transformation_mode = "half_pixel"``, ``sampling_ratio = 0`` as ONNX's
    adaptive ``ceil(roi_size / S)`` samples per bin, average pooling;
-4. the box head on the (N*P, C, S, S) features; softmax scores without the background column
+4. the box head on the (N*P, C, S, S) features (Cascade R-CNN: every stage's, each pooling
+   the previous stage's regression of the RoIs, clipped, its logits averaged over the stages
+   and the last stage's deltas decoded); softmax scores without the background column
    (N, P, K); each class's deltas decoded against its proposal and clipped (N, P, K, 4); score
    0 unless the proposal is valid, the score is above ``score_thr`` and both sides are above
    ``min_bbox_size``;
@@ -66,7 +68,6 @@ from detcli.export.graph import (
 )
 from detcli.models.dense_heads.dense_predict import size_ok
 from detcli.models.protocols import BBoxHead
-from detcli.models.roi_heads.standard_roi_head import batch_rois
 from detcli.structures.dense import DenseOutputs
 from detcli.structures.proposals import Proposals
 
@@ -87,8 +88,8 @@ class TwoStageExportWrapper(nn.Module):
 
     ``model`` is a two-stage detector: ``forward(images)`` -> (features, RPN outputs), an
     ``rpn_head`` with an anchor generator (``base_anchors``, ``strides``) and a coder, a
-    ``roi_head`` with ``bbox_roi_extractor`` and ``bbox_head`` (K + 1 softmax logits, 4K or 4
-    deltas, ``bbox_coder``), ``test_cfg.rpn`` for the proposals and ``roi_head.test_cfg`` for
+    ``roi_head`` with ``box_stages()`` and ``box_outputs()`` (the RoIHead protocol: one box
+    stage or a cascade's; the last box head's K + 1 softmax logits, 4K or 4 deltas, ``bbox_coder``), ``test_cfg.rpn`` for the proposals and ``roi_head.test_cfg`` for
     the detections -- what ``predict_batch`` reads.
     """
 
@@ -108,13 +109,15 @@ class TwoStageExportWrapper(nn.Module):
             raise ExportError(f"the RPN's prior generator {type(generator).__name__} cannot be "
                               "exported: the graph builds anchors from `base_anchors` and "
                               "`strides` (AnchorGenerator)")
-        extractor = roi_head.bbox_roi_extractor
-        bbox_head: BBoxHead = roi_head.bbox_head
+        stages = roi_head.box_stages()  # (extractor, box head) per box stage: 1, or a cascade's
+        extractor = stages[0][0]
+        bbox_head: BBoxHead = stages[-1][1]  # its coder decodes the detections
         self.model = model
         self.nms = nms
         # the dense path (fixed shapes, no host sync) when the extractor has one
-        self.extractor_kwargs = ({"dense": True} if "dense" in
-                                 inspect.signature(extractor.forward).parameters else {})
+        self.extractor_kwargs = ({"dense": True} if all(
+            "dense" in inspect.signature(stage_extractor.forward).parameters
+            for stage_extractor, _ in stages) else {})
         self.rpn_clip = bool(rpn_head.bbox_coder.clip_border)
         self.strides = [tuple(int(s) for s in stride) for stride in generator.strides]
         for level, base in enumerate(generator.base_anchors):
@@ -199,13 +202,14 @@ class TwoStageExportWrapper(nn.Module):
         props = proposals.boxes.float()  # (N, P, 4)
         num_images, num_props = props.shape[:2]
         num_classes = self.num_classes
-        roi_feats = roi_head.bbox_roi_extractor(feats, batch_rois(props),
-                                                **self.extractor_kwargs)  # (N*P, C, S, S)
-        cls_score, bbox_pred = roi_head.bbox_head(roi_feats)  # (N*P, K + 1), (N*P, 4K or 4)
-        # the box head's own decoding (as predict), clipped by the graph's rule instead
-        boxes, scores = roi_head.bbox_head.predict_boxes(
-            props, cls_score.reshape(num_images, num_props, -1),
-            bbox_pred.reshape(num_images, num_props, -1), None)  # (N, P, K, 4), (N, P, K)
+        # every box stage (a cascade refines the RoIs between stages, clipped as the boxes)
+        rois, cls_score, bbox_pred = roi_head.box_outputs(
+            feats, props, lambda boxes: clip_in_graph(boxes, images, image_sizes),
+            **self.extractor_kwargs)  # (N, P, 4), (N, P, K + 1), (N, P, 4K or 4)
+        # the last box head's own decoding (as predict), clipped by the graph's rule instead
+        last_head: BBoxHead = roi_head.box_stages()[-1][1]
+        boxes, scores = last_head.predict_boxes(rois, cls_score, bbox_pred,
+                                                None)  # (N, P, K, 4), (N, P, K)
         if self.rcnn_clip:
             boxes = clip_in_graph(boxes.reshape(num_images, -1, 4), images,
                                   image_sizes).reshape(num_images, num_props, num_classes, 4)

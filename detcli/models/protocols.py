@@ -194,6 +194,17 @@ class RoIHead(Protocol):
                 rescale: bool = True) -> DetectionBatch:
         ...
 
+    def box_stages(self) -> list[tuple[Any, BBoxHead]]:
+        """(RoI extractor, box head) of each box stage (one; Cascade R-CNN's T): the ONNX
+        graph reads the extractors' ``dense`` path and decodes with the last head."""
+        ...
+
+    def box_outputs(self, feats: Sequence[Tensor], rois: Tensor, clip: Any = None,
+                    **extract_kwargs: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """rois (N, P, 4) -> (the RoIs the last stage read (N, P, 4), cls_score (N, P, K + 1),
+        bbox_pred (N, P, 4K or 4)); ``clip`` clips a stage's refined RoIs (multi-stage)."""
+        ...
+
 
 class Detector(Protocol):
     """What the engine, TTA and export call on a whole detector.

@@ -36,7 +36,7 @@ modules: the parameters belong to (and move, save and load with) the ModuleLists
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 from pydantic import Field, model_validator
@@ -54,6 +54,7 @@ from detcli.models.roi_heads.standard_roi_head import (
     rcnn_detections,
     trim_padding,
 )
+from detcli.ops.boxes import clip_boxes
 from detcli.registry import BBOX_HEADS, ROI_EXTRACTORS, ROI_HEADS, BBoxHeadConfig, RoIExtractorConfig
 from detcli.structures.batch import DetTargets, ImageBatch
 from detcli.structures.detections import DetectionBatch
@@ -259,23 +260,32 @@ class CascadeRoIHead(nn.Module):
 
     # ---- inference -------------------------------------------------------------------------
 
-    def stage_outputs(self, feats: Sequence[Tensor], proposals: Proposals,
-                      img_shapes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """proposals (N, P, 4) through every stage -> (rois (N, P, 4) the last stage pooled,
-        cls_score (N, P, K + 1) the stages' logits averaged, bbox_pred (N, P, 4K or 4) the last
-        stage's). img_shapes (N, 2) of (h, w) clip each refinement. Shapes are fixed (the ONNX
-        graph calls this too)."""
-        rois = proposals.boxes.float()  # (N, P, 4)
-        num_images, num_props = rois.shape[:2]
+    def box_stages(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(RoI extractor, box head) of each stage, in order."""
+        return list(zip(self.bbox_roi_extractor, self.bbox_head))
+
+    def box_outputs(self, feats: Sequence[Tensor], rois: Tensor,
+                    clip: Callable[[Tensor], Tensor] | None = None,
+                    **extract_kwargs: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """rois (N, P, 4) through every stage -> (the RoIs the last stage pooled (N, P, 4),
+        cls_score (N, P, K + 1) the stages' logits averaged, bbox_pred (N, P, 4K or 4) the
+        last stage's). Each refinement is clipped by ``clip`` (boxes (N, P, 4) -> clipped:
+        :meth:`predict` clips to the images' shapes, the ONNX graph by its own rule);
+        ``extract_kwargs`` go to the extractors (the graph's ``dense = True``). Fixed shapes,
+        no host sync."""
+        num_images, num_rois = rois.shape[:2]
         total = None
         bbox_pred = rois.new_zeros(0)
-        for t, stage in enumerate(self.stages):
-            cls_score, bbox_pred = stage.bbox_forward(feats, batch_rois(rois))  # (N*P, ...)
-            cls_score = cls_score.view(num_images, num_props, -1)  # (N, P, K + 1)
-            bbox_pred = bbox_pred.view(num_images, num_props, -1)  # (N, P, 4K or 4)
+        for t, (extractor, head) in enumerate(self.box_stages()):
+            roi_feats = extractor(feats, batch_rois(rois), **extract_kwargs)  # (N*P, C, S, S)
+            cls_score, bbox_pred = head(roi_feats)  # (N*P, K + 1), (N*P, 4K or 4)
+            cls_score = cls_score.view(num_images, num_rois, -1)  # (N, P, K + 1)
+            bbox_pred = bbox_pred.view(num_images, num_rois, -1)  # (N, P, 4K or 4)
             total = cls_score if total is None else total + cls_score
             if t + 1 < self.num_stages:
-                rois = refine_rois(stage.bbox_head, rois, None, cls_score, bbox_pred, img_shapes)
+                rois = refine_rois(head, rois, None, cls_score, bbox_pred, None)  # unclipped
+                if clip is not None and head.bbox_coder.clip_border:  # as the coder would
+                    rois = clip(rois)
         assert total is not None
         return rois, total / self.num_stages, bbox_pred
 
@@ -285,7 +295,8 @@ class CascadeRoIHead(nn.Module):
         original-image pixels with ``rescale`` (else network-input pixels)."""
         proposals = trim_padding(proposals)
         img_shapes = images.img_shapes.to(proposals.boxes.device, torch.float32)  # (N, 2)
-        rois, cls_score, bbox_pred = self.stage_outputs(feats, proposals, img_shapes)
+        rois, cls_score, bbox_pred = self.box_outputs(
+            feats, proposals.boxes.float(), lambda boxes: clip_boxes(boxes, img_shapes))
         det_boxes, scores = self.bbox_head[-1].predict_boxes(
             rois, cls_score, bbox_pred, img_shapes)  # (N, P, K, 4), (N, P, K)
         return rcnn_detections(det_boxes, scores, proposals.valid, images, self.test_cfg,

@@ -35,7 +35,7 @@ counts and the NMS output size (the mask branch adds the mask extractor's level 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal, Optional, Sequence
+from typing import Any, Callable, Literal, Optional, Sequence
 
 import torch
 from pydantic import Field, model_validator
@@ -292,6 +292,22 @@ class StandardRoIHead(nn.Module):
         (R, 4K or 4)."""
         roi_feats = self.bbox_roi_extractor(feats, rois)  # (R, C, S, S)
         return self.bbox_head(roi_feats)
+
+    def box_stages(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(RoI extractor, box head) of each box stage: this head has one."""
+        return [(self.bbox_roi_extractor, self.bbox_head)]
+
+    def box_outputs(self, feats: Sequence[Tensor], rois: Tensor,
+                    clip: Callable[[Tensor], Tensor] | None = None,
+                    **extract_kwargs: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """rois (N, P, 4) -> (the RoIs the box head read (N, P, 4): these, cls_score (N, P,
+        K + 1), bbox_pred (N, P, 4K or 4)); ``extract_kwargs`` go to the extractor (the ONNX
+        graph's ``dense = True``). ``clip`` is for multi-stage heads (unused: one stage)."""
+        num_images, num_rois = rois.shape[:2]
+        roi_feats = self.bbox_roi_extractor(feats, batch_rois(rois), **extract_kwargs)
+        cls_score, bbox_pred = self.bbox_head(roi_feats)  # (N*P, K + 1), (N*P, 4K or 4)
+        return (rois, cls_score.reshape(num_images, num_rois, -1),
+                bbox_pred.reshape(num_images, num_rois, -1))
 
     def mask_forward(self, feats: Sequence[Tensor], rois: Tensor) -> Tensor:
         """feats L x (N, C, H_l, W_l), rois (R, 5) -> mask logits (R, K or 1, h, w), pooled by
