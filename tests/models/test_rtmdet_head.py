@@ -8,11 +8,12 @@ import math
 import pytest
 import torch
 
-from detcli.errors import ConfigError
+from detcli.errors import ConfigError, DetError
 from detcli.models.build import build_detector
 from detcli.models.dense_heads.rtmdet_head import RTMDetSepBNHead, inverse_sigmoid
 from detcli.models.layers import DepthwiseSeparableConvModule
 from detcli.structures.batch import DetTargets, ImageBatch
+from detcli.structures.dense import DenseOutputs
 from detcli.task.train_cfg import DenseTrainConfig
 
 TINY = {
@@ -107,3 +108,13 @@ def test_depthwise_separable_conv_module_names_and_groups():
         "pointwise_conv.conv.weight", "pointwise_conv.conv.bias"]
     assert conv.depthwise_conv.conv.groups == 4
     assert conv(torch.zeros(1, 4, 5, 5)).shape == (1, 6, 5, 5)
+
+
+def test_stand_in_outputs_are_refused_with_the_reason():
+    # det analyze anchors passes one-channel stand-ins; the dynamic assigner needs predictions
+    model = build_detector(TINY)
+    images, targets = batch([1])
+    zero = torch.zeros(())
+    stand_in = [zero.expand(1, 1, s, s) for s in (8, 4, 2)]
+    with pytest.raises(DetError, match="ranks points by the head's own predictions"):
+        model.bbox_head.explain_assignment(DenseOutputs(stand_in, stand_in), images, targets)

@@ -292,6 +292,14 @@ class RTMDetSepBNHead(nn.Module):
     def _flat(self, outputs: DenseOutputs) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
         """-> (points per level L x (R_l, 4) with strides, logits (N, R, K), distances
         (N, R, 4) float32, decoded boxes (N, R, 4))."""
+        channels = (outputs.cls_logits[0].shape[1], outputs.bbox_deltas[0].shape[1])
+        if channels != (self.num_classes, 4):
+            raise DetError(
+                f"RTMDetSepBNHead assigns with the {ASSIGNER}, which ranks points by the "
+                f"head's own predictions: it needs outputs with {self.num_classes} class and 4 "
+                f"distance channels, got {channels[0]} and {channels[1]} (stand-in outputs "
+                "of an untrained model cannot show it)",
+                hint="the dynamic assignment needs a trained model's outputs")
         sizes = [(x.shape[-2], x.shape[-1]) for x in outputs.cls_logits]
         points_per_level = self.prior_generator.grid_priors(
             sizes, device=outputs.cls_logits[0].device, with_stride=True)  # L x (R_l, 4)
