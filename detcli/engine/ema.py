@@ -1,13 +1,15 @@
 """An exponential moving average (EMA) of a model's weights.
 
 t: updates done before this one. Each update moves every floating-point parameter of the
-average towards the model's: ``ema += m_t * (w - ema)`` (``torch.lerp``), all tensors in one
-fused call. ``m_t`` is MMDetection's ``ExpMomentumEMA`` momentum
-``(1 - momentum) * exp(-(1 + t) / gamma) + momentum`` (close to 1 at first, then
-``momentum``), or ``momentum`` throughout for a plain ``ExponentialMovingAverage``; the first
-update (t = 0) copies, as MMEngine's averaged models do. Buffers (BatchNorm statistics) are copied, or averaged the same
-way with ``update_buffers`` (whose integer buffers, BatchNorm's ``num_batches_tracked``, keep
-the value of the first update, as MMEngine's averaged models do). ``t`` is a Python int, so an update never waits for the device.
+average towards the model's by ``m_t``, all tensors in one fused call: MMDetection's
+``ExpMomentumEMA`` computes ``ema * (1 - m_t) + w * m_t`` with
+``m_t = (1 - momentum) * exp(-(1 + t) / gamma) + momentum`` (close to 1 at first, then
+``momentum``), MMEngine's ``ExponentialMovingAverage`` ``ema.lerp(w, momentum)``; each is done
+in its own arithmetic, so the averages are MMDetection's bit for bit. The first update (t = 0)
+copies, as MMEngine's averaged models do. Buffers (BatchNorm statistics) are copied, or
+averaged the same way with ``update_buffers`` (whose integer buffers, BatchNorm's
+``num_batches_tracked``, then keep the first update's value, as in MMEngine). ``t`` is a
+Python int, so an update never waits for the device.
 """
 
 from __future__ import annotations
@@ -74,7 +76,11 @@ class ModelEMA:
         lerp_avg, lerp_src, copy_avg, copy_src = self._pairs(model)
         if lerp_avg:
             src = [s.to(a.dtype) for a, s in zip(lerp_avg, lerp_src)]
-            torch._foreach_lerp_(lerp_avg, src, weight)
+            if self.exp_momentum:  # MMDetection's ExpMomentumEMA: ema * (1 - m) + w * m
+                torch._foreach_mul_(lerp_avg, 1.0 - weight)
+                torch._foreach_add_(lerp_avg, src, alpha=weight)
+            else:  # MMEngine's ExponentialMovingAverage: ema.lerp_(w, m)
+                torch._foreach_lerp_(lerp_avg, src, weight)
         for a, s in zip(copy_avg, copy_src):
             a.copy_(s)
         self.updates += 1
