@@ -56,6 +56,10 @@ NAMES = {
     "resnet50_dcnv2_c3_c5": dict(type="ResNet", depth=50, dcn=DCNV2,
                                  stage_with_dcn=(False, True, True, True)),
     "regnetx_3.2gf": dict(type="RegNet", arch="regnetx_3.2gf"),
+    # gcnet/mask-rcnn_r50-gcb-r4-c3-c5_fpn_1x_coco.py's backbone
+    "resnet50_gcb_r4_c3_c5": dict(type="ResNet", depth=50, plugins=[dict(
+        cfg=dict(type="ContextBlock", ratio=1. / 4), stages=(False, True, True, True),
+        position="after_conv3")]),
     "mobilenet_v2": dict(type="MobileNetV2", out_indices=(1, 2, 4, 7)),
 }
 OUTPUTS = {
@@ -69,6 +73,16 @@ OUTPUTS = {
         dcn=dict(type="DCNv2", deform_groups=2, fallback_on_stride=False),
         stage_with_dcn=(False, True, False, True)),
     "regnetx_400mf": dict(type="RegNet", arch="regnetx_400mf"),
+    "resnet50_gcb_w16": dict(type="ResNet", depth=50, base_channels=16, plugins=[dict(
+        cfg=dict(type="ContextBlock", ratio=1. / 4), stages=(False, True, True, True),
+        position="after_conv3")]),
+    "resnext50_gcb_mul_avg_w16": dict(
+        type="ResNeXt", depth=50, groups=4, base_width=4, base_channels=16, plugins=[
+            dict(cfg=dict(type="ContextBlock", ratio=1. / 4, pooling_type="avg",
+                          fusion_types=("channel_mul",), postfix=1), position="after_conv2"),
+            dict(cfg=dict(type="ContextBlock", ratio=1. / 8,
+                          fusion_types=("channel_add", "channel_mul"), postfix=2),
+                 stages=(True, False, True, False), position="after_conv2")]),
     "regnet_custom_strides": dict(type="RegNet", strides=(2, 2, 2, 1), dilations=(1, 1, 1, 2),
                                   arch=dict(w0=24, wa=36.0, wm=2.5, group_w=8, depth=7,
                                             bot_mul=1.0)),

@@ -12,8 +12,9 @@ The stem (7x7 conv, stride 2, then 3x3 max-pool, stride 2) divides the input by 
 MMDetection's options on the same class: ``deep_stem`` (three 3x3 convs, ``stem.0`` ... ``stem.7``,
 instead of ``conv1``/``bn1``), ``avg_down`` (a stride-s average pool before the projection
 shortcut's 1x1 conv, which then has stride 1: ``downsample.0`` is the pool, ``.1`` the conv,
-``.2`` the norm), ``stem_channels`` and ``dcn`` + ``stage_with_dcn`` (a deformable 3x3 conv in
-every bottleneck of the chosen stages, :mod:`detcli.models.dcn`). :class:`ResNetV1d` is
+``.2`` the norm), ``stem_channels``, ``dcn`` + ``stage_with_dcn`` (a deformable 3x3 conv in
+every bottleneck of the chosen stages, :mod:`detcli.models.dcn`) and ``plugins`` (blocks after
+a bottleneck's convs, :mod:`detcli.models.plugins`). :class:`ResNetV1d` is
 ``deep_stem`` and ``avg_down`` together (Bag of Tricks' ResNet-D); ResNeXt is in
 :mod:`detcli.models.backbones.resnext`.
 """
@@ -34,6 +35,7 @@ from detcli.errors import ConfigError
 from detcli.models.channels import BackboneSchema
 from detcli.models.dcn import DCNConfig, DeformConv2dPack, build_dcn
 from detcli.models.layers import NormConfig, build_norm, constant_init, is_norm, kaiming_init
+from detcli.models.plugins import PluginConfig, build_plugin
 from detcli.models.pretrained import PretrainedInit, load_pretrained
 from detcli.registry import BACKBONES
 
@@ -48,10 +50,11 @@ class BasicBlock(nn.Module):
     def __init__(self, inplanes: int, planes: int, *, stride: int = 1, dilation: int = 1,
                  style: str = "pytorch", norm_cfg: NormConfig,
                  downsample: nn.Module | None = None, groups: int = 1, base_width: int = 4,
-                 base_channels: int = 64, dcn: DCNConfig | None = None) -> None:
+                 base_channels: int = 64, dcn: DCNConfig | None = None,
+                 plugins: Sequence[PluginConfig] = ()) -> None:
         super().__init__()
-        if dcn is not None or groups != 1:
-            raise ConfigError("ResNet BasicBlock (depth 18/34) takes neither dcn nor groups "
+        if dcn is not None or groups != 1 or plugins:
+            raise ConfigError("ResNet BasicBlock (depth 18/34) takes no dcn, groups or plugins "
                               "(MMDetection's neither); use depth 50, 101 or 152")
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=dilation,
                                dilation=dilation, bias=False)
@@ -86,7 +89,8 @@ class Bottleneck(nn.Module):
     def __init__(self, inplanes: int, planes: int, *, stride: int = 1, dilation: int = 1,
                  style: str = "pytorch", norm_cfg: NormConfig,
                  downsample: nn.Module | None = None, groups: int = 1, base_width: int = 4,
-                 base_channels: int = 64, dcn: DCNConfig | None = None) -> None:
+                 base_channels: int = 64, dcn: DCNConfig | None = None,
+                 plugins: Sequence[PluginConfig] = ()) -> None:
         super().__init__()
         width = planes if groups == 1 else math.floor(planes * base_width / base_channels) * groups
         stride_1x1, stride_3x3 = (stride, 1) if style == "caffe" else (1, stride)
@@ -104,6 +108,21 @@ class Bottleneck(nn.Module):
         self.bn3 = build_norm(norm_cfg, planes * self.expansion)[1]
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
+        after = {"after_conv1": width, "after_conv2": width,
+                 "after_conv3": planes * self.expansion}
+        self.plugin_names: dict[str, list[str]] = {position: [] for position in after}
+        for plugin in plugins:
+            name, block = build_plugin(plugin.cfg, after[plugin.position])
+            if hasattr(self, name):
+                raise ConfigError(f"plugins: two {name!r} blocks in one bottleneck; give them "
+                                  "cfg.postfix values (1, 2, ...)")
+            self.add_module(name, block)
+            self.plugin_names[plugin.position].append(name)
+
+    def run_plugins(self, x: Tensor, position: str) -> Tensor:
+        for name in self.plugin_names[position]:
+            x = getattr(self, name)(x)
+        return x
 
     @property
     def last_norm(self) -> nn.Module:
@@ -111,9 +130,9 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        out = self.run_plugins(self.relu(self.bn1(self.conv1(x))), "after_conv1")
+        out = self.run_plugins(self.relu(self.bn2(self.conv2(out))), "after_conv2")
+        out = self.run_plugins(self.bn3(self.conv3(out)), "after_conv3")
         return self.relu(out + identity)
 
 
@@ -130,7 +149,8 @@ def make_res_layer(block: type[BasicBlock] | type[Bottleneck], inplanes: int, pl
                    num_blocks: int, *, stride: int, dilation: int, style: str,
                    norm_cfg: NormConfig, avg_down: bool = False, groups: int = 1,
                    base_width: int = 4, base_channels: int = 64,
-                   dcn: DCNConfig | None = None) -> nn.Sequential:
+                   dcn: DCNConfig | None = None,
+                   plugins: Sequence[PluginConfig] = ()) -> nn.Sequential:
     """One stage: the first block changes stride/width (with a 1x1 projection shortcut, after a
     stride-s average pool with ``avg_down``); ``dcn`` goes into every block."""
     downsample = None
@@ -147,7 +167,7 @@ def make_res_layer(block: type[BasicBlock] | type[Bottleneck], inplanes: int, pl
             build_norm(norm_cfg, planes * block.expansion)[1],
         )
     options = dict(dilation=dilation, style=style, norm_cfg=norm_cfg, groups=groups,
-                   base_width=base_width, base_channels=base_channels, dcn=dcn)
+                   base_width=base_width, base_channels=base_channels, dcn=dcn, plugins=plugins)
     blocks = [block(inplanes, planes, stride=stride, downsample=downsample, **options)]
     for _ in range(1, num_blocks):
         blocks.append(block(planes * block.expansion, planes, **options))
@@ -187,6 +207,22 @@ def dcn_settings_problem(depth: int, num_stages: int, dcn: DCNConfig | None,
     return None
 
 
+def plugins_problem(depth: int, num_stages: int, plugins: Sequence[PluginConfig]) -> str | None:
+    """What is inconsistent in ``plugins`` (MMDetection's asserts), or None."""
+    if plugins and ARCH[depth][0] is BasicBlock:
+        return f"plugins need bottleneck blocks (depth 50, 101 or 152), not depth {depth}"
+    for i, plugin in enumerate(plugins):
+        if plugin.stages is not None and len(plugin.stages) != num_stages:
+            return (f"plugins[{i}].stages {plugin.stages} needs one entry per stage "
+                    f"(num_stages = {num_stages})")
+    return None
+
+
+def stage_plugins(plugins: Sequence[PluginConfig], stage: int) -> list[PluginConfig]:
+    """The plugins stage ``stage`` gets (those without ``stages`` go everywhere)."""
+    return [p for p in plugins if p.stages is None or p.stages[stage]]
+
+
 class ResNetFamilyConfig(BackboneSchema):
     """The settings every ResNet-family backbone shares (MMDetection 3.3 names and defaults)."""
 
@@ -204,6 +240,7 @@ class ResNetFamilyConfig(BackboneSchema):
     norm_eval: bool = True  # keep BN layers in eval mode (frozen statistics) while training
     dcn: Maybe[DCNConfig] = None
     stage_with_dcn: list[bool] = Field(default_factory=lambda: [False, False, False, False])
+    plugins: Maybe[list[PluginConfig]] = None
     zero_init_residual: bool = True
     init_cfg: Maybe[PretrainedInit] = None
 
@@ -212,7 +249,8 @@ class ResNetFamilyConfig(BackboneSchema):
         problem = (stage_settings_problem(self.depth, self.num_stages, self.strides,
                                           self.dilations, self.out_indices, self.frozen_stages)
                    or dcn_settings_problem(self.depth, self.num_stages, self.dcn,
-                                           self.stage_with_dcn))
+                                           self.stage_with_dcn)
+                   or plugins_problem(self.depth, self.num_stages, self.plugins or []))
         if problem:
             raise ValueError(problem)
         if min(self.strides + self.dilations) < 1:
@@ -283,13 +321,15 @@ class ResNet(nn.Module):
         norm_eval: bool = True,
         dcn: DCNConfig | None = None,
         stage_with_dcn: Sequence[bool] = (False, False, False, False),
+        plugins: Sequence[PluginConfig] | None = None,
         zero_init_residual: bool = True,
         init_cfg: PretrainedInit | None = None,
     ) -> None:
         super().__init__()
         problem = (stage_settings_problem(depth, num_stages, strides, dilations, out_indices,
                                           frozen_stages)
-                   or dcn_settings_problem(depth, num_stages, dcn, stage_with_dcn))
+                   or dcn_settings_problem(depth, num_stages, dcn, stage_with_dcn)
+                   or plugins_problem(depth, num_stages, plugins or ()))
         if problem:
             raise ConfigError(f"ResNet: {problem}")
         norm_cfg = norm_cfg or NormConfig()
@@ -313,7 +353,8 @@ class ResNet(nn.Module):
                                    dilation=dilations[i], style=style, norm_cfg=norm_cfg,
                                    avg_down=avg_down, groups=self.groups,
                                    base_width=self.base_width, base_channels=base_channels,
-                                   dcn=dcn if dcn is not None and stage_with_dcn[i] else None)
+                                   dcn=dcn if dcn is not None and stage_with_dcn[i] else None,
+                                   plugins=stage_plugins(plugins or (), i))
             self.add_module(f"layer{i + 1}", layer)
             inplanes = planes * block.expansion
             self.stage_channels.append(inplanes)

@@ -99,7 +99,7 @@ def test_torchvision_and_open_mmlab_resnext_checkpoints_resolve():
 def test_resnext_rejects_basic_block_depths():
     with pytest.raises(ValidationError, match="50, 101 or 152"):
         ResNeXtConfig(depth=18)
-    with pytest.raises(ConfigError, match="neither dcn nor groups"):
+    with pytest.raises(ConfigError, match="takes no dcn, groups or plugins"):
         ResNeXt(depth=18, base_channels=8, groups=4)
     with pytest.raises(ConfigError, match="dcn needs bottleneck blocks"):
         ResNet(depth=18, base_channels=8, dcn=DCNConfig(), stage_with_dcn=[True] * 4)
