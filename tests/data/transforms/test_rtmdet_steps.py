@@ -3,6 +3,9 @@ a per-channel value; numbers worked out by hand."""
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -11,7 +14,9 @@ from detcli.data.transforms import Compose
 from detcli.data.transforms.colour import YOLOXHSVRandomAug, hsv_shift
 from detcli.data.transforms.filtering import FilterAnnotations
 from detcli.data.transforms.random_resize import RandomResize, RandomResizeConfig
+import detcli.engine.hooks  # noqa: F401  (registers the hooks the docs' snippet names)
 from detcli.errors import ConfigError, DataError
+from detcli.registry import HOOKS, ensure_current
 
 
 def results(h=10, w=20, boxes=((0, 0, 10, 5),), labels=(0,)):
@@ -91,3 +96,13 @@ def test_pad_with_a_value_per_channel():
     out = Compose([{"type": "Pad", "size": [12, 24], "pad_val": {"img": [114, 115, 116]}}])(results())
     assert out["img"].shape == (12, 24, 3)
     assert out["img"][11, 23].tolist() == [114, 115, 116] and out["img"][0, 0].tolist() == [100] * 3
+
+
+def test_the_rtmdet_pipelines_in_docs_data_md_build():
+    text = (Path(__file__).parents[3] / "docs" / "data.md").read_text()
+    block = text.split("## RTMDet's pipelines in det's terms")[1].split("```toml")[1].split("```")[0]
+    snippet = tomllib.loads(block)
+    assert Compose(snippet["data"]["train"]["pipeline"]).names[2] == "CachedMosaic"
+    ensure_current()
+    hooks = [HOOKS.config(h["type"]).model_validate(h) for h in snippet["custom_hooks"]]
+    assert Compose(hooks[1].switch_pipeline).names[2] == "RandomResize"
