@@ -36,7 +36,7 @@ modules: the parameters belong to (and move, save and load with) the ModuleLists
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import torch
 from pydantic import Field, model_validator
@@ -213,7 +213,8 @@ class CascadeRoIHead(nn.Module):
                                                                targets, generator)]
 
     def _cascade(self, feats: Sequence[Tensor], proposals: Proposals, images: ImageBatch,
-                 targets: DetTargets, generator: torch.Generator | None = None):
+                 targets: DetTargets, generator: torch.Generator | None = None
+                 ) -> Iterator[tuple[RoISamples, Tensor, Tensor]]:
         """Yield (samples, cls_score (N*S, K + 1), bbox_pred (N*S, 4K or 4)) per stage."""
         if self.train_cfg is None:
             raise DetError("CascadeRoIHead.loss needs train_cfg (one rcnn section per stage); "
