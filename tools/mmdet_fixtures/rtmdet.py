@@ -11,17 +11,18 @@ Two models, both rtmdet-tiny's layout (deepen_factor 0.167) at widen_factor 0.12
 
 - ``tiny``: rtmdet_tiny_8xb32-300e_coco's settings (no objectness, raw distances, 1 x 1
   predictors, shared convs);
-- ``variant``: depthwise-separable convs in the backbone and neck, objectness, ``exp_on_reg``, 3 x 3
-  predictors, P6-free arch with ``channel_attention`` off and ``expand_ratio`` 0.25 in the
-  backbone -- the switches ``tiny`` leaves at one value.
+- ``variant``: depthwise-separable convs in the backbone and neck, objectness,
+  ``exp_on_reg``, 3 x 3 predictors, ``channel_attention`` off and ``expand_ratio`` 0.25 in the
+  backbone and neck -- the switches ``tiny`` leaves at one value.
 
 Weights: the seeded synthetic state dict of tests/fixtures/mmdet/synthetic.py (classification
-biases bumped, distances\nstarting near two strides), the head's shared convs tied to level 0's values (:func:`tie_shared`), so the
-fixture stores names and shapes, not weights. Inputs: two seeded images of one 256 x 320 batch
-(img_shape 256 x 320 and 224 x 288; the second's own pad_shape is 224 x 288, so valid flags
-matter), three and two GT boxes. Recorded: per image, the assigner's result on its valid points
-(gt index, IoU quality), the losses in train mode, the detections in eval mode with and without
-rescaling. Predictions run first: a train-mode forward updates BN's running statistics.
+biases bumped, distances starting near two strides), the head's shared convs tied to level
+0's values (:func:`tie_shared`), so the fixture stores names and shapes, not weights. Inputs:
+two seeded images of one 256 x 320 batch (img_shape 256 x 320 and 224 x 288; the second's own
+pad_shape is 224 x 288, so valid flags matter), three and two GT boxes. Recorded: per image,
+the assigner's result on its valid points (gt index, IoU quality), the losses in train mode,
+the detections in eval mode with and without rescaling. Predictions run first: a train-mode
+forward updates BN's running statistics.
 """
 
 from __future__ import annotations
@@ -170,7 +171,8 @@ def run(name: str) -> dict:
     losses = model.loss(x, data_samples())
     flat = {key: float(sum(value) if isinstance(value, (list, tuple)) else value)
             for key, value in losses.items()}
-    return dict(shapes=shapes, bias_offsets=bias_offsets(name), losses=flat, assigned=assigned, predictions=preds)
+    return dict(shapes=shapes, bias_offsets=bias_offsets(name), losses=flat, assigned=assigned,
+                predictions=preds)
 
 
 def main() -> None:

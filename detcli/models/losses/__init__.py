@@ -22,6 +22,6 @@ from detcli.models.losses.utils import WeightedLoss, weight_reduce_loss
 __all__ = [
     "CrossEntropyLoss", "CrossEntropyLossConfig", "DistributionFocalLoss",
     "DistributionFocalLossConfig", "FocalLoss", "FocalLossConfig", "GIoULoss",
-    "GIoULossConfig", "IoULoss", "IoULossConfig", "L1Loss", "L1LossConfig", "QualityFocalLoss", "QualityFocalLossConfig", "SmoothL1Loss",
-    "SmoothL1LossConfig", "WeightedLoss", "weight_reduce_loss",
+    "GIoULossConfig", "IoULoss", "IoULossConfig", "L1Loss", "L1LossConfig", "QualityFocalLoss",
+    "QualityFocalLossConfig", "SmoothL1Loss", "SmoothL1LossConfig", "WeightedLoss", "weight_reduce_loss",
 ]
