@@ -137,6 +137,17 @@ def _nested(key: str, value: Any) -> dict[str, Any]:
     return tree
 
 
+def _num_classes_tree(preset: LoadedConfig, num_classes: int) -> dict[str, Any]:
+    """K where the preset keeps it. A per-stage list of box heads (Cascade R-CNN's
+    ``model.roi_head.bbox_head``) is written whole, every stage with K: a config's array
+    replaces its base's, so one stage's key cannot be set alone."""
+    heads = preset.raw.get("model", {}).get("roi_head", {}).get("bbox_head")
+    if isinstance(heads, list):
+        stages = [{**head, "num_classes": num_classes} for head in heads]
+        return {"model": {"roi_head": {"bbox_head": stages}}}
+    return _nested(num_classes_key(preset.cfg.model), num_classes)
+
+
 def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
     for k, v in other.items():
         if isinstance(v, dict) and isinstance(into.get(k), dict):
@@ -179,7 +190,7 @@ def write_init_config(layout: DataLayout, classes: Sequence[str], surveys: dict[
     elif "val" in chosen:
         chosen["test"] = chosen["val"]  # `det test` evaluates on the val split, as the presets do
     tree: dict[str, Any] = {"extends": preset_name}
-    _merge(tree, _nested(num_classes_key(preset.cfg.model), len(classes)))
+    _merge(tree, _num_classes_tree(preset, len(classes)))
     tree["data"] = {name: (_dataset_table(layout, chosen[name][0], classes, chosen[name][1], preset, name)
                            if name in chosen else False) for name in ("train", "val", "test")}
     _atomic_write(out, to_toml(tree, header=header))

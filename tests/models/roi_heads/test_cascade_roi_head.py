@@ -10,8 +10,10 @@ import math
 import pytest
 import torch
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
 from detcli.analysis.roi_sampling import RCNNParts
+from detcli.cli.main import app
 from detcli.config.loader import load_config
 from detcli.errors import ConfigError
 from detcli.models.build import build_detector
@@ -29,6 +31,7 @@ from detcli.task.cascade_cfg import cascade_stage
 from detcli.task.coders.delta_xywh import DeltaXYWHBBoxCoder
 from detcli.task.samplers.random_sampler import RandomSamplerConfig
 from detcli.text import is_loss_key
+from tests.data.layouts import synth
 
 CHANNELS = 4
 
@@ -242,3 +245,17 @@ def test_the_roi_sampling_view_shows_the_first_stage_of_a_cascade():
     0's assigner (IoU 0.5) and sampler; the later stages sample refined boxes."""
     parts = RCNNParts.from_config(load_config("cascade_rcnn_tiny_synth", []).cfg)
     assert (parts.assigner_cfg.pos_iou_thr, parts.num, parts.add_gt) == (0.5, 256, True)
+
+
+def test_det_init_on_a_cascade_preset_writes_every_stages_class_count(tmp_path):
+    """A config's array replaces its base's, so `det init` writes the preset's whole list of
+    box heads, each with the data's K (it used to write a table and fail validation)."""
+    shapes = synth(tmp_path / "shapes")
+    out = tmp_path / "cascade.toml"
+    result = CliRunner().invoke(app, ["init", str(shapes.root), "--yes", "--preset",
+                                      "cascade_rcnn_tiny_synth", "--out", str(out),
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    heads = load_config(out, []).cfg.model.roi_head.bbox_head
+    assert [head.num_classes for head in heads] == [3, 3, 3]  # square, circle, triangle
+    assert [head.bbox_coder.target_stds[0] for head in heads] == [0.1, 0.05, 0.033]
