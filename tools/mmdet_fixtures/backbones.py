@@ -56,6 +56,8 @@ NAMES = {
     "resnet50_dcnv2_c3_c5": dict(type="ResNet", depth=50, dcn=DCNV2,
                                  stage_with_dcn=(False, True, True, True)),
     "regnetx_3.2gf": dict(type="RegNet", arch="regnetx_3.2gf"),
+    # res2net/faster-rcnn_res2net-101_fpn_2x_coco.py's backbone at depth 50
+    "res2net50_26w_4s": dict(type="Res2Net", depth=50, scales=4, base_width=26),
     # gcnet/mask-rcnn_r50-gcb-r4-c3-c5_fpn_1x_coco.py's backbone
     "resnet50_gcb_r4_c3_c5": dict(type="ResNet", depth=50, plugins=[dict(
         cfg=dict(type="ContextBlock", ratio=1. / 4), stages=(False, True, True, True),
@@ -73,9 +75,9 @@ OUTPUTS = {
         dcn=dict(type="DCNv2", deform_groups=2, fallback_on_stride=False),
         stage_with_dcn=(False, True, False, True)),
     "regnetx_400mf": dict(type="RegNet", arch="regnetx_400mf"),
-    "resnet50_gcb_w16": dict(type="ResNet", depth=50, base_channels=16, plugins=[dict(
-        cfg=dict(type="ContextBlock", ratio=1. / 4), stages=(False, True, True, True),
-        position="after_conv3")]),
+    "res2net50_8w_4s_dcnv2_w16": dict(type="Res2Net", depth=50, scales=4, base_width=8,
+                                      base_channels=16, dcn=DCNV2,
+                                      stage_with_dcn=(False, True, False, True)),
     "resnext50_gcb_mul_avg_w16": dict(
         type="ResNeXt", depth=50, groups=4, base_width=4, base_channels=16, plugins=[
             dict(cfg=dict(type="ContextBlock", ratio=1. / 4, pooling_type="avg",
@@ -100,14 +102,14 @@ DCN_INPUT = (2, 8, 9, 11)
 NECKS = {
     "pafpn_retinanet": (dict(type="PAFPN", in_channels=[16, 32, 64, 128], out_channels=24,
                              start_level=1, add_extra_convs="on_input", num_outs=5),
-                        [(16, 15, 23), (32, 8, 12), (64, 4, 6), (128, 2, 3)]),
+                        [(16, 9, 13), (32, 5, 7), (64, 3, 4), (128, 2, 2)]),
     "pafpn_maxpool_gn": (dict(type="PAFPN", in_channels=[16, 32, 64], out_channels=32,
                               num_outs=4, norm_cfg=dict(type="GN", num_groups=8)),
-                         [(16, 15, 23), (32, 8, 12), (64, 4, 6)]),
+                         [(16, 9, 13), (32, 5, 7), (64, 3, 4)]),
     "pafpn_on_output_relu": (dict(type="PAFPN", in_channels=[16, 32, 64], out_channels=16,
                                   num_outs=5, add_extra_convs="on_output",
                                   relu_before_extra_convs=True),
-                             [(16, 15, 23), (32, 8, 12), (64, 4, 6)]),
+                             [(16, 9, 13), (32, 5, 7), (64, 3, 4)]),
 }
 NECK_NAMES = {"pafpn_r50": dict(type="PAFPN", in_channels=[256, 512, 1024, 2048],
                                 out_channels=256, num_outs=5)}

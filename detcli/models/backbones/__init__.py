@@ -3,9 +3,10 @@
 from detcli.models.backbones.cspnext import CSPNeXt, CSPNeXtConfig
 from detcli.models.backbones.mobilenet_v2 import MobileNetV2, MobileNetV2Config
 from detcli.models.backbones.regnet import RegNet, RegNetConfig
+from detcli.models.backbones.res2net import Res2Net, Res2NetConfig
 from detcli.models.backbones.resnet import ResNet, ResNetConfig, ResNetV1d, ResNetV1dConfig
 from detcli.models.backbones.resnext import ResNeXt, ResNeXtConfig
 
 __all__ = ["CSPNeXt", "CSPNeXtConfig", "MobileNetV2", "MobileNetV2Config", "RegNet", "RegNetConfig",
-           "ResNeXt", "ResNeXtConfig", "ResNet", "ResNetConfig",
+           "Res2Net", "Res2NetConfig", "ResNeXt", "ResNeXtConfig", "ResNet", "ResNetConfig",
            "ResNetV1d", "ResNetV1dConfig"]

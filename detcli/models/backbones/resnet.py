@@ -349,18 +349,23 @@ class ResNet(nn.Module):
         self.stage_channels: list[int] = []
         for i in range(num_stages):
             planes = base_channels * 2**i
-            layer = make_res_layer(block, inplanes, planes, stage_blocks[i], stride=strides[i],
-                                   dilation=dilations[i], style=style, norm_cfg=norm_cfg,
-                                   avg_down=avg_down, groups=self.groups,
-                                   base_width=self.base_width, base_channels=base_channels,
-                                   dcn=dcn if dcn is not None and stage_with_dcn[i] else None,
-                                   plugins=stage_plugins(plugins or (), i))
+            layer = self.make_stage(block, inplanes, planes, stage_blocks[i], stride=strides[i],
+                                    dilation=dilations[i], style=style, norm_cfg=norm_cfg,
+                                    avg_down=avg_down, groups=self.groups,
+                                    base_width=self.base_width, base_channels=base_channels,
+                                    dcn=dcn if dcn is not None and stage_with_dcn[i] else None,
+                                    plugins=stage_plugins(plugins or (), i))
             self.add_module(f"layer{i + 1}", layer)
             inplanes = planes * block.expansion
             self.stage_channels.append(inplanes)
         self.out_channels = [self.stage_channels[i] for i in self.out_indices]
         self.reset_parameters()
         self._freeze_stages()
+
+    def make_stage(self, block: type[BasicBlock] | type[Bottleneck], inplanes: int, planes: int,
+                   num_blocks: int, **options: object) -> nn.Sequential:
+        """One stage (:func:`make_res_layer`); Res2Net builds its own."""
+        return make_res_layer(block, inplanes, planes, num_blocks, **options)  # type: ignore[arg-type]
 
     def make_stem(self, in_channels: int, stem_channels: int, norm_cfg: NormConfig) -> None:
         """``conv1`` (7x7, stride 2), ``bn1``, ``relu``; with ``deep_stem`` the ``stem``
