@@ -52,6 +52,12 @@ from torch import Tensor
 
 from detcli.errors import CheckpointError
 from detcli.models.pretrained import TORCHVISION_PREFIX, read_checkpoint
+from detcli.models.torchvision_dense import (
+    DENSE_FAMILIES,
+    current_layout,
+    dense_from_torchvision,
+    select_dense_classes,
+)
 
 RENAMES = (  # regex on torchvision's key -> det's key
     (r"^backbone\.body\.", "backbone."),
@@ -188,12 +194,19 @@ CONVERTERS: dict[str, Converter] = {"fasterrcnn_resnet50_fpn": faster_rcnn_from_
 
 
 def download_detector(name: str) -> tuple[dict[str, Tensor], list[str]]:
-    """torchvision's default (COCO) weights of detector ``name`` -> (state dict, category
-    names of its predictor rows), from torch's hub cache or downloaded into it."""
+    """torchvision's default (COCO) weights of detector ``name`` -> (state dict under today's
+    key names, category names of its predictor rows), from torch's hub cache or downloaded
+    into it."""
     from torchvision.models import get_model_weights
 
     weights = get_model_weights(name).DEFAULT
-    return read_checkpoint(weights.url), list(weights.meta["categories"])
+    categories = list(weights.meta["categories"])
+    return current_layout(name, read_checkpoint(weights.url), len(categories)), categories
+
+
+def converted_names() -> list[str]:
+    """The torchvision detectors whose COCO weights ``torchvision://NAME`` converts."""
+    return sorted([*CONVERTERS, *DENSE_FAMILIES])
 
 
 def torchvision_detector_state(checkpoint: str, own: Mapping[str, Tensor],
@@ -201,11 +214,15 @@ def torchvision_detector_state(checkpoint: str, own: Mapping[str, Tensor],
     """``torchvision://NAME`` -> (a state dict for the model whose state dict is ``own``,
     notes): NAME's COCO weights converted, the predictor picked by ``classes`` names."""
     name = checkpoint.removeprefix(TORCHVISION_PREFIX)
-    if name not in CONVERTERS:
+    if name not in CONVERTERS and name not in DENSE_FAMILIES:
         raise CheckpointError(
-            f"{checkpoint}: det converts torchvision's {', '.join(sorted(CONVERTERS))} weights, "
+            f"{checkpoint}: det converts torchvision's {', '.join(converted_names())} weights, "
             f"not {name!r}",
             hint="torchvision://NAME as a backbone's init_cfg.checkpoint takes ImageNet weights")
     state, categories = download_detector(name)
+    if name in DENSE_FAMILIES:  # RetinaNet, FCOS: a classifier without background rows
+        family = DENSE_FAMILIES[name]
+        state, notes = select_dense_classes(family, state, categories, classes)
+        return dense_from_torchvision(family, state, own), notes
     state, notes = select_classes(state, categories, classes)
     return CONVERTERS[name](state, own), notes

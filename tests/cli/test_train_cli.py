@@ -62,8 +62,8 @@ def test_json_summary(run, config, tmp_path):
     (("--resume", "missing.pth"), 4, "checkpoint missing.pth does not exist"),
     (("--gpus", "64"), 2, "--gpus 64 needs 64 CUDA devices"),
     (("--set", "runner.max_epoch=3"), 2, "unknown key 'max_epoch'"),
-    (("--init-from", "torchvision://retinanet_resnet50_fpn"), 4,
-     "torchvision://retinanet_resnet50_fpn: det converts torchvision's fasterrcnn_resnet50_fpn"),
+    (("--init-from", "torchvision://ssd300_vgg16"), 4,
+     "torchvision://ssd300_vgg16: det converts torchvision's fasterrcnn_resnet50_fpn"),
 ])
 def test_mistakes_exit_with_a_message_and_no_traceback(run, config, tmp_path, args, code, message):
     result = run("train", config, "--work-dir", tmp_path, "--device", "cpu", *args)

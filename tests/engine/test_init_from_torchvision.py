@@ -102,6 +102,7 @@ def test_init_from_torchvision_without_matching_names_keeps_the_predictor(fake_d
 def test_an_unconverted_torchvision_detector_is_a_clear_error():
     trainer = SimpleNamespace(model=ours(1), train_dataset=SimpleNamespace(CLASSES=("dog",)))
     with pytest.raises(CheckpointError, match="converts torchvision's fasterrcnn_resnet50_fpn, "
-                                              "maskrcnn_resnet50_fpn weights, not "
-                                              "'retinanet_resnet50_fpn'"):
-        init_from_weights(trainer, "torchvision://retinanet_resnet50_fpn")
+                                              "fcos_resnet50_fpn, maskrcnn_resnet50_fpn, "
+                                              "retinanet_resnet50_fpn, retinanet_resnet50_fpn_v2 "
+                                              "weights, not 'ssd300_vgg16'"):
+        init_from_weights(trainer, "torchvision://ssd300_vgg16")

@@ -107,6 +107,9 @@ class FCOSHeadConfig(Schema):
     loss_bbox: LossConfig = Field(default_factory=IoULossConfig)
     loss_centerness: LossConfig = Field(default_factory=centerness_loss_config)
     prior_prob: float = Field(0.01, gt=0, lt=1)  # initial foreground probability of every class
+    # where a location's point sits in its stride cell: 0.5 the centre (MMDetection), 0 the
+    # top-left corner (torchvision's FCOS, whose converted weights expect it)
+    prior_offset: float = Field(0.5, ge=0, le=1)
 
     @field_validator("dcn_on_last_conv")
     @classmethod
@@ -149,6 +152,7 @@ class FCOSHead(nn.Module):
         conv_bias: Union[Literal["auto"], bool] = "auto",
         norm_cfg: NormConfig | None,
         prior_prob: float = 0.01,
+        prior_offset: float = 0.5,
         bbox_coder: Any = None,
         loss_cls: nn.Module | None = None,
         loss_bbox: nn.Module | None = None,
@@ -166,8 +170,8 @@ class FCOSHead(nn.Module):
         self.in_channels = in_channels
         self.feat_channels = feat_channels
         self.prior_prob = prior_prob
-        self.prior_generator = MlvlPointGenerator(strides=strides, offset=0.5)
-        self.prior_generator_cfg = MlvlPointGeneratorConfig(strides=strides, offset=0.5)
+        self.prior_generator = MlvlPointGenerator(strides=strides, offset=prior_offset)
+        self.prior_generator_cfg = MlvlPointGeneratorConfig(strides=strides, offset=prior_offset)
         self.strides = self.prior_generator.strides  # (s_w, s_h) per level
         self.regress_ranges = [(float(lo), float(hi)) for lo, hi in regress_ranges]
         self.center_sampling = center_sampling
@@ -214,7 +218,7 @@ class FCOSHead(nn.Module):
             "num_classes", "feat_channels", "stacked_convs", "strides", "regress_ranges",
             "center_sampling", "center_sample_radius", "gt_chunk_size", "norm_on_bbox",
             "centerness_on_reg",
-            "conv_bias", "prior_prob"})
+            "conv_bias", "prior_prob", "prior_offset"})
         return cls(**settings, in_channels=in_channels, norm_cfg=cfg.norm_cfg,
                    bbox_coder=BBOX_CODERS.build(cfg.bbox_coder),
                    loss_cls=LOSSES.build(cfg.loss_cls), loss_bbox=LOSSES.build(cfg.loss_bbox),
