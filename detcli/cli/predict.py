@@ -40,6 +40,7 @@ CHECKPOINT_SUFFIXES = (".pth", ".pt")
 
 EXAMPLES = examples(
     "det predict my.toml work_dirs/my/latest.pth photos/ --out predictions/",
+    "det predict work_dirs/my/latest.pth photos/ --out predictions/",
     "det predict my.toml --onnx model.onnx clip.mp4 'shots/**/*.jpg' --out predictions/")
 
 FilesArg = Annotated[list[str], typer.Argument(
@@ -98,12 +99,18 @@ def predict(
     debug: DebugOpt = False,
 ) -> None:
     """Detect objects in images and videos with a CHECKPOINT (or an exported --onnx model) of
-    CONFIG."""
+    CONFIG. CONFIG may be left out when the checkpoint keeps its config (every one det train
+    writes does): det predict CHECKPOINT INPUT..."""
+    from detcli.engine.checkpoint_config import config_from_checkpoint
     from detcli.inference import Detector
     from detcli.inference.files import collect_inputs
 
-    cfg = load(config, overrides).cfg
-    checkpoint, inputs = split_checkpoint(files, onnx)
+    if onnx is None and config.suffix.lower() in CHECKPOINT_SUFFIXES:  # CHECKPOINT INPUT...
+        cfg = config_from_checkpoint(config, overrides or []).cfg
+        checkpoint, inputs = config, files
+    else:
+        cfg = load(config, overrides).cfg
+        checkpoint, inputs = split_checkpoint(files, onnx)
     found = collect_inputs(inputs)
     if onnx is not None:
         detector = Detector.from_onnx(cfg, onnx, score_thr=score_thr)

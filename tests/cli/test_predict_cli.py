@@ -13,9 +13,13 @@ from collections import defaultdict
 import cv2
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from detcli.cli.main import app
+from detcli.config.loader import load_config
+from detcli.engine.checkpoint import read_checkpoint
+from detcli.engine.work_dir import resolved_config_text
 from detcli.export import ExportOptions, export_onnx
 from tests.export.tiny_export import CLASSES, detecting_model, make_tiny_export
 
@@ -211,4 +215,25 @@ def test_an_out_folder_under_a_regular_file_is_a_storage_error(tiny, tmp_path):
                  "--device", "cpu")
     assert result.exit_code == 5, result.output
     assert f"{blocker} is a file, not a folder" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_checkpoint_that_keeps_its_config_needs_no_config_file(tiny, tmp_path):
+    """CHECKPOINT INPUT...: the config det train keeps in meta.config; the same records as
+    CONFIG CHECKPOINT INPUT... (which still works)."""
+    ckpt = read_checkpoint(tiny.checkpoint)
+    ckpt["meta"]["config"] = resolved_config_text(load_config(tiny.config))
+    torch.save(ckpt, tmp_path / "with_config.pth")
+    alone = run(tmp_path / "with_config.pth", tiny.root / "inputs", "--json", "--device", "cpu")
+    assert alone.exit_code == 0, alone.output
+    both = run(tiny.config, tiny.checkpoint, tiny.root / "inputs", "--json", "--device", "cpu")
+    assert both.exit_code == 0, both.output
+    records = json.loads(alone.stdout)["predictions"]
+    assert records and records == json.loads(both.stdout)["predictions"]
+
+
+def test_a_checkpoint_without_a_config_asks_for_one(tiny):
+    result = run(tiny.checkpoint, tiny.root / "inputs", "--device", "cpu")
+    assert result.exit_code == 4, result.output
+    assert "keeps no config in its meta" in result.output
     assert "Traceback" not in result.output
