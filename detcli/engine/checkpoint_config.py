@@ -3,7 +3,8 @@
 Every checkpoint ``det train`` writes holds the resolved config in ``meta.config`` (the TOML
 text of the run's ``work_dir/config.toml``: every value written out, no ``extends``), so the
 checkpoint alone is enough to rebuild its model and test pipeline. MMDetection's checkpoints
-and bare state dicts hold none: for them the config file is still needed.
+(2.x keep their Python config text there, which is never executed) and bare state dicts hold
+none det reads: for them the config file is still needed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from detcli.errors import CheckpointError
 
 def config_text_of(path: str | os.PathLike) -> str:
     """``meta.config`` of the checkpoint at ``path``; CheckpointError when it keeps none."""
-    text = read_checkpoint(path)["meta"].get("config")
+    meta = read_checkpoint(path)["meta"]
+    text = meta.get("config")
+    if isinstance(text, str) and "det_version" not in meta:  # MMDetection 2.x: Python text
+        raise CheckpointError(
+            f"checkpoint {path} is not det's: its meta.config is MMDetection's Python config, "
+            "which det does not execute",
+            hint=f"name a det config too: det predict CONFIG {path} INPUT...")
     if not isinstance(text, str) or not text.strip():
         raise CheckpointError(
             f"checkpoint {path} keeps no config in its meta (det train writes one into every "
