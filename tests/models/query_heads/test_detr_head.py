@@ -91,6 +91,7 @@ def test_state_dict_names_are_mmdetections():
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, out: dict) -> None:
+    torch.set_num_threads(1)  # a forked child must not enter the parent's OpenMP thread pool
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         box = [0.0, 0.0, 50.0, 50.0]
