@@ -136,6 +136,8 @@ def _payload(run: Any) -> dict[str, Any]:
         "verification": None if report is None else {
             "ok": report.ok, "shapes": [list(s) for s in report.shapes],
             "max_box_diff": report.max_box_diff, "max_score_diff": report.max_score_diff,
+            "num_masks_compared": report.num_masks_compared,
+            "max_mask_diff": report.max_mask_diff,
             "num_reference": report.num_reference, "num_exported": report.num_exported,
             "num_matched": report.num_matched, "num_borderline": report.num_borderline,
             "compared_nothing": report.compared_nothing, "mismatches": report.mismatches},

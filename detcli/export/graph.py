@@ -62,6 +62,7 @@ from detcli.task.prior_generators.point_generator import MlvlPointGenerator
 
 OUTPUTS_NMS = ("boxes", "scores", "labels", "num_dets")
 OUTPUTS_NO_NMS = ("boxes", "scores", "labels")
+OUTPUTS_MASKS = ("mask_probs",)  # after OUTPUTS_NMS: a mask detector's (N, M, h, w)
 
 
 def grid_anchors(base_anchors: Tensor, stride: tuple[int, int], feat_h: Any, feat_w: Any) -> Tensor:

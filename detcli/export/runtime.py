@@ -8,7 +8,9 @@ N images, H x W the network input, M detection slots, B candidates (``--no-nms``
 a static batch size is met by running chunks (the last one padded with blank images), a static
 input size by zero padding at the bottom and right (the pipeline's own padding value), and a
 ``--no-nms`` model's candidates go through the same host NMS as ``predict``
-(:func:`~detcli.task.postprocess.nms_to_batch`).
+(:func:`~detcli.task.postprocess.nms_to_batch`). A Mask R-CNN file's fifth output,
+``mask_probs`` (N, M, 28, 28), becomes ``DetectionBatch.mask_probs``; pasting it into the
+image is the caller's host step (:class:`~detcli.inference.detector.Detector` does it).
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ class OnnxModel:
         self.input_size = (shape[2], shape[3]) if static_hw else None
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.has_nms = "num_dets" in self.output_names
+        self.has_masks = "mask_probs" in self.output_names  # a mask detector's (N, M, h, w)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
     def meta_json(self, key: str, default: Any = None) -> Any:
@@ -136,7 +139,10 @@ class OnnxModel:
         (N, 4) when given -- the two steps that take PyTorch's ``predict`` to original-image
         pixels. ``test_cfg`` (a DenseTestConfig) is needed by ``--no-nms`` models only."""
         outputs = self.run(images, img_shapes)
-        if self.has_nms:
+        mask_probs = None
+        if self.has_masks:
+            boxes, scores, labels, num_dets, mask_probs = outputs
+        elif self.has_nms:
             boxes, scores, labels, num_dets = outputs
         else:
             boxes, scores, labels = outputs  # (N, B, 4), (N, B), (N, B)
@@ -145,7 +151,7 @@ class OnnxModel:
         if scale_factors is not None:
             boxes = boxes / scale_factors.to(boxes)[:, None, :]  # (N, *, 4) original pixels
         if self.has_nms:
-            return DetectionBatch(boxes, scores, labels.long(), num_dets.long())
+            return DetectionBatch(boxes, scores, labels.long(), num_dets.long(), mask_probs)
         if test_cfg is None:
             raise ExportError(f"{self.path} was exported with --no-nms: its candidates need the "
                               "config's test_cfg for NMS")

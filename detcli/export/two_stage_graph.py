@@ -43,6 +43,16 @@ the fixed shapes ``torch.export`` needs for a symbolic batch and image size:
    (image, class); the kept scores scattered back and the M best of each image taken, padded:
    slots past ``num_dets`` have box 0, score 0 and label -1.
 
+6. with a mask branch (Mask R-CNN; ``roi_head.with_mask``) the M detections are segmented
+   in the graph, as ``predict`` segments them: their boxes (network-input pixels, clipped)
+   pooled by the mask RoI extractor's dense path (one more ``RoiAlign`` per level, 14 x 14),
+   the mask head, the sigmoid of each detection's class channel: ``mask_probs`` (N, M, h, w)
+   (28 x 28), zeros past ``num_dets``. Pasting them into the original image (the box's region,
+   thresholded at ``test_cfg.rcnn.mask_thr_binary``) is a host step, which
+   :meth:`detcli.inference.detector.Detector.from_onnx` performs with the same
+   :func:`~detcli.models.roi_heads.mask_paste.paste_masks` as PyTorch's ``predict``. Masks
+   need the final boxes, so a mask model is exported with NMS only.
+
 Boxes are clipped (steps 1 and 4) to the input tensor's (H, W), or to each image's (h, w) with
 the ``image_sizes`` input, as :class:`~detcli.export.graph.ExportWrapper` does. With
 ``nms=False`` the graph ends before step 5 with the P*K masked candidates of each image; the
@@ -58,6 +68,7 @@ from torch import Tensor, nn
 
 from detcli.errors import ExportError
 from detcli.export.graph import (
+    OUTPUTS_MASKS,
     OUTPUTS_NMS,
     OUTPUTS_NO_NMS,
     check_hard_nms,
@@ -67,8 +78,9 @@ from detcli.export.graph import (
     top_per_image,
 )
 from detcli.models.dense_heads.dense_predict import size_ok
-from detcli.models.protocols import BBoxHead
+from detcli.models.protocols import BBoxHead, RoIHead
 from detcli.structures.dense import DenseOutputs
+from detcli.structures.detections import DetectionBatch
 from detcli.structures.proposals import Proposals
 
 
@@ -80,9 +92,9 @@ def is_two_stage(model: nn.Module) -> bool:
 
 class TwoStageExportWrapper(nn.Module):
     """``forward(images (N, 3, H, W) float32)`` -> ``boxes (N, M, 4)``, ``scores (N, M)``,
-    ``labels (N, M)`` int64, ``num_dets (N,)`` int64; with ``nms=False`` the masked candidates
-    ``boxes (N, P*K, 4)``, ``scores (N, P*K)``, ``labels (N, P*K)`` before the final NMS
-    (module docstring). ``forward(images, image_sizes)`` with ``image_sizes`` (N, 2) int64,
+    ``labels (N, M)`` int64, ``num_dets (N,)`` int64, and with a mask branch ``mask_probs
+    (N, M, h, w)`` float32 (step 6); with ``nms=False`` the masked candidates ``boxes (N, P*K,
+    4)``, ``scores (N, P*K)``, ``labels (N, P*K)`` before the final NMS (module docstring). ``forward(images, image_sizes)`` with ``image_sizes`` (N, 2) int64,
     each image's (h, w) before padding, clips to those, as ``predict_batch`` does with
     ``ImageBatch.img_shapes``.
 
@@ -98,7 +110,8 @@ class TwoStageExportWrapper(nn.Module):
         if not is_two_stage(model):
             raise ExportError(f"{type(model).__name__} is not a two-stage detector: the "
                               "two-stage export needs an rpn_head and a roi_head")
-        rpn_head, roi_head = model.rpn_head, model.roi_head
+        rpn_head = model.rpn_head
+        roi_head: RoIHead = model.roi_head
         proposal_cfg = getattr(getattr(model, "test_cfg", None), "rpn", None) or rpn_head.test_cfg
         rcnn_cfg = roi_head.test_cfg
         check_hard_nms(proposal_cfg.nms, "model.test_cfg.rpn.nms")  # always in the graph
@@ -112,6 +125,11 @@ class TwoStageExportWrapper(nn.Module):
         stages = roi_head.box_stages()  # (extractor, box head) per box stage: 1, or a cascade's
         extractor = stages[0][0]
         bbox_head: BBoxHead = stages[-1][1]  # its coder decodes the detections
+        self.with_mask = bool(roi_head.with_mask)
+        if self.with_mask and not nms:
+            raise ExportError("a Mask R-CNN export needs the final NMS in the graph: its masks "
+                              "are computed on the final boxes",
+                              hint="export without --no-nms")
         self.model = model
         self.nms = nms
         # the dense path (fixed shapes, no host sync) when the extractor has one
@@ -137,7 +155,9 @@ class TwoStageExportWrapper(nn.Module):
 
     @property
     def output_names(self) -> tuple[str, ...]:
-        return OUTPUTS_NMS if self.nms else OUTPUTS_NO_NMS
+        if not self.nms:
+            return OUTPUTS_NO_NMS
+        return OUTPUTS_NMS + OUTPUTS_MASKS if self.with_mask else OUTPUTS_NMS
 
     def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> tuple[Tensor, ...]:
         feats, rpn = self.model(images)  # L x (N, C, H_l, W_l); RPN logits and deltas
@@ -151,7 +171,18 @@ class TwoStageExportWrapper(nn.Module):
             flat = num_props * self.num_classes
             return (boxes.reshape(num_images, flat, 4), scores.reshape(num_images, flat),
                     labels.reshape(num_images, flat))  # (N, P*K, 4), (N, P*K), (N, P*K)
-        return self.suppress(boxes, scores)
+        detections = self.suppress(boxes, scores)
+        if not self.with_mask:
+            return detections
+        return detections + (self.mask_probs(feats, *detections),)
+
+    def mask_probs(self, feats: tuple[Tensor, ...], boxes: Tensor, scores: Tensor,
+                   labels: Tensor, num_dets: Tensor) -> Tensor:
+        """The M detections (N, M, ...) of each image segmented (step 6) -> (N, M, h, w), every
+        slot pooled (fixed shapes), zeros past ``num_dets``."""
+        dets = DetectionBatch(boxes, scores, labels, num_dets)
+        roi_head: RoIHead = self.model.roi_head
+        return roi_head.predict_mask_probs(feats, dets, **self.extractor_kwargs)
 
     # ---- stage 1: the RPN's proposals (steps 1-2) --------------------------------------------
 

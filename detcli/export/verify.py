@@ -9,7 +9,9 @@ corners all lie within ``box`` pixels and whose score lies within ``score``; mat
 greedy, highest PyTorch score first. The report gives the largest box and score differences
 of the matched pairs and lists every detection left without a partner. One exception: a
 detection within ``score`` of the score threshold may exist on one side only (float error
-decides which side of the threshold it falls on); those are counted as borderline.
+decides which side of the threshold it falls on); those are counted as borderline. A mask
+detector's matched pairs also compare their (h, w) mask probabilities (``DetectionBatch.
+mask_probs``, before pasting): the largest absolute difference must be within ``mask``.
 
 A check that matched no detection compared nothing (a graph that drops every box would pass
 it), so it fails too, unless the caller says an empty result is expected (``allow_empty``,
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 class Tolerance:
     box: float = 0.05  # pixels, per corner coordinate
     score: float = 1e-3
+    mask: float = 1e-3  # mask probabilities of matched detections (Mask R-CNN)
 
 
 @dataclass
@@ -54,6 +57,8 @@ class VerifyReport:
     num_borderline: int = 0  # unmatched, but within the tolerance of the score threshold
     max_box_diff: float = 0.0
     max_score_diff: float = 0.0
+    num_masks_compared: int = 0  # matched pairs whose mask probabilities were compared
+    max_mask_diff: float = 0.0
     mismatches: list[str] = field(default_factory=list)
     allow_empty: bool = False  # a check that compared nothing passes (module docstring)
 
@@ -86,7 +91,12 @@ class VerifyReport:
                f"max abs box difference {self.max_box_diff:.3g} px (tolerance "
                f"{self.tolerance.box:g}), max abs score difference {self.max_score_diff:.3g} "
                f"(tolerance {self.tolerance.score:g})",
-               self._verdict()]
+               ]
+        if self.num_masks_compared:
+            out.append(f"masks of {self.num_masks_compared} matched detections: max abs "
+                       f"probability difference {self.max_mask_diff:.3g} (tolerance "
+                       f"{self.tolerance.mask:g})")
+        out.append(self._verdict())
         out += [f"  {m}" for m in self.mismatches[:10]]
         if len(self.mismatches) > 10:
             out.append(f"  ... and {len(self.mismatches) - 10} more")
@@ -115,8 +125,9 @@ def _describe(det: Detections, index: int) -> str:
 
 
 def match_image(reference: Detections, exported: Detections, tol: Tolerance, score_thr: float,
-                where: str, report: VerifyReport) -> None:
-    """Match one image's detections (module docstring) and add the outcome to ``report``."""
+                where: str, report: VerifyReport) -> list[tuple[int, int]]:
+    """Match one image's detections (module docstring) and add the outcome to ``report``;
+    -> the matched (PyTorch index, ONNX index) pairs."""
     report.num_reference += len(reference)
     report.num_exported += len(exported)
     box_diff = (reference.boxes[:, None, :].float()
@@ -126,6 +137,7 @@ def match_image(reference: Detections, exported: Detections, tol: Tolerance, sco
             & (box_diff <= tol.box) & (score_diff <= tol.score))  # (D1, D2)
     cost = torch.where(fits, box_diff, torch.full_like(box_diff, float("inf")))  # (D1, D2)
     taken = torch.zeros(len(exported), dtype=torch.bool)
+    pairs: list[tuple[int, int]] = []
     unmatched_ref = []
     for i in range(len(reference)):  # verification only: D1 <= max_per_img
         row = torch.where(taken, torch.full_like(cost[i], float("inf")), cost[i])  # (D2,)
@@ -134,6 +146,7 @@ def match_image(reference: Detections, exported: Detections, tol: Tolerance, sco
             unmatched_ref.append(i)
             continue
         taken[j] = True
+        pairs.append((i, j))
         report.num_matched += 1
         report.max_box_diff = max(report.max_box_diff, float(box_diff[i, j]))
         report.max_score_diff = max(report.max_score_diff, float(score_diff[i, j]))
@@ -147,6 +160,21 @@ def match_image(reference: Detections, exported: Detections, tol: Tolerance, sco
                 other = "ONNX" if side == "PyTorch" else "PyTorch"
                 report.mismatches.append(f"{where}: {side} detection {_describe(det, k)} has no "
                                          f"{other} counterpart")
+    return pairs
+
+
+def compare_masks(reference: Tensor, exported: Tensor, pairs: Sequence[tuple[int, int]],
+                  tol: Tolerance, where: str, report: VerifyReport) -> None:
+    """One image's mask probabilities, PyTorch's (M1, h, w) and ONNX's (M2, h, w), compared
+    over the matched ``pairs`` into ``report``."""
+    for i, j in pairs:
+        diff = float((reference[i].float() - exported[j].float()).abs().max())
+        report.num_masks_compared += 1
+        report.max_mask_diff = max(report.max_mask_diff, diff)
+        if diff > tol.mask:
+            report.mismatches.append(f"{where}: the mask of PyTorch detection {i} differs from "
+                                     f"its ONNX counterpart's by {diff:.3g} (tolerance "
+                                     f"{tol.mask:g})")
 
 
 def compare_batches(reference: DetectionBatch, exported: DetectionBatch, tol: Tolerance,
@@ -157,10 +185,18 @@ def compare_batches(reference: DetectionBatch, exported: DetectionBatch, tol: To
                                  f"{reference.num_dets.shape[0]} images, ONNX "
                                  f"{exported.num_dets.shape[0]}")
         return
-    pairs = zip(reference.unbind(), exported.unbind())
-    for i, (ref, out) in enumerate(pairs):
+    if (reference.mask_probs is None) != (exported.mask_probs is None):
+        have = "PyTorch" if reference.mask_probs is not None else "ONNX"
+        report.mismatches.append(f"batch {'x'.join(map(str, shape))}: only {have} returned "
+                                 "mask probabilities")
+        return
+    images = zip(reference.unbind(), exported.unbind())
+    for i, (ref, out) in enumerate(images):
         where = f"image {i} of batch {'x'.join(map(str, shape))}"
-        match_image(ref.to("cpu"), out.to("cpu"), tol, score_thr, where, report)
+        pairs = match_image(ref.to("cpu"), out.to("cpu"), tol, score_thr, where, report)
+        if reference.mask_probs is not None and exported.mask_probs is not None:
+            compare_masks(reference.mask_probs[i].cpu(), exported.mask_probs[i].cpu(), pairs,
+                          tol, where, report)
 
 
 @torch.no_grad()

@@ -205,6 +205,17 @@ class RoIHead(Protocol):
         bbox_pred (N, P, 4K or 4)); ``clip`` clips a stage's refined RoIs (multi-stage)."""
         ...
 
+    @property
+    def with_mask(self) -> bool:
+        """Whether the head segments its detections (Mask R-CNN's mask branch)."""
+        ...
+
+    def predict_mask_probs(self, feats: Sequence[Tensor], dets: DetectionBatch,
+                           **extract_kwargs: Any) -> Tensor:
+        """dets (N, M) in network-input pixels -> the (N, M, h, w) probability mask of each
+        detection's class, zeros on empty slots; only called when ``with_mask``."""
+        ...
+
 
 class Detector(Protocol):
     """What the engine, TTA and export call on a whole detector.

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from detcli.errors import ExportError
-from detcli.export.verify import Tolerance, VerifyReport, match_image
+from detcli.export.verify import Tolerance, VerifyReport, compare_masks, match_image
 from detcli.structures.detections import Detections
 
 
@@ -60,3 +60,18 @@ def test_a_difference_fails_even_when_empty_outputs_are_allowed():
         "counterpart"]
     with pytest.raises(ExportError, match="disagrees with PyTorch beyond tolerance"):
         report.raise_if_failed()
+
+
+def test_mask_probabilities_of_matched_pairs_are_compared():
+    report = VerifyReport(tolerance=Tolerance(mask=1e-3))
+    reference = torch.zeros(2, 4, 4)
+    exported = torch.zeros(2, 4, 4)
+    exported[0, 1, 2] = 5e-4  # within the tolerance
+    exported[1, 3, 3] = 0.25  # beyond it
+    compare_masks(reference, exported, [(0, 0)], report.tolerance, "image 0", report)
+    assert report.num_masks_compared == 1
+    assert not report.mismatches and report.max_mask_diff == pytest.approx(5e-4)
+    compare_masks(reference, exported, [(1, 1)], report.tolerance, "image 0", report)
+    assert report.num_masks_compared == 2 and report.max_mask_diff == pytest.approx(0.25)
+    assert report.mismatches == ["image 0: the mask of PyTorch detection 1 differs from its "
+                                 "ONNX counterpart's by 0.25 (tolerance 0.001)"]

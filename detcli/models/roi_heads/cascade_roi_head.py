@@ -261,6 +261,16 @@ class CascadeRoIHead(nn.Module):
 
     # ---- inference -------------------------------------------------------------------------
 
+    @property
+    def with_mask(self) -> bool:
+        """Cascade R-CNN has no mask branch here (Cascade Mask R-CNN is not built)."""
+        return False
+
+    def predict_mask_probs(self, feats: Sequence[Tensor], dets: DetectionBatch,
+                           **extract_kwargs: Any) -> Tensor:
+        """No mask branch: a DetError (callers ask ``with_mask`` first)."""
+        raise DetError("CascadeRoIHead has no mask branch: it predicts boxes only")
+
     def box_stages(self) -> list[tuple[nn.Module, nn.Module]]:
         """(RoI extractor, box head) of each stage, in order."""
         return list(zip(self.bbox_roi_extractor, self.bbox_head))

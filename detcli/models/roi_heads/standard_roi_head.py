@@ -309,13 +309,14 @@ class StandardRoIHead(nn.Module):
         return (rois, cls_score.reshape(num_images, num_rois, -1),
                 bbox_pred.reshape(num_images, num_rois, -1))
 
-    def mask_forward(self, feats: Sequence[Tensor], rois: Tensor) -> Tensor:
+    def mask_forward(self, feats: Sequence[Tensor], rois: Tensor, **extract_kwargs: Any) -> Tensor:
         """feats L x (N, C, H_l, W_l), rois (R, 5) -> mask logits (R, K or 1, h, w), pooled by
-        the mask extractor (the box one when shared)."""
+        the mask extractor (the box one when shared); ``extract_kwargs`` go to the extractor
+        (the ONNX graph's ``dense = True``)."""
         if self.mask_head is None:
             raise DetError("this roi_head has no mask_head: it predicts boxes only")
         extractor = self.mask_roi_extractor or self.bbox_roi_extractor
-        return self.mask_head(extractor(feats, rois))  # (R, K or 1, h, w)
+        return self.mask_head(extractor(feats, rois, **extract_kwargs))  # (R, K or 1, h, w)
 
     # ---- training --------------------------------------------------------------------------
 
@@ -472,19 +473,22 @@ class StandardRoIHead(nn.Module):
             dets = replace(dets, boxes=dets.boxes / factors)  # (N, M, 4) original pixels
         return dets
 
-    def predict_mask_probs(self, feats: Sequence[Tensor], dets: DetectionBatch) -> Tensor:
+    def predict_mask_probs(self, feats: Sequence[Tensor], dets: DetectionBatch,
+                           **extract_kwargs: Any) -> Tensor:
         """The probability mask of each detection's class: dets (N, M) with boxes in
         network-input pixels -> (N, M, h, w) float32, zeros on empty slots.
 
         Only the slots up to the fullest image's detection count are segmented (one host
-        sync at test time); an exported graph segments all M.
+        sync at test time); an exported graph segments all M. ``extract_kwargs`` go to the
+        mask extractor (the ONNX graph's ``dense = True``).
         """
         num_images, num_slots = dets.labels.shape
         used = num_slots
         if not (torch.compiler.is_exporting() or torch.jit.is_tracing()) and num_slots > 0:
             used = max(int(dets.num_dets.max()), 1)
         boxes, labels = dets.boxes[:, :used].float(), dets.labels[:, :used]  # (N, U, 4), (N, U)
-        mask_preds = self.mask_forward(feats, batch_rois(boxes))  # (N*U, K or 1, h, w)
+        mask_preds = self.mask_forward(feats, batch_rois(boxes),
+                                       **extract_kwargs)  # (N*U, K or 1, h, w)
         probs = self.mask_head.class_probs(mask_preds, labels.reshape(-1))  # (N*U, h, w)
         probs = probs.view(num_images, used, *probs.shape[1:]) \
             * (labels >= 0)[..., None, None]  # (N, U, h, w)
