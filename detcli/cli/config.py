@@ -156,3 +156,39 @@ def schema(
     else:
         out.write_text(text, encoding="utf-8")
         err_console.print(f"wrote {out}")
+
+
+@app.command("import", cls=DetCommand, epilog=examples(
+    "det config import mmdetection/configs/retinanet/retinanet_r18_fpn_1x_coco.py --out r18.toml",
+    "det config import my_mmdet_cfg.py --mmdet-configs mmdetection/configs --json"))
+@guarded
+def import_(
+    source: Annotated[Path, typer.Argument(help="An MMDetection 2.x / 3.x Python config; read, "
+                                           "never executed.", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Write the det TOML here (default: print it).")] = None,
+    mmdet_configs: Annotated[Optional[Path], typer.Option(
+        "--mmdet-configs", help="MMDetection's configs folder, for _base_ paths that point "
+        "into it.")] = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Translate an MMDetection config into a det TOML extending the closest preset, listing
+    every key not translated and why."""
+    from detcli.config.mmdet_import import import_mmdet_config
+
+    folder = out.parent if out is not None else Path.cwd()
+    result = import_mmdet_config(source, mmdet_configs, out_folder=folder)
+    if out is not None:
+        out.write_text(result.text, encoding="utf-8")
+    if as_json:
+        print_json({"preset": result.preset, "shared_model_values": result.shared,
+                    "out": str(out) if out else None, "toml": result.text,
+                    "files": [str(f) for f in result.files],
+                    "untranslated": [u.__dict__ for u in result.untranslated]})
+        return
+    if out is None:
+        _print_toml(result.text)
+    err_console.print(f"extends {result.preset} ({result.shared} model values equal); "
+                      f"{len(result.untranslated)} keys not translated (listed in the file's "
+                      f"header){f'; wrote {out}' if out else ''}", highlight=False)
