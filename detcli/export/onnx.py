@@ -36,6 +36,7 @@ from detcli.errors import ExportError
 from detcli.export.graph import ExportWrapper
 from detcli.export.nms_op import translation_table
 from detcli.export.runtime import EXPORT_PACKAGES, require
+from detcli.export.query_graph import QueryExportWrapper, is_query_based
 from detcli.export.two_stage_graph import TwoStageExportWrapper, is_two_stage
 
 log = logging.getLogger(__name__)
@@ -159,10 +160,12 @@ def quiet_exporter() -> Iterator[None]:
 
 def export_wrapper(model: nn.Module, *, nms: bool = True) -> nn.Module:
     """The traced computation for ``model``: :class:`TwoStageExportWrapper` for a detector with
-    an ``rpn_head`` and a ``roi_head`` (Faster R-CNN), else :class:`ExportWrapper` (a dense
-    head)."""
+    an ``rpn_head`` and a ``roi_head`` (Faster R-CNN), :class:`QueryExportWrapper` for a
+    query-based one (DETR), else :class:`ExportWrapper` (a dense head)."""
     if is_two_stage(model):
         return TwoStageExportWrapper(model, nms=nms)
+    if is_query_based(model):
+        return QueryExportWrapper(model, nms=nms)
     return ExportWrapper(model, nms=nms)
 
 
