@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from detcli.cli import analyze, config, data, export, init, predict, presets, test, train, viz
+from detcli.cli import (analyze, config, data, export, init, predict, presets, test, train,
+                        viz, zoo)
 from detcli.cli.common import DetCommand, DetGroup, console, examples
 
 QUICK_START = """\
@@ -69,6 +70,7 @@ def root(
 app.add_typer(config.app, name="config", help="Show, compare and describe configs.")
 app.command("presets", cls=DetCommand,
             epilog=examples("det presets", "det presets --json"))(presets.presets)
+app.command("zoo", cls=DetCommand, epilog=examples(*zoo.EXAMPLES_ARGS))(zoo.zoo)
 app.add_typer(data.app, name="data", help="Make and check datasets.")
 app.add_typer(analyze.app, name="analyze",
               help="Check a config against its data (anchors); compare training runs (logs).")
