@@ -63,6 +63,7 @@ class OriginalGT:
     ignore_boxes: np.ndarray  # (I, 4) float32
     class_names: tuple[str, ...]
     source: str  # "--box" or the annotation file
+    segmentations: Optional[list[Any]] = None  # G COCO segmentations (a file's); None: no masks
 
     @classmethod
     def from_boxes(cls, boxes: Sequence[Sequence[float]], labels: Sequence[int],
@@ -128,6 +129,7 @@ class AssignmentView:
     explained: Explanation = field(default_factory=Explanation, repr=False)
     ori_shape: tuple[int, int] = (0, 0)  # (h0, w0) of the file as read
     head_key: str = "model.bbox_head"  # whose anchors: model.rpn_head in a two-stage detector
+    gt_masks: Optional[np.ndarray] = None  # (G, H, W) bool, network input; None: no masks
 
     @property
     def ignored(self) -> np.ndarray:
@@ -212,7 +214,10 @@ def coco_gt_for_image(ann_file: Path, image_path: Path,
     log.debug("%s: image %s (id %s) has %d boxes, %d crowd", ann_file, record["file_name"],
              record["id"], int((usable & ~crowd).sum()), int((usable & crowd).sum()))
     keep = usable & ~crowd
-    return OriginalGT(boxes[keep], labels[keep], boxes[usable & crowd], names, str(ann_file))
+    segms = [anns.segmentation[k] for k in np.flatnonzero(mine)[keep]]  # (G,) or None each
+    segmentations = segms if all(s is not None for s in segms) else None
+    return OriginalGT(boxes[keep], labels[keep], boxes[usable & crowd], names, str(ann_file),
+                      segmentations)
 
 
 def annotation_gt(cfg: Any, ann_file: str | Path, image_path: str | Path) -> OriginalGT:
@@ -288,14 +293,21 @@ def _gt_stats(assignment: ImageAssignment, class_names: Sequence[str],
     return rows
 
 
-def prepare(image_path: Path, gt: OriginalGT, pipeline: Sequence[Any], seed: int) -> PipelineView:
-    """The image and its GT through the viewing pipeline (step 3)."""
+def prepare(image_path: Path, gt: OriginalGT, pipeline: Sequence[Any], seed: int,
+            with_mask: bool = False) -> PipelineView:
+    """The image and its GT through the viewing pipeline (step 3); ``with_mask`` (and GT with
+    segmentations) takes the GT masks through it too."""
+    ann_info: dict[str, Any] = {"bboxes": gt.boxes, "labels": gt.labels,
+                                "bboxes_ignore": gt.ignore_boxes}
+    with_mask = with_mask and gt.segmentations is not None
+    if with_mask:
+        ann_info["masks"] = gt.segmentations
     results = {
         "img_info": {"filename": str(image_path), "file_name": image_path.name},
-        "ann_info": {"bboxes": gt.boxes, "labels": gt.labels, "bboxes_ignore": gt.ignore_boxes},
+        "ann_info": ann_info,
         "image_id": image_path.stem,
     }
-    view = run_pipeline(pipeline, results, seed=seed)
+    view = run_pipeline(pipeline, results, seed=seed, with_mask=with_mask)
     _check_inside(gt, view.ori_shape, str(image_path))
     if len(view.gt_boxes) < len(gt.boxes):
         log.warning("the pipeline dropped %d of %d GT boxes (cropped away)",
@@ -329,7 +341,8 @@ def visualize_assignment(
     parts = assignment_parts(cfg) if parts is None else parts  # 1.
     assigner = type(parts.assigner).__name__
     image_path = Path(image_path)
-    view = prepare(image_path, gt, pipeline_of(cfg, train_pipeline), seed)  # 3.
+    view = prepare(image_path, gt, pipeline_of(cfg, train_pipeline), seed,
+                   with_mask=can.has_mask_head(cfg.model))  # 3.
 
     generator = torch.Generator().manual_seed(seed)  # 4.
     ignore = torch.from_numpy(view.ignore_boxes) if len(view.ignore_boxes) else None
@@ -347,4 +360,5 @@ def visualize_assignment(
         strides=[int(s[0]) for s in parts.strides], class_names=gt.class_names,
         gts=_gt_stats(assignment, gt.class_names, explained.iou_thresholds), assigner=assigner,
         sampler=type(parts.sampler).__name__, assignment=assignment, explained=explained,
-        ori_shape=tuple(int(v) for v in view.ori_shape[:2]), head_key=parts.head_key)
+        ori_shape=tuple(int(v) for v in view.ori_shape[:2]), head_key=parts.head_key,
+        gt_masks=view.gt_masks)

@@ -33,6 +33,7 @@ from detcli.models.detectors.two_stage import TwoStageDetector
 from detcli.models.protocols import AssignmentSetup, DenseHead
 from detcli.registry import HEADS
 from detcli.task.samplers.pseudo_sampler import PseudoSamplerConfig
+from detcli.task.two_stage_cfg import RCNNMaskTrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,21 @@ def is_two_stage(model_cfg: Any) -> bool:
     """Whether the model config has an RPN and an RoI head (a two-stage detector)."""
     return (getattr(model_cfg, "rpn_head", None) is not None
             and getattr(model_cfg, "roi_head", None) is not None)
+
+
+def has_mask_head(model_cfg: Any) -> bool:
+    """Whether the model config's RoI head has a mask branch (Mask R-CNN)."""
+    return getattr(getattr(model_cfg, "roi_head", None), "mask_head", None) is not None
+
+
+def rcnn_mask_size(model_cfg: Any) -> Optional[int]:
+    """The side of the mask targets (``model.train_cfg.rcnn.mask_size``) of a Mask R-CNN config
+    with a train_cfg; None otherwise."""
+    train_cfg = getattr(model_cfg, "train_cfg", None)
+    rcnn = getattr(train_cfg, "rcnn", None)
+    if not has_mask_head(model_cfg) or not isinstance(rcnn, RCNNMaskTrainConfig):
+        return None
+    return int(rcnn.mask_size)
 
 
 def makes_proposals(model: Any) -> bool:

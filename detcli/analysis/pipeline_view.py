@@ -80,13 +80,17 @@ def _without_formatting(pipeline: Sequence[Any]) -> list[dict[str, Any]]:
     return steps
 
 
-def viewing_pipeline(pipeline: Sequence[Any]) -> list[dict[str, Any]]:
-    """The steps of ``pipeline`` (config models or dicts) changed as the module docstring says."""
+def viewing_pipeline(pipeline: Sequence[Any], with_mask: bool = False) -> list[dict[str, Any]]:
+    """The steps of ``pipeline`` (config models or dicts) changed as the module docstring says;
+    ``with_mask``: its LoadAnnotations (the added one, or the pipeline's) loads masks too."""
     steps = _without_formatting(pipeline)
     kinds = [s["type"] for s in steps]
     if "LoadAnnotations" not in kinds:
         at = kinds.index("LoadImageFromFile") + 1 if "LoadImageFromFile" in kinds else 0
         steps.insert(at, {"type": "LoadAnnotations", "with_bbox": True, "with_label": True})
+    if with_mask:
+        steps = [{**s, "with_mask": True} if s["type"] == "LoadAnnotations" else s
+                 for s in steps]
     return steps
 
 
@@ -140,6 +144,7 @@ def run_pipeline(
     pipeline: Sequence[Any],
     results: dict[str, Any],
     seed: Optional[int] = 0,
+    with_mask: bool = False,
 ) -> PipelineView:
     """Run :func:`viewing_pipeline` of ``pipeline`` on a dataset-style ``results`` dict
     (``img_info``, ``ann_info`` in original-image pixels, ``img_prefix``) -> :class:`PipelineView`.
@@ -147,7 +152,7 @@ def run_pipeline(
     ``seed`` seeds ``np.random``, ``random`` and torch for the call (None: leave them alone).
     A pipeline that rejects the image (RandomCrop left no box) raises DataError.
     """
-    compose = Compose(viewing_pipeline(pipeline))
+    compose = Compose(viewing_pipeline(pipeline, with_mask))
     results = {"bbox_fields": [], "img_prefix": "", **results}
     with seeded_draws(seed) if seed is not None else contextlib.nullcontext():
         out = compose(results)

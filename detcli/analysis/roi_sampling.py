@@ -12,6 +12,11 @@ The proposals are jittered GT boxes or a checkpoint's RPN proposals
 :func:`sample_candidates` assigns and samples them with the same calls, in the same order, as
 :meth:`~detcli.models.roi_heads.standard_roi_head.StandardRoIHead.sample` (so one generator seed
 draws the same RoIs), but keeps every candidate's fate instead of compacting the sampled ones.
+
+A Mask R-CNN config (``model.roi_head.mask_head``, ``train_cfg.rcnn.mask_size`` = h = w) whose
+GT comes with segmentations (an annotation file) also gets the mask targets of the sampled
+positives, (R', h, w): each positive's GT mask cut to its RoI by the training code's own
+:func:`~detcli.models.roi_heads.mask_target.mask_targets` (:func:`positive_mask_targets`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from detcli.analysis.proposals import (
     jitter_proposals,
 )
 from detcli.errors import ConfigError, DetError
+from detcli.models.roi_heads.mask_target import mask_targets
 from detcli.ops.boxes import box_iou
 from detcli.registry import ASSIGNERS, SAMPLERS
 from detcli.task.assigners.assign_result import IGNORED, NEGATIVE
@@ -121,6 +127,16 @@ def sample_candidates(parts: RCNNParts, proposals: Tensor, gt_boxes: Tensor, gt_
         sampled_neg=sampled.neg_mask[0])
 
 
+def positive_mask_targets(gt_masks: Tensor, sampling: CandidateSampling,
+                          mask_size: int) -> Tensor:
+    """gt_masks (G, H, W) of the network input -> the (R', h, w) float {0, 1} mask target of
+    each sampled positive (what ``loss_mask`` compares with), zeros for every other candidate."""
+    gt_index = torch.where(sampling.sampled_pos, sampling.gt_index,
+                           torch.full_like(sampling.gt_index, -1))  # (R',)
+    return mask_targets(gt_masks.float()[None], sampling.boxes.float()[None], gt_index[None],
+                        (mask_size, mask_size))[0]  # (R', h, w)
+
+
 # -- the view ---------------------------------------------------------------------------------
 
 @dataclass
@@ -166,6 +182,8 @@ class RoISamplingView:
     max_pos: Optional[int]
     add_gt: bool
     settings: dict[str, Any] = field(default_factory=dict)  # jitter/background or checkpoint
+    mask_targets: Optional[np.ndarray] = None  # (R', h, w) {0, 1}, sampled positives only;
+    # None: no mask head or no GT masks
 
     @property
     def not_sampled(self) -> np.ndarray:
@@ -190,7 +208,9 @@ class RoISamplingView:
         return {"proposals": {"source": self.source, **self.settings},
                 "assigner": self.assigner, "sampler": self.sampler,
                 "add_gt_as_proposals": self.add_gt, "counts": self.counts,
-                "gts": [gt.to_dict() for gt in self.gts]}
+                "gts": [gt.to_dict() for gt in self.gts],
+                "mask_size": None if self.mask_targets is None
+                else int(self.mask_targets.shape[-1])}
 
 
 def _gt_stats(sampling: CandidateSampling, proposals: Tensor, gt_boxes: Tensor,
@@ -249,6 +269,11 @@ def visualize_roi_sampling(
     ignore = torch.from_numpy(view.ignore_boxes).float().reshape(-1, 4)  # (I, 4)
     sampling = sample_candidates(parts, proposals, gt_boxes, torch.from_numpy(view.gt_labels),
                                  ignore, generator=torch.Generator().manual_seed(seed))
+    mask_size = can.rcnn_mask_size(cfg.model)
+    targets = None
+    if mask_size is not None and view.gt_masks is not None:
+        targets = positive_mask_targets(torch.from_numpy(view.gt_masks), sampling,
+                                        mask_size).numpy()  # (R', h, w)
     return RoISamplingView(
         image=view.image, img_shape=view.img_shape, pad_shape=view.pad_shape,
         gt_boxes=view.gt_boxes, class_names=view.class_names, source=source,
@@ -259,4 +284,4 @@ def visualize_roi_sampling(
         gts=_gt_stats(sampling, proposals, gt_boxes, view.gt_labels.tolist(), view.class_names),
         assigner=type(parts.assigner).__name__, sampler=type(parts.sampler).__name__,
         sampler_num=parts.num, pos_fraction=parts.pos_fraction, max_pos=parts.max_pos,
-        add_gt=parts.add_gt, settings=settings)
+        add_gt=parts.add_gt, settings=settings, mask_targets=targets)

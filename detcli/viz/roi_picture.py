@@ -9,6 +9,11 @@ sampled negatives, thin in red; GT boxes thick in both; on request the candidate
 the sample faintly (positives in their GT's colour in the first panel, the others grey in the
 second). A GT that no proposal matches (only its own box, added as a proposal, is positive)
 gets a yellow legend entry.
+
+A Mask R-CNN view (``RoISamplingView.mask_targets``) adds a strip below: for each sampled
+positive (the first MAX_MASK_TILES, candidate order), the image inside its RoI and its h x w
+mask target side by side, both MASK_ZOOM times enlarged (nearest neighbour: one target pixel
+is a MASK_ZOOM x MASK_ZOOM block, white for 1, black for 0), tagged with its GT's index.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ if TYPE_CHECKING:
     from detcli.analysis.roi_sampling import RoISamplingView
 
 FAINT_ALPHA = 0.35  # opacity of the candidates left out of the RoI sample
+MASK_ZOOM = 2  # a mask target pixel is drawn as MASK_ZOOM x MASK_ZOOM pixels
+MAX_MASK_TILES = 24  # sampled positives shown in the mask strip
 
 
 def _faint_boxes(panel: np.ndarray, boxes: np.ndarray, colours: Sequence[tuple[int, int, int]]) -> None:
@@ -108,6 +115,45 @@ def rcnn_legend_entries(view: RoISamplingView, show_unsampled: bool) -> list[Leg
     return entries
 
 
+def mask_tile_positions(num: int, mask_size: int, width: int) -> list[tuple[int, int]]:
+    """(y, x) of the mask target of each of ``num`` tiles in a strip ``width`` wide, relative
+    to the strip (its RoI's crop is the same size, left of it)."""
+    side = mask_size * MASK_ZOOM
+    per_row = max((width - GAP) // (2 * side + 2 * GAP), 1)
+    return [(2 * TITLE_H + (k // per_row) * (side + TITLE_H),  # the strip's title, a tag row
+             GAP + (k % per_row) * (2 * side + 2 * GAP) + side) for k in range(num)]
+
+
+def draw_mask_strip(view: RoISamplingView, width: int) -> np.ndarray:
+    """The mask targets of the sampled positives next to their RoIs' image crops (module
+    docstring) -> (height, width, 3) uint8 BGR."""
+    assert view.mask_targets is not None
+    chosen = np.flatnonzero(view.sampled_pos)[:MAX_MASK_TILES]  # candidate indices
+    mask_size = view.mask_targets.shape[-1]
+    side = mask_size * MASK_ZOOM
+    positions = mask_tile_positions(len(chosen), mask_size, width)
+    bottom = positions[-1][0] + side if positions else TITLE_H
+    strip = np.full((bottom + GAP, width, 3), BACKGROUND, np.uint8)
+    total = int(view.sampled_pos.sum())
+    put_text(strip, fit_text(f"mask targets ({mask_size} x {mask_size}) of the sampled "
+                             f"positives: {len(chosen)} of {total}", width - 4),
+             (GAP + 2, TITLE_H - 5))
+    colours = distinct_colours(len(view.gts))
+    height, img_w = view.image.shape[:2]
+    for k, (y, x) in zip(chosen, positions):
+        x1, y1, x2, y2 = view.candidates[k]
+        cx1, cy1 = int(np.clip(np.floor(x1), 0, img_w - 1)), int(np.clip(np.floor(y1), 0, height - 1))
+        cx2, cy2 = int(np.clip(np.ceil(x2), cx1 + 1, img_w)), int(np.clip(np.ceil(y2), cy1 + 1, height))
+        crop = cv2.resize(view.image[cy1:cy2, cx1:cx2], (side, side),
+                          interpolation=cv2.INTER_LINEAR)
+        target = np.kron(view.mask_targets[k] > 0.5, np.ones((MASK_ZOOM, MASK_ZOOM), bool))
+        strip[y:y + side, x - side:x] = crop
+        strip[y:y + side, x:x + side] = np.where(target[..., None], 255, 0).astype(np.uint8)
+        g = int(view.gt_index[k])
+        put_text(strip, f"#{g}", (x - side + 1, y - 4), (0, 0, 0), background=colours[g])
+    return strip
+
+
 def draw_roi_sampling(view: RoISamplingView, show_unsampled: bool = False) -> np.ndarray:
     """The RoI sampling picture of ``view``: the positives' and the negatives' panels and the
     legend -> (height, width, 3) uint8 BGR; its size is :func:`assignment_canvas_size`'s for
@@ -125,4 +171,6 @@ def draw_roi_sampling(view: RoISamplingView, show_unsampled: bool = False) -> np
         canvas[GAP + TITLE_H:GAP + TITLE_H + ph, x:x + pw] = draw_rcnn_panel(
             view, positives, scale, colours, show_unsampled)
     draw_legend(canvas, (TITLE_H + ph + GAP) + GAP, entries, colours)  # one row of panels
-    return canvas
+    if view.mask_targets is None:
+        return canvas
+    return np.concatenate([canvas, draw_mask_strip(view, width)], axis=0)
