@@ -96,6 +96,7 @@ class AssignmentParts:
     assigner_cfg: Optional[Schema] = None
     sampler_cfg: Optional[Schema] = None
     head_key: str = "model.bbox_head"
+    generator_key: str = "anchor_generator"  # the head config's field of the priors
     train_cfg_key: str = "model.train_cfg"
     head: Optional[DenseHead] = None  # the built head whose explain_assignment assigns
     _priors: dict = field(default_factory=dict, repr=False)  # (pad_shape, device) -> (priors, level)
@@ -140,12 +141,13 @@ class AssignmentParts:
                     sampler=SAMPLERS.build(sampler_cfg), num_levels=len(generator.strides),
                     strides=list(generator.strides), allowed_border=described.allowed_border,
                     anchor_cfg=described.generator_cfg, assigner_cfg=described.assigner_cfg,
-                    sampler_cfg=sampler_cfg, head_key=head_key, train_cfg_key=train_key,
+                    sampler_cfg=sampler_cfg, head_key=head_key,
+                    generator_key=described.generator_key, train_cfg_key=train_key,
                     head=head)
         probe, _ = parts.priors((max(max(s) for s in parts.strides),) * 2)
         if probe.shape[-1] != 4:
             raise ConfigError(
-                f"{head_key}.anchor_generator ({getattr(parts.anchor_cfg, 'type', '?')}) makes "
+                f"{parts.anchor_key} ({getattr(parts.anchor_cfg, 'type', '?')}) makes "
                 "points, not boxes: anchor analysis does not apply")
         return parts
 
@@ -155,8 +157,9 @@ class AssignmentParts:
 
     @property
     def anchor_key(self) -> str:
-        """The config key of the anchor generator: ``<head_key>.anchor_generator``."""
-        return f"{self.head_key}.anchor_generator"
+        """The config key of the priors the head declares (``generator_key``):
+        ``<head_key>.anchor_generator``, FCOS's ``model.bbox_head.strides``."""
+        return f"{self.head_key}.{self.generator_key}"
 
     def with_prior_generator(self, generator: Any, anchor_cfg: Optional[Schema] = None) -> AssignmentParts:
         """The same assigner and sampler on other anchors (the optimiser's candidates): a

@@ -1,24 +1,23 @@
 """What a configured head, assigner, sampler or model offers the analysis, found in one place.
 
 The analysis (``det analyze anchors``, ``det viz assign``) works on whatever the config builds;
-these functions are the only place it asks what a component can do.
+these functions are the only place it asks what a component can do, and they ask through
+typed, declared attributes -- never ``hasattr`` or ``getattr`` with a default:
 
-Heads are asked through their protocol (:mod:`detcli.models.protocols`): the head that assigns
-priors is built from the config (untrained) and its ``explain_assignment`` assigns,
-``assignment_setup()`` says which priors (as boxes: FCOS's points as stride-sized cells),
-assigner and ``allowed_border`` it uses, and ``training_rule()`` which sampler its loss runs.
-That head is ``model.rpn_head`` (with ``model.train_cfg.rpn``) in a two-stage detector, else
-``model.bbox_head`` (with ``model.train_cfg``). The lists in error hints read the registered
-configs: a head *with anchors* has an ``anchor_generator``, one *with points* ``strides``; a head
-*makes proposals* when its class has ``predict_proposals`` (RPNHead).
+- heads (:class:`~detcli.models.protocols.DenseHead`): the head that assigns priors is built
+  from the config (untrained) and its ``explain_assignment`` assigns, ``assignment_setup()``
+  says which priors (as boxes: FCOS's points as stride-sized cells), assigner, config field
+  (``generator_key``) and ``allowed_border`` it uses, and ``training_rule()`` which sampler
+  its loss runs. A head class declares ``makes_proposals`` (RPNHead);
+- the detector config's ``dense_stage()`` says which head that is (``model.rpn_head`` with
+  ``model.train_cfg.rpn`` in a two-stage detector, else ``model.bbox_head`` with
+  ``model.train_cfg``), a built detector's ``stages`` whether it makes proposals;
+- assigners and samplers (:mod:`detcli.task.protocols`): ``needs_predictions``,
+  ``needs_num_level_priors``, ``pos_iou_thr``, ``explains``; ``num``, ``pos_fraction``,
+  ``max_pos``, ``add_gt_as_proposals`` (PseudoSampler: None, None, None, False).
 
-Assigners: ``needs_predictions = True`` (a class attribute) ranks priors by the model's outputs,
-so nothing can show it without a trained model; ``needs_num_level_priors = True`` (ATSS, the
-FCOS rule) is told how many priors each level has; ``regions(gt_boxes)`` (the FCOS rule) and
-``candidates(...)`` (ATSS) explain an assignment beyond its codes.
-
-Samplers: a budget ``num`` with ``pos_fraction`` (``num_expected_pos`` when it says so), and
-``add_gt_as_proposals``.
+The lists in error hints read the registered configs: a head *with anchors* has an
+``anchor_generator``, one *with points* ``strides``.
 """
 
 from __future__ import annotations
@@ -29,9 +28,9 @@ from typing import Any, Optional
 
 from detcli.config.schema import Schema
 from detcli.errors import RegistryError
-from detcli.models.detectors.two_stage import TwoStageDetector
-from detcli.models.protocols import AssignmentSetup, DenseHead
+from detcli.models.protocols import AssignmentSetup, DenseHead, DenseStageConfig, Detector
 from detcli.registry import HEADS
+from detcli.task.protocols import Assigner, Sampler
 from detcli.task.samplers.pseudo_sampler import PseudoSamplerConfig
 from detcli.task.two_stage_cfg import RCNNMaskTrainConfig
 
@@ -53,8 +52,9 @@ def _head_class(name: str) -> Any:
 
 
 def proposal_heads() -> list[str]:
-    """Registered head types that make proposals (``predict_proposals``): RPNHead."""
-    return [name for name in HEADS.names() if hasattr(_head_class(name), "predict_proposals")]
+    """Registered head types whose class declares ``makes_proposals``: RPNHead."""
+    return [name for name in HEADS.names()
+            if _head_class(name) is not None and _head_class(name).makes_proposals]
 
 
 def assigning_heads() -> list[str]:
@@ -66,19 +66,20 @@ def assigning_heads() -> list[str]:
 def build_assigning_head(head_cfg: Any, train_cfg: Any) -> Optional[DenseHead]:
     """The head of ``head_cfg`` (of a resolved detector config, so its ``in_channels`` are the
     neck's) built untrained with ``train_cfg``; None when only its config is registered."""
-    if _head_class(getattr(head_cfg, "type", "")) is None:
+    if _head_class(head_cfg.type) is None:
         return None
     return HEADS.build(head_cfg, train_cfg=train_cfg, test_cfg=None)
 
 
 def describe_assignment(head_cfg: Any, head: Optional[DenseHead]) -> Optional[AssignmentSetup]:
-    """The head's :class:`AssignmentSetup`, its generator config taken from ``head_cfg``'s
-    ``anchor_generator`` when the head does not state one; None without a built head."""
+    """The head's :class:`AssignmentSetup`, its generator config read from the field of
+    ``head_cfg`` the head names (``generator_key``) when the head does not state one; None
+    without a built head."""
     if head is None:
         return None
     setup = head.assignment_setup()
     if setup.generator_cfg is None:
-        setup = replace(setup, generator_cfg=getattr(head_cfg, "anchor_generator", None))
+        setup = replace(setup, generator_cfg=getattr(head_cfg, setup.generator_key))
     return setup
 
 
@@ -94,14 +95,10 @@ def sampler_config(head: DenseHead, train_cfg: Any) -> Schema:
 
 
 def assigning_head(model_cfg: Any) -> tuple[Any, Any, str, str]:
-    """(head config, its train_cfg or None, the head's key, the train_cfg's key): the RPN of a
-    two-stage detector, else the bbox head (module docstring)."""
-    train_cfg = getattr(model_cfg, "train_cfg", None)
-    rpn = getattr(model_cfg, "rpn_head", None)
-    if rpn is not None:
-        return (rpn, None if train_cfg is None else train_cfg.rpn, "model.rpn_head",
-                "model.train_cfg.rpn")
-    return getattr(model_cfg, "bbox_head", None), train_cfg, "model.bbox_head", "model.train_cfg"
+    """(head config, its train_cfg or None, the head's key, the train_cfg's key): what the
+    detector config's ``dense_stage()`` declares (module docstring)."""
+    stage: DenseStageConfig = model_cfg.dense_stage()
+    return stage.head, stage.train_cfg, stage.head_key, stage.train_key
 
 
 def num_queries(model_cfg: Any) -> Optional[int]:
@@ -119,9 +116,9 @@ def match_cost_names(train_cfg: Any) -> list[str]:
 
 
 def is_two_stage(model_cfg: Any) -> bool:
-    """Whether the model config has an RPN and an RoI head (a two-stage detector)."""
-    return (getattr(model_cfg, "rpn_head", None) is not None
-            and getattr(model_cfg, "roi_head", None) is not None)
+    """Whether the model config refines its dense head's proposals with an RoI head."""
+    stage: DenseStageConfig = model_cfg.dense_stage()
+    return stage.two_stage
 
 
 def has_mask_head(model_cfg: Any) -> bool:
@@ -139,63 +136,57 @@ def rcnn_mask_size(model_cfg: Any) -> Optional[int]:
     return int(rcnn.mask_size)
 
 
-def makes_proposals(model: Any) -> bool:
-    """Whether a built detector makes proposals: a two-stage one, whose ``rpn_head`` has
-    ``predict_proposals``."""
-    return isinstance(model, TwoStageDetector)
+def makes_proposals(model: Detector) -> bool:
+    """Whether a built detector makes proposals: its ``stages`` have an RoI head to feed."""
+    return model.stages.two_stage
 
 
 # -- assigners --------------------------------------------------------------------------------
 
-def needs_predictions(assigner: Any) -> bool:
-    """Whether ``assigner`` ranks priors by the model's predictions (class attribute
-    ``needs_predictions``; static assigners such as MaxIoU leave it False)."""
-    return bool(getattr(type(assigner), "needs_predictions", False))
+def needs_predictions(assigner: Assigner) -> bool:
+    """Whether ``assigner`` ranks priors by the model's predictions (nothing can show it
+    without a trained model; static assigners such as MaxIoU declare False)."""
+    return assigner.needs_predictions
 
 
-def needs_level_counts(assigner: Any) -> bool:
+def needs_level_counts(assigner: Assigner) -> bool:
     """Whether ``assigner.assign`` takes ``num_level_priors`` (ATSS and the FCOS rule)."""
-    return bool(getattr(assigner, "needs_num_level_priors", False))
+    return assigner.needs_num_level_priors
 
 
-def pos_iou_thr(assigner: Any) -> Optional[float]:
+def pos_iou_thr(assigner: Assigner) -> Optional[float]:
     """The assigner's positive IoU threshold, None for an assigner without one."""
-    value = getattr(assigner, "pos_iou_thr", None)
-    return float(value) if isinstance(value, (int, float)) else None
+    value = assigner.pos_iou_thr
+    return None if value is None else float(value)
 
 
-def explains_regions(assigner: Any) -> bool:
+def explains_regions(assigner: Assigner) -> bool:
     """Whether the assigner gives each GT's eligible regions (``regions``: the FCOS rule)."""
-    return hasattr(assigner, "regions")
+    return "regions" in assigner.explains
 
 
-def lists_candidates(assigner: Any) -> bool:
+def lists_candidates(assigner: Assigner) -> bool:
     """Whether the assigner lists each GT's candidate priors (``candidates``: ATSS)."""
-    return hasattr(assigner, "candidates")
+    return "candidates" in assigner.explains
 
 
 # -- samplers ---------------------------------------------------------------------------------
 
-def sampler_num(sampler: Any) -> Optional[int]:
+def sampler_num(sampler: Sampler) -> Optional[int]:
     """The sampler's budget per image (None: it keeps every candidate)."""
-    value = getattr(sampler, "num", None)
-    return int(value) if value is not None else None
+    return None if sampler.num is None else int(sampler.num)
 
 
-def sampler_pos_fraction(sampler: Any) -> Optional[float]:
-    value = getattr(sampler, "pos_fraction", None)
-    return float(value) if value is not None else None
+def sampler_pos_fraction(sampler: Sampler) -> Optional[float]:
+    """The share of the budget positives may take (None: no budget)."""
+    return None if sampler.pos_fraction is None else float(sampler.pos_fraction)
 
 
-def sampler_max_pos(sampler: Any) -> Optional[int]:
-    """At most this many sampled positives: ``int(num * pos_fraction)`` unless the sampler
-    says (``num_expected_pos``)."""
-    num, fraction = sampler_num(sampler), sampler_pos_fraction(sampler)
-    if num is None or fraction is None:
-        return None
-    return int(getattr(sampler, "num_expected_pos", int(num * fraction)))
+def sampler_max_pos(sampler: Sampler) -> Optional[int]:
+    """At most this many sampled positives per image (None: every positive)."""
+    return None if sampler.max_pos is None else int(sampler.max_pos)
 
 
-def sampler_adds_gt(sampler: Any) -> bool:
+def sampler_adds_gt(sampler: Sampler) -> bool:
     """Whether the sampler adds the GT boxes as proposals (``add_gt_as_proposals``)."""
-    return bool(getattr(sampler, "add_gt_as_proposals", False))
+    return bool(sampler.add_gt_as_proposals)

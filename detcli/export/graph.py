@@ -13,11 +13,10 @@ eager path only where ONNX needs it:
 1. per level: sigmoid scores over (location, anchor, class), the k best kept; ``static_k``:
    a level with fewer than k entries is padded with -inf logits (score 0), so k is a
    constant whatever the input size;
-2. the priors of each level are computed inside the graph from the feature map's shape
-   (same layout as :class:`~detcli.task.prior_generators.anchor_generator.AnchorGenerator`),
-   or, for an anchor-free head, its points (A = 1) by the head's own
-   :class:`~detcli.task.prior_generators.point_generator.MlvlPointGenerator`, and passed to
-   ``candidates``, which decodes the chosen deltas with the head's coder (FCOS: distances in
+2. the priors of each level are computed inside the graph from the feature map's shape by
+   the head's own prior generator (its ``single_level_grid_priors``, the
+   :class:`~detcli.task.protocols.PriorGenerator` protocol: anchors, or an anchor-free head's
+   points, A = 1), and passed to ``candidates``, which decodes the chosen deltas with the head's coder (FCOS: distances in
    pixels first) without clipping; the graph clips (see below);
 3. candidates not ``valid`` (at or below ``score_thr``), or with a side at or below
    ``min_bbox_size``, get score 0 -- a mask, not a filter, so shapes stay fixed; scores
@@ -38,7 +37,7 @@ its overlaps differently: detections at the bottom and right edge of padded imag
 Callers divide by their resize factor and clip to the original image (:mod:`detcli.inference`
 does).
 
-The graph's own steps are module functions as well (:func:`grid_anchors`,
+The graph's own steps are module functions as well (:func:`level_priors`,
 :func:`clip_in_graph`, :func:`nms_keep`, :func:`top_per_image`, :func:`check_hard_nms`):
 :mod:`detcli.export.two_stage_graph` builds Faster R-CNN's graph from the same pieces and the
 RPN's own ``candidates``.
@@ -54,28 +53,21 @@ from torch import Tensor, nn
 from detcli.errors import ExportError
 from detcli.export.nms_op import onnx_nms
 from detcli.models.dense_heads.dense_predict import size_ok
-from detcli.models.detectors.single_stage import SingleStageDetector
-from detcli.models.protocols import DenseHead
+from detcli.models.protocols import DenseHead, Detector
 from detcli.task.postprocess import NMSConfig
-from detcli.task.prior_generators.anchor_generator import AnchorGenerator
-from detcli.task.prior_generators.point_generator import MlvlPointGenerator
+from detcli.task.protocols import PriorGenerator
 
 OUTPUTS_NMS = ("boxes", "scores", "labels", "num_dets")
 OUTPUTS_NO_NMS = ("boxes", "scores", "labels")
 OUTPUTS_MASKS = ("mask_probs",)  # after OUTPUTS_NMS: a mask detector's (N, M, h, w)
 
 
-def grid_anchors(base_anchors: Tensor, stride: tuple[int, int], feat_h: Any, feat_w: Any) -> Tensor:
-    """Anchors of one level, (H_l * W_l * A, 4), for a feature map of (symbolic) size
-    ``feat_h`` x ``feat_w``: base anchors (A, 4) shifted by ``(x * stride_w, y * stride_h)``,
-    rows ordered (y, x, anchor) as ``AnchorGenerator.grid_priors``."""
-    stride_w, stride_h = stride
-    device = base_anchors.device
-    shift_x = torch.arange(feat_w, device=device, dtype=torch.float32) * stride_w  # (W_l,)
-    shift_y = torch.arange(feat_h, device=device, dtype=torch.float32) * stride_h  # (H_l,)
-    yy, xx = torch.meshgrid(shift_y, shift_x, indexing="ij")  # (H_l, W_l) each
-    shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)  # (H_l*W_l, 1, 4)
-    return (shifts + base_anchors[None]).reshape(-1, 4)  # (H_l*W_l, A, 4) -> (H_l*W_l*A, 4)
+def level_priors(generator: PriorGenerator, level: int, cls_logits: Tensor) -> Tensor:
+    """Priors of ``level`` for its logits (N, A*K, H_l, W_l) of (symbolic) size H_l x W_l, built
+    in the graph by the generator's traceable ``single_level_grid_priors``: anchors
+    (H_l*W_l*A, 4) or points (H_l*W_l, 2)."""
+    return generator.single_level_grid_priors((cls_logits.shape[-2], cls_logits.shape[-1]),
+                                              level, cls_logits.device)
 
 
 def clip_to_input(boxes: Tensor, height: Any, width: Any) -> Tensor:
@@ -135,39 +127,31 @@ class ExportWrapper(nn.Module):
     ``ImageBatch.img_shapes``: then boxes near the padding, and the NMS among them, come out
     exactly as in PyTorch.
 
-    ``model`` is a single-stage detector: ``bbox_head`` a
-    :class:`~detcli.models.protocols.DenseHead` whose ``test_cfg`` has hard NMS and whose
-    ``prior_generator`` is an :class:`AnchorGenerator` (``base_anchors``) or a point generator
-    with ``single_level_grid_priors`` (FCOS's).
+    ``model`` is a single-stage :class:`~detcli.models.protocols.Detector` (its ``stages``: a
+    :class:`~detcli.models.protocols.DenseHead`, no RoI head) whose head's ``test_cfg`` has
+    hard NMS; the head's ``prior_generator`` builds each level's priors in the graph.
     """
 
-    def __init__(self, model: nn.Module, *, nms: bool = True) -> None:
+    def __init__(self, model: Detector, *, nms: bool = True) -> None:
         super().__init__()
-        if not isinstance(model, SingleStageDetector):
-            raise ExportError(f"{type(model).__name__} cannot be exported: ExportWrapper needs a "
-                              "single-stage detector with a dense bbox_head (e.g. RetinaNet); a "
-                              "two-stage one (rpn_head and roi_head) goes through "
-                              "TwoStageExportWrapper")
-        head: DenseHead = model.bbox_head
+        stages = model.stages
+        if stages.two_stage:
+            raise ExportError(f"{type(model).__name__} cannot be exported by ExportWrapper: it "
+                              "needs a single-stage detector (e.g. RetinaNet); a two-stage one "
+                              "(rpn_head and roi_head) goes through TwoStageExportWrapper")
+        if stages.dense_head is None:
+            raise ExportError(f"{type(model).__name__} cannot be exported: the graph runs a "
+                              "dense head's candidates and NMS; this detector has none")
+        head: DenseHead = stages.dense_head
         cfg = head.test_cfg
         if nms:
             check_hard_nms(cfg.nms, "model.test_cfg.nms")
-        generator = head.prior_generator
-        has_anchors = isinstance(generator, AnchorGenerator)
-        if not (has_anchors or isinstance(generator, MlvlPointGenerator)):
-            raise ExportError(f"the prior generator {type(generator).__name__} cannot be "
-                              "exported: the graph builds priors from `base_anchors` and "
-                              "`strides` (AnchorGenerator) or with `single_level_grid_priors` "
-                              "(MlvlPointGenerator)")
         self.model = model
         self.head = head
-        self.point_generator = None if has_anchors else generator
+        self.generator: PriorGenerator = head.prior_generator
         self.nms = nms
         self.num_classes = int(head.num_classes)
         self.clip_border = bool(head.bbox_coder.clip_border)
-        self.strides = [tuple(int(s) for s in stride) for stride in generator.strides]
-        for level, base in enumerate(generator.base_anchors if has_anchors else []):
-            self.register_buffer(f"base_anchors_{level}", base.clone(), persistent=False)
         self.min_bbox_size = float(cfg.min_bbox_size)
         self.max_per_img = int(cfg.max_per_img)
         self.iou_threshold = float(cfg.nms.iou_threshold)
@@ -192,15 +176,8 @@ class ExportWrapper(nn.Module):
         return self.suppress(boxes, scores, cand.labels)
 
     def level_priors(self, level: int, cls_logits: Tensor) -> Tensor:
-        """Priors of ``level`` for its logits (N, A*K, H_l, W_l) of (symbolic) size H_l x W_l:
-        anchors (H_l*W_l*A, 4), or points (H_l*W_l, 2) ``(x + offset) * stride`` from the point
-        generator's own uncached, traceable ``single_level_grid_priors``."""
-        feat_h, feat_w = cls_logits.shape[-2], cls_logits.shape[-1]
-        if self.point_generator is not None:
-            return self.point_generator.single_level_grid_priors((feat_h, feat_w), level,
-                                                                 cls_logits.device)
-        return grid_anchors(getattr(self, f"base_anchors_{level}"), self.strides[level],
-                            feat_h, feat_w)
+        """Priors of ``level`` for its logits (N, A*K, H_l, W_l): :func:`level_priors`."""
+        return level_priors(self.generator, level, cls_logits)
 
     def suppress(self, boxes: Tensor, scores: Tensor, labels: Tensor
                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -15,7 +15,7 @@ the fixed shapes ``torch.export`` needs for a symbolic batch and image size:
 
 1. RPN, per level: the k best objectness logits -- the RPN head's own ``candidates`` with
    ``static_k`` (-inf filler so k is a constant) -- their anchors built in the graph from the
-   feature map's shape (:func:`~detcli.export.graph.grid_anchors`), the deltas decoded and
+   feature map's shape (:func:`~detcli.export.graph.level_priors`), the deltas decoded and
    clipped;
    candidates with a side at or below ``min_bbox_size`` get score 0 (a mask, not a filter);
 2. the first NMS: ONNX ``NonMaxSuppression`` on boxes (N, B, 4) and scores (N, L, B), each
@@ -73,21 +73,21 @@ from detcli.export.graph import (
     OUTPUTS_NO_NMS,
     check_hard_nms,
     clip_in_graph,
-    grid_anchors,
+    level_priors,
     nms_keep,
     top_per_image,
 )
 from detcli.models.dense_heads.dense_predict import size_ok
-from detcli.models.protocols import BBoxHead, RoIHead
+from detcli.models.protocols import BBoxHead, Detector, RoIHead
 from detcli.structures.dense import DenseOutputs
 from detcli.structures.detections import DetectionBatch
 from detcli.structures.proposals import Proposals
 
 
-def is_two_stage(model: nn.Module) -> bool:
-    """A detector with an RPN and a RoI head (exported by :class:`TwoStageExportWrapper`)."""
-    return getattr(model, "rpn_head", None) is not None and \
-        getattr(model, "roi_head", None) is not None
+def is_two_stage(model: Detector) -> bool:
+    """A detector with an RPN and a RoI head (exported by :class:`TwoStageExportWrapper`), as
+    its ``stages`` declare."""
+    return model.stages.two_stage
 
 
 class TwoStageExportWrapper(nn.Module):
@@ -98,33 +98,34 @@ class TwoStageExportWrapper(nn.Module):
     each image's (h, w) before padding, clips to those, as ``predict_batch`` does with
     ``ImageBatch.img_shapes``.
 
-    ``model`` is a two-stage detector: ``forward(images)`` -> (features, RPN outputs), an
-    ``rpn_head`` with an anchor generator (``base_anchors``, ``strides``) and a coder, a
-    ``roi_head`` with ``box_stages()`` and ``box_outputs()`` (the RoIHead protocol: one box
-    stage or a cascade's; the last box head's K + 1 softmax logits, 4K or 4 deltas, ``bbox_coder``), ``test_cfg.rpn`` for the proposals and ``roi_head.test_cfg`` for
-    the detections -- what ``predict_batch`` reads.
+    ``model`` is a two-stage detector: ``forward(images)`` -> (features, RPN outputs), and its
+    ``stages``: the RPN (a dense head whose prior generator makes anchors; its coder), the RoI
+    head with ``box_stages()`` and ``box_outputs()`` (the RoIHead protocol: one box stage or a
+    cascade's; the last box head's K + 1 softmax logits, 4K or 4 deltas, ``bbox_coder``), the
+    proposal settings (``test_cfg.rpn``) and the RoI head's ``test_cfg`` for the detections --
+    what ``predict_batch`` reads.
     """
 
-    def __init__(self, model: nn.Module, *, nms: bool = True) -> None:
+    def __init__(self, model: Detector, *, nms: bool = True) -> None:
         super().__init__()
-        if not is_two_stage(model):
+        stages = model.stages
+        if stages.roi_head is None:
             raise ExportError(f"{type(model).__name__} is not a two-stage detector: the "
                               "two-stage export needs an rpn_head and a roi_head")
-        rpn_head = model.rpn_head
-        roi_head: RoIHead = model.roi_head
-        proposal_cfg = getattr(getattr(model, "test_cfg", None), "rpn", None) or rpn_head.test_cfg
+        rpn_head = stages.dense_head
+        roi_head: RoIHead = stages.roi_head
+        proposal_cfg = stages.proposal_cfg
         rcnn_cfg = roi_head.test_cfg
         check_hard_nms(proposal_cfg.nms, "model.test_cfg.rpn.nms")  # always in the graph
         if nms:
             check_hard_nms(rcnn_cfg.nms, "model.test_cfg.rcnn.nms")
         generator = rpn_head.prior_generator
-        if not (hasattr(generator, "base_anchors") and hasattr(generator, "strides")):
-            raise ExportError(f"the RPN's prior generator {type(generator).__name__} cannot be "
-                              "exported: the graph builds anchors from `base_anchors` and "
-                              "`strides` (AnchorGenerator)")
-        stages = roi_head.box_stages()  # (extractor, box head) per box stage: 1, or a cascade's
-        extractor = stages[0][0]
-        bbox_head: BBoxHead = stages[-1][1]  # its coder decodes the detections
+        if generator.priors_are_points:
+            raise ExportError(f"the RPN's prior generator {type(generator).__name__} makes "
+                              "points: the RPN decodes deltas against anchors (boxes)")
+        box_stages = roi_head.box_stages()  # (extractor, box head) per stage: 1, or a cascade's
+        extractor = box_stages[0][0]
+        bbox_head: BBoxHead = box_stages[-1][1]  # its coder decodes the detections
         self.with_mask = bool(roi_head.with_mask)
         if self.with_mask and not nms:
             raise ExportError("a Mask R-CNN export needs the final NMS in the graph: its masks "
@@ -135,11 +136,9 @@ class TwoStageExportWrapper(nn.Module):
         # the dense path (fixed shapes, no host sync) when the extractor has one
         self.extractor_kwargs = ({"dense": True} if all(
             "dense" in inspect.signature(stage_extractor.forward).parameters
-            for stage_extractor, _ in stages) else {})
+            for stage_extractor, _ in box_stages) else {})
         self.rpn_clip = bool(rpn_head.bbox_coder.clip_border)
-        self.strides = [tuple(int(s) for s in stride) for stride in generator.strides]
-        for level, base in enumerate(generator.base_anchors):
-            self.register_buffer(f"base_anchors_{level}", base.clone(), persistent=False)
+        self.generator = generator
         self.proposal_cfg = proposal_cfg
         self.num_proposals = int(proposal_cfg.max_per_img)  # P
         self.rpn_min_size = float(proposal_cfg.min_bbox_size)
@@ -181,7 +180,7 @@ class TwoStageExportWrapper(nn.Module):
         """The M detections (N, M, ...) of each image segmented (step 6) -> (N, M, h, w), every
         slot pooled (fixed shapes), zeros past ``num_dets``."""
         dets = DetectionBatch(boxes, scores, labels, num_dets)
-        roi_head: RoIHead = self.model.roi_head
+        roi_head: RoIHead = self.model.stages.roi_head
         return roi_head.predict_mask_probs(feats, dets, **self.extractor_kwargs)
 
     # ---- stage 1: the RPN's proposals (steps 1-2) --------------------------------------------
@@ -189,8 +188,7 @@ class TwoStageExportWrapper(nn.Module):
     def level_anchors(self, level: int, cls_logits: Tensor) -> Tensor:
         """Anchors (H_l*W_l*A, 4) of ``level`` for its logits (N, A, H_l, W_l) of (symbolic)
         size H_l x W_l."""
-        return grid_anchors(getattr(self, f"base_anchors_{level}"), self.strides[level],
-                            cls_logits.shape[-2], cls_logits.shape[-1])
+        return level_priors(self.generator, level, cls_logits)
 
     def proposals(self, cls_logits: list[Tensor], bbox_deltas: list[Tensor], images: Tensor,
                   image_sizes: Tensor | None = None) -> Proposals:
@@ -198,7 +196,7 @@ class TwoStageExportWrapper(nn.Module):
         slots per image (steps 1-2): what ``rpn_head.predict_proposals`` gives for
         ``test_cfg.rpn``, boxes in network-input pixels."""
         anchors = [self.level_anchors(level, logits) for level, logits in enumerate(cls_logits)]
-        cand = self.model.rpn_head.candidates(
+        cand = self.model.stages.dense_head.candidates(
             DenseOutputs(list(cls_logits), list(bbox_deltas)), None, anchors, static_k=True,
             cfg=self.proposal_cfg)  # (N, B, ...): one sigmoid logit per anchor, not clipped
         boxes_cat, scores_cat = cand.boxes, cand.scores  # (N, B, 4), (N, B)
@@ -229,7 +227,7 @@ class TwoStageExportWrapper(nn.Module):
                              ) -> tuple[Tensor, Tensor]:
         """Every proposal slot classified and regressed (steps 3-4) -> per-class boxes (N, P,
         K, 4), clipped, and scores (N, P, K), 0 where masked."""
-        roi_head = self.model.roi_head
+        roi_head = self.model.stages.roi_head
         props = proposals.boxes.float()  # (N, P, 4)
         num_images, num_props = props.shape[:2]
         num_classes = self.num_classes

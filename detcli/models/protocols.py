@@ -25,7 +25,7 @@ methods; nothing has to inherit from them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, Sequence
+from typing import Any, ClassVar, Literal, Optional, Protocol, Sequence
 
 import torch
 from torch import Tensor
@@ -36,6 +36,7 @@ from detcli.structures.dense import Candidates, DenseOutputs
 from detcli.structures.detections import DetectionBatch
 from detcli.structures.proposals import Proposals
 from detcli.structures.queries import QueryOutputs
+from detcli.task.protocols import Assigner, PriorGenerator
 
 # How a head divides its classification loss (MMDetection's ``avg_factor``): by the positives
 # of the batch, or by the sampled positives plus negatives (each image counting at least one).
@@ -61,14 +62,17 @@ class AssignmentSetup:
 
     ``prior_boxes`` makes the priors as boxes (``grid_priors(featmap_sizes)`` -> L x (R_l, 4),
     with ``strides``, ``num_base_priors`` and ``base_anchors``; a point head's points as
-    stride-sized cells); ``assigner`` is the rule its loss applies (its thresholds, and
-    ``regions``/``candidates`` when it explains itself); ``generator_cfg``/``assigner_cfg`` their
-    configs as reports show them (None: the head does not know); ``allowed_border`` the margin
-    outside the image within which priors count (-1: all count).
+    stride-sized cells); ``assigner`` is the rule its loss applies
+    (:class:`~detcli.task.protocols.Assigner`: its thresholds and the explanations it
+    ``explains``); ``generator_key`` the head config's field that configures the priors
+    (``anchor_generator``; FCOS: ``strides``); ``generator_cfg``/``assigner_cfg`` their configs
+    as reports show them (``generator_cfg`` None: the field ``generator_key`` holds it);
+    ``allowed_border`` the margin outside the image within which priors count (-1: all count).
     """
 
     prior_boxes: Any
-    assigner: Any
+    assigner: Assigner
+    generator_key: str
     generator_cfg: Any = None
     assigner_cfg: Any = None
     allowed_border: int = -1
@@ -77,10 +81,18 @@ class AssignmentSetup:
 class DenseHead(Protocol):
     """A head that predicts at every location of every level (RetinaNet, ATSS, FCOS, RPN).
 
-    ``num_classes`` K (1 for the RPN), ``test_cfg`` its post-processing settings.
+    ``num_classes`` K (1 for the RPN), ``test_cfg`` its post-processing settings,
+    ``prior_generator`` its priors (the ONNX graph builds them from symbolic sizes with it),
+    ``bbox_coder`` its decoder (``clip_border``). ``makes_proposals`` (a class attribute) is
+    True for a head whose outputs are a second stage's proposals (RPNHead:
+    ``predict_proposals``).
     """
 
+    makes_proposals: ClassVar[bool]
     num_classes: int
+    test_cfg: Any
+    prior_generator: PriorGenerator
+    bbox_coder: Any
 
     def forward(self, feats: Sequence[Tensor]) -> DenseOutputs:
         """L x (N, C, H_l, W_l) -> the raw per-level outputs."""
@@ -217,17 +229,56 @@ class RoIHead(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class DetectorStages:
+    """The heads a detector is made of, as it declares them (``Detector.stages``).
+
+    ``dense_head`` predicts at every location: a single-stage detector's ``bbox_head``, or a
+    two-stage one's RPN, whose outputs are the proposals of ``roi_head`` (None: one stage);
+    None for a query-based detector (DETR: its ``bbox_head`` is a :class:`QueryHead`).
+    ``dense_key`` is the dense head's config key; ``proposal_cfg`` the test-time proposal
+    settings of a two-stage detector (``test_cfg.rpn``; None for one stage).
+    """
+
+    dense_head: Optional[DenseHead]
+    dense_key: str
+    roi_head: Optional[RoIHead] = None
+    proposal_cfg: Any = None
+
+    @property
+    def two_stage(self) -> bool:
+        """Whether an RoI head refines the dense head's proposals."""
+        return self.roi_head is not None
+
+
+@dataclass(frozen=True)
+class DenseStageConfig:
+    """Where a detector config keeps its dense head (the one that assigns priors): the head's
+    config and its ``train_cfg`` section (None: ``train_cfg = false``), and their keys
+    (``model.bbox_head`` / ``model.train_cfg``, or ``model.rpn_head`` / ``model.train_cfg.rpn``).
+    ``two_stage``: the detector refines that head's proposals with an RoI head."""
+
+    head: Any
+    train_cfg: Any
+    head_key: str
+    train_key: str
+    two_stage: bool
+
+
 class Detector(Protocol):
     """What the engine, TTA and export call on a whole detector.
 
     ``num_classes`` K, ``detection_test_cfg`` its final post-processing settings (the dense
-    head's ``test_cfg``, or a two-stage detector's ``test_cfg.rcnn``) and ``num_classes_key``
-    the config key that holds K.
+    head's ``test_cfg``, or a two-stage detector's ``test_cfg.rcnn``), ``num_classes_key``
+    the config key that holds K and ``stages`` its heads (:class:`DetectorStages`).
     """
 
     num_classes: int
     detection_test_cfg: Any
     num_classes_key: str
+
+    @property
+    def stages(self) -> DetectorStages: ...
 
     def loss(self, images: ImageBatch, targets: DetTargets) -> dict[str, Tensor]:
         """Training losses; the engine sums the ``loss_*`` keys."""

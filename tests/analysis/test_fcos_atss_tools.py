@@ -39,6 +39,9 @@ def test_fcos_parts_are_point_cells_with_the_heads_rule():
     assert parts.point_based and isinstance(parts.assigner, FCOSTargetAssigner)
     assert isinstance(parts.sampler, PseudoSampler) and parts.pos_iou_thr is None
     assert parts.anchor_cfg.type == "MlvlPointGenerator" and parts.num_levels == 5
+    assert parts.anchor_key == "model.bbox_head.strides"  # where FCOS's points are configured
+    assert AssignmentParts.from_config(load_config(ATSS).cfg).anchor_key == \
+        "model.bbox_head.anchor_generator"
     priors, level = parts.priors((64, 64))
     assert priors[:2].tolist() == [[0, 0, 8, 8], [8, 0, 16, 8]]  # points (4, 4), (12, 4)
     assert parts.level_counts((64, 64)) == [64, 16, 4, 1, 1] == torch.bincount(level).tolist()

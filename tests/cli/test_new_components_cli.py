@@ -158,6 +158,7 @@ def test_a_test_file_dense_head_works_in_every_command(tmp_path):
         head.reg.weight.mul_(0.3)
     export_verified(config, model, tmp_path / "dense.onnx")
     assign, anchors = assign_and_analyze(config, images, tmp_path)
+    assert anchors["anchors"]["config_key"] == "model.bbox_head.priors"  # its generator_key
     assert assign["assigner"] == "MaxIoUAssigner" and assign["sampler"] == "PseudoSampler"
     # the head's own anchors (3 scales x 3 ratios per location), found through the built head
     assert anchors["anchors"]["num_base_priors"] == [9] * 5

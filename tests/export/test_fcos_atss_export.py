@@ -22,7 +22,6 @@ from detcli.cli.main import app
 from detcli.config.loader import load_config
 from detcli.data.synth import make_synthetic_dataset
 from detcli.engine.checkpoint import save_checkpoint
-from detcli.errors import ExportError
 from detcli.export import ExportOptions, ExportWrapper, OnnxModel, export_onnx
 from detcli.export.verify_inputs import synthetic_images
 from detcli.models.build import build_detector
@@ -191,8 +190,46 @@ def test_fcos_points_are_the_point_generators(fcos):
         [8.0, 8.0], [24.0, 8.0], [40.0, 8.0], [8.0, 24.0], [24.0, 24.0], [40.0, 24.0]]
 
 
-def test_prior_generator_without_anchors_or_points_is_refused(setup):
-    model = detecting_model(setup[2])
-    model.bbox_head.prior_generator = object()
-    with pytest.raises(ExportError, match="the prior generator object cannot be exported"):
-        ExportWrapper(model)
+class ShiftedPoints:
+    """A prior generator of another type than the two built-in ones (which the graph used to
+    recognise by class): the head's points moved half a pixel, through the PriorGenerator
+    protocol only (detcli.task.protocols)."""
+
+    priors_are_points = True
+
+    def __init__(self, points) -> None:
+        self.points, self.strides = points, points.strides
+
+    @property
+    def num_levels(self) -> int:
+        return self.points.num_levels
+
+    @property
+    def num_base_priors(self) -> list[int]:
+        return self.points.num_base_priors
+
+    def single_level_grid_priors(self, featmap_size, level, device="cpu"):
+        return self.points.single_level_grid_priors(featmap_size, level, device) + 0.5
+
+    def grid_priors(self, featmap_sizes, device="cpu", dtype=torch.float32):
+        return [self.single_level_grid_priors(size, level, device).to(dtype)
+                for level, size in enumerate(featmap_sizes)]
+
+    def valid_flags(self, featmap_sizes, pad_shapes):
+        return self.points.valid_flags(featmap_sizes, pad_shapes)
+
+
+def test_the_graph_builds_priors_with_any_generator_of_the_protocol(setup):
+    """The graph asks the head's generator for each level's priors, whatever its class: the
+    shifted points give the eager path's candidates, and other boxes than the plain ones."""
+    model = detecting_model(setup[1], ["model.test_cfg.nms_pre=4"])  # FCOS; k = 4 per level
+    images = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = ExportWrapper(model, nms=False)(images)
+        model.bbox_head.prior_generator = ShiftedPoints(model.bbox_head.prior_generator)
+        eager = model.bbox_head.candidates(model(images), torch.tensor([[256, 256]]))
+        boxes, scores, labels = ExportWrapper(model, nms=False)(images)
+    assert boxes.shape == eager.boxes.shape == (1, 20, 4)  # 5 levels x k, each level >= k
+    assert not torch.equal(boxes, plain[0])
+    assert torch.equal(boxes, eager.boxes) and torch.equal(labels, eager.labels)
+    assert torch.equal(scores > 0, eager.valid)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from detcli.export.graph import clip_to_input, grid_anchors
+from detcli.export.graph import clip_to_input, level_priors
 from detcli.export.nms_op import onnx_nms
 from detcli.task.prior_generators.anchor_generator import AnchorGenerator
 
@@ -70,25 +70,24 @@ def test_nms_op_score_threshold_is_strict():
     assert selected.tolist() == [[0, 0, 0], [0, 0, 2], [0, 1, 1]]
 
 
-def test_grid_anchors_hand_computed():
+def test_the_graphs_anchors_hand_computed():
     # one 8 x 8 anchor centred on each cell's top-left corner: base [-4, -4, 4, 4]
     generator = AnchorGenerator(strides=[8], ratios=[1.0], scales=[1.0])
-    anchors = grid_anchors(generator.base_anchors[0], (8, 8), 2, 3)  # 2 rows, 3 columns
+    anchors = level_priors(generator, 0, torch.zeros(1, 1, 2, 3))  # 2 rows, 3 columns
     assert anchors.tolist() == [[-4, -4, 4, 4], [4, -4, 12, 4], [12, -4, 20, 4],
                                 [-4, 4, 4, 12], [4, 4, 12, 12], [12, 4, 20, 12]]
     # a (stride_w, stride_h) = (16, 8) level shifts x by 16
     wide = AnchorGenerator(strides=[(16, 8)], ratios=[1.0], scales=[1.0])
-    assert grid_anchors(wide.base_anchors[0], (16, 8), 1, 2).tolist() == [
+    assert wide.single_level_grid_priors((1, 2), 0).tolist() == [
         [-4, -4, 4, 4], [12, -4, 20, 4]]
 
 
-def test_grid_anchors_match_the_anchor_generator():
+def test_the_graphs_anchors_match_the_anchor_generators_cached_ones():
     generator = AnchorGenerator(strides=[8, 16, 32], ratios=[0.5, 1.0, 2.0],
                                 octave_base_scale=4, scales_per_octave=3)
     sizes = [(7, 5), (4, 3), (2, 2)]
     for level, (priors, size) in enumerate(zip(generator.grid_priors(sizes), sizes)):
-        stride = generator.strides[level]
-        assert torch.equal(grid_anchors(generator.base_anchors[level], stride, *size), priors)
+        assert torch.equal(generator.single_level_grid_priors(size, level), priors)
 
 
 def test_clip_to_input_clamps_x_to_width_and_y_to_height():

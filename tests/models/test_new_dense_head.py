@@ -53,6 +53,8 @@ class SharedTowerHead(AnchorHead):
     ``Registry.build`` from its fields (``in_channels`` the neck's, filled in by the detector's
     config)."""
 
+    generator_key = "priors"  # its config names the anchors' field so (reports, --set hints)
+
     def __init__(self, *, num_classes: int, in_channels: int, feat_channels: int,
                  priors: AnchorGeneratorConfig, **cfgs) -> None:
         super().__init__(num_classes=num_classes,

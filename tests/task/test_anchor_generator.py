@@ -6,7 +6,6 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from detcli.errors import ConfigError
 from detcli.registry import PRIOR_GENERATORS
 from detcli.task.prior_generators import AnchorGenerator, AnchorGeneratorConfig, anchor_inside_flags
 
@@ -134,10 +133,14 @@ def test_config_needs_exactly_one_way_to_scale():
     assert math.isclose(PRIOR_GENERATORS.build(cfg).scales.item(), 1.0)
 
 
-def test_plain_class_rejects_mixed_or_partial_scales():
-    with pytest.raises(ConfigError, match="exactly one of"):
-        AnchorGenerator(strides=[8], ratios=[1.0], scales=[1.0], octave_base_scale=4)
-    with pytest.raises(ConfigError, match="exactly one of"):
-        AnchorGenerator(strides=[8], ratios=[1.0], octave_base_scale=4)
-    with pytest.raises(ConfigError, match="finite and > 0"):
-        AnchorGenerator(strides=[8], ratios=[float("inf")], scales=[1.0])
+def test_the_config_rejects_mixed_or_partial_scales():
+    """Checked once, by the config model every generator is built from (not the class)."""
+    with pytest.raises(ValidationError, match="exactly one of"):
+        AnchorGeneratorConfig(strides=[8], ratios=[1.0], scales=[1.0], octave_base_scale=4,
+                              scales_per_octave=3)
+    with pytest.raises(ValidationError, match="exactly one of"):
+        AnchorGeneratorConfig(strides=[8], ratios=[1.0])
+    with pytest.raises(ValidationError, match="go together"):
+        AnchorGeneratorConfig(strides=[8], ratios=[1.0], octave_base_scale=4)
+    with pytest.raises(ValidationError, match="finite"):
+        AnchorGeneratorConfig(strides=[8], ratios=[float("inf")], scales=[1.0])

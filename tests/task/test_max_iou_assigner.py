@@ -17,7 +17,6 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from detcli.errors import ConfigError
 from detcli.registry import ASSIGNERS
 from detcli.task.assigners import IGNORED, NEGATIVE, MaxIoUAssigner, MaxIoUAssignerConfig
 
@@ -114,8 +113,8 @@ def test_padding_slots_never_match():
     assert result.gt_index.tolist() == [[1, 1, IGN, NEG, NEG, NEG, NEG, NEG]]
     assert result.max_iou[0, 3].item() == pytest.approx(0.2)  # not 1.0 from the padding box
     assert result.num_gts.tolist() == [1]
-    with pytest.raises(ConfigError, match="min_pos_iou must be in"):
-        retina(min_pos_iou=-1.0)
+    with pytest.raises(ValidationError, match="min_pos_iou"):  # the config's check, once
+        MaxIoUAssignerConfig(min_pos_iou=-1.0)
 
 
 def test_batch_with_an_image_without_gt_equals_per_image():

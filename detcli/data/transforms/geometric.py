@@ -92,8 +92,7 @@ class Resize:
     def __init__(self, *, img_scale: Any = None, multiscale_mode: str = "range",
                  ratio_range: tuple[float, float] | None = None, keep_ratio: bool = True,
                  bbox_clip_border: bool = True, interpolation: str = "bilinear") -> None:
-        self.img_scale = scale_list(img_scale)
-        check_resize_args(self.img_scale, multiscale_mode, ratio_range)
+        self.img_scale = scale_list(img_scale)  # the settings were checked by ResizeConfig
         self.multiscale_mode = multiscale_mode
         self.ratio_range = ratio_range
         self.keep_ratio = keep_ratio

@@ -325,13 +325,7 @@ class ResNet(nn.Module):
         zero_init_residual: bool = True,
         init_cfg: PretrainedInit | None = None,
     ) -> None:
-        super().__init__()
-        problem = (stage_settings_problem(depth, num_stages, strides, dilations, out_indices,
-                                          frozen_stages)
-                   or dcn_settings_problem(depth, num_stages, dcn, stage_with_dcn)
-                   or plugins_problem(depth, num_stages, plugins or ()))
-        if problem:
-            raise ConfigError(f"ResNet: {problem}")
+        super().__init__()  # the settings were checked once, by ResNetConfig
         norm_cfg = norm_cfg or NormConfig()
         self.depth = depth
         self.out_indices = tuple(out_indices)

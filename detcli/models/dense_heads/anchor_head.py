@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -80,7 +80,13 @@ class AnchorHead(nn.Module):
     ``train_cfg`` (assigner, sampler, ``allowed_border``, ``pos_weight``) is needed by
     :meth:`loss` only, ``test_cfg`` (``nms_pre``, ``score_thr``, ``nms``, ``max_per_img``) by
     :meth:`predict` only.
+
+    ``generator_key`` names the head config's field that configures ``prior_generator`` (for
+    reports and ``--set`` hints); a subclass whose config names it otherwise says so.
     """
+
+    makes_proposals: ClassVar[bool] = False  # DenseHead: RPNHead's outputs are proposals
+    generator_key: ClassVar[str] = "anchor_generator"
 
     def __init__(
         self,
@@ -94,9 +100,7 @@ class AnchorHead(nn.Module):
         train_cfg: DenseTrainConfig | None = None,
         test_cfg: DenseTestConfig | None = None,
     ) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+        super().__init__()  # num_classes >= 1 is each head config's check
         if not getattr(loss_cls, "use_sigmoid", False):
             raise ConfigError(
                 f"{type(self).__name__} needs a sigmoid classification loss (K logits, no "
@@ -145,6 +149,7 @@ class AnchorHead(nn.Module):
             raise DetError(f"{type(self).__name__} assigns with train_cfg.assigner, but the "
                            "model was built with train_cfg = false")
         return AssignmentSetup(prior_boxes=self.prior_generator, assigner=self.assigner,
+                               generator_key=self.generator_key,
                                assigner_cfg=self.train_cfg.assigner,
                                allowed_border=self.train_cfg.allowed_border)
 
@@ -217,7 +222,7 @@ class AnchorHead(nn.Module):
         gt_labels = targets.labels  # (N, G)
         inside = self.inside_flags(priors, featmap_sizes, images)  # (N, R) bool; None: all
         levels = {}  # an assigner that picks priors level by level (ATSS) is told the levels
-        if getattr(self.assigner, "needs_num_level_priors", False):
+        if self.assigner.needs_num_level_priors:
             levels["num_level_priors"] = [h * w * self.num_base_priors for h, w in featmap_sizes]
         assign = self.assigner.assign(
             priors, gt_boxes, gt_labels, targets.ignore_boxes.to(priors), targets.ignore_valid,

@@ -29,7 +29,7 @@ Nothing in a training step loops over images or points or syncs with the host.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence, Union
+from typing import Any, ClassVar, Literal, Sequence, Union
 
 import torch
 from pydantic import Field, field_validator, model_validator
@@ -135,6 +135,9 @@ class FCOSHead(nn.Module):
     """``forward(feats)``: L x (N, C, H_l, W_l) -> :class:`DenseOutputs` (distances and
     centerness ``score_factors``); a :class:`~detcli.models.protocols.DenseHead`."""
 
+    makes_proposals: ClassVar[bool] = False
+    generator_key: ClassVar[str] = "strides"  # the config field its points come from
+
     def __init__(
         self,
         *,
@@ -160,12 +163,7 @@ class FCOSHead(nn.Module):
         train_cfg: DenseTrainConfig | None = None,
         test_cfg: DenseTestConfig | None = None,
     ) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
-        if len(regress_ranges) != len(strides):
-            raise ConfigError(f"FCOSHead: {len(regress_ranges)} regress_ranges for "
-                              f"{len(strides)} strides; give one [lo, hi] per level")
+        super().__init__()  # settings checked once, by FCOSHeadConfig
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.feat_channels = feat_channels
@@ -276,6 +274,7 @@ class FCOSHead(nn.Module):
                                       center_sample_radius=self.center_sample_radius,
                                       gt_chunk_size=self.gt_chunk_size)
         return AssignmentSetup(prior_boxes=PointCells(self.prior_generator), assigner=assigner,
+                               generator_key=self.generator_key,
                                generator_cfg=self.prior_generator_cfg,
                                assigner_cfg=assigner.config())
 

@@ -24,7 +24,7 @@ Proposals` (see :mod:`.proposals`), in network-input pixels. The RPN is no detec
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Literal, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from detcli.config.schema import Schema
-from detcli.errors import ConfigError, DetError
+from detcli.errors import DetError
 from detcli.models.dense_heads.anchor_head import AnchorHead
 from detcli.models.channels import require_in_channels
 from detcli.models.dense_heads.proposals import proposals_from_candidates, rpn_candidates
@@ -101,6 +101,8 @@ class RPNHead(AnchorHead):
     :meth:`predict_proposals`.
     """
 
+    makes_proposals: ClassVar[bool] = True  # predict_proposals: the RoI head's input
+
     def __init__(
         self,
         *,
@@ -115,8 +117,6 @@ class RPNHead(AnchorHead):
         train_cfg: DenseTrainConfig | None = None,
         test_cfg: ProposalConfig | None = None,
     ) -> None:
-        if num_convs < 1:
-            raise ConfigError(f"RPNHead needs num_convs >= 1, got {num_convs}")
         super().__init__(
             num_classes=1,
             prior_generator=prior_generator or PRIOR_GENERATORS.build(rpn_anchor_config()),

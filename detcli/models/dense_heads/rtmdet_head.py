@@ -27,7 +27,7 @@ Nothing loops over images or GT, nothing reads a value back to the host.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import torch
 from pydantic import Field
@@ -123,6 +123,9 @@ class RTMDetSepBNHeadConfig(Schema):
 @HEADS.register(RTMDetSepBNHeadConfig)
 class RTMDetSepBNHead(nn.Module):
     """See the module docstring; a :class:`~detcli.models.protocols.DenseHead`."""
+
+    makes_proposals: ClassVar[bool] = False
+    generator_key: ClassVar[str] = "anchor_generator"  # its points' config (MMDetection's name)
 
     def __init__(
         self,
@@ -286,7 +289,8 @@ class RTMDetSepBNHead(nn.Module):
     def assignment_setup(self) -> AssignmentSetup:
         """The points as stride-sized cells and the dynamic soft-label assigner."""
         return AssignmentSetup(prior_boxes=PointCells(self.prior_generator),
-                               assigner=self.assigner, generator_cfg=self.prior_generator_cfg,
+                               assigner=self.assigner, generator_key=self.generator_key,
+                               generator_cfg=self.prior_generator_cfg,
                                assigner_cfg=self.assigner.config())
 
     def _flat(self, outputs: DenseOutputs) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:

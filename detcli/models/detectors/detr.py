@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from detcli.config.schema import Maybe, Schema, derive_or_check
 from detcli.models.channels import BackboneSchema, NeckSchema, trunk_channels
 from detcli.models.detectors.single_stage import TrunkDetector, build_trunk
-from detcli.models.protocols import QueryHead
+from detcli.models.protocols import DenseStageConfig, DetectorStages, QueryHead
 from detcli.models.query_heads.detr_head import DETRTestConfig, DETRTrainConfig
 from detcli.models.transformer.detr_layers import (
     DetrTransformerDecoder,
@@ -84,6 +84,12 @@ class DETRConfig(Schema):
                         "model.decoder (embed_dims)", "model.bbox_head.embed_dims")
         return self
 
+    def dense_stage(self) -> DenseStageConfig:
+        """Where the head sits (``model.bbox_head``, a query head: no priors to assign)."""
+        return DenseStageConfig(head=self.bbox_head, train_cfg=self.train_cfg,
+                                head_key="model.bbox_head", train_key="model.train_cfg",
+                                two_stage=False)
+
 
 @DETECTORS.register(DETRConfig)
 class DETR(TrunkDetector):
@@ -105,6 +111,11 @@ class DETR(TrunkDetector):
         self.num_queries = num_queries
         self.embed_dims = encoder.embed_dims
         self.query_embedding = nn.Embedding(num_queries, self.embed_dims)
+
+    @property
+    def stages(self) -> DetectorStages:
+        """No dense head: a query head predicts one object per query (no priors, no NMS)."""
+        return DetectorStages(dense_head=None, dense_key="model.bbox_head")
 
     @classmethod
     def from_config(cls, cfg: DETRConfig, **derived: Any) -> DETR:

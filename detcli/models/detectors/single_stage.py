@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from detcli.config.schema import Maybe, Schema
 from detcli.models.channels import BackboneSchema, NeckSchema, connect_head, trunk_channels
-from detcli.models.protocols import DenseHead
+from detcli.models.protocols import DenseHead, DenseStageConfig, DetectorStages
 from detcli.registry import BACKBONES, DETECTORS, HEADS, NECKS, HeadConfig
 from detcli.structures.batch import DetTargets, ImageBatch
 from detcli.structures.dense import Candidates, DenseOutputs
@@ -50,6 +50,12 @@ class SingleStageDetectorConfig(Schema):
         connect_head(self.bbox_head, head_in, head_from, "model.bbox_head")
         return self
 
+    def dense_stage(self) -> DenseStageConfig:
+        """The dense head that assigns priors: ``bbox_head`` with ``train_cfg``."""
+        return DenseStageConfig(head=self.bbox_head, train_cfg=self.train_cfg,
+                                head_key="model.bbox_head", train_key="model.train_cfg",
+                                two_stage=False)
+
 
 class RetinaNetConfig(SingleStageDetectorConfig):
     type: Literal["RetinaNet"] = "RetinaNet"  # type: ignore[assignment]
@@ -57,8 +63,8 @@ class RetinaNetConfig(SingleStageDetectorConfig):
 
 class TrunkDetector(nn.Module):
     """What every detector does with its ``backbone`` and optional ``neck``; subclasses add
-    their heads, ``loss``, ``predict_batch`` (which ``predict`` unbinds), ``candidates``,
-    ``num_classes``, ``detection_test_cfg`` and ``num_classes_key``
+    their heads, ``stages``, ``loss``, ``predict_batch`` (which ``predict`` unbinds),
+    ``candidates``, ``num_classes``, ``detection_test_cfg`` and ``num_classes_key``
     (:class:`~detcli.models.protocols.Detector`)."""
 
     backbone: nn.Module
@@ -104,6 +110,11 @@ class SingleStageDetector(TrunkDetector):
     def detection_test_cfg(self) -> Any:
         """The final post-processing settings: the dense head's ``test_cfg``."""
         return self.bbox_head.test_cfg
+
+    @property
+    def stages(self) -> DetectorStages:
+        """One stage: the dense ``bbox_head``."""
+        return DetectorStages(dense_head=self.bbox_head, dense_key="model.bbox_head")
 
     @classmethod
     def from_config(cls, cfg: SingleStageDetectorConfig, **derived: Any) -> SingleStageDetector:

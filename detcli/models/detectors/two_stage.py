@@ -37,6 +37,7 @@ from detcli.models.channels import (
     trunk_channels,
 )
 from detcli.models.detectors.single_stage import TrunkDetector, build_trunk
+from detcli.models.protocols import DenseStageConfig, DetectorStages
 from detcli.registry import BACKBONES, DETECTORS, HEADS, NECKS, ROI_HEADS, HeadConfig
 from detcli.structures.batch import DetTargets, ImageBatch
 from detcli.structures.dense import Candidates, DenseOutputs, detections_as_candidates
@@ -77,6 +78,13 @@ class TwoStageDetectorConfig(Schema):
         connect_head(self.rpn_head, head_in, head_from, "model.rpn_head")
         self.roi_head.connect(head_in, head_from, "model.roi_head")
         return self
+
+    def dense_stage(self) -> DenseStageConfig:
+        """The dense head that assigns priors: the RPN with ``train_cfg.rpn``."""
+        return DenseStageConfig(head=self.rpn_head,
+                                train_cfg=None if self.train_cfg is None else self.train_cfg.rpn,
+                                head_key="model.rpn_head", train_key="model.train_cfg.rpn",
+                                two_stage=True)
 
 
 class FasterRCNNConfig(TwoStageDetectorConfig):
@@ -122,6 +130,12 @@ class TwoStageDetector(TrunkDetector):
     def detection_test_cfg(self) -> Any:
         """The final post-processing settings: the RoI head's ``test_cfg`` (``test_cfg.rcnn``)."""
         return self.roi_head.test_cfg
+
+    @property
+    def stages(self) -> DetectorStages:
+        """Two stages: ``rpn_head`` (proposals with ``test_cfg.rpn``), then ``roi_head``."""
+        return DetectorStages(dense_head=self.rpn_head, dense_key="model.rpn_head",
+                              roi_head=self.roi_head, proposal_cfg=self.test_cfg.rpn)
 
     def forward(self, images: Tensor) -> TwoStageOutputs:
         """Features and the RPN's raw outputs (for benchmarks): no proposals, no RoI head."""

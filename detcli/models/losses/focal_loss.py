@@ -23,7 +23,6 @@ from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
 from detcli.config.schema import Schema
-from detcli.errors import ConfigError
 from detcli.models.losses.utils import Reduction, WeightedLoss, per_sample_weight
 from detcli.registry import LOSSES
 
@@ -60,8 +59,6 @@ class FocalLoss(WeightedLoss):
     def __init__(self, *, use_sigmoid: bool = True, gamma: float = 2.0, alpha: float = 0.25,
                  reduction: Reduction = "mean", loss_weight: float = 1.0) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
-        if not use_sigmoid:
-            raise ConfigError(SIGMOID_ONLY)
         self.use_sigmoid = True  # heads read this: K logits, no background column
         self.gamma = gamma
         self.alpha = alpha

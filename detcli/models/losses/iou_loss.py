@@ -62,8 +62,6 @@ class IoULoss(WeightedLoss):
     def __init__(self, *, linear: bool = False, mode: IoUMode = "log", eps: float = 1e-6,
                  reduction: Reduction = "mean", loss_weight: float = 1.0) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
-        if mode not in MODES:
-            raise ConfigError(f"IoULoss mode {mode!r} is not one of {', '.join(MODES)}")
         if linear:
             log.warning("IoULoss: `linear = true` is deprecated; use mode = \"linear\"")
             mode = "linear"

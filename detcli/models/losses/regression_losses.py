@@ -83,8 +83,6 @@ class SmoothL1Loss(WeightedLoss):
     def __init__(self, *, beta: float = 1.0, reduction: Reduction = "mean",
                  loss_weight: float = 1.0) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
-        if beta <= 0:
-            raise ValueError(f"SmoothL1Loss beta must be > 0, got {beta}")
         self.beta = beta
 
     def elementwise(self, pred: Tensor, target: Tensor,

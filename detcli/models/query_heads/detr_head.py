@@ -33,7 +33,7 @@ predict: the last layer only; softmax: each query's best foreground class and it
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 import torch
 import torch.distributed as dist
@@ -123,6 +123,8 @@ def mean_over_ranks(value: Tensor) -> Tensor:
 @HEADS.register(DETRHeadConfig)
 class DETRHead(nn.Module):
     """Classes and boxes of DETR's queries; set loss and top-k predictions (module docstring)."""
+
+    makes_proposals: ClassVar[bool] = False  # registered with the heads; no proposals
 
     def __init__(self, *, num_classes: int, embed_dims: int, num_reg_fcs: int = 2,
                  sync_cls_avg_factor: bool = False, bg_cls_weight: float = 0.1,

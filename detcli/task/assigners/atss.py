@@ -40,7 +40,7 @@ synchronisation. :meth:`ATSSAssigner.candidates` itself (for the tools) takes ev
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence
+from typing import ClassVar, Literal, Optional, Sequence
 
 import torch
 from pydantic import Field
@@ -84,16 +84,14 @@ def _centres(boxes: Tensor) -> Tensor:
 class ATSSAssigner:
     """Positives by per-GT adaptive IoU thresholds over the nearest priors of each level."""
 
-    needs_predictions = False  # static: priors and GT only (``det viz assign`` needs no model)
-    needs_num_level_priors = True  # callers pass ``num_level_priors`` to ``assign``
+    # declared capabilities (detcli.task.protocols.Assigner)
+    needs_predictions: ClassVar[bool] = False  # static: priors and GT only (no model needed)
+    needs_num_level_priors: ClassVar[bool] = True  # callers pass ``num_level_priors``
+    explains: ClassVar[frozenset[str]] = frozenset({"candidates"})  # candidates()
+    pos_iou_thr: Optional[float] = None  # a threshold per GT (mean + std), not one
 
     def __init__(self, *, topk: int = 9, ignore_iof_thr: float = -1.0,
                  gt_chunk_size: int = 32) -> None:
-        if topk < 1:
-            raise DetError(f"ATSSAssigner topk must be >= 1, got {topk}")
-        if gt_chunk_size < 0:
-            raise DetError(f"ATSSAssigner gt_chunk_size must be >= 0 (0: all GT at once), got "
-                           f"{gt_chunk_size}")
         self.topk = topk
         self.ignore_iof_thr = ignore_iof_thr
         self.gt_chunk_size = gt_chunk_size

@@ -35,7 +35,7 @@ order).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +79,11 @@ class DynamicSoftLabelAssigner:
     """See the module docstring. ``assign`` -> :class:`AssignResult` whose ``max_iou`` is, on a
     positive, the IoU of its predicted box with its GT (the soft label), and 0 elsewhere."""
 
-    needs_predictions = True
+    # declared capabilities (detcli.task.protocols.Assigner)
+    needs_predictions: ClassVar[bool] = True
+    needs_num_level_priors: ClassVar[bool] = False
+    explains: ClassVar[frozenset[str]] = frozenset()
+    pos_iou_thr: Optional[float] = None  # soft labels from the predictions' IoU, no threshold
 
     def __init__(self, *, soft_center_radius: float = 3.0, topk: int = 13,
                  iou_weight: float = 3.0) -> None:

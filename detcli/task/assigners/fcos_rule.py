@@ -35,7 +35,7 @@ the points (:class:`PointCells`), so IoU statistics and drawings work as for anc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence
+from typing import ClassVar, Literal, Optional, Sequence
 
 import torch
 from pydantic import Field
@@ -239,8 +239,11 @@ class FCOSTargetsConfig(Schema):
 class FCOSTargetAssigner:
     """:func:`fcos_targets` behind the assigner interface, over :class:`PointCells` priors."""
 
-    needs_predictions = False
-    needs_num_level_priors = True
+    # declared capabilities (detcli.task.protocols.Assigner)
+    needs_predictions: ClassVar[bool] = False
+    needs_num_level_priors: ClassVar[bool] = True
+    explains: ClassVar[frozenset[str]] = frozenset({"regions"})  # regions()
+    pos_iou_thr: Optional[float] = None  # regions and ranges decide, not an IoU
 
     def __init__(self, *, strides: Sequence[tuple[int, int]], regress_ranges: Sequence[Range],
                  center_sampling: bool = False, center_sample_radius: float = 1.5,

@@ -18,7 +18,7 @@ it; the assignment itself uses no IoU threshold.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Sequence
+from typing import Annotated, Any, ClassVar, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -64,6 +64,12 @@ class HungarianMatch:
 @ASSIGNERS.register(HungarianAssignerConfig)
 class HungarianAssigner:
     """Minimum-cost one-to-one matching of queries to GT (module docstring)."""
+
+    # declared capabilities (detcli.task.protocols.Assigner): the costs read the predictions
+    needs_predictions: ClassVar[bool] = True
+    needs_num_level_priors: ClassVar[bool] = False
+    explains: ClassVar[frozenset[str]] = frozenset()
+    pos_iou_thr: Optional[float] = None
 
     def __init__(self, *, match_costs: Sequence[Schema]) -> None:
         """``match_costs``: match-cost configs (:func:`detr_match_costs` for DETR's)."""

@@ -31,14 +31,13 @@ depends on G, a shape, never on values: no host synchronisation.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, ClassVar, Literal, Optional, Union
 
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
 from detcli.config.schema import Schema
-from detcli.errors import ConfigError
 from detcli.ops.boxes import box_iou
 from detcli.registry import ASSIGNERS
 from detcli.task.assigners.assign_result import IGNORED, NEGATIVE, AssignResult
@@ -82,7 +81,10 @@ def _neg_interval(neg_iou_thr: Union[float, tuple[float, float]]) -> tuple[float
 class MaxIoUAssigner:
     """Assign each prior to the GT it overlaps most, to background, or to neither."""
 
-    needs_predictions = False  # static: priors and GT only (``det viz assign`` needs no model)
+    # declared capabilities (detcli.task.protocols.Assigner)
+    needs_predictions: ClassVar[bool] = False  # static: priors and GT only (no model needed)
+    needs_num_level_priors: ClassVar[bool] = False
+    explains: ClassVar[frozenset[str]] = frozenset()  # its IoUs explain it
 
     def __init__(
         self,
@@ -96,13 +98,6 @@ class MaxIoUAssigner:
         match_low_quality: bool = True,
         gt_chunk_size: int = 32,
     ) -> None:
-        if not isinstance(neg_iou_thr, (int, float)) and len(neg_iou_thr) != 2:
-            raise ConfigError(f"neg_iou_thr must be a float or a [lo, hi] pair, got {neg_iou_thr}")
-        if not 0 <= min_pos_iou <= 1:
-            raise ConfigError(f"min_pos_iou must be in [0, 1], got {min_pos_iou}")
-        if gt_chunk_size < 0:
-            raise ConfigError(f"gt_chunk_size must be >= 0 (0: all GT at once), got "
-                              f"{gt_chunk_size}")
         self.pos_iou_thr = pos_iou_thr
         self.neg_iou_thr = neg_iou_thr
         self.neg_lo, self.neg_hi = _neg_interval(neg_iou_thr)

@@ -20,20 +20,18 @@ Everything is computed in float32 (as MMDetection does) and cast to the requeste
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
-from typing import Annotated, Literal, Optional, Sequence, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Sequence, Union
 
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
 from detcli.config.schema import Maybe, Schema
-from detcli.errors import ConfigError
 from detcli.registry import PRIOR_GENERATORS
 
 PositiveInt = Annotated[int, Field(gt=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]  # finite, > 0
 Stride = Union[PositiveInt, tuple[PositiveInt, PositiveInt]]
 FeatmapSizes = Sequence[tuple[int, int]]
 
@@ -79,7 +77,10 @@ def octave_scales(octave_base_scale: float, scales_per_octave: int) -> list[floa
 
 @PRIOR_GENERATORS.register(AnchorGeneratorConfig)
 class AnchorGenerator:
-    """Anchors on every location of every level; see the module docstring for the layout."""
+    """Anchors on every location of every level; see the module docstring for the layout.
+    A :class:`~detcli.task.protocols.PriorGenerator` of boxes."""
+
+    priors_are_points: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -93,23 +94,15 @@ class AnchorGenerator:
         scale_major: bool = True,
         center_offset: float = 0.0,
     ) -> None:
-        partial = (octave_base_scale is None) != (scales_per_octave is None)
-        if partial or (scales is None) == (octave_base_scale is None):
-            raise ConfigError(
-                "AnchorGenerator needs exactly one of `scales` or `octave_base_scale` + "
-                f"`scales_per_octave`; got scales={scales}, octave_base_scale="
-                f"{octave_base_scale}, scales_per_octave={scales_per_octave}")
+        # the settings were checked once, by AnchorGeneratorConfig (one way to scale, finite
+        # positive scales and ratios, a base size per level)
         if scales is None:
             scales = octave_scales(octave_base_scale, scales_per_octave)  # type: ignore[arg-type]
-        _check_finite([*scales, *ratios])
         # (stride_w, stride_h) per level, as MMDetection's _pair
         self.strides = [(int(s), int(s)) if isinstance(s, (int, float))
                         else (int(s[0]), int(s[1])) for s in strides]
         self.base_sizes = (list(base_sizes) if base_sizes is not None
                            else [min(s) for s in self.strides])
-        if len(self.base_sizes) != len(self.strides):
-            raise ConfigError(
-                f"base_sizes {self.base_sizes} needs one entry per stride {self.strides}")
         self.scales = torch.tensor(list(scales), dtype=torch.float32)  # (S,)
         self.ratios = torch.tensor(list(ratios), dtype=torch.float32)  # (P,)
         self.scale_major = scale_major
@@ -164,15 +157,19 @@ class AnchorGenerator:
         if cached is not None:
             self._cache.move_to_end(key)
             return cached
-        priors = [self._level_priors(level, size, device).to(dtype)
+        priors = [self.single_level_grid_priors(size, level, device).to(dtype)
                   for level, size in enumerate(sizes)]
         self._cache[key] = priors
         if len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
         return priors
 
-    def _level_priors(self, level: int, size: tuple[int, int], device: torch.device) -> Tensor:
-        feat_h, feat_w = size
+    def single_level_grid_priors(self, featmap_size: tuple[Any, Any], level: int,
+                                 device: torch.device | str = "cpu") -> Tensor:
+        """Level ``level``'s anchors (H_l * W_l * A_l, 4) float32, not cached; the sizes may be
+        symbolic (traced by the ONNX export): base anchors (A, 4) shifted by ``(x * stride_w,
+        y * stride_h)``, rows (y, x, anchor)."""
+        feat_h, feat_w = featmap_size
         stride_w, stride_h = self.strides[level]
         base = self.base_anchors[level].to(device)  # (A, 4)
         shift_x = torch.arange(feat_w, device=device, dtype=torch.float32) * stride_w  # (W,)
@@ -227,10 +224,3 @@ def anchor_inside_flags(
             & (priors[None, :, 1] >= -allowed_border)
             & (priors[None, :, 2] < img_w + allowed_border)
             & (priors[None, :, 3] < img_h + allowed_border))
-
-
-def _check_finite(values: Sequence[float]) -> None:
-    """Guard for hand-built generators: scales and ratios must be finite and positive."""
-    for v in values:
-        if not math.isfinite(v) or v <= 0:
-            raise ConfigError(f"anchor scales and ratios must be finite and > 0, got {v}")

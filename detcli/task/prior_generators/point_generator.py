@@ -19,7 +19,7 @@ Points are computed in float32 and cast to the requested dtype last.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Annotated, Literal, Sequence, Union
+from typing import Annotated, Any, ClassVar, Literal, Sequence, Union
 
 import torch
 from pydantic import Field
@@ -45,7 +45,10 @@ class MlvlPointGeneratorConfig(Schema):
 
 @PRIOR_GENERATORS.register(MlvlPointGeneratorConfig)
 class MlvlPointGenerator:
-    """One point per location of every level; see the module docstring for the layout."""
+    """One point per location of every level; see the module docstring for the layout.
+    A :class:`~detcli.task.protocols.PriorGenerator` of points."""
+
+    priors_are_points: ClassVar[bool] = True
 
     def __init__(self, *, strides: Sequence[Union[int, Sequence[int]]],
                  offset: float = 0.5) -> None:
@@ -97,7 +100,7 @@ class MlvlPointGenerator:
             self._cache.popitem(last=False)
         return points
 
-    def single_level_grid_priors(self, featmap_size: tuple[int, int], level: int,
+    def single_level_grid_priors(self, featmap_size: tuple[Any, Any], level: int,
                                  device: torch.device | str = "cpu",
                                  with_stride: bool = False) -> Tensor:
         """Level ``level``'s points, (H_l*W_l, 2) or (H_l*W_l, 4) float32 (not cached)."""

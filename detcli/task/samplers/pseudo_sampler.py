@@ -25,6 +25,12 @@ class PseudoSamplerConfig(Schema):
 class PseudoSampler:
     """Pass the assignment through: positives and negatives exactly as assigned."""
 
+    # declared (detcli.task.protocols.Sampler): no budget, no GT added
+    num: Optional[int] = None
+    pos_fraction: Optional[float] = None
+    max_pos: Optional[int] = None
+    add_gt_as_proposals: bool = False
+
     def sample(
         self,
         assign: AssignResult,

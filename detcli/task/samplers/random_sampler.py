@@ -17,7 +17,6 @@ from pydantic import Field
 from torch import Tensor
 
 from detcli.config.schema import Schema
-from detcli.errors import ConfigError
 from detcli.registry import SAMPLERS
 from detcli.task.assigners.assign_result import AssignResult
 from detcli.task.samplers.sampling_result import SamplingResult, prepend_gt
@@ -62,10 +61,6 @@ class RandomSampler:
         neg_pos_ub: float = -1,
         add_gt_as_proposals: bool = True,
     ) -> None:
-        if num <= 0 or not 0 <= pos_fraction <= 1:
-            raise ConfigError(
-                f"RandomSampler needs num > 0 and pos_fraction in [0, 1]; got num={num}, "
-                f"pos_fraction={pos_fraction}")
         self.num = num
         self.pos_fraction = pos_fraction
         self.neg_pos_ub = neg_pos_ub
@@ -74,6 +69,11 @@ class RandomSampler:
     @property
     def num_expected_pos(self) -> int:
         return int(self.num * self.pos_fraction)
+
+    @property
+    def max_pos(self) -> int:
+        """The most positives kept per image (:class:`~detcli.task.protocols.Sampler`)."""
+        return self.num_expected_pos
 
     @torch.no_grad()
     def sample(

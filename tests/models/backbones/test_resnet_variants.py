@@ -101,8 +101,8 @@ def test_resnext_rejects_basic_block_depths():
         ResNeXtConfig(depth=18)
     with pytest.raises(ConfigError, match="takes no dcn, groups or plugins"):
         ResNeXt(depth=18, base_channels=8, groups=4)
-    with pytest.raises(ConfigError, match="dcn needs bottleneck blocks"):
-        ResNet(depth=18, base_channels=8, dcn=DCNConfig(), stage_with_dcn=[True] * 4)
+    with pytest.raises(ValidationError, match="dcn needs bottleneck blocks"):  # the config's check
+        ResNetConfig(depth=18, base_channels=8, dcn=DCNConfig(), stage_with_dcn=[True] * 4)
 
 
 def test_dcn_stages_get_deformable_conv2_only():

@@ -7,7 +7,6 @@ import torch
 from pydantic import ValidationError
 from torchvision.ops import sigmoid_focal_loss
 
-from detcli.errors import ConfigError
 from detcli.models.losses import FocalLoss, FocalLossConfig
 from detcli.registry import LOSSES
 
@@ -84,5 +83,3 @@ def test_config_builds_and_rejects_softmax():
         FocalLossConfig(alpha=1.5)
     with pytest.raises(ValidationError):
         FocalLossConfig(reduction="avg")
-    with pytest.raises(ConfigError, match="only use_sigmoid"):
-        FocalLoss(use_sigmoid=False)
