@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch
 
 from detcli.errors import ConfigError, DetError
@@ -118,3 +120,50 @@ def test_stand_in_outputs_are_refused_with_the_reason():
     stand_in = [zero.expand(1, 1, s, s) for s in (8, 4, 2)]
     with pytest.raises(DetError, match="ranks points by the head's own predictions"):
         model.bbox_head.explain_assignment(DenseOutputs(stand_in, stand_in), images, targets)
+
+
+def _seeded_head() -> RTMDetSepBNHead:
+    torch.manual_seed(3)
+    return RTMDetSepBNHead(num_classes=2, in_channels=8, feat_channels=8, stacked_convs=1,
+                           with_objectness=False, exp_on_reg=True)
+
+
+def _rank_inputs(rank: int):
+    torch.manual_seed(5)
+    feats = [torch.randn(1, 8, s, s) for s in (8, 4, 2)]
+    images, targets = batch([rank + 1])  # rank 0: one GT, rank 1: two
+    images = ImageBatch(tensor=images.tensor[:1], img_shapes=[(64, 64)], ori_shapes=[(64, 64)],
+                        scale_factors=torch.ones(1, 4))
+    return feats, images, targets
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, out: dict) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        head = _seeded_head()
+        feats, images, targets = _rank_inputs(rank)
+        outputs = head(feats)
+        result, *_ = head.assign(outputs, images, targets)
+        losses = head.loss(outputs, images, targets)
+        out[rank] = {"quality": float(result.max_iou.sum()),
+                     **{k: float(v.detach()) for k, v in losses.items()}}
+    finally:
+        dist.destroy_process_group()
+
+
+def test_under_ddp_the_normaliser_is_the_mean_over_ranks(tmp_path):
+    out = mp.Manager().dict()
+    mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "init"), out), nprocs=2,
+                       join=True, start_method="fork")
+    mean = max((out[0]["quality"] + out[1]["quality"]) / 2, 1.0)
+    for rank in (0, 1):
+        head = _seeded_head()  # the same rank's loss in one process: its own normaliser
+        feats, images, targets = _rank_inputs(rank)
+        alone = head.loss(head(feats), images, targets)
+        own = max(out[rank]["quality"], 1.0)
+        for key in ("loss_cls", "loss_bbox"):
+            expected = float(alone[key].detach()) * own
+            assert out[rank][key] * mean == pytest.approx(expected, rel=1e-5)
+    # the ranks' normalisers differ and count (above the clamp at 1)
+    assert min(out[0]["quality"], out[1]["quality"]) > 1
+    assert out[0]["quality"] != out[1]["quality"]

@@ -21,7 +21,8 @@ Loss, as ``RTMDetHead.loss_by_feat`` batched over images: the decoded boxes and 
 detached, go to :class:`~detcli.task.assigners.dynamic_soft_label.DynamicSoftLabelAssigner`;
 its positives get their class's soft target q = IoU(predicted box, GT), every valid point is
 supervised by QualityFocalLoss (negatives towards 0); GIoU of the positives' decoded boxes
-with their GT, weighted by q. Both are divided by the sum of q over the batch (at least 1).
+with their GT, weighted by q. Both are divided by the sum of q over the batch (under DDP its
+mean over the ranks, as MMDetection's ``reduce_mean``; at least 1).
 Nothing loops over images or GT, nothing reads a value back to the host.
 """
 
@@ -52,6 +53,7 @@ from detcli.models.layers import (
 from detcli.models.losses import GIoULossConfig
 from detcli.models.losses.gfocal_loss import QualityFocalLossConfig
 from detcli.models.protocols import AssignmentSetup, TrainingRule
+from detcli.models.query_heads.detr_head import mean_over_ranks
 from detcli.registry import ASSIGNERS, BBOX_CODERS, HEADS, LOSSES, BBoxCoderConfig, LossConfig
 from detcli.structures.assignment import Assignment, build_assignment
 from detcli.structures.batch import DetTargets, ImageBatch
@@ -346,7 +348,8 @@ class RTMDetSepBNHead(nn.Module):
         weights = valid.float()  # (N, R): every valid point, positive or negative
         if self.train_cfg is not None and self.train_cfg.pos_weight > 0:
             weights = torch.where(positive, self.train_cfg.pos_weight, weights)
-        normaliser = quality.sum().clamp(min=1)  # (): no host sync
+        # the batch's summed soft labels, averaged over DDP ranks (MMDetection's reduce_mean)
+        normaliser = mean_over_ranks(quality.sum()).clamp(min=1)  # (): no host sync
         loss_cls = self.loss_cls(logits.reshape(-1, self.num_classes),
                                  soft.reshape(-1, self.num_classes),
                                  weight=weights.reshape(-1), avg_factor=normaliser)

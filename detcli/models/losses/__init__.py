@@ -23,5 +23,6 @@ __all__ = [
     "CrossEntropyLoss", "CrossEntropyLossConfig", "DistributionFocalLoss",
     "DistributionFocalLossConfig", "FocalLoss", "FocalLossConfig", "GIoULoss",
     "GIoULossConfig", "IoULoss", "IoULossConfig", "L1Loss", "L1LossConfig", "QualityFocalLoss",
-    "QualityFocalLossConfig", "SmoothL1Loss", "SmoothL1LossConfig", "WeightedLoss", "weight_reduce_loss",
+    "QualityFocalLossConfig", "SmoothL1Loss", "SmoothL1LossConfig", "WeightedLoss",
+    "weight_reduce_loss",
 ]
