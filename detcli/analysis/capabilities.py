@@ -29,7 +29,7 @@ from typing import Any, Optional
 from detcli.config.schema import Schema
 from detcli.errors import RegistryError
 from detcli.models.protocols import AssignmentSetup, DenseHead, DenseStageConfig, Detector
-from detcli.registry import HEADS
+from detcli.registry import HEADS, PRIOR_GENERATORS
 from detcli.task.protocols import Assigner, Sampler
 from detcli.task.samplers.pseudo_sampler import PseudoSamplerConfig
 from detcli.task.two_stage_cfg import RCNNMaskTrainConfig
@@ -39,9 +39,21 @@ log = logging.getLogger(__name__)
 
 # -- heads ------------------------------------------------------------------------------------
 
+def _makes_anchor_boxes(name: str) -> bool:
+    """Whether head type ``name``'s default ``anchor_generator`` makes boxes (its generator
+    declares ``priors_are_points = False``); RTMDet's field of that name holds points."""
+    field = HEADS.config(name).model_fields.get("anchor_generator")
+    if field is None:
+        return False
+    default = field.get_default(call_default_factory=True)
+    if not isinstance(default, Schema):  # no default generator: the config must name one
+        return True
+    return not PRIOR_GENERATORS.get(default.type).priors_are_points
+
+
 def anchor_heads() -> list[str]:
-    """Registered head types whose config has an ``anchor_generator``."""
-    return [name for name in HEADS.names() if "anchor_generator" in HEADS.config(name).model_fields]
+    """Registered head types whose config's ``anchor_generator`` makes anchor boxes."""
+    return [name for name in HEADS.names() if _makes_anchor_boxes(name)]
 
 
 def _head_class(name: str) -> Any:
@@ -58,7 +70,9 @@ def proposal_heads() -> list[str]:
 
 
 def assigning_heads() -> list[str]:
-    """Registered head types without anchors whose config has ``strides`` (FCOSHead)."""
+    """Registered head types without anchors whose config has ``strides`` (FCOSHead).
+    RTMDetSepBNHead's points are not listed: its assigner ranks them by the model's
+    predictions, which an untrained analysis cannot show."""
     return [name for name in HEADS.names() if name not in anchor_heads()
             and "strides" in HEADS.config(name).model_fields and _head_class(name) is not None]
 
