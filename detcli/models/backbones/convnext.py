@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from detcli.config.schema import Maybe, Schema
 from detcli.errors import ConfigError
+from detcli.models.backbones.freezing import freeze
 from detcli.models.channels import BackboneSchema
 from detcli.models.pretrained import PretrainedInit, load_state, read_checkpoint
 from detcli.registry import BACKBONES
@@ -182,10 +183,8 @@ class ConvNeXt(nn.Module):
 
     def _freeze_stages(self) -> None:
         for i in range(self.frozen_stages):
-            for module in (self.downsample_layers[i], self.stages[i]):
-                module.eval()
-                for param in module.parameters():
-                    param.requires_grad = False
+            freeze(self.downsample_layers[i])
+            freeze(self.stages[i])
 
     def train(self, mode: bool = True) -> ConvNeXt:
         super().train(mode)

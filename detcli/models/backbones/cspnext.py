@@ -24,10 +24,10 @@ from typing import Literal, Sequence
 
 from pydantic import Field, model_validator
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from detcli.config.schema import Maybe
 from detcli.errors import ConfigError
+from detcli.models.backbones.freezing import eval_norms, freeze
 from detcli.models.channels import BackboneSchema
 from detcli.models.csp import CSPLayer, SPPBottleneck
 from detcli.models.layers import (
@@ -190,19 +190,14 @@ class CSPNeXt(nn.Module):
 
     def _freeze_stages(self) -> None:
         for name in self.layers[: self.frozen_stages + 1]:
-            module = getattr(self, name)
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
+            freeze(getattr(self, name))
 
     def train(self, mode: bool = True) -> CSPNeXt:
         """Frozen stages stay in eval mode; with ``norm_eval`` so do all BatchNorm layers."""
         super().train(mode)
         self._freeze_stages()
         if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
+            eval_norms(self)
         return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:

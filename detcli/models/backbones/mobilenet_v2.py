@@ -27,10 +27,10 @@ from typing import Literal, Mapping, Sequence
 
 from pydantic import Field, model_validator
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from detcli.errors import ConfigError
 from detcli.config.schema import Maybe
+from detcli.models.backbones.freezing import eval_norms, freeze
 from detcli.models.channels import BackboneSchema
 from detcli.models.layers import ActConfig, ConvModule, NormConfig, constant_init, is_norm, kaiming_init
 from detcli.models.pretrained import PretrainedInit, load_state, read_checkpoint
@@ -171,17 +171,13 @@ class MobileNetV2(nn.Module):
             for param in self.conv1.parameters():
                 param.requires_grad = False
         for layer in self.stages[: max(self.frozen_stages, 0)]:
-            layer.eval()
-            for param in layer.parameters():
-                param.requires_grad = False
+            freeze(layer)
 
     def train(self, mode: bool = True) -> MobileNetV2:
         super().train(mode)
         self._freeze_stages()
         if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
+            eval_norms(self)
         return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:

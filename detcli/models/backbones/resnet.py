@@ -28,10 +28,10 @@ from typing import Literal, Sequence
 
 from pydantic import Field, model_validator
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from detcli.config.schema import Maybe, Schema
 from detcli.errors import ConfigError
+from detcli.models.backbones.freezing import eval_norms, freeze
 from detcli.models.channels import BackboneSchema
 from detcli.models.dcn import DCNConfig, DeformConv2dPack, build_dcn
 from detcli.models.layers import NormConfig, build_norm, constant_init, is_norm, kaiming_init
@@ -413,18 +413,14 @@ class ResNet(nn.Module):
             frozen += self.stem_modules
         frozen += self.res_layers[: max(self.frozen_stages, 0)]
         for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
+            freeze(module)
 
     def train(self, mode: bool = True) -> ResNet:
         """Frozen stages stay in eval mode; with ``norm_eval`` so do all BatchNorm layers."""
         super().train(mode)
         self._freeze_stages()
         if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
+            eval_norms(self)
         return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
