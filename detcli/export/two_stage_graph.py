@@ -61,7 +61,6 @@ RPN's NMS stays in the graph (proposals need it).
 
 from __future__ import annotations
 
-import inspect
 
 import torch
 from torch import Tensor, nn
@@ -133,10 +132,8 @@ class TwoStageExportWrapper(nn.Module):
                               hint="export without --no-nms")
         self.model = model
         self.nms = nms
-        # the dense path (fixed shapes, no host sync) when the extractor has one
-        self.extractor_kwargs = ({"dense": True} if all(
-            "dense" in inspect.signature(stage_extractor.forward).parameters
-            for stage_extractor, _ in box_stages) else {})
+        # every RoIExtractor (models/protocols.py) has the dense path: fixed shapes, no host sync
+        self.extractor_kwargs = {"dense": True}
         self.rpn_clip = bool(rpn_head.bbox_coder.clip_border)
         self.generator = generator
         self.proposal_cfg = proposal_cfg
@@ -149,8 +146,8 @@ class TwoStageExportWrapper(nn.Module):
         self.score_thr = float(rcnn_cfg.score_thr)
         self.min_bbox_size = float(rcnn_cfg.min_bbox_size)
         self.max_per_img = int(rcnn_cfg.max_per_img)
-        self.iou_threshold = float(getattr(rcnn_cfg.nms, "iou_threshold", 0.5))
-        self.class_agnostic = bool(getattr(rcnn_cfg.nms, "class_agnostic", False))
+        self.iou_threshold = float(rcnn_cfg.nms.iou_threshold)
+        self.class_agnostic = bool(rcnn_cfg.nms.class_agnostic)
 
     @property
     def output_names(self) -> tuple[str, ...]:

@@ -193,6 +193,17 @@ class BBoxHead(Protocol):
         ...
 
 
+class RoIExtractor(Protocol):
+    """Pools each RoI's features from the level its size picks (SingleRoIExtractor)."""
+
+    def forward(self, feats: Sequence[Tensor], rois: Tensor,
+                dense: bool | None = None) -> Tensor:
+        """L maps (N, C, H_l, W_l) and rois (R, 5: image index, x1, y1, x2, y2) -> (R, C, S, S).
+        ``dense`` True: every RoI pooled at every level and the right one selected (fixed
+        shapes, no host sync: what the ONNX graph traces); None: dense only while exporting."""
+        ...
+
+
 class RoIHead(Protocol):
     """The second stage of a two-stage detector: proposals -> losses or detections."""
 
@@ -206,7 +217,7 @@ class RoIHead(Protocol):
                 rescale: bool = True) -> DetectionBatch:
         ...
 
-    def box_stages(self) -> list[tuple[Any, BBoxHead]]:
+    def box_stages(self) -> list[tuple[RoIExtractor, BBoxHead]]:
         """(RoI extractor, box head) of each box stage (one; Cascade R-CNN's T): the ONNX
         graph reads the extractors' ``dense`` path and decodes with the last head."""
         ...
