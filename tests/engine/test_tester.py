@@ -117,6 +117,7 @@ def test_a_shuffling_loader_or_a_partial_one_is_refused(synth):
 
 
 def _gather_worker(rank: int, world: int, init_file: str, out: dict) -> None:
+    torch.set_num_threads(1)  # a forked child must not enter the parent's OpenMP thread pool
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         # a DistributedSampler's share of 5 images: rank 0 gets 0, 2, 4; rank 1 gets 1, 3, 0 (repeat)

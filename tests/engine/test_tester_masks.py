@@ -99,6 +99,7 @@ def test_segm_of_the_oracles_masks_is_perfect(synth):
 
 
 def _gather_worker(rank: int, world: int, init_file: str, out: dict) -> None:
+    torch.set_num_threads(1)  # a forked child must not enter the parent's OpenMP thread pool
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         mine = {}

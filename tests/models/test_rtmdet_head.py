@@ -138,6 +138,7 @@ def _rank_inputs(rank: int):
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, out: dict) -> None:
+    torch.set_num_threads(1)  # a forked child must not enter the parent's OpenMP thread pool
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         head = _seeded_head()
