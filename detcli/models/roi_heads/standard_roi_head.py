@@ -342,7 +342,7 @@ class StandardRoIHead(nn.Module):
         assign = sampled.assign
         candidates = sampled.priors.expand(len(proposals), -1, -1)  # (N, R', 4)
         num_candidates = candidates.shape[1]
-        num_slots = getattr(self.sampler, "num", None) or num_candidates
+        num_slots = self.sampler.num or num_candidates  # Sampler protocol: None keeps all
 
         key = torch.full(sampled.pos_mask.shape, _UNUSED, dtype=torch.long,
                          device=boxes.device)  # (N, R')
@@ -425,10 +425,10 @@ class StandardRoIHead(nn.Module):
 
     def mask_slots(self, num_slots: int) -> int:
         """Q, the RoI slots of each image the mask branch trains on: the sampler's positive
-        budget (``RandomSampler.num_expected_pos``), which no image's positives exceed and which
+        budget (the Sampler protocol's ``max_pos``), which no image's positives exceed and which
         come first in its slots; every slot for a sampler without one. A fixed number, so the
         mask branch's shapes do not depend on the data."""
-        budget = getattr(self.sampler, "num_expected_pos", None)  # None: no positive budget
+        budget = self.sampler.max_pos  # Sampler protocol: None, no positive budget
         return num_slots if budget is None else min(int(budget), num_slots)
 
     def mask_loss(self, feats: Sequence[Tensor], samples: RoISamples,
