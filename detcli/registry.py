@@ -313,6 +313,8 @@ MASK_HEADS: Registry = Registry(
 
 POSITIONAL_ENCODINGS: Registry = Registry(
     "positional encoding", "nn.Module; forward(padding mask (N, h, w) bool) -> (N, C, h, w)")
+ATTENTIONS: Registry = Registry(
+    "attention", "nn.Module; forward(query (N, Q, D), value (N, S, D), ...) -> (N, Q, D) with the residual")
 MATCH_COSTS: Registry = Registry(
     "match cost", "__call__(query scores/boxes, GT, img_shapes) -> (N, Q, G) cost of each pairing")
 
@@ -336,5 +338,5 @@ MaskHeadConfig = Annotated[Schema, MASK_HEADS]
 ALL_REGISTRIES = (
     BACKBONES, NECKS, HEADS, DETECTORS, LOSSES, PRIOR_GENERATORS, ASSIGNERS, SAMPLERS,
     BBOX_CODERS, DATASETS, TRANSFORMS, HOOKS, ROI_EXTRACTORS, ROI_HEADS, BBOX_HEADS, MASK_HEADS,
-    POSITIONAL_ENCODINGS, MATCH_COSTS,
+    POSITIONAL_ENCODINGS, MATCH_COSTS, ATTENTIONS,
 )

@@ -1,11 +1,17 @@
-"""Transformer building blocks: positional encodings, attention and FFN sublayers, DETR's
-encoder and decoder, padding masks. Importing it registers the positional encodings."""
+"""Transformer building blocks: positional encodings, attention and FFN sublayers (and
+multi-scale deformable attention), DETR's encoder and decoder, padding masks. Importing it
+registers the positional encodings and the attention layers."""
 
 from detcli.models.transformer.attention import (
     FFN,
     FFNConfig,
     MultiheadAttention,
     MultiheadAttentionConfig,
+)
+from detcli.models.transformer.deformable import (
+    MultiScaleDeformableAttention,
+    MultiScaleDeformableAttentionConfig,
+    multi_scale_deformable_attn,
 )
 from detcli.models.transformer.detr_layers import (
     DetrTransformerDecoder,
@@ -23,6 +29,7 @@ from detcli.models.transformer.positional_encoding import (
 
 __all__ = ["FFN", "FFNConfig", "DetrTransformerDecoder", "DetrTransformerDecoderConfig",
            "DetrTransformerEncoder", "DetrTransformerEncoderConfig", "LearnedPositionalEncoding",
-           "LearnedPositionalEncodingConfig", "MultiheadAttention", "MultiheadAttentionConfig",
+           "LearnedPositionalEncodingConfig", "MultiScaleDeformableAttention",
+           "MultiScaleDeformableAttentionConfig", "MultiheadAttention", "MultiheadAttentionConfig",
            "SinePositionalEncoding", "SinePositionalEncodingConfig", "feature_padding_mask",
-           "input_padding_mask"]
+           "input_padding_mask", "multi_scale_deformable_attn"]
