@@ -265,3 +265,12 @@ def bias_init_with_prob(prior_prob: float) -> float:
     if not 0.0 < prior_prob < 1.0:
         raise ValueError(f"prior_prob must be in (0, 1), got {prior_prob}")
     return -math.log((1.0 - prior_prob) / prior_prob)
+
+
+def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
+    """Stochastic depth on a residual branch x (N, ...): while training, each image's branch is
+    zeroed with probability ``rate`` and the others scaled by 1 / (1 - rate); else x."""
+    if not training or rate == 0:
+        return x
+    keep = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device) >= rate
+    return x * keep.to(x.dtype) / (1 - rate)

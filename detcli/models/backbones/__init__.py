@@ -7,7 +7,8 @@ from detcli.models.backbones.regnet import RegNet, RegNetConfig
 from detcli.models.backbones.res2net import Res2Net, Res2NetConfig
 from detcli.models.backbones.resnet import ResNet, ResNetConfig, ResNetV1d, ResNetV1dConfig
 from detcli.models.backbones.resnext import ResNeXt, ResNeXtConfig
+from detcli.models.backbones.swin import SwinTransformer, SwinTransformerConfig
 
 __all__ = ["ConvNeXt", "ConvNeXtConfig", "CSPNeXt", "CSPNeXtConfig", "MobileNetV2", "MobileNetV2Config", "RegNet", "RegNetConfig",
            "Res2Net", "Res2NetConfig", "ResNeXt", "ResNeXtConfig", "ResNet", "ResNetConfig",
-           "ResNetV1d", "ResNetV1dConfig"]
+           "ResNetV1d", "ResNetV1dConfig", "SwinTransformer", "SwinTransformerConfig"]

@@ -33,6 +33,7 @@ from detcli.config.schema import Maybe, Schema
 from detcli.errors import ConfigError
 from detcli.models.backbones.freezing import freeze
 from detcli.models.channels import BackboneSchema
+from detcli.models.layers import drop_path
 from detcli.models.pretrained import PretrainedInit, load_state, read_checkpoint
 from detcli.registry import BACKBONES
 
@@ -121,10 +122,7 @@ class ConvNeXtBlock(nn.Module):
         y = y.permute(0, 3, 1, 2)  # (N, C, H, W)
         if self.gamma is not None:
             y = y * self.gamma.view(1, -1, 1, 1)
-        if self.training and self.drop_path > 0:  # stochastic depth: drop whole samples
-            keep = torch.rand(x.shape[0], 1, 1, 1, device=x.device) >= self.drop_path
-            y = y * keep.to(y.dtype) / (1 - self.drop_path)
-        return x + y
+        return x + drop_path(y, self.drop_path, self.training)
 
 
 @BACKBONES.register(ConvNeXtConfig)
