@@ -37,6 +37,8 @@ REQUIRED = {
     "ImageToTensor": dict(keys=["img"]),
     "RandomCrop": dict(crop_size=[8, 8]),
     "RandomResize": dict(scale=[32, 32]),
+    "RandomChoiceResize": dict(scales=[(32, 32)]),
+    "RandomChoice": dict(transforms=[[{"type": "RandomFlip"}], []]),
     "PipelineSwitchHook": dict(switch_epoch=1, switch_pipeline=[{"type": "LoadImageFromFile"}]),
     "MultiScaleFlipAug": dict(transforms=[], img_scale=[(32, 32)]),
     "EarlyStoppingHook": dict(monitor="bbox_mAP"),

@@ -1,4 +1,5 @@
-"""RandomResize: MMCV 2.x's resize to a random scale, as RTMDet's pipelines use it.
+"""RandomResize and RandomChoiceResize: MMCV 2.x's resizes to a random scale (RTMDet's
+pipelines use the first, DETR's the second).
 
 A scale is (w, h). ``scale`` and ``ratio_range`` choose it per image, from numpy's global
 state:
@@ -13,6 +14,12 @@ state:
 The image is then resized as :class:`~detcli.data.transforms.geometric.Resize` does:
 ``keep_ratio`` fits it inside the scale (MMCV's rescale rule), else it takes the scale
 exactly; boxes and masks follow, ``scale_factor`` records it.
+
+``RandomChoiceResize(scales)`` picks one of its scales uniformly (``np.random.randint(S)`` for
+S scales, MMCV's one draw) and records its index in ``scale_idx``. Both steps draw their own
+scale even when an earlier step left ``results["scale"]``, so two of them in one pipeline (the
+crop branch of DETR's RandomChoice) resize twice, as in MMCV; ``scale_factor`` is then the
+last step's (from the image it was given), as MMCV's is.
 """
 
 from __future__ import annotations
@@ -91,6 +98,37 @@ class RandomResize(Resize):
         w = int(np.random.randint(min(w0, w1), max(w0, w1) + 1))
         h = int(np.random.randint(min(h0, h1), max(h0, h1) + 1))
         return (w, h), None
+
+    def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
+        results.pop("scale", None)  # a scale an earlier step chose is not this one's
+        results.pop("scale_idx", None)
+        return super().__call__(results)
+
+
+class RandomChoiceResizeConfig(Schema):
+    type: Literal["RandomChoiceResize"] = "RandomChoiceResize"
+    scales: Union[ScalePair, list[ScalePair]]  # (w, h) pairs; with keep_ratio only the edges matter
+    keep_ratio: bool = False
+    bbox_clip_border: bool = True
+    interpolation: Literal["nearest", "bilinear", "bicubic", "area", "lanczos"] = "bilinear"
+
+
+@TRANSFORMS.register(RandomChoiceResizeConfig)
+class RandomChoiceResize(Resize):
+    """Resize to one of ``scales``, drawn uniformly per image (module docstring)."""
+
+    def __init__(self, *, scales: Any, keep_ratio: bool = False, bbox_clip_border: bool = True,
+                 interpolation: str = "bilinear") -> None:
+        super().__init__(img_scale=None, keep_ratio=keep_ratio, bbox_clip_border=bbox_clip_border,
+                         interpolation=interpolation)
+        self.scales = _scales(scales)
+
+    def __repr__(self) -> str:
+        return f"RandomChoiceResize(scales={self.scales}, keep_ratio={self.keep_ratio})"
+
+    def choose_scale(self) -> tuple[tuple[int, int], int | None]:
+        idx = int(np.random.randint(len(self.scales)))
+        return self.scales[idx], idx
 
     def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
         results.pop("scale", None)  # a scale an earlier step chose is not this one's
