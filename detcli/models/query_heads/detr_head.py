@@ -216,18 +216,36 @@ class DETRHead(nn.Module):
         """One layer's three terms: logits (N, Q, C), boxes (N, Q, 4) normalised, its
         assignment (N, Q) and matched count (host)."""
         num_images, num_queries = boxes.shape[:2]
+        cls_avg = self._cls_avg_factor(num_matched, num_images * num_queries - num_matched,
+                                       cls_logits)
+        return self.set_loss_terms(cls_logits, boxes, result, cls_avg,
+                                   self._num_pos(num_matched, cls_logits), images, targets)
+
+    def _cls_avg_factor(self, num_pos: int | Tensor, num_neg: int | Tensor,
+                        like: Tensor) -> float | Tensor:
+        """The classification loss's normaliser ``num_pos + bg_cls_weight * num_neg`` (host
+        counts or device ones), averaged over DDP ranks with ``sync_cls_avg_factor``, at
+        least 1."""
+        cls_avg = num_pos + num_neg * self.bg_cls_weight
+        if isinstance(cls_avg, Tensor) or self.sync_cls_avg_factor:
+            count = _count_tensor(cls_avg, like)
+            if self.sync_cls_avg_factor:
+                count = mean_over_ranks(count)
+            return count.clamp(min=1)[0]
+        return max(cls_avg, 1.0)
+
+    def set_loss_terms(self, cls_logits: Tensor, boxes: Tensor, result: AssignResult,
+                       cls_avg: float | Tensor, num_pos: float | Tensor, images: ImageBatch,
+                       targets: DetTargets) -> dict[str, Tensor]:
+        """``loss_cls``, ``loss_bbox``, ``loss_iou`` of queries with logits (N, Q, C) and
+        normalised boxes (N, Q, 4) under a fixed assignment (N, Q): the classifier on every
+        query (the assigned towards their GT's class, the rest towards background, weight 1
+        each), divided by ``cls_avg``; L1 and GIoU on the assigned pairs, by ``num_pos``."""
         matched = result.pos_mask  # (N, Q)
         labels = torch.where(matched, result.labels, self.num_classes).flatten()  # (N*Q,)
-        cls_avg = num_matched + (num_images * num_queries - num_matched) * self.bg_cls_weight
-        if self.sync_cls_avg_factor:
-            count = torch.full((1,), float(cls_avg), device=cls_logits.device)
-            cls_avg = mean_over_ranks(count).clamp(min=1)[0]
-        else:
-            cls_avg = max(cls_avg, 1.0)
         loss_cls = self.loss_cls(cls_logits.reshape(-1, self.cls_out_channels), labels,
                                  torch.ones_like(labels, dtype=cls_logits.dtype),
                                  avg_factor=cls_avg)
-        num_pos = self._num_pos(num_matched, cls_logits)
         factors = self._size_factors(images.img_shapes)  # (N, 1, 4)
         matched_gt = result.matched_gt(targets.boxes) if targets.boxes.shape[1] \
             else boxes.new_zeros(boxes.shape)  # (N, Q, 4) pixels, zero off the matched
@@ -241,13 +259,13 @@ class DETRHead(nn.Module):
         return {"loss_cls": loss_cls, "loss_bbox": loss_bbox, "loss_iou": loss_iou}
 
     @staticmethod
-    def _num_pos(num_matched: int, like: Tensor) -> float | Tensor:
-        """The box losses' normaliser: the matched GT of the batch, averaged over DDP ranks
-        (a device tensor then: no host read), at least 1."""
-        if not (dist.is_available() and dist.is_initialized()):
+    def _num_pos(num_matched: int | Tensor, like: Tensor) -> float | Tensor:
+        """The box losses' normaliser: the matched GT of the batch (a host count or a device
+        one), averaged over DDP ranks (a device tensor then: no host read), at least 1."""
+        distributed = dist.is_available() and dist.is_initialized()
+        if not distributed and not isinstance(num_matched, Tensor):
             return float(max(num_matched, 1))
-        count = torch.full((1,), float(num_matched), device=like.device)
-        return mean_over_ranks(count).clamp(min=1)[0]
+        return mean_over_ranks(_count_tensor(num_matched, like)).clamp(min=1)[0]
 
     # ---- inference ------------------------------------------------------------------------
 
@@ -288,6 +306,13 @@ class DETRHead(nn.Module):
         num_dets = torch.full((num,), boxes.shape[1], dtype=torch.long, device=boxes.device)
         return DetectionBatch(boxes=boxes, scores=cand.scores, labels=cand.labels,
                               num_dets=num_dets)
+
+
+def _count_tensor(count: float | Tensor, like: Tensor) -> Tensor:
+    """A count (host number or device tensor) as a (1,) float tensor on ``like``'s device."""
+    if isinstance(count, Tensor):
+        return count.float().reshape(1)
+    return torch.full((1,), float(count), device=like.device)
 
 
 def _rows(result: AssignResult, part: slice) -> AssignResult:
