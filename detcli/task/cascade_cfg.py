@@ -16,11 +16,20 @@ As TOML (the RPN sections as Faster R-CNN's, :mod:`detcli.task.two_stage_cfg`)::
     ...
 
 The list's length must equal ``model.roi_head.num_stages`` (checked by the detector's config).
+
+Cascade Mask R-CNN (a ``model.roi_head.mask_head``) adds ``mask_size`` (28) to every stage and
+``mask_thr_binary`` (0.5) to ``model.test_cfg.rcnn``, as MMDetection 3.3's
+``cascade-mask-rcnn_r50_fpn``; a section that has them is read as Mask R-CNN's
+(:class:`RCNNMaskTrainConfig`, :class:`RCNNMaskTestConfig`), and the detector's config gives
+the sections of a cascade with masks their defaults when they are not written
+(:func:`with_mask_settings`).
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated, Any, Union
+
+from pydantic import Discriminator, Field, Tag
 
 from detcli.config.schema import Schema
 from detcli.task.assigners.max_iou import MaxIoUAssignerConfig
@@ -28,7 +37,11 @@ from detcli.task.samplers.random_sampler import RandomSamplerConfig
 from detcli.task.train_cfg import DenseTrainConfig
 from detcli.task.two_stage_cfg import (
     ProposalConfig,
+    RCNNMaskTestConfig,
+    RCNNMaskTrainConfig,
+    RCNNTestConfig,
     RCNNTrainConfig,
+    TwoStageTestConfig,
     rpn_train_config,
 )
 
@@ -61,7 +74,55 @@ def cascade_proposals() -> ProposalConfig:
     return ProposalConfig(nms_pre=2000, max_per_img=2000)
 
 
+def _mask_section(field: str) -> Any:
+    """A section's tag: "mask" when it has ``field`` (Mask R-CNN's key), else "box"."""
+
+    def tag(value: Any) -> str:
+        has = field in value if isinstance(value, dict) else hasattr(value, field)
+        return "mask" if has else "box"
+
+    return Discriminator(tag)
+
+
+# a stage's train_cfg: Faster R-CNN's, or Mask R-CNN's when it has mask_size
+StageTrainConfig = Annotated[
+    Union[Annotated[RCNNMaskTrainConfig, Tag("mask")], Annotated[RCNNTrainConfig, Tag("box")]],
+    _mask_section("mask_size")]
+# test_cfg.rcnn: Faster R-CNN's, or Mask R-CNN's when it has mask_thr_binary
+RCNNStageTestConfig = Annotated[
+    Union[Annotated[RCNNMaskTestConfig, Tag("mask")], Annotated[RCNNTestConfig, Tag("box")]],
+    _mask_section("mask_thr_binary")]
+
+
 class CascadeTrainConfig(Schema):
     rpn: DenseTrainConfig = Field(default_factory=cascade_rpn)
     rpn_proposal: ProposalConfig = Field(default_factory=cascade_proposals)
-    rcnn: list[RCNNTrainConfig] = Field(default_factory=cascade_stages, min_length=1)
+    rcnn: list[StageTrainConfig] = Field(default_factory=cascade_stages, min_length=1)
+
+
+class CascadeTestConfig(TwoStageTestConfig):
+    rcnn: RCNNStageTestConfig = Field(  # type: ignore[assignment]
+        default_factory=RCNNTestConfig)
+
+
+def with_mask_settings(train_cfg: CascadeTrainConfig | None,
+                       test_cfg: CascadeTestConfig) -> None:
+    """A cascade with mask heads: every stage's section and ``test_cfg.rcnn`` as Mask R-CNN's,
+    keeping what was written and filling ``mask_size`` / ``mask_thr_binary`` with their
+    defaults where they were not (in place)."""
+    if train_cfg is not None:
+        train_cfg.rcnn = [stage if isinstance(stage, RCNNMaskTrainConfig)
+                          else RCNNMaskTrainConfig(**dict(stage)) for stage in train_cfg.rcnn]
+    if not isinstance(test_cfg.rcnn, RCNNMaskTestConfig):
+        test_cfg.rcnn = RCNNMaskTestConfig(**dict(test_cfg.rcnn))
+
+
+def mask_settings_without_masks(train_cfg: CascadeTrainConfig | None,
+                                test_cfg: CascadeTestConfig) -> list[str]:
+    """The keys of mask settings in a cascade without mask heads (they would do nothing)."""
+    keys = [f"model.train_cfg.rcnn[{t}].mask_size" for t, stage in
+            enumerate([] if train_cfg is None else train_cfg.rcnn)
+            if isinstance(stage, RCNNMaskTrainConfig)]
+    if isinstance(test_cfg.rcnn, RCNNMaskTestConfig):
+        keys.append("model.test_cfg.rcnn.mask_thr_binary")
+    return keys

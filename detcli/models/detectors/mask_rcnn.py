@@ -27,7 +27,7 @@ from detcli.models.detectors.two_stage import TwoStageDetector, TwoStageDetector
 from detcli.models.roi_heads.mask_paste import paste_detections
 from detcli.registry import DETECTORS
 from detcli.structures.batch import ImageBatch
-from detcli.structures.detections import Detections
+from detcli.structures.detections import DetectionBatch, Detections
 from detcli.task.two_stage_cfg import MaskRCNNTestConfig, MaskRCNNTrainConfig
 
 
@@ -46,9 +46,8 @@ class MaskRCNN(TwoStageDetector):
 
     def predict(self, images: ImageBatch, rescale: bool = True) -> list[Detections]:
         """One :class:`Detections` per image, scores descending, ``masks`` (D, H, W) bool."""
-        dets = self.predict_batch(images, rescale=rescale)
-        return paste_detections(dets, self.paste_sizes(images, rescale),
-                                threshold=self.test_cfg.rcnn.mask_thr_binary)
+        return pasted_detections(self.predict_batch(images, rescale=rescale), images, rescale,
+                                 self.test_cfg.rcnn.mask_thr_binary)
 
     @staticmethod
     def paste_sizes(images: ImageBatch, rescale: bool) -> list[tuple[int, int]]:
@@ -59,3 +58,12 @@ class MaskRCNN(TwoStageDetector):
         factors = images.scale_factors.detach().cpu().tolist()  # (N, 4) sx, sy, sx, sy
         return [(int(round(h * f[1])), int(round(w * f[0])))
                 for (h, w), f in zip(images.ori_shapes, factors)]
+
+
+def pasted_detections(dets: DetectionBatch, images: ImageBatch, rescale: bool,
+                      threshold: float) -> list[Detections]:
+    """A mask detector's batch (``mask_probs`` (N, M, h, w)) as one :class:`Detections` per
+    image with ``masks`` (D, H, W) bool: the probabilities pasted over the boxes into the image
+    of :meth:`MaskRCNN.paste_sizes`, ``>= threshold`` (``test_cfg.rcnn.mask_thr_binary``).
+    Mask R-CNN's and Cascade Mask R-CNN's ``predict``."""
+    return paste_detections(dets, MaskRCNN.paste_sizes(images, rescale), threshold=threshold)

@@ -127,6 +127,42 @@ def rcnn_detections(det_boxes: Tensor, scores: Tensor, valid: Tensor, images: Im
         cfg)
 
 
+def segment_detections(dets: DetectionBatch,
+                       class_probs: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """dets (N, M) with boxes in network-input pixels -> (N, M, h, w) float32: each
+    detection's mask probability, ``class_probs(rois (R, 5), labels (R,)) -> (R, h, w)``, zeros
+    on empty slots (a mask branch's test-time step: Mask R-CNN's head, Cascade Mask R-CNN's
+    average over its stages).
+
+    Only the slots up to the fullest image's detection count are segmented (one host sync at
+    test time); an exported graph segments all M.
+    """
+    num_images, num_slots = dets.labels.shape
+    used = num_slots
+    if not (torch.compiler.is_exporting() or torch.jit.is_tracing()) and num_slots > 0:
+        used = max(int(dets.num_dets.max()), 1)
+    boxes, labels = dets.boxes[:, :used].float(), dets.labels[:, :used]  # (N, U, 4), (N, U)
+    probs = class_probs(batch_rois(boxes), labels.reshape(-1))  # (N*U, h, w)
+    probs = probs.view(num_images, used, *probs.shape[1:]) \
+        * (labels >= 0)[..., None, None]  # (N, U, h, w)
+    if used < num_slots:
+        pad = probs.new_zeros(num_images, num_slots - used, *probs.shape[2:])
+        probs = torch.cat([probs, pad], dim=1)
+    return probs  # (N, M, h, w)
+
+
+def with_mask_probs(dets: DetectionBatch, mask_probs: Tensor, images: ImageBatch,
+                    rescale: bool) -> DetectionBatch:
+    """Detections in network-input pixels with their (N, M, h, w) mask probabilities, the
+    boxes divided by the scale factors with ``rescale`` (MMDetection segments before it
+    rescales)."""
+    dets = replace(dets, mask_probs=mask_probs)
+    if rescale:
+        factors = images.scale_factors.to(dets.boxes)[:, None, :]  # (N, 1, 4)
+        dets = replace(dets, boxes=dets.boxes / factors)  # (N, M, 4) original pixels
+    return dets
+
+
 @dataclass
 class RoISamples:
     """The RoIs the box head learns from, S slots per image: positives first, then negatives,
@@ -436,20 +472,31 @@ class StandardRoIHead(nn.Module):
         """``{"loss_mask"}`` over the sampled positives (MMDetection 3.3's ``mask_loss``): the
         first Q slots of each image are pooled and segmented, each positive's GT mask is
         cropped to it, the other slots weigh 0."""
+        rois = self.mask_rois(samples)  # (N, Q, 4)
+        mask_preds = self.mask_forward(feats, batch_rois(rois))  # (N*Q, K or 1, h, w)
+        return self.mask_loss_of(mask_preds, samples, targets)
+
+    def mask_rois(self, samples: RoISamples) -> Tensor:
+        """The RoIs the mask branch trains on: the first Q slots of each image (N, Q, 4)."""
+        return samples.rois[:, :self.mask_slots(samples.rois.shape[1])]
+
+    def mask_loss_of(self, mask_preds: Tensor, samples: RoISamples,
+                     targets: DetTargets) -> dict[str, Tensor]:
+        """``{"loss_mask"}`` of the mask head's logits (N*Q, K or 1, h, w) for
+        :meth:`mask_rois` against each positive's GT mask cropped to its RoI."""
         if targets.masks is None:
             raise DataError(
                 "Mask R-CNN trains on GT masks but the batch has none (DetTargets.masks is "
                 "None): load them in the train pipeline with LoadAnnotations(with_mask = true)")
         assert self.mask_head is not None and self.train_cfg is not None
         mask_size = self.train_cfg.mask_size  # type: ignore[attr-defined]  # RCNNMaskTrainConfig
-        slots = self.mask_slots(samples.rois.shape[1])
-        rois = samples.rois[:, :slots]  # (N, Q, 4)
-        mask_preds = self.mask_forward(feats, batch_rois(rois))  # (N*Q, K or 1, h, w)
         if tuple(mask_preds.shape[-2:]) != (mask_size, mask_size):
             raise ConfigError(
                 f"the mask head predicts {tuple(mask_preds.shape[-2:])} masks but "
                 f"train_cfg.rcnn.mask_size is {mask_size}: set mask_size to the head's "
                 "roi_feat_size times its upsample scale_factor")
+        rois = self.mask_rois(samples)  # (N, Q, 4)
+        slots = rois.shape[1]
         gt_masks = targets.masks.to(rois.device)
         crops = mask_targets(gt_masks, rois, samples.gt_index[:, :slots],
                              (mask_size, mask_size))  # (N, Q, h, w)
@@ -467,35 +514,21 @@ class StandardRoIHead(nn.Module):
         if self.mask_head is None:
             return self.predict_bbox(feats, proposals, images, rescale=rescale)
         dets = self.predict_bbox(feats, proposals, images, rescale=False)
-        dets = replace(dets, mask_probs=self.predict_mask_probs(feats, dets))
-        if rescale:
-            factors = images.scale_factors.to(dets.boxes)[:, None, :]  # (N, 1, 4)
-            dets = replace(dets, boxes=dets.boxes / factors)  # (N, M, 4) original pixels
-        return dets
+        return with_mask_probs(dets, self.predict_mask_probs(feats, dets), images, rescale)
 
     def predict_mask_probs(self, feats: Sequence[Tensor], dets: DetectionBatch,
                            **extract_kwargs: Any) -> Tensor:
         """The probability mask of each detection's class: dets (N, M) with boxes in
-        network-input pixels -> (N, M, h, w) float32, zeros on empty slots.
+        network-input pixels -> (N, M, h, w) float32, zeros on empty slots (see
+        :func:`segment_detections`). ``extract_kwargs`` go to the mask extractor (the ONNX
+        graph's ``dense = True``)."""
+        assert self.mask_head is not None
 
-        Only the slots up to the fullest image's detection count are segmented (one host
-        sync at test time); an exported graph segments all M. ``extract_kwargs`` go to the
-        mask extractor (the ONNX graph's ``dense = True``).
-        """
-        num_images, num_slots = dets.labels.shape
-        used = num_slots
-        if not (torch.compiler.is_exporting() or torch.jit.is_tracing()) and num_slots > 0:
-            used = max(int(dets.num_dets.max()), 1)
-        boxes, labels = dets.boxes[:, :used].float(), dets.labels[:, :used]  # (N, U, 4), (N, U)
-        mask_preds = self.mask_forward(feats, batch_rois(boxes),
-                                       **extract_kwargs)  # (N*U, K or 1, h, w)
-        probs = self.mask_head.class_probs(mask_preds, labels.reshape(-1))  # (N*U, h, w)
-        probs = probs.view(num_images, used, *probs.shape[1:]) \
-            * (labels >= 0)[..., None, None]  # (N, U, h, w)
-        if used < num_slots:
-            pad = probs.new_zeros(num_images, num_slots - used, *probs.shape[2:])
-            probs = torch.cat([probs, pad], dim=1)
-        return probs  # (N, M, h, w)
+        def class_probs(rois: Tensor, labels: Tensor) -> Tensor:  # (R, 5), (R,) -> (R, h, w)
+            return self.mask_head.class_probs(self.mask_forward(feats, rois, **extract_kwargs),
+                                              labels)
+
+        return segment_detections(dets, class_probs)
 
     def predict_bbox(self, feats: Sequence[Tensor], proposals: Proposals, images: ImageBatch,
                       rescale: bool = True) -> DetectionBatch:
