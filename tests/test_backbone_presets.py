@@ -7,6 +7,7 @@ import torch
 
 from detcli.config.diff import flatten
 from detcli.config.loader import load_config
+from detcli.engine.optim import param_groups
 from detcli.models.build import build_detector
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
@@ -93,3 +94,64 @@ def test_retinanet_mobilenetv2_keeps_retinanets_strides():
     model = build_detector(cfg.model).eval()
     feats = model.neck(model.backbone(torch.randn(1, 3, 128, 128)))
     assert [tuple(f.shape[-2:]) for f in feats] == [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
+
+
+SWIN_URL = ("https://github.com/SwinTransformer/storage/releases/download/v1.0.0/"
+            "swin_tiny_patch4_window7_224.pth")
+# swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py with SwinTransformer's class defaults filled in
+SWIN_MMDET = {
+    "model.backbone.type": "SwinTransformer", "model.backbone.pretrain_img_size": 224,
+    "model.backbone.in_channels": 3, "model.backbone.embed_dims": 96,
+    "model.backbone.patch_size": 4, "model.backbone.window_size": 7,
+    "model.backbone.mlp_ratio": 4, "model.backbone.depths": [2, 2, 6, 2],
+    "model.backbone.num_heads": [3, 6, 12, 24], "model.backbone.strides": [4, 2, 2, 2],
+    "model.backbone.out_indices": [0, 1, 2, 3], "model.backbone.qkv_bias": True,
+    "model.backbone.qk_scale": False, "model.backbone.patch_norm": True,
+    "model.backbone.drop_rate": 0.0, "model.backbone.attn_drop_rate": 0.0,
+    "model.backbone.drop_path_rate": 0.2, "model.backbone.use_abs_pos_embed": False,
+    "model.backbone.with_cp": False, "model.backbone.convert_weights": True,
+    "model.backbone.frozen_stages": -1, "model.backbone.init_cfg.type": "Pretrained",
+    "model.backbone.init_cfg.checkpoint": SWIN_URL,
+    "model.neck.in_channels": [96, 192, 384, 768],
+    "optimizer.type": "AdamW", "optimizer.lr": 0.0001, "optimizer.betas": [0.9, 0.999],
+    "optimizer.eps": 1e-8, "optimizer.weight_decay": 0.05,
+    **{f"optimizer.paramwise_cfg.custom_keys.{key}.{mult}": value
+       for key in ("absolute_pos_embed", "relative_position_bias_table", "norm")
+       for mult, value in (("decay_mult", 0.0), ("lr_mult", 1.0))},
+    "optimizer.paramwise_cfg.norm_decay_mult": False,
+    "optimizer.paramwise_cfg.bias_decay_mult": False,
+    "optimizer.paramwise_cfg.bias_lr_mult": False,
+    # LinearLR(start_factor=0.001, by_epoch=False, begin=0, end=1000), MultiStepLR([8, 11])
+    "lr_config.warmup": "linear", "lr_config.warmup_iters": 999,
+    "lr_config.warmup_ratio": 0.001, "lr_config.step": [8, 11], "lr_config.gamma": 0.1,
+    "runner.max_epochs": 12,
+}
+
+
+def test_mask_rcnn_swin_t_is_mmdetections():
+    values = resolved("mask_rcnn_swin_t.toml")
+    assert {k: values.get(k) for k in SWIN_MMDET} == SWIN_MMDET
+    diff = changed("mask_rcnn_r50.toml", "mask_rcnn_swin_t.toml")
+    gone = {k for k, (_, new) in diff.items() if new is None}  # ResNet's and SGD's keys
+    assert all(k.startswith(("model.backbone.", "optimizer.")) for k in gone)
+    assert set(diff) - gone <= set(SWIN_MMDET) | {"optimizer.paramwise_cfg"}
+
+
+def test_mask_rcnn_swin_t_decay_spares_norms_and_bias_tables():
+    cfg = load_config(PRESETS / "mask_rcnn_swin_t.toml",
+                      overrides=["model.backbone.init_cfg=false"]).cfg
+    with torch.device("meta"):  # names and shapes only
+        model = build_detector(cfg.model)
+    decay = {name: group["weight_decay"] for group in param_groups(
+        model, cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.optimizer.paramwise_cfg)
+        for name in group["names"]}
+    block = "backbone.stages.2.blocks.5."
+    assert decay[block + "attn.w_msa.relative_position_bias_table"] == 0.0
+    assert decay[block + "norm1.weight"] == decay["backbone.norm3.bias"] == 0.0
+    assert decay["backbone.stages.0.downsample.norm.weight"] == 0.0
+    assert decay[block + "attn.w_msa.qkv.weight"] == decay[block + "ffn.layers.1.bias"] == 0.05
+    assert decay["neck.lateral_convs.0.conv.weight"] == 0.05
+    with torch.device("meta"):
+        feats = model.neck(model.backbone.eval()(torch.randn(1, 3, 64, 96)))
+    assert [tuple(f.shape[1:]) for f in feats] == [(256, 16, 24), (256, 8, 12), (256, 4, 6),
+                                                   (256, 2, 3), (256, 1, 2)]
