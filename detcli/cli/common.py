@@ -55,6 +55,11 @@ EXIT_CODES: dict[type[DetError], int] = {
 ConfigArg = Annotated[Path, typer.Argument(help="A config file (TOML) or a preset name, e.g. "
                                            "my.toml or retinanet_tiny_synth (det presets lists them).",
                                            show_default=False)]
+# a str, not a Path: Path("mmdet://NAME") would fold the "//"
+CheckpointArg = Annotated[str, typer.Argument(
+    metavar="CHECKPOINT", help="A checkpoint file (.pth, det's or MMDetection's) or mmdet://NAME "
+    "(det zoo lists them; downloaded into torch's hub cache the first time).",
+    show_default=False)]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", "-s", metavar="KEY=VALUE",
     help="Override a config value; VALUE is TOML (--set lr_config.step=[16,22]). Repeatable.")]

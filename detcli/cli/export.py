@@ -17,6 +17,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from detcli.cli.common import (
+    CheckpointArg,
     ConfigArg,
     DebugOpt,
     DetCommand,
@@ -35,10 +36,6 @@ DEFAULT_OPSET = 18  # detcli.export.onnx.DEFAULT_OPSET, repeated so `det --help`
 
 app = typer.Typer(cls=DetGroup, no_args_is_help=True,
                   help="Export a trained detector for deployment.")
-
-CheckpointArg = Annotated[Path, typer.Argument(
-    help="The checkpoint (.pth) whose weights to export.", show_default=False)]
-
 
 @app.command("onnx", cls=DetCommand, epilog=examples(
     "det export onnx my.toml work_dirs/my/latest.pth --out model.onnx",

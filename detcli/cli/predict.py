@@ -20,7 +20,6 @@ from typing import Annotated, Any, Optional
 import typer
 
 from detcli.cli.common import (
-    ConfigArg,
     DebugOpt,
     DeviceOpt,
     JsonOpt,
@@ -37,15 +36,23 @@ from detcli.cli.progress import JobProgress
 from detcli.inference.defaults import DEFAULT_SCORE_THR
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt")
+ZOO_PREFIX = "mmdet://"  # detcli.zoo.mmdet.PREFIX, repeated so `det --help` stays light
 
 EXAMPLES = examples(
     "det predict my.toml work_dirs/my/latest.pth photos/ --out predictions/",
     "det predict work_dirs/my/latest.pth photos/ --out predictions/",
+    "det predict mmdet://retinanet_r50_fpn_1x_coco photos/ --out predictions/",
     "det predict my.toml --onnx model.onnx clip.mp4 'shots/**/*.jpg' --out predictions/")
 
+# a str, not a Path: Path("mmdet://NAME") would fold the "//"
+ModelArg = Annotated[str, typer.Argument(
+    metavar="CONFIG|CHECKPOINT",
+    help="A config file (TOML) or preset name; or, with no config, a checkpoint that keeps its "
+         "config (det train writes them) or mmdet://NAME (its det preset; det zoo lists them).",
+    show_default=False)]
 FilesArg = Annotated[list[str], typer.Argument(
     metavar="[CHECKPOINT] INPUT...",
-    help="The checkpoint (.pth) to run, then image or video files, folders (searched "
+    help="The checkpoint (.pth or mmdet://NAME) to run, then image or video files, folders (searched "
          "recursively) or quoted glob patterns. With --onnx, the inputs only.",
     show_default=False)]
 
@@ -61,7 +68,12 @@ class Outcome:
     pictures: int = 0
 
 
-def split_checkpoint(files: list[str], onnx: Optional[Path]) -> tuple[Optional[Path], list[str]]:
+def is_checkpoint(name: str) -> bool:
+    """A checkpoint file's name (.pth, .pt) or ``mmdet://NAME``, not a config."""
+    return name.startswith(ZOO_PREFIX) or Path(name).suffix.lower() in CHECKPOINT_SUFFIXES
+
+
+def split_checkpoint(files: list[str], onnx: Optional[Path]) -> tuple[Optional[str], list[str]]:
     """(checkpoint, inputs) of the positional arguments: the first is the checkpoint unless
     ``--onnx`` runs the model; a .pth given with --onnx anyway is not loaded (said in a note)."""
     from detcli.errors import ConfigError
@@ -72,8 +84,8 @@ def split_checkpoint(files: list[str], onnx: Optional[Path]) -> tuple[Optional[P
                               "model.onnx and the INPUTs)",
                               hint="det predict CONFIG CHECKPOINT INPUT... or det predict CONFIG "
                                    "--onnx model.onnx INPUT...")
-        return Path(files[0]), files[1:]
-    if files and Path(files[0]).suffix.lower() in CHECKPOINT_SUFFIXES:
+        return files[0], files[1:]
+    if files and is_checkpoint(files[0]):
         err_console.print(f"note: --onnx runs {onnx}; the checkpoint {files[0]} is not needed "
                           "and not loaded", style="yellow", highlight=False)
         files = files[1:]
@@ -82,7 +94,7 @@ def split_checkpoint(files: list[str], onnx: Optional[Path]) -> tuple[Optional[P
 
 @guarded
 def predict(
-    config: ConfigArg,
+    config: ModelArg,
     files: FilesArg,
     onnx: Annotated[Optional[Path], typer.Option(
         "--onnx", help="Run this file (from `det export onnx`) with onnxruntime instead of a "
@@ -100,16 +112,16 @@ def predict(
 ) -> None:
     """Detect objects in images and videos with a CHECKPOINT (or an exported --onnx model) of
     CONFIG. CONFIG may be left out when the checkpoint keeps its config (every one det train
-    writes does): det predict CHECKPOINT INPUT..."""
+    writes does) or is mmdet://NAME with a det preset: det predict CHECKPOINT INPUT..."""
     from detcli.engine.checkpoint_config import config_from_checkpoint
     from detcli.inference import Detector
     from detcli.inference.files import collect_inputs
 
-    if onnx is None and config.suffix.lower() in CHECKPOINT_SUFFIXES:  # CHECKPOINT INPUT...
+    if onnx is None and is_checkpoint(config):  # CHECKPOINT INPUT...
         cfg = config_from_checkpoint(config, overrides or []).cfg
         checkpoint, inputs = config, files
     else:
-        cfg = load(config, overrides).cfg
+        cfg = load(Path(config), overrides).cfg
         checkpoint, inputs = split_checkpoint(files, onnx)
     found = collect_inputs(inputs)
     if onnx is not None:

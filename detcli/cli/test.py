@@ -22,6 +22,7 @@ import typer
 from rich.table import Table
 
 from detcli.cli.common import (
+    CheckpointArg,
     ConfigArg,
     DebugOpt,
     DeviceOpt,
@@ -68,10 +69,6 @@ EXAMPLES = examples(
 class Split(str, Enum):
     val = "val"
     test = "test"
-
-
-CheckpointArg = Annotated[Path, typer.Argument(help="A checkpoint (.pth) to test.",
-                                               show_default=False)]
 
 
 def _fmt(value: Any) -> str:

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from detcli.engine.safe_load import Placeholder, safe_torch_load
 from detcli.engine.seed import rng_state
 from detcli.errors import CheckpointError, writing
+from detcli.zoo.mmdet import checkpoint_file
 
 log = logging.getLogger(__name__)
 
@@ -238,14 +239,16 @@ def _read(path: Path, map_location: Any) -> tuple[dict[str, Any], list[tuple[str
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """The checkpoint dict at ``path``, normalised to have ``meta`` and ``state_dict``.
+    """The checkpoint dict at ``path`` (a file, or ``mmdet://NAME``: its cached, else downloaded,
+    file; :func:`detcli.zoo.mmdet.checkpoint_file`), normalised to have ``meta`` and
+    ``state_dict``.
 
     A bare state dict becomes ``{"meta": {}, "state_dict": it}``; a ``module.`` prefix (a DDP
     model saved unwrapped by another tool) is removed; MMDetection's class names
     (``meta.dataset_meta.classes``, ``meta.CLASSES``) become ``meta.classes``. Objects the
     file holds besides plain data stay inert placeholders (module docstring), logged here.
     """
-    ckpt, placeholders = _read(Path(path), map_location)
+    ckpt, placeholders = _read(checkpoint_file(path), map_location)
     if placeholders:
         log.warning("%s:\n%s", path, placeholder_line(placeholders))
     return ckpt
@@ -308,14 +311,15 @@ def load_state_dict(model: nn.Module, state: Mapping[str, Tensor], path: str = "
 
 def load_checkpoint(path: str | os.PathLike, model: nn.Module, *, strict: bool = False,
                     require_finite: bool = False, map_location: Any = "cpu") -> LoadReport:
-    """Load the weights of the checkpoint at ``path`` into ``model`` (DDP unwrapped).
+    """Load the weights of the checkpoint at ``path`` (as :func:`read_checkpoint` names it) into
+    ``model`` (DDP unwrapped).
 
     Keys the model lacks, keys the checkpoint lacks and shape-mismatched keys are skipped and
     listed in the report (and logged); ``strict`` makes any of them a CheckpointError.
     ``require_finite``: a NaN or infinite weight is a CheckpointError
     (:func:`check_finite_weights`), raised before the model is touched.
     """
-    ckpt, placeholders = _read(Path(path), map_location)
+    ckpt, placeholders = _read(checkpoint_file(path), map_location)
     if require_finite:
         check_finite_weights(ckpt["state_dict"], path)
     report = load_state_dict(model, ckpt["state_dict"], str(path), strict=strict)

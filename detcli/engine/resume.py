@@ -48,7 +48,6 @@ from detcli.engine.state import RestoreReport
 from detcli.errors import CheckpointError, ConfigError, DetError
 from detcli.models.pretrained import TORCHVISION_PREFIX
 from detcli.models.torchvision_weights import torchvision_detector_state
-from detcli.zoo.mmdet import resolve as resolve_zoo_name
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +187,7 @@ def init_from_weights(ctx: TrainContext, path: str) -> RestoreReport:
             path, unwrap_model(ctx.model).state_dict(), ctx.train_dataset.CLASSES)
         report.notes += notes
     else:
-        ckpt = read_checkpoint(resolve_zoo_name(path))  # mmdet://NAME: its cached file
+        ckpt = read_checkpoint(path)  # a file or mmdet://NAME
         state = ckpt["state_dict"]
         trained = ckpt["meta"].get("classes")
         classes = list(ctx.train_dataset.CLASSES)

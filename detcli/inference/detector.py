@@ -11,6 +11,8 @@ give the same detections within float tolerance (an export with ``--dynamic-size
 
     from detcli import Detector
     detector = Detector.from_checkpoint("presets/retinanet_tiny_synth.toml", "epoch_12.pth")
+    # or a checkpoint alone: det's own (it keeps its config) or mmdet://NAME (its det preset)
+    detector = Detector.from_checkpoint("mmdet://retinanet_r50_fpn_1x_coco")
     dets = detector("image.jpg")
     for box, score, label in zip(dets.boxes, dets.scores, dets.labels):
         print(detector.classes[label], float(score), box.tolist())
@@ -46,6 +48,7 @@ import torch
 from torch import nn
 
 from detcli.config.loader import load_config
+from detcli.engine.checkpoint_config import config_from_checkpoint
 from detcli.engine.device import resolve_device
 from detcli.engine.tester import load_test_checkpoint
 from detcli.errors import ExportError
@@ -166,13 +169,19 @@ class Detector:
                 f"score_thr={self.score_thr})")
 
     @classmethod
-    def from_checkpoint(cls, config: ConfigLike, checkpoint: str | os.PathLike,
+    def from_checkpoint(cls, config: ConfigLike, checkpoint: str | os.PathLike | None = None,
                         device: str | None = "cpu", score_thr: float | None = DEFAULT_SCORE_THR,
                         batch_size: int = 1) -> Detector:
         """The config's model with ``checkpoint``'s weights, run by PyTorch on ``device``
         (None: CUDA when available). A checkpoint that does not fit the config is a
-        CheckpointError."""
-        cfg = as_config(config)
+        CheckpointError. ``checkpoint`` is a file or ``mmdet://NAME``; given alone
+        (``from_checkpoint("mmdet://NAME")``, ``from_checkpoint("latest.pth")``), its config is
+        the one it keeps or its zoo entry's det preset
+        (:func:`~detcli.engine.checkpoint_config.config_from_checkpoint`)."""
+        if checkpoint is None:
+            checkpoint, cfg = config, config_from_checkpoint(config).cfg
+        else:
+            cfg = as_config(config)
         model = build_detector(cfg.model)
         report = load_test_checkpoint(model, checkpoint)
         classes = resolve_classes(cfg, report.meta.get("classes"), num_classes_of(model))

@@ -5,30 +5,33 @@ entry's family, the det preset whose model it is (None: no preset yet; ``det con
 the entry's MMDetection config), its download URL, the sha256 prefix in its file name (torch
 hub's convention) and its COCO box / mask AP as MMDetection reports them.
 
-Nothing is downloaded unless asked (:func:`fetch`, ``--init-from mmdet://NAME``): the file goes
-into torch's hub cache (``$TORCH_HOME/hub/checkpoints``) and its sha256 must start with the
-prefix, else it is deleted and the error says so. A cached file is used as it is (checked
-once, when downloaded). Offline, the error names the file, the URL and the folder to put it in.
+Nothing is downloaded unless asked: wherever det reads a trained model (``--init-from``,
+``det test``, ``det predict``, ``det export onnx``, ``Detector.from_checkpoint``) the name goes
+through :func:`checkpoint_file`, which fetches the entry's file into torch's hub cache
+(``$TORCH_HOME/hub/checkpoints``) once: resumable, and kept only when its sha256 starts with
+the prefix (:mod:`detcli.zoo.download`). A cached file is used as it is (checked once, when
+downloaded). Offline, the error names the file, the URL and the folder to put it in.
+:func:`entry_of_checkpoint` tells which entry a file is, so its det preset can stand in for a
+config (``det predict mmdet://NAME INPUT...``).
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import urllib.error
+import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
-
-import torch
 
 from detcli.errors import CheckpointError
 from detcli.models.pretrained import hub_checkpoint_dir
+from detcli.zoo.download import download
 from detcli.zoo.mmdet_table import ROWS
 
-log = logging.getLogger(__name__)
-
 PREFIX = "mmdet://"
+RUN_NAME = re.compile(r"(?P<config>.+)_\d{8}_\d{6}")  # MMEngine's experiment_name
 
 
 @dataclass(frozen=True)
@@ -76,33 +79,34 @@ def entry(name: str) -> ZooEntry:
 
 
 def fetch(name: str, folder: Path | None = None) -> Path:
-    """The cached file of entry ``name``, downloaded (and hash-checked) when not cached."""
+    """The cached file of entry ``name``, downloaded when not cached: resumable and checked
+    against the entry's sha256 prefix (:func:`detcli.zoo.download.download`)."""
     item = entry(name)
-    folder = folder or hub_checkpoint_dir()
-    target = folder / item.file_name
+    target = (folder or hub_checkpoint_dir()) / item.file_name
     if target.is_file():
         return target
-    folder.mkdir(parents=True, exist_ok=True)
-    log.info("downloading %s to %s", item.url, folder)
-    try:
-        torch.hub.download_url_to_file(item.url, str(target), hash_prefix=item.sha256_prefix,
-                                       progress=False)
-    except RuntimeError as exc:  # torch's hash mismatch (the partial file is removed)
-        target.unlink(missing_ok=True)
-        raise CheckpointError(f"{item.file_name} from {item.url} does not have the sha256 "
-                              f"prefix {item.sha256_prefix} ({exc}); it was deleted",
-                              hint="download it again; a proxy may have changed it") from None
-    except (urllib.error.URLError, OSError) as exc:
-        target.unlink(missing_ok=True)
-        raise CheckpointError(
-            f"cannot download {PREFIX}{item.name} ({exc}): put {item.file_name} in the folder "
-            f"{folder} (the torch hub cache, $TORCH_HOME/hub/checkpoints), or give the "
-            "downloaded file's path instead",
-            hint=f"on a machine with network access: curl -L -o {item.file_name} {item.url}",
-        ) from None
-    return target
+    return download(item.url, target, item.sha256_prefix)
 
 
-def resolve(path: str) -> str:
-    """``mmdet://NAME`` -> its cached (or downloaded) file's path; anything else unchanged."""
-    return str(fetch(path)) if path.startswith(PREFIX) else path
+def checkpoint_file(checkpoint: str | os.PathLike) -> Path:
+    """The local file a checkpoint name means: ``mmdet://NAME``'s cached (else downloaded) file,
+    or the path as given. Every command that reads a trained model resolves names here."""
+    text = os.fspath(checkpoint)
+    return fetch(text) if text.startswith(PREFIX) else Path(text).expanduser()
+
+
+def entry_of_checkpoint(checkpoint: str | os.PathLike,
+                        meta: Mapping[str, Any]) -> ZooEntry | None:
+    """The table's entry a checkpoint is, when it is one: ``mmdet://NAME``, a file named as the
+    entry's download, or a file whose ``meta.experiment_name`` is an entry's name and the run's
+    start (MMEngine's Runner writes ``{config name}_{YYYYMMDD_HHMMSS}`` there)."""
+    text = os.fspath(checkpoint)
+    if text.startswith(PREFIX):
+        return entry(text)
+    by_file = {e.file_name: e for e in ENTRIES.values()}
+    name = Path(text).name
+    if name in by_file:
+        return by_file[name]
+    experiment = meta.get("experiment_name")
+    found = RUN_NAME.fullmatch(experiment) if isinstance(experiment, str) else None
+    return ENTRIES.get(found["config"]) if found else None

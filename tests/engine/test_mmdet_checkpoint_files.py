@@ -8,6 +8,7 @@ used."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import types
 
@@ -135,3 +136,66 @@ def test_predict_without_a_config_says_mmdetections_is_not_executed(files):
     result = invoke("predict", paths["mmdet2"], images, "--device", "cpu")
     assert result.exit_code == 4, result.output
     assert "MMDetection's Python config, which det does not execute" in result.output
+
+
+# ---- mmdet://NAME: every command resolves it through detcli.zoo.mmdet.checkpoint_file -------
+
+@pytest.fixture
+def zoo_name(files, tmp_path, monkeypatch):
+    """``mmdet://tiny_fake``: a zoo entry whose file (the 3.x layout one) sits in a temporary
+    torch hub cache and whose det preset is the tiny config; nothing can be downloaded."""
+    import detcli.zoo.mmdet as zoo
+
+    config, _, paths = files
+    item = zoo.ZooEntry("tiny_fake", "retinanet", str(config),
+                        "http://127.0.0.1:9/tiny_fake_20250101-0123abcd.pth", "0123abcd", 1.0, None)
+    monkeypatch.setitem(zoo.ENTRIES, item.name, item)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(zoo, "download", lambda *a: pytest.fail("the file is cached"))
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / item.file_name).write_bytes(paths["mmdet3"].read_bytes())
+    return "mmdet://tiny_fake"
+
+
+def test_detector_from_an_mmdet_name_alone(files, zoo_name):
+    config, _, paths = files
+    detector = Detector.from_checkpoint(zoo_name, score_thr=0.0)  # the entry's preset, meta classes
+    assert detector.classes == list(CLASSES)
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    expected = Detector.from_checkpoint(config, paths["det"], score_thr=0.0)(image)
+    assert len(expected) > 0 and torch.equal(detector(image).boxes, expected.boxes)
+
+
+def test_det_test_predict_and_export_take_an_mmdet_name(files, zoo_name, tmp_path):
+    config, images, _ = files
+    tested = invoke("test", config, zoo_name, "--device", "cpu", "--json")
+    assert tested.exit_code == 0, tested.output
+    predicted = invoke("predict", zoo_name, images, "--device", "cpu", "--json")
+    assert predicted.exit_code == 0, predicted.output
+    assert '"classes": [\n    "box",\n    "ball",\n    "cone"\n  ]' in predicted.stdout
+    with_config = invoke("predict", config, zoo_name, images, "--device", "cpu", "--json")
+    assert with_config.exit_code == 0, with_config.output
+    exported = invoke("export", "onnx", config, zoo_name, "--out", tmp_path / "m.onnx",
+                      "--no-verify")
+    assert exported.exit_code == 0, exported.output
+
+
+def test_a_zoo_file_under_its_own_name_needs_no_config(files, zoo_name, tmp_path):
+    _, images, paths = files
+    local = tmp_path / "tiny_fake_20250101-0123abcd.pth"  # as downloaded by hand
+    local.write_bytes(paths["mmdet3"].read_bytes())
+    predicted = invoke("predict", local, images, "--device", "cpu", "--json")
+    assert predicted.exit_code == 0, predicted.output
+
+
+def test_a_zoo_entry_without_a_preset_says_to_import_its_config(files, zoo_name, monkeypatch):
+    import detcli.zoo.mmdet as zoo
+
+    _, images, _ = files
+    monkeypatch.setitem(zoo.ENTRIES, "tiny_fake",
+                        dataclasses.replace(zoo.ENTRIES["tiny_fake"], preset=None))
+    result = invoke("predict", zoo_name, images, "--device", "cpu")
+    assert result.exit_code == 4, result.output
+    assert "MMDetection's tiny_fake, which has no det preset" in " ".join(result.output.split())
+    assert "det config import" in result.output
