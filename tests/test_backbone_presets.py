@@ -155,3 +155,16 @@ def test_mask_rcnn_swin_t_decay_spares_norms_and_bias_tables():
         feats = model.neck(model.backbone.eval()(torch.randn(1, 3, 64, 96)))
     assert [tuple(f.shape[1:]) for f in feats] == [(256, 16, 24), (256, 8, 12), (256, 4, 6),
                                                    (256, 2, 3), (256, 1, 2)]
+
+
+def test_retinanet_mobilenetv3_differs_from_v2_in_the_backbone_only():
+    diff = changed("retinanet_mobilenetv2.toml", "retinanet_mobilenetv3.toml")
+    assert diff["model.neck.in_channels"] == ([32, 96, 1280], [40, 112, 960])
+    assert diff["model.backbone.init_cfg.checkpoint"] == ("torchvision://mobilenet_v2",
+                                                          "torchvision://mobilenet_v3_large")
+    assert all(k.startswith("model.backbone.") for k in set(diff) - {"model.neck.in_channels"})
+    cfg = load_config(PRESETS / "retinanet_mobilenetv3.toml",
+                      overrides=["model.backbone.init_cfg=false"]).cfg
+    model = build_detector(cfg.model).eval()
+    feats = model.neck(model.backbone(torch.randn(1, 3, 128, 128)))
+    assert [tuple(f.shape[-2:]) for f in feats] == [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
