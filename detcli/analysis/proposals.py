@@ -10,7 +10,7 @@ G GT boxes, J jittered boxes per GT, B background boxes, P proposals. Boxes are
   (:func:`background_boxes`); all inside the image, deterministic for a seed;
 - **a checkpoint**: the model's own RPN on the network input, with the proposal settings
   training uses (``model.train_cfg.rpn_proposal``), the model in eval mode
-  (:func:`checkpoint_proposals`). The input is the picture's image normalised again by the
+  (:func:`run_checkpoint`, which keeps the model and its features for a cascade's stages). The input is the picture's image normalised again by the
   pipeline's ``Normalize``, so the proposals sit exactly on what is drawn (the picture's 8-bit
   pixels round the input by at most half a grey level).
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -35,6 +36,7 @@ from detcli.engine.device import resolve_device
 from detcli.engine.tester import load_test_checkpoint
 from detcli.errors import DetError
 from detcli.models.build import build_detector
+from detcli.models.protocols import Detector
 from detcli.ops.boxes import box_iou
 from detcli.structures.batch import ImageBatch
 
@@ -158,10 +160,21 @@ def network_input(view: AssignmentView, pipeline: Sequence[Any]) -> ImageBatch:
                       metas=[{"filename": view.filename, "flip": view.flip}])
 
 
+@dataclass
+class CheckpointRun:
+    """A checkpoint's model, in eval mode on its device, run once on the view's image: the
+    network input, the neck's features (what the RoI stages pool) and the RPN proposals."""
+
+    model: Detector
+    images: ImageBatch  # one image, on the model's device
+    feats: list[Tensor]  # L x (1, C, H_l, W_l)
+    proposals: Tensor  # (P, 4) on the CPU
+
+
 @torch.no_grad()
-def checkpoint_proposals(cfg: Any, checkpoint: str | Path, view: AssignmentView,
-                         pipeline: Sequence[Any], device: Optional[str] = "cpu") -> Tensor:
-    """The RPN proposals (P, 4) of ``checkpoint``'s model on the view's image, with
+def run_checkpoint(cfg: Any, checkpoint: str | Path, view: AssignmentView,
+                   pipeline: Sequence[Any], device: Optional[str] = "cpu") -> CheckpointRun:
+    """``checkpoint``'s model on the view's image, its RPN proposals made with
     ``model.train_cfg.rpn_proposal``; CheckpointError when it does not fit the config."""
     model = build_detector(cfg.model)
     if not can.makes_proposals(model):
@@ -171,8 +184,8 @@ def checkpoint_proposals(cfg: Any, checkpoint: str | Path, view: AssignmentView,
     target = resolve_device(device)
     model.eval().to(target)
     images = network_input(view, pipeline).to(target)
-    _, rpn_outputs = model(images.tensor)
+    feats, rpn_outputs = model(images.tensor)
     proposals = model.rpn_head.predict_proposals(rpn_outputs, images, cfg.model.train_cfg.rpn_proposal)
     boxes = proposals.boxes[0][proposals.valid[0]].float().cpu()  # (P, 4)
     log.info("%s: %d RPN proposals (train_cfg.rpn_proposal)", checkpoint, len(boxes))
-    return boxes
+    return CheckpointRun(model, images, list(feats), boxes)

@@ -234,9 +234,60 @@ def _rcnn_summary(rcnn, picture) -> list[str]:
             f"wrote {picture.path} ({picture.shape[1]}x{picture.shape[0]})"]
 
 
-def rcnn_path(out: Path) -> Path:
-    """Where the RoI picture goes: next to ``out``, ``<stem>_rcnn<suffix>``."""
-    return out.with_name(f"{out.stem}_rcnn{out.suffix}")
+def _stage_cells(stage) -> list[str]:
+    """One cascade stage's row (the rich and the plain table's cells)."""
+    info, c, mean = stage.stage, stage.counts, stage.mean_positive_iou
+    return [f"s{info.index}", "-" if info.pos_iou_thr is None else f"{info.pos_iou_thr:g}",
+            info.input_legend, str(c["proposals"]), str(stage.positive_proposals),
+            str(info.unrefined_positive), str(c["sampled_positive"]),
+            str(c["sampled_negative"]), "-" if mean is None else f"{mean:.3f}",
+            "/".join(str(n) for n in stage.positive_iou_histogram)]
+
+
+STAGE_COLUMNS = ("stage", "IoU thr", "boxes", "proposals", "pos proposals", "unrefined pos",
+                 "sampled pos", "sampled neg", "mean pos IoU", "pos IoU <.5/.5/.6/.7/.8/.9")
+
+
+def _stage_table(stages) -> Table:
+    """Rich table: one row per cascade stage."""
+    table = Table(title="Cascade stages: each samples the RoIs the one before refined",
+                  title_justify="left", caption="unrefined pos: the stage-0 proposals this "
+                  "stage's threshold makes positive; IoU of positive proposals (GT boxes left "
+                  "out)", caption_justify="left", box=SIMPLE_HEAD, pad_edge=False)
+    for name in STAGE_COLUMNS:
+        table.add_column(name, justify="left" if name == "boxes" else "right", no_wrap=True)
+    for stage in stages:
+        table.add_row(*_stage_cells(stage))
+    return table
+
+
+def _stage_plain_table(stages) -> str:
+    header = ["stage", "pos_iou_thr", "boxes", "proposals", "positive_proposals",
+              "unrefined_positive", "sampled_pos", "sampled_neg", "mean_pos_iou",
+              "pos_iou_histogram"]
+    return "\n".join(["\t".join(header)] + ["\t".join(_stage_cells(s)) for s in stages])
+
+
+def _stage_notes(rcnn_stages) -> list[str]:
+    """Under the stage table: how the later stages' boxes were made, and their pictures."""
+    refinement = rcnn_stages[-1][0].stage.refinement
+    if refinement["source"] == "toward_gt":
+        lines = [f"stages after s0 sample the previous stage's RoIs with each positive moved "
+                 f"{refinement['fraction']:g} of the way to its GT: a stand-in for a trained "
+                 "head's regression (an untrained head's would be noise); --checkpoint uses "
+                 "the model's"]
+    else:
+        lines = ["stages after s0 sample the previous stage's RoIs as its box head regressed "
+                 "them"]
+    return lines + [f"wrote {picture.path} ({picture.shape[1]}x{picture.shape[0]})"
+                    for _, picture in rcnn_stages[1:]]
+
+
+def rcnn_path(out: Path, stage: Optional[int] = None) -> Path:
+    """Where the RoI picture goes: next to ``out``, ``<stem>_rcnn<suffix>``; a cascade's stage
+    t: ``<stem>_rcnn_s<t><suffix>``."""
+    tail = "" if stage is None else f"_s{stage}"
+    return out.with_name(f"{out.stem}_rcnn{tail}{out.suffix}")
 
 
 @app.command(cls=DetCommand, epilog=examples(
@@ -292,13 +343,14 @@ def assign(
     sampler on the GT boxes of --ann or --box, writes the picture to --out, and prints per GT
     its size, best IoU and positives per level; GT boxes without positives are flagged.
     A two-stage config shows its RPN's anchors, and its RoI head's sampling of proposals in a
-    second picture, <out stem>_rcnn.png, and table.
+    second picture, <out stem>_rcnn.png, and table; a Cascade R-CNN one picture per stage,
+    <out stem>_rcnn_s0.png, _s1, ..., and a table of the stages.
     """
     from detcli.errors import DetError
     from detcli.viz.draw import save_image
     from detcli.analysis.capabilities import is_two_stage
     from detcli.analysis.proposals import BACKGROUND, JITTER_PER_GT
-    from detcli.analysis.roi_sampling import visualize_roi_sampling
+    from detcli.analysis.roi_sampling import visualize_roi_stages
     from detcli.analysis.assign_report import AssignReport, PictureFile
     from detcli.analysis.assign_view import assignment_parts, pipeline_of, visualize_assignment
     from detcli.viz.assign_picture import draw_assignment
@@ -321,9 +373,9 @@ def assign(
     view = visualize_assignment(cfg, image, gt, train_pipeline=train_pipeline, seed=seed,
                                 parts=parts)
     chosen = parse_levels(levels, len(view.strides))
-    rcnn = None
+    rcnn_stages = []
     if two_stage:
-        rcnn = visualize_roi_sampling(
+        rcnn_stages = visualize_roi_stages(
             cfg, view, pipeline_of(cfg, train_pipeline), checkpoint=checkpoint,
             jitter=JITTER_PER_GT if jitter is None else jitter,
             background=BACKGROUND if background is None else background, seed=seed,
@@ -331,11 +383,12 @@ def assign(
     picture = draw_assignment(view, chosen, show_negatives=show_negatives)
     out = out if out is not None else Path(f"{image.stem}_assign.png")
     save_image(out, picture)
-    report = AssignReport(view, PictureFile(out, picture.shape[:2]), rcnn)
-    if rcnn is not None:
-        rcnn_picture = draw_roi_sampling(rcnn, show_unsampled=show_unsampled)
-        report.rcnn_picture = PictureFile(save_image(rcnn_path(out), rcnn_picture),
-                                          rcnn_picture.shape[:2])
+    report = AssignReport(view, PictureFile(out, picture.shape[:2]))
+    for t, stage in enumerate(rcnn_stages):
+        rcnn_picture = draw_roi_sampling(stage, show_unsampled=show_unsampled)
+        path = rcnn_path(out, None if len(rcnn_stages) == 1 else t)
+        report.add_rcnn_stage(stage, PictureFile(save_image(path, rcnn_picture),
+                                                 rcnn_picture.shape[:2]))
     if as_json:
         print_json(report.to_dict())
         return
@@ -345,6 +398,7 @@ def assign(
         sys.stdout.write(_plain_table(view) + "\n")  # tab-separated: rich would expand tabs
     for line in _summary(view, report.picture):
         console.print(line, highlight=False)
+    rcnn = report.rcnn
     if rcnn is None or report.rcnn_picture is None:
         return
     if console.is_terminal:
@@ -352,6 +406,15 @@ def assign(
     else:
         sys.stdout.write("\n" + _rcnn_plain_table(rcnn) + "\n")
     for line in _rcnn_summary(rcnn, report.rcnn_picture):
+        console.print(line, highlight=False)
+    if len(report.rcnn_stages) < 2:
+        return
+    stages = [stage for stage, _ in report.rcnn_stages]
+    if console.is_terminal:
+        console.print(_stage_table(stages))
+    else:
+        sys.stdout.write("\n" + _stage_plain_table(stages) + "\n")
+    for line in _stage_notes(report.rcnn_stages):
         console.print(line, highlight=False)
 
 

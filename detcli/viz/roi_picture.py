@@ -10,6 +10,10 @@ the sample faintly (positives in their GT's colour in the first panel, the other
 second). A GT that no proposal matches (only its own box, added as a proposal, is positive)
 gets a yellow legend entry.
 
+A Cascade R-CNN stage's view (``RoISamplingView.stage``) starts its legend with the stage, its
+IoU threshold and where its boxes come from (the proposals, or the previous stage's RoIs
+refined), and adds the mean IoU of the sampled positive proposals.
+
 A Mask R-CNN view (``RoISamplingView.mask_targets``) adds a strip below: for each sampled
 positive (the first MAX_MASK_TILES, candidate order), the image inside its RoI and its h x w
 mask target side by side, both MASK_ZOOM times enlarged (nearest neighbour: one target pixel
@@ -93,21 +97,33 @@ def rcnn_panel_title(view: RoISamplingView, positives: bool) -> str:
     c = view.counts
     if positives:
         limit = "" if view.max_pos is None else f" (at most {view.max_pos})"
-        return f"sampled positives: {c['sampled_positive']} of {c['assigned_positive']}{limit}"
+        stage = "" if view.stage is None else f"s{view.stage.index} "
+        return (f"{stage}sampled positives: {c['sampled_positive']} of "
+                f"{c['assigned_positive']}{limit}")
     return f"sampled negatives: {c['sampled_negative']} of {c['assigned_negative']}"
 
 
 def rcnn_legend_entries(view: RoISamplingView, show_unsampled: bool) -> list[LegendEntry]:
     """(text, marker, text colour) of the RoI picture: "gt", "rcnn_pos", "rcnn_neg", "unsampled",
     None (text), or a GT's index, yellow when no proposal matches it."""
-    entries: list[LegendEntry] = [("GT box", "gt", TEXT), ("sampled positive", "rcnn_pos", TEXT),
-                                  ("sampled negative", "rcnn_neg", TEXT)]
+    entries: list[LegendEntry] = []
+    if view.stage is not None:
+        stage, thr = view.stage, view.stage.pos_iou_thr
+        entries.append((f"stage s{stage.index} ({stage.index + 1} of {stage.num_stages})"
+                        + ("" if thr is None else f": IoU >= {thr:g}"), None, TEXT))
+        entries.append((stage.input_legend, None, TEXT))
+    entries += [("GT box", "gt", TEXT), ("sampled positive", "rcnn_pos", TEXT),
+                ("sampled negative", "rcnn_neg", TEXT)]
     if show_unsampled:
         entries.append(("not sampled (faint)", "unsampled", TEXT))
     c = view.counts
-    source = "jittered GT" if view.source == "jitter" else "RPN"
+    source = {"jitter": "jittered GT", "checkpoint": "RPN", "refined": "refined"}[view.source]
     entries.append((f"{c['proposals']} {source} proposals + {c['gt_added']} GT", None, TEXT))
     entries.append((f"{c['not_sampled']} of {c['candidates']} not sampled", None, TEXT))
+    if view.stage is not None:
+        mean = view.mean_positive_iou
+        entries.append(("mean IoU of positives " + ("-" if mean is None else f"{mean:.2f}"),
+                        None, TEXT))
     for g, gt in enumerate(view.gts):
         colour = LOW if gt.num_proposals == 0 else TEXT
         entries.append((f"#{g} {gt.class_name[:10]}: {gt.num_sampled_pos} pos, IoU "
