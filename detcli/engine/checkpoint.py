@@ -42,6 +42,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from detcli.engine.mmdet2_keys import upgrade_mmdet2_keys
 from detcli.engine.safe_load import Placeholder, safe_torch_load
 from detcli.engine.seed import rng_state
 from detcli.errors import CheckpointError, writing
@@ -231,7 +232,8 @@ def _read(path: Path, map_location: Any) -> tuple[dict[str, Any], list[tuple[str
     meta = ckpt.get("meta") or {}
     if not isinstance(meta, Mapping):
         raise CheckpointError(f"checkpoint {path}: meta is {_describe(meta)}, not a dict")
-    ckpt["state_dict"] = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
+    ckpt["state_dict"] = upgrade_mmdet2_keys(
+        {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}, str(path))
     ckpt["meta"] = dict(meta)
     if "classes" not in ckpt["meta"] and _mmdet_classes(meta) is not None:
         ckpt["meta"]["classes"] = _mmdet_classes(meta)
@@ -244,9 +246,11 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     ``state_dict``.
 
     A bare state dict becomes ``{"meta": {}, "state_dict": it}``; a ``module.`` prefix (a DDP
-    model saved unwrapped by another tool) is removed; MMDetection's class names
-    (``meta.dataset_meta.classes``, ``meta.CLASSES``) become ``meta.classes``. Objects the
-    file holds besides plain data stay inert placeholders (module docstring), logged here.
+    model saved unwrapped by another tool) is removed; MMDetection 2.x's DETR, Deformable DETR
+    and early FCOS key names become 3.x's (:mod:`detcli.engine.mmdet2_keys`); MMDetection's
+    class names (``meta.dataset_meta.classes``, ``meta.CLASSES``) become ``meta.classes``. The
+    objects the file holds besides plain data stay inert placeholders (module docstring),
+    logged here.
     """
     ckpt, placeholders = _read(checkpoint_file(path), map_location)
     if placeholders:
