@@ -1,4 +1,5 @@
-"""The ONNX graph of a query-based detector (DETR): the network and its top-k, no NMS.
+"""The ONNX graph of a query-based detector (DETR, Deformable DETR): the network and its top-k,
+no NMS.
 
 N images, (H, W) the input, Q queries, M = ``test_cfg.max_per_img``.
 
@@ -18,20 +19,25 @@ from torch import Tensor, nn
 
 from detcli.errors import ExportError
 from detcli.export.graph import OUTPUTS_NMS
-from detcli.models.detectors.detr import DETR
+from detcli.models.detectors.detr import QueryDetector
+from detcli.models.protocols import Detector
 
 
-def is_query_based(model: nn.Module) -> bool:
-    """Whether ``model`` is a query-based detector exported by :class:`QueryExportWrapper`."""
-    return isinstance(model, DETR)
+def is_query_based(model: Detector) -> bool:
+    """Whether ``model`` is a query-based detector exported by :class:`QueryExportWrapper`:
+    its stages declare neither a dense head nor an RoI head (its ``bbox_head`` is a
+    ``QueryHead``)."""
+    stages = model.stages
+    return stages.dense_head is None and stages.roi_head is None
 
 
 class QueryExportWrapper(nn.Module):
-    """DETR's network and top-k post-processing in one traced graph (module docstring)."""
+    """A query detector's network and top-k post-processing in one traced graph (module
+    docstring); the network's part is the detector's ``query_outputs``, as ``predict``'s."""
 
     output_names = OUTPUTS_NMS
 
-    def __init__(self, model: DETR, *, nms: bool = True) -> None:
+    def __init__(self, model: QueryDetector, *, nms: bool = True) -> None:
         super().__init__()
         if not nms:
             raise ExportError(f"{type(model).__name__} has no NMS to leave out: its graph ends "
@@ -39,8 +45,7 @@ class QueryExportWrapper(nn.Module):
         self.model = model
 
     def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> tuple[Tensor, ...]:
-        hidden = self.model.hidden_states(images, image_sizes)[-1:]  # (1, N, Q, D)
-        outputs = self.model.bbox_head(hidden)
+        outputs = self.model.query_outputs(images, image_sizes, last_layer_only=True)
         if image_sizes is None:
             ones = torch.ones_like(images[:, 0, 0, :2], dtype=torch.int64)  # (N, 2)
             image_sizes = ones * torch.tensor(images.shape[-2:], dtype=torch.int64)

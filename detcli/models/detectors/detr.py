@@ -21,6 +21,7 @@ the ones that do not), and ``bbox_head.embed_dims`` is derived from the decoder.
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from typing import Annotated, Any, ClassVar, Literal
 
 import torch
@@ -91,41 +92,19 @@ class DETRConfig(Schema):
                                 two_stage=False)
 
 
-@DETECTORS.register(DETRConfig)
-class DETR(TrunkDetector):
-    """Backbone, neck, transformer and query head; see the module docstring."""
+class QueryDetector(TrunkDetector, metaclass=ABCMeta):
+    """What DETR and its descendants share: a trunk, a transformer, a :class:`QueryHead` and
+    top-k predictions without NMS. A subclass provides ``query_outputs`` (and its own
+    ``loss`` when the head reads more than the queries' outputs); predictions, test-time
+    augmentation and the ONNX graph (export/query_graph.py) all go through ``query_outputs``."""
 
     num_classes_key: ClassVar[str] = "model.bbox_head.num_classes"
-
-    def __init__(self, *, backbone: nn.Module, neck: nn.Module | None,
-                 positional_encoding: nn.Module, encoder: DetrTransformerEncoder,
-                 decoder: DetrTransformerDecoder, bbox_head: nn.Module,
-                 num_queries: int = 100) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.neck = neck
-        self.positional_encoding = positional_encoding
-        self.encoder = encoder
-        self.decoder = decoder
-        self.bbox_head: QueryHead = bbox_head
-        self.num_queries = num_queries
-        self.embed_dims = encoder.embed_dims
-        self.query_embedding = nn.Embedding(num_queries, self.embed_dims)
+    bbox_head: QueryHead
 
     @property
     def stages(self) -> DetectorStages:
         """No dense head: a query head predicts one object per query (no priors, no NMS)."""
         return DetectorStages(dense_head=None, dense_key="model.bbox_head")
-
-    @classmethod
-    def from_config(cls, cfg: DETRConfig, **derived: Any) -> DETR:
-        backbone, neck = build_trunk(cfg)
-        head = HEADS.build(cfg.bbox_head, train_cfg=cfg.train_cfg, test_cfg=cfg.test_cfg)
-        return cls(backbone=backbone, neck=neck,
-                   positional_encoding=POSITIONAL_ENCODINGS.build(cfg.positional_encoding),
-                   encoder=DetrTransformerEncoder(cfg.encoder),
-                   decoder=DetrTransformerDecoder(cfg.decoder), bbox_head=head,
-                   num_queries=cfg.num_queries, **derived)
 
     def init_weights(self) -> None:
         """Each part's own init, then Xavier-uniform on every matrix of the encoder and
@@ -142,8 +121,65 @@ class DETR(TrunkDetector):
 
     @property
     def detection_test_cfg(self) -> Any:
-        """The head's ``test_cfg`` (``max_per_img``; DETR has no NMS)."""
+        """The head's ``test_cfg`` (``max_per_img``; no NMS)."""
         return self.bbox_head.test_cfg
+
+    @abstractmethod
+    def query_outputs(self, images: Tensor, img_shapes: Tensor | None = None,
+                      last_layer_only: bool = False) -> QueryOutputs:
+        """(N, 3, H, W) images and their shapes (N, 2) (None: every image fills the batch) ->
+        the head's outputs for every decoder layer, or the last one's (L = 1)."""
+
+    def forward(self, images: Tensor, img_shapes: Tensor | None = None) -> QueryOutputs:
+        """(N, 3, H, W) images -> the head's outputs for every decoder layer."""
+        return self.query_outputs(images, img_shapes)
+
+    def loss(self, images: ImageBatch, targets: DetTargets) -> dict[str, Tensor]:
+        """The set losses of every decoder layer (``loss_*`` and ``d{i}.loss_*``)."""
+        return self.bbox_head.loss(self(images.tensor, images.img_shapes), images, targets)
+
+    def _last_layer(self, images: ImageBatch) -> QueryOutputs:
+        return self.query_outputs(images.tensor, images.img_shapes, last_layer_only=True)
+
+    @torch.no_grad()
+    def predict_batch(self, images: ImageBatch, rescale: bool = True) -> DetectionBatch:
+        """Top-k detections padded to (N, M), in original-image pixels with ``rescale``."""
+        return self.bbox_head.predict(self._last_layer(images), images, rescale=rescale)
+
+    @torch.no_grad()
+    def candidates(self, images: ImageBatch) -> Candidates:
+        """The top-k boxes in network-input pixels (what test-time augmentation merges)."""
+        return self.bbox_head.candidates(self._last_layer(images), images.img_shapes)
+
+
+@DETECTORS.register(DETRConfig)
+class DETR(QueryDetector):
+    """Backbone, neck, transformer and query head; see the module docstring."""
+
+    def __init__(self, *, backbone: nn.Module, neck: nn.Module | None,
+                 positional_encoding: nn.Module, encoder: DetrTransformerEncoder,
+                 decoder: DetrTransformerDecoder, bbox_head: nn.Module,
+                 num_queries: int = 100) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.positional_encoding = positional_encoding
+        self.encoder = encoder
+        self.decoder = decoder
+        self.bbox_head: QueryHead = bbox_head
+        self.num_queries = num_queries
+        self.embed_dims = encoder.embed_dims
+        self.query_embedding = nn.Embedding(num_queries, self.embed_dims)
+
+    @classmethod
+    def from_config(cls, cfg: DETRConfig, **derived: Any) -> DETR:
+        backbone, neck = build_trunk(cfg)
+        head = HEADS.build(cfg.bbox_head, train_cfg=cfg.train_cfg, test_cfg=cfg.test_cfg)
+        return cls(backbone=backbone, neck=neck,
+                   positional_encoding=POSITIONAL_ENCODINGS.build(cfg.positional_encoding),
+                   encoder=DetrTransformerEncoder(cfg.encoder),
+                   decoder=DetrTransformerDecoder(cfg.decoder), bbox_head=head,
+                   num_queries=cfg.num_queries, **derived)
 
     def transformer(self, feat: Tensor, img_shapes: Tensor | None,
                     batch_shape: tuple[int, int]) -> Tensor:
@@ -168,24 +204,8 @@ class DETR(TrunkDetector):
         feats = self.extract_feat(images)
         return self.transformer(feats[-1], img_shapes, (images.shape[-2], images.shape[-1]))
 
-    def forward(self, images: Tensor, img_shapes: Tensor | None = None) -> QueryOutputs:
-        """(N, 3, H, W) images -> the head's outputs for every decoder layer."""
-        return self.bbox_head(self.hidden_states(images, img_shapes))
-
-    def _last_layer(self, images: ImageBatch) -> QueryOutputs:
-        """The head on the last decoder layer only (what predictions read)."""
-        return self.bbox_head(self.hidden_states(images.tensor, images.img_shapes)[-1:])
-
-    def loss(self, images: ImageBatch, targets: DetTargets) -> dict[str, Tensor]:
-        """The set losses of every decoder layer (``loss_*`` and ``d{i}.loss_*``)."""
-        return self.bbox_head.loss(self(images.tensor, images.img_shapes), images, targets)
-
-    @torch.no_grad()
-    def predict_batch(self, images: ImageBatch, rescale: bool = True) -> DetectionBatch:
-        """Top-k detections padded to (N, M), in original-image pixels with ``rescale``."""
-        return self.bbox_head.predict(self._last_layer(images), images, rescale=rescale)
-
-    @torch.no_grad()
-    def candidates(self, images: ImageBatch) -> Candidates:
-        """The top-k boxes in network-input pixels (what test-time augmentation merges)."""
-        return self.bbox_head.candidates(self._last_layer(images), images.img_shapes)
+    def query_outputs(self, images: Tensor, img_shapes: Tensor | None = None,
+                      last_layer_only: bool = False) -> QueryOutputs:
+        """The head on every decoder layer, or on the last one only (what predictions read)."""
+        hidden = self.hidden_states(images, img_shapes)
+        return self.bbox_head(hidden[-1:] if last_layer_only else hidden)

@@ -1,5 +1,10 @@
-"""Query-based heads: a fixed set of learned queries, each predicting one object (DETR)."""
+"""Query-based heads: a fixed set of learned queries, each predicting one object (DETR,
+Deformable DETR)."""
 
+from detcli.models.query_heads.deformable_detr_head import (
+    DeformableDETRHead,
+    DeformableDETRHeadConfig,
+)
 from detcli.models.query_heads.detr_head import (
     DETRHead,
     DETRHeadConfig,
@@ -7,4 +12,4 @@ from detcli.models.query_heads.detr_head import (
     DETRTrainConfig,
 )
 
-__all__ = ["DETRHead", "DETRHeadConfig", "DETRTestConfig", "DETRTrainConfig"]
+__all__ = ["DeformableDETRHead", "DeformableDETRHeadConfig", "DETRHead", "DETRHeadConfig", "DETRTestConfig", "DETRTrainConfig"]

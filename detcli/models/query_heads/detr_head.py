@@ -145,11 +145,16 @@ class DETRHead(nn.Module):
         self.cls_out_channels = num_classes if self.use_sigmoid else num_classes + 1
         self.assigner = assigner or ASSIGNERS.build(HungarianAssignerConfig())
         self.test_cfg = test_cfg or DETRTestConfig()
-        self.fc_cls = nn.Linear(embed_dims, self.cls_out_channels)
+        self._init_layers(num_reg_fcs)
+
+    def _init_layers(self, num_reg_fcs: int) -> None:
+        """The prediction layers (MMDetection's hook, which DeformableDETRHead overrides):
+        ``fc_cls`` and the box branch ``reg_ffn`` -> ``fc_reg``."""
+        self.fc_cls = nn.Linear(self.embed_dims, self.cls_out_channels)
         self.activate = nn.ReLU()
-        self.reg_ffn = FFN(embed_dims=embed_dims, feedforward_channels=embed_dims,
+        self.reg_ffn = FFN(embed_dims=self.embed_dims, feedforward_channels=self.embed_dims,
                            num_fcs=num_reg_fcs, add_identity=False)
-        self.fc_reg = nn.Linear(embed_dims, 4)
+        self.fc_reg = nn.Linear(self.embed_dims, 4)
 
     @classmethod
     def from_config(cls, cfg: DETRHeadConfig, *, train_cfg: DETRTrainConfig | None = None,

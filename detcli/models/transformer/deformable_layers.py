@@ -32,7 +32,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from detcli.config.schema import Schema
-from detcli.models.dense_heads.rtmdet_head import inverse_sigmoid
+from detcli.ops.logits import inverse_sigmoid
 from detcli.models.transformer.attention import (
     FFN,
     FFNConfig,
