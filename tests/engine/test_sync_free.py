@@ -10,7 +10,8 @@ clip, optimizer step) and :meth:`~detcli.engine.meters.LossMeter.add` -- and fla
 
 Every preset matching ``*_tiny_synth.toml`` is run, with the budget of its model type in
 :data:`BUDGET` (0 for a family not listed: a new dense detector inherits the test as it is;
-a two-stage one adds its documented count, docs/performance.md). The step runs once before
+a two-stage one adds its documented count, docs/performance.md; a type's variant with masks
+may have its own, :func:`budget_key`). The step runs once before
 the recorded one: the first fills per-device caches (priors per feature-map size, the
 coder's means and stds). NMS takes the way it takes on CUDA (one call; on the CPU it loops
 per cluster above ``CPU_SINGLE_CALL_MAX_BOXES`` boxes, where the CPU has no device to wait for).
@@ -57,7 +58,20 @@ BUDGET = {
     "CascadeRCNN": 5,
     # Faster R-CNN's, and the mask RoI extractor's RoIs per FPN level
     "MaskRCNN": 4,
+    # Cascade R-CNN's five, and the mask RoIs per FPN level of all three stages (pooled in
+    # one call)
+    "CascadeRCNN with masks": 6,
 }
+
+
+def budget_key(model_cfg: Any) -> str:
+    """The model type, with " with masks" where that type has a mask variant of its own
+    budget (Cascade Mask R-CNN is a CascadeRCNN with mask heads, as in MMDetection)."""
+    masked = f"{model_cfg.type} with masks"
+    roi_head = getattr(model_cfg, "roi_head", None)  # None: a single-stage detector
+    has_masks = getattr(roi_head, "mask_head", None) is not None
+    return masked if has_masks and masked in BUDGET else model_cfg.type
+
 
 _VALUE = "reads a tensor's value on the host (.item(), float(), int(), bool(), `if t:`)"
 _SHAPE = "its output size depends on the data: the host reads the size"
@@ -197,7 +211,8 @@ def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def tiny_train_step(preset: Path) -> tuple[str, TrainStep]:
-    """The preset's model (seed 0), optimizer and grad clip in an engine TrainStep."""
+    """The preset's budget key and its model (seed 0), optimizer and grad clip in an engine
+    TrainStep."""
     cfg = load_config(preset, []).cfg
     torch.manual_seed(0)
     model = build_detector(cfg.model)
@@ -206,8 +221,9 @@ def tiny_train_step(preset: Path) -> tuple[str, TrainStep]:
     optimizer = build_optimizer(model, cfg.optimizer)
     clip = cfg.optimizer_config.grad_clip
     grad_clip = None if clip is None else (clip.max_norm, clip.norm_type)
-    return cfg.model.type, TrainStep(LossForward(model), optimizer, device=torch.device("cpu"),
-                                     grad_clip=grad_clip)
+    step = TrainStep(LossForward(model), optimizer, device=torch.device("cpu"),
+                     grad_clip=grad_clip)
+    return budget_key(cfg.model), step
 
 
 def optimizer_host_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
