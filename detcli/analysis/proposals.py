@@ -10,9 +10,10 @@ G GT boxes, J jittered boxes per GT, B background boxes, P proposals. Boxes are
   (:func:`background_boxes`); all inside the image, deterministic for a seed;
 - **a checkpoint**: the model's own RPN on the network input, with the proposal settings
   training uses (``model.train_cfg.rpn_proposal``), the model in eval mode
-  (:func:`run_checkpoint`, which keeps the model and its features for a cascade's stages). The input is the picture's image normalised again by the
-  pipeline's ``Normalize``, so the proposals sit exactly on what is drawn (the picture's 8-bit
-  pixels round the input by at most half a grey level).
+  (:func:`run_checkpoint`, which keeps the model and its features for a cascade's stages).
+  The input is the picture's image normalised again by the pipeline's ``Normalize``, so the
+  proposals sit exactly on what is drawn (the picture's 8-bit pixels round the input by at
+  most half a grey level).
 
 :mod:`detcli.analysis.roi_sampling` replays the RoI head's sampling on them.
 """

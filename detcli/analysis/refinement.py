@@ -10,8 +10,8 @@ their best foreground score), and the next stage samples those boxes. The view h
 with a trained model:
 
 - :class:`ModelRefiner` (``--checkpoint``): the checkpoint's stage-t extractor and box head on
-  the model's own features, decoded by :func:`~detcli.models.roi_heads.cascade_roi_head.refine_rois`,
-  the call training makes;
+  the model's own features, decoded by
+  :func:`~detcli.models.roi_heads.cascade_roi_head.refine_rois`, the call training makes;
 - :class:`TowardGT` (no checkpoint): an untrained head's regression is noise, so a stated
   stand-in replaces it: each sampled positive moves ``fraction`` (REFINE_FRACTION) of the way to
   its GT, corner by corner (``box + fraction * (gt - box)``), which is what a regressor that

@@ -392,11 +392,17 @@ def visualize_roi_sampling(
     cfg: Any,
     view: AssignmentView,
     pipeline: Sequence[Any],
-    **options: Any,
+    *,
+    checkpoint: Optional[Union[str, Path]] = None,
+    jitter: int = JITTER_PER_GT,
+    background: int = BACKGROUND,
+    seed: int = 0,
+    device: Optional[str] = "cpu",
 ) -> RoISamplingView:
     """The RoI head's (a cascade's stage 0) sampling of proposals: :func:`visualize_roi_stages`'s
-    first view, with its options."""
-    return visualize_roi_stages(cfg, view, pipeline, **options)[0]
+    first view."""
+    return visualize_roi_stages(cfg, view, pipeline, checkpoint=checkpoint, jitter=jitter,
+                                background=background, seed=seed, device=device)[0]
 
 
 def visualize_roi_stages(

@@ -1,6 +1,7 @@
 """The Cascade R-CNN side of ``det viz assign``'s RoI sampling: the stand-in refinement's boxes,
-the training slot layout, each stage's positives for proposals of known IoU, and the replay
-against CascadeRoIHead.stage_samples (the training code) with a model's own regression.
+the training slot layout, each stage's positives for proposals of known IoU, the replay
+against CascadeRoIHead.stage_samples (the training code) with a model's own regression, and
+what each stage's picture says.
 
 The hand-checked proposals are the GT box (0, 0, 100, 100) shifted right by d pixels: IoU
 (100 - d) / (100 + d), so d = 5, 10, 20, 30, 40 give 0.905, 0.818, 0.667, 0.538, 0.429.
@@ -11,19 +12,24 @@ from __future__ import annotations
 import pytest
 import torch
 
+from detcli.analysis.assign_view import pipeline_of
 from detcli.analysis.proposals import CheckpointRun
 from detcli.analysis.refinement import ModelRefiner, TowardGT, toward_gt
 from detcli.analysis.roi_sampling import (
     CandidateSampling,
     RCNNParts,
+    RoISamplingView,
     sample_stages,
     training_slots,
+    visualize_roi_sampling,
+    visualize_roi_stages,
 )
 from detcli.config.loader import load_config
 from detcli.models.build import build_detector
 from detcli.structures.batch import DetTargets, ImageBatch
 from detcli.structures.proposals import Proposals
-from tests.analysis.tiny_data import ROOT
+from detcli.viz.roi_picture import draw_roi_sampling, rcnn_legend_entries, rcnn_panel_title
+from tests.analysis.tiny_data import ROOT, assign_boxes, make_tiny
 
 CASCADE = ROOT / "presets" / "cascade_rcnn_tiny_synth.toml"
 GT = torch.tensor([[0., 0., 100., 100.]])
@@ -179,3 +185,28 @@ def test_the_replay_draws_what_cascade_training_draws(tmp_path, num):
             assert int(sampling.sampled_pos.sum()) == 4
         else:  # every candidate: the 24 proposals (stage 0) or the 26 RoIs less the 2 GT boxes
             assert len(stage.proposals) == 24 and len(sampling.boxes) == 26
+
+
+def test_each_stage_view_says_which_stage_and_how_its_boxes_were_made(tmp_path):
+    tiny = make_tiny(tmp_path)
+    splits = "".join(f'[data.{s}]\nann_file = "{tiny.ann_file}"\nimg_prefix = "{tiny.root / "images"}/"\n'
+                     for s in ("train", "val", "test"))
+    config = tmp_path / "cascade.toml"
+    config.write_text(f'extends = ["{CASCADE}"]\n{splits}')
+    cfg = load_config(config).cfg
+    view = assign_boxes(cfg, tiny.image_a, ["10,20,40,50", "60,10,100,80,circle"])
+    stages = visualize_roi_stages(cfg, view, pipeline_of(cfg, False), jitter=8, background=20)
+    assert [s.source for s in stages] == ["jitter", "refined", "refined"]
+    assert visualize_roi_sampling(cfg, view, pipeline_of(cfg, False), jitter=8,
+                                  background=20).counts == stages[0].counts  # stage 0
+    texts = [[text for text, _, _ in rcnn_legend_entries(s, False)] for s in stages]
+    assert texts[1][:2] == ["stage s1 (2 of 3): IoU >= 0.6", "s0 positives moved 0.5 to GT"]
+    assert texts[2][:2] == ["stage s2 (3 of 3): IoU >= 0.7", "s1 positives moved 0.5 to GT"]
+    assert texts[2][5] == f"{len(stages[2].proposals)} refined proposals + 2 GT"
+    assert texts[2][7] == f"mean IoU of positives {stages[2].mean_positive_iou:.2f}"
+    assert rcnn_panel_title(stages[2], True).startswith("s2 sampled positives: ")
+    # 2 panels of 256 x 192 (524 wide, 18 + 192 + 4 + 4 high) over 10 legend entries (stage,
+    # boxes, 3 markers, 2 totals, the mean IoU, 2 GTs), 2 per line: 5 lines of 18, + 4
+    assert len(texts[0]) == 10 and draw_roi_sampling(stages[0]).shape == (218 + 90 + 4, 524, 3)
+    single = RoISamplingView(**{**stages[0].__dict__, "stage": None})  # Faster R-CNN's legend
+    assert [t for t, _, _ in rcnn_legend_entries(single, False)] == texts[0][2:7] + texts[0][8:]
