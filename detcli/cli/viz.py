@@ -322,7 +322,8 @@ def assign(
                                            "the jittered proposals.")] = 0,
     checkpoint: Annotated[Optional[Path], typer.Option(
         "--checkpoint", help="Two-stage: sample the model's own RPN proposals (a .pth of this "
-        "config) instead of jittered GT boxes.", show_default=False)] = None,
+        "config) instead of jittered GT boxes. DETR: match its own queries, not "
+        "stand-ins.", show_default=False)] = None,
     jitter: Annotated[Optional[int], typer.Option(
         "--jitter", min=0, help="Two-stage: jittered proposals per GT, IoU spread over "
         "0.1-0.95 " + shown_default("16"), show_default=False)] = None,
@@ -332,12 +333,19 @@ def assign(
     show_unsampled: Annotated[bool, typer.Option(
         "--show-unsampled", help="Two-stage: draw the proposals left out of the RoI sample "
                                  "faintly.")] = False,
+    layers: Annotated[bool, typer.Option(
+        "--layers", help="Query-based (DETR): a panel per decoder layer, where the matched "
+                         "query's box was (needs --checkpoint).")] = False,
     device: DeviceOpt = None,
     overrides: SetOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Draw the positive, negative and ignored priors of IMAGE's GT boxes; table per GT.
+
+    A query-based detector (DETR) shows its Hungarian matching instead: each GT with its
+    matched query's box, the weighted match costs and their total, the IoU (--layers: per
+    decoder layer); without --checkpoint on seeded stand-in queries, as the output says.
 
     Runs the config's test pipeline (or --train-pipeline), prior generator, assigner and
     sampler on the GT boxes of --ann or --box, writes the picture to --out, and prints per GT
@@ -348,6 +356,8 @@ def assign(
     """
     from detcli.errors import DetError
     from detcli.viz.draw import save_image
+    from detcli.analysis.capabilities import num_queries
+    from detcli.cli.viz_query import assign_queries
     from detcli.analysis.capabilities import is_two_stage
     from detcli.analysis.proposals import BACKGROUND, JITTER_PER_GT
     from detcli.analysis.roi_sampling import visualize_roi_stages
@@ -357,6 +367,19 @@ def assign(
     from detcli.viz.roi_picture import draw_roi_sampling
 
     cfg = load(config, overrides).cfg
+    if num_queries(cfg.model) is not None:  # no priors: the matching (cli/viz_query.py)
+        unused = [name for name, given in (("--levels", levels), ("--jitter", jitter),
+                                           ("--background", background),
+                                           ("--show-negatives", show_negatives or None),
+                                           ("--show-unsampled", show_unsampled or None))
+                  if given is not None]
+        assign_queries(cfg, image, read_gt(cfg, image, ann, box or ()), out=out, layers=layers,
+                       train_pipeline=train_pipeline, seed=seed, checkpoint=checkpoint,
+                       device=device, as_json=as_json, unused=unused)
+        return
+    if layers:
+        raise DetError(f"--layers: {config} configures a {cfg.model.type}, whose priors have "
+                       "no decoder layers; --layers applies to query-based detectors (DETR)")
     two_stage = is_two_stage(cfg.model)
     if not two_stage:
         given = [name for name, v in (("--checkpoint", checkpoint), ("--jitter", jitter),

@@ -92,3 +92,24 @@ class Sampler(Protocol):
     def sample(self, assign: AssignResult, priors: Tensor, gt_boxes: Tensor,
                gt_labels: Tensor,
                generator: Optional[torch.Generator] = None) -> SamplingResult: ...
+
+
+class MatchingAssigner(Protocol):
+    """Query scores and boxes + GT -> a one-to-one matching (DETR's ``HungarianAssigner``):
+    M problems, Q queries, G GT slots, C classifier outputs; boxes in network-input pixels.
+    The query heads' losses call ``match``; ``det viz assign`` reads ``cost_terms`` to show
+    what each match cost contributed (:mod:`detcli.analysis.query_matching`)."""
+
+    match_cost_cfgs: list[Any]  # the configured match costs (``type``, ``weight``), in order
+
+    def match(self, scores: Tensor, boxes: Tensor, gt_boxes: Tensor, gt_labels: Tensor,
+              img_shapes: Tensor) -> Any:
+        """scores (M, Q, C), boxes (M, Q, 4), gt_boxes (M, G, 4), gt_labels (M, G) (-1:
+        padding), img_shapes (M, 2) -> a match whose ``result`` is the (M, Q) AssignResult."""
+        ...
+
+    def cost_terms(self, scores: Tensor, boxes: Tensor, gt_boxes: Tensor, gt_labels: Tensor,
+                   img_shapes: Tensor) -> list[Tensor]:
+        """Each weighted match cost, (M, Q, G), in the configured order; they sum to the
+        matrix ``match`` solves."""
+        ...

@@ -1,0 +1,139 @@
+"""The matching picture of ``det viz assign`` on a query-based detector (OpenCV), from a
+:class:`~detcli.analysis.query_matching.QueryMatching`: an overview panel, with ``layers`` one
+panel per decoder layer, and a legend, laid out as :mod:`detcli.viz.canvas` describes.
+
+Q queries, G GT boxes, L layers; s: the panel scale. Images are uint8 BGR.
+
+What is drawn, over the image in grey: every query's box of the last layer thin and dark grey
+(the unmatched ones are background in the loss); each GT thick in its colour, its matched
+query's box dashed in the same colour with a line between the two centres and a tag
+``q<query> <total cost>``; a GT left without a query (more GT than queries) gets a red tag.
+Extra query groups (``QueryMatching.groups``: DINO's denoising queries) are drawn as small
+dots at their centres in the colour of their GT. A layer panel shows where the final match's
+query was at that layer (its box dashed, the GT thick) and, when that layer's own matching
+gave the GT another query, that query's box thin. The legend names the match costs and their
+weights and says where the queries come from (a checkpoint, or the seeded stand-in).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Optional
+
+import cv2
+import numpy as np
+
+from detcli.viz.canvas import (
+    BACKGROUND,
+    ENTRY_W,
+    FONT,
+    FONT_SCALE,
+    GAP,
+    TEXT,
+    TITLE_H,
+    WARN,
+    LegendEntry,
+    assignment_canvas_size,
+    centres,
+    dashed_rectangle,
+    distinct_colours,
+    draw_dots,
+    draw_legend,
+    grid_columns,
+    image_panel,
+    panel_scale,
+    point,
+    put_text,
+)
+
+if TYPE_CHECKING:
+    from detcli.analysis.query_matching import QueryMatching
+
+QUERY_GREY = (90, 90, 90)  # the legend's "unsampled" swatch
+LEGEND_TEXT_W = ENTRY_W - 6  # the text room of a legend entry without a swatch
+
+
+def _scaled(box, scale: float) -> np.ndarray:
+    return np.asarray(box, np.float32) * scale
+
+
+def draw_panel(matching: QueryMatching, layer: Optional[int], scale: float,
+               colours: list[tuple[int, int, int]]) -> np.ndarray:
+    """The overview (``layer`` None) or one decoder layer's panel."""
+    panel = image_panel(matching.image, matching.img_shape, scale)
+    if layer is None:
+        for box in matching.query_boxes * scale:  # (Q, 4)
+            cv2.rectangle(panel, point(box[:2]), point(box[2:]), QUERY_GREY, 1)
+        for group in matching.groups:
+            for g, colour in enumerate(colours):
+                draw_dots(panel, centres(group.boxes[group.gt_index == g] * scale), colour)
+    for gt, colour in zip(matching.gts, colours):
+        box = _scaled(gt.box, scale)
+        cv2.rectangle(panel, point(box[:2]), point(box[2:]), colour, 2)
+        if gt.query is None:
+            put_text(panel, f"#{gt.index} no query", (box[0] + 2, box[1] + 12), TEXT, WARN)
+            continue
+        if layer is None:
+            query_box, tag = _scaled(gt.query_box, scale), f"q{gt.query} {gt.total:.2f}"
+        else:
+            step = gt.layers[layer]
+            query_box, tag = _scaled(step.box, scale), f"q{gt.query} IoU {step.iou:.2f}"
+            if step.layer_box is not None and step.layer_query != gt.query:
+                other = _scaled(step.layer_box, scale)
+                cv2.rectangle(panel, point(other[:2]), point(other[2:]), colour, 1)
+        dashed_rectangle(panel, query_box, colour)
+        (gx, gy), (qx, qy) = centres(box[None])[0], centres(query_box[None])[0]
+        cv2.line(panel, point((gx, gy)), point((qx, qy)), colour, 1, cv2.LINE_AA)
+        put_text(panel, tag, (query_box[0] + 2, max(query_box[1] - 3, 10)), colour)
+    return panel
+
+
+def wrapped(text: str, width: int = LEGEND_TEXT_W) -> list[str]:
+    """``text`` broken at spaces into lines at most ``width`` pixels wide (a word wider than
+    that gets a line of its own)."""
+    lines: list[str] = []
+    for word in text.split():
+        line = f"{lines[-1]} {word}" if lines else word
+        if lines and cv2.getTextSize(line, FONT, FONT_SCALE, 1)[0][0] <= width:
+            lines[-1] = line
+        else:
+            lines.append(word)
+    return lines
+
+
+def legend_entries(matching: QueryMatching) -> list[LegendEntry]:
+    entries: list[LegendEntry] = []
+    for g, gt in enumerate(matching.gts):
+        text = f"#{gt.index} {gt.class_name}: " + ("no query (more GT than queries)"
+                                                     if gt.query is None else f"q{gt.query}")
+        entries.append((text, g, WARN if gt.query is None else TEXT))
+    entries.append(("GT; its query dashed", "gt", TEXT))
+    entries.append((f"{matching.num_queries} queries, last layer", "unsampled", TEXT))
+    costs = " + ".join(f"{name} x{weight:g}" for name, weight in matching.costs)
+    for text in (f"{matching.assigner} cost: {costs}", matching.source_text):
+        entries += [(line, None, TEXT) for line in wrapped(text)]
+    return entries
+
+
+def draw_query_matching(matching: QueryMatching, layers: bool = False) -> np.ndarray:
+    """The matching picture: an overview panel, with ``layers`` one panel per decoder layer,
+    and the legend -> (height, width, 3) uint8 BGR."""
+    panels: list[Optional[int]] = [None]
+    if layers and matching.num_layers > 1:
+        panels += list(range(matching.num_layers))
+    entries = legend_entries(matching)
+    height, width = assignment_canvas_size(matching.pad_shape, len(panels), len(entries))
+    canvas = np.full((height, width, 3), BACKGROUND, np.uint8)
+    scale = panel_scale(matching.pad_shape)
+    ph, pw = round(matching.pad_shape[0] * scale), round(matching.pad_shape[1] * scale)
+    colours = distinct_colours(len(matching.gts))
+    cols = grid_columns(len(panels))
+    for k, layer in enumerate(panels):
+        x = GAP + (k % cols) * (pw + GAP)
+        y = GAP + (k // cols) * (TITLE_H + ph + GAP)
+        title = "Hungarian matching (last layer)" if layer is None else f"decoder layer {layer}"
+        put_text(canvas, title, (x + 2, y + TITLE_H - 5))
+        canvas[y + TITLE_H:y + TITLE_H + ph, x:x + pw] = draw_panel(matching, layer, scale, colours)
+    rows = math.ceil(len(panels) / cols)
+    draw_legend(canvas, rows * (TITLE_H + ph + GAP) + GAP, entries, colours)
+    return canvas
