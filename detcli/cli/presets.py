@@ -33,8 +33,12 @@ def presets(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
     table.add_column("what it is")
     for info in infos:
         backbone = f"{info.backbone} {info.backbone_channels}"  # ResNet-50 [256, 512, ...]
-        details = Text(" | ".join((info.family, backbone, info.dataset, info.schedule)),
-                       style="dim")
+        lines = [" | ".join((info.family, backbone, info.dataset, info.schedule))]
+        if info.backbone_weights:  # a URL by its file name, to fit the column
+            lines.append("backbone weights: " + ", ".join(
+                w.rsplit("/", 1)[-1] if w.startswith(("http://", "https://")) else w
+                for w in info.backbone_weights))
+        details = Text("\n".join(lines), style="dim")
         table.add_row(info.name, Text.assemble(info.summary, "\n", details))
     console.print(table)
     err_console.print("a name works wherever a config file does: det train retinanet_tiny_synth; "

@@ -30,6 +30,7 @@ class PresetInfo:
     family: str  # the detector type: RetinaNet, FCOS, ATSS, FasterRCNN
     backbone: str  # "ResNet-50", "ResNet-18 (1/4 width)", "ResNeXt-101 64x4d"
     backbone_channels: list[int]  # the channels of each backbone output, what the neck reads
+    backbone_weights: list[str]  # the ImageNet checkpoints det knows that fit the backbone
     dataset: str  # "CocoDataset data/coco, 80 classes"
     schedule: str  # "12 epochs, SGD lr 0.01, step at 8, 11"
     summary: str  # the file's first line, a `# ` comment
@@ -37,6 +38,7 @@ class PresetInfo:
     def as_dict(self) -> dict[str, str]:
         return {"name": self.name, "file": str(self.path), "family": self.family,
                 "backbone": self.backbone, "backbone_channels": list(self.backbone_channels),
+                "backbone_weights": list(self.backbone_weights),
                 "dataset": self.dataset, "schedule": self.schedule,
                 "summary": self.summary}
 
@@ -52,6 +54,7 @@ def list_presets(root: Path | None = None) -> list[PresetInfo]:
         infos.append(PresetInfo(name=name, path=path, family=cfg.model.type,
                                 backbone=cfg.model.backbone.label(),
                                 backbone_channels=cfg.model.backbone.out_channels(),
+                                backbone_weights=cfg.model.backbone.weights(),
                                 dataset=describe_dataset(cfg), schedule=describe_schedule(cfg),
                                 summary=read_summary(path)))
     return infos

@@ -18,7 +18,9 @@ subclasses the one of its kind and implements the method.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from pydantic import ConfigDict, ValidationError
 
 from detcli.config.schema import Schema, derive_or_check
 from detcli.errors import ConfigError
@@ -26,8 +28,21 @@ from detcli.errors import ConfigError
 T = TypeVar("T")
 
 
+def _describe_default(schema: dict[str, Any], cls: type[BackboneSchema]) -> None:
+    """JSON Schema extra of a backbone config (``det config schema``): its default
+    configuration's label, outputs' channels and loadable weights, under ``x-det-default``."""
+    try:
+        default = cls()
+    except ValidationError:  # a backbone with required keys has no default to describe
+        return
+    schema["x-det-default"] = {"label": default.label(), "out_channels": default.out_channels(),
+                               "weights": default.weights()}
+
+
 class BackboneSchema(Schema):
     """A backbone's config, which knows its outputs' channels before the network exists."""
+
+    model_config = ConfigDict(json_schema_extra=_describe_default)
 
     type: str
 
@@ -42,6 +57,12 @@ class BackboneSchema(Schema):
     def label(self) -> str:
         """A short name for listings (``det presets``): ``ResNet-50``; the type by default."""
         return self.type
+
+    def weights(self) -> list[str]:
+        """The ``init_cfg.checkpoint`` names det knows whose tensors fit this backbone as
+        configured (converted on load where their layout differs): ``torchvision://resnet50``;
+        none by default."""
+        return []
 
 
 class NeckSchema(Schema):

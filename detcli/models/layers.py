@@ -267,6 +267,12 @@ def bias_init_with_prob(prior_prob: float) -> float:
     return -math.log((1.0 - prior_prob) / prior_prob)
 
 
+def drop_path_rates(max_rate: float, num_blocks: int) -> list[float]:
+    """Stochastic depth rates rising linearly from 0 to ``max_rate`` over ``num_blocks`` blocks
+    (``torch.linspace(0, max_rate, num_blocks)``, in Python: buildable on the meta device)."""
+    return [max_rate * j / max(num_blocks - 1, 1) for j in range(num_blocks)]
+
+
 def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
     """Stochastic depth on a residual branch x (N, ...): while training, each image's branch is
     zeroed with probability ``rate`` and the others scaled by 1 / (1 - rate); else x."""

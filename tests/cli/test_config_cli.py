@@ -107,6 +107,18 @@ def test_schema_is_json_schema(run, tmp_path):
     assert result.exit_code == 0
     schema = json.loads(result.stdout)
     assert {"model", "data", "optimizer", "lr_config"} <= set(schema["properties"])
+    # each backbone's default: its label, outputs' channels and the weights it loads
+    backbones = {k: v["x-det-default"] for k, v in schema["$defs"].items()
+                 if "x-det-default" in v}
+    assert backbones["SwinTransformerConfig"] == {
+        "label": "Swin-T", "out_channels": [96, 192, 384, 768],
+        "weights": ["torchvision://swin_t"]}  # convert_weights is off by default
+    assert backbones["MobileNetV3Config"] == {
+        "label": "MobileNetV3-Large", "out_channels": [40, 112, 960],
+        "weights": ["torchvision://mobilenet_v3_large"]}
+    assert backbones["ResNetConfig"]["weights"] == ["torchvision://resnet50"]
+    assert {"ConvNeXtConfig", "MobileNetV2Config", "RegNetConfig", "CSPNeXtConfig"} <= set(
+        backbones)
     out = tmp_path / "schema.json"
     assert run("config", "schema", "--out", str(out)).exit_code == 0
     assert json.loads(out.read_text()) == schema

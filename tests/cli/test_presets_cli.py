@@ -25,12 +25,21 @@ def test_presets_json_lists_every_preset_with_its_columns(run):
     assert tiny == {
         "name": "retinanet_tiny_synth", "file": str(presets_dir() / "retinanet_tiny_synth.toml"),
         "family": "RetinaNet", "backbone": "ResNet-18 (1/4 width)",
-        "backbone_channels": [16, 32, 64, 128],
+        "backbone_channels": [16, 32, 64, 128], "backbone_weights": [],  # a 1/4-width ResNet
         "dataset": "CocoDataset data/synth, 3 classes",
         "schedule": "12 epochs, AdamW lr 0.001, step at 9, 11",
         "summary": "A tiny RetinaNet for det's synthetic shapes: trains on a CPU in minutes "
                    "(the README's demo).",
     }
+    rows = {r["name"]: r for r in rows}
+    assert (rows["mask_rcnn_swin_t"]["backbone"], rows["mask_rcnn_swin_t"]["backbone_channels"],
+            rows["mask_rcnn_swin_t"]["backbone_weights"]) == (
+        "Swin-T", [96, 192, 384, 768],
+        ["torchvision://swin_t", "https://github.com/SwinTransformer/storage/releases/download/"
+                                 "v1.0.0/swin_tiny_patch4_window7_224.pth"])
+    assert (rows["retinanet_mobilenetv3"]["backbone_channels"],
+            rows["retinanet_mobilenetv3"]["backbone_weights"]) == (
+        [40, 112, 960], ["torchvision://mobilenet_v3_large"])
 
 
 def test_presets_table_shows_each_name_and_summary(run):
@@ -44,6 +53,10 @@ def test_presets_table_shows_each_name_and_summary(run):
             in out)
     assert "FasterRCNN | ResNeXt-101 64x4d [256, 512, 1024, 2048] |" in out
     assert "RetinaNet | RegNet regnetx_3.2gf [96, 192, 432, 1008] |" in out
+    assert "MaskRCNN | Swin-T [96, 192, 384, 768] |" in out
+    # the weights line names a URL by its file
+    assert ("backbone weights: torchvision://swin_t, swin_tiny_patch4_window7_224.pth" in out)
+    assert "RetinaNet | MobileNetV3-Large [40, 112, 960] |" in out
 
 
 def test_config_show_takes_a_preset_name(run):

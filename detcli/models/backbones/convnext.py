@@ -33,7 +33,7 @@ from detcli.config.schema import Maybe, Schema
 from detcli.errors import ConfigError
 from detcli.models.backbones.freezing import freeze
 from detcli.models.channels import BackboneSchema
-from detcli.models.layers import drop_path
+from detcli.models.layers import drop_path, drop_path_rates
 from detcli.models.pretrained import PretrainedInit, load_state, read_checkpoint
 from detcli.registry import BACKBONES
 
@@ -79,6 +79,12 @@ class ConvNeXtConfig(BackboneSchema):
 
     def label(self) -> str:
         return f"ConvNeXt-{self.arch if isinstance(self.arch, str) else 'custom'}"
+
+    def weights(self) -> list[str]:
+        """torchvision's ``convnext_{arch}`` of a named design (converted on load)."""
+        if not isinstance(self.arch, str) or self.in_channels != 3:
+            return []
+        return [f"torchvision://convnext_{self.arch}"]
 
 
 def resolve_arch(arch: str | ConvNeXtArch) -> tuple[list[int], list[int]]:
@@ -140,7 +146,7 @@ class ConvNeXt(nn.Module):
         self.out_indices = tuple(out_indices)
         self.frozen_stages = frozen_stages
         self.init_cfg = init_cfg
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = drop_path_rates(drop_path_rate, sum(depths))
         self.downsample_layers = nn.ModuleList()
         self.stages = nn.ModuleList()
         c_in = in_channels

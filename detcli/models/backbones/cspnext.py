@@ -63,6 +63,13 @@ def stage_channels(arch: str, widen_factor: float) -> list[int]:
                                                  for _, out, _, _, _ in stages]
 
 
+CSPNEXT_RSB = "https://download.openmmlab.com/mmdetection/v3.0/rtmdet/cspnext_rsb_pretrain/"
+CSPNEXT_WEIGHTS = {  # (deepen_factor, widen_factor) -> MMDetection's ImageNet file (P5)
+    (0.167, 0.375): [CSPNEXT_RSB + "cspnext-tiny_imagenet_600e.pth"],
+    (0.33, 0.5): [CSPNEXT_RSB + "cspnext-s_imagenet_600e.pth"],
+}
+
+
 class CSPNeXtConfig(BackboneSchema):
     """CSPNeXt settings: MMDetection 3.3's names and class defaults."""
 
@@ -94,6 +101,13 @@ class CSPNeXtConfig(BackboneSchema):
         """Channels of each output (one per out_index), known without building the network."""
         channels = stage_channels(self.arch, self.widen_factor)
         return [channels[i] for i in self.out_indices]
+
+    def weights(self) -> list[str]:
+        """MMDetection's CSPNeXt ImageNet files (the RTMDet tiny and s presets' backbones)."""
+        if (self.arch, self.use_depthwise, self.expand_ratio, self.channel_attention) != (
+                "P5", False, 0.5, True):
+            return []
+        return CSPNEXT_WEIGHTS.get((self.deepen_factor, self.widen_factor), [])
 
 
 def indices_problem(out_indices: Sequence[int], frozen_stages: int, num_stages: int) -> str | None:

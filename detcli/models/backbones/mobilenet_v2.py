@@ -84,6 +84,10 @@ class MobileNetV2Config(BackboneSchema):
         """``MobileNetV2``, ``MobileNetV2 (x0.5)``."""
         return "MobileNetV2" + ("" if self.widen_factor == 1.0 else f" (x{self.widen_factor:g})")
 
+    def weights(self) -> list[str]:
+        """torchvision's ``mobilenet_v2`` at width 1 (converted on load)."""
+        return ["torchvision://mobilenet_v2"] if self.widen_factor == 1.0 else []
+
 
 class InvertedResidual(nn.Module):
     """(N, C_in, H, W) -> (N, C_out, H / s, W / s): expand 1x1, depthwise 3x3, linear 1x1."""

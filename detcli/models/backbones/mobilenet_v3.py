@@ -100,6 +100,10 @@ class MobileNetV3Config(BackboneSchema):
         width = "" if self.widen_factor == 1.0 else f" (x{self.widen_factor:g})"
         return f"MobileNetV3-{self.arch.capitalize()}{width}"
 
+    def weights(self) -> list[str]:
+        """torchvision's ``mobilenet_v3_{arch}`` at width 1 (its names: no conversion)."""
+        return [f"torchvision://mobilenet_v3_{self.arch}"] if self.widen_factor == 1.0 else []
+
 
 def norm_layer(cfg: NormConfig) -> partial[nn.Module]:
     kind = nn.SyncBatchNorm if cfg.type == "SyncBN" else nn.BatchNorm2d

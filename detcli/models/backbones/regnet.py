@@ -63,6 +63,16 @@ ARCHS: dict[str, RegNetArch] = {  # MMDetection's arch_settings
 }
 
 
+# MMDetection's design name -> the ImageNet files of that design (torchvision's regnet_x_400mf
+# rounds its last stage to 400 channels, not 384: it does not fit)
+REGNET_WEIGHTS = {
+    "regnetx_800mf": ["torchvision://regnet_x_800mf"],
+    "regnetx_1.6gf": ["torchvision://regnet_x_1_6gf"],
+    "regnetx_3.2gf": ["torchvision://regnet_x_3_2gf", "open-mmlab://regnetx_3.2gf"],
+    "regnetx_8.0gf": ["torchvision://regnet_x_8gf"],
+}
+
+
 @dataclass(frozen=True)
 class RegNetStages:
     """Per stage: its width (channels in and out of each block), blocks and 3x3 groups."""
@@ -133,6 +143,13 @@ class RegNetConfig(BackboneSchema):
     def label(self) -> str:
         """``RegNet regnetx_3.2gf`` (``RegNet custom arch`` for a design given in full)."""
         return f"RegNet {self.arch if isinstance(self.arch, str) else 'custom arch'}"
+
+    def weights(self) -> list[str]:
+        """torchvision's ``regnet_x_*`` file of a named design (converted on load), and MMCV's
+        RegNetX-3.2GF file."""
+        if not isinstance(self.arch, str) or self.in_channels != 3:
+            return []
+        return REGNET_WEIGHTS.get(self.arch, [])
 
 
 def resolve_arch(arch: str | RegNetArch) -> RegNetArch:

@@ -282,6 +282,18 @@ class ResNetConfig(ResNetFamilyConfig):
     deep_stem: bool = False
     avg_down: bool = False
 
+    def weights(self) -> list[str]:
+        """torchvision's ``resnet{depth}`` (pytorch style), MSRA's caffe ResNet-50/101; none
+        for a deep stem, average-pool shortcuts or other widths."""
+        if self.deep_stem or self.avg_down or self.base_channels != 64 or self.in_channels != 3:
+            return []
+        if self.stem_channels not in (None, 64):
+            return []
+        if self.style == "caffe":
+            return [f"open-mmlab://detectron/resnet{self.depth}_caffe"] if self.depth in (
+                50, 101) else []
+        return [f"torchvision://resnet{self.depth}"]
+
 
 class ResNetV1dConfig(ResNetFamilyConfig):
     """``ResNetV1d``: a ResNet with ``deep_stem`` and ``avg_down`` (neither may be set)."""

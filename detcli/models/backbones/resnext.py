@@ -24,6 +24,15 @@ from detcli.models.backbones.resnet import ResNet, ResNetConfig
 from detcli.registry import BACKBONES
 
 
+# (depth, groups, base_width) -> the ImageNet files of that design (pytorch style)
+RESNEXT_WEIGHTS = {
+    (50, 32, 4): ["torchvision://resnext50_32x4d"],
+    (101, 32, 8): ["torchvision://resnext101_32x8d"],
+    (101, 64, 4): ["torchvision://resnext101_64x4d", "open-mmlab://resnext101_64x4d"],
+    (101, 32, 4): ["open-mmlab://resnext101_32x4d"],
+}
+
+
 class ResNeXtConfig(ResNetConfig):
     """ResNeXt settings: ResNet's plus ``groups`` and ``base_width`` (bottleneck depths only)."""
 
@@ -31,6 +40,12 @@ class ResNeXtConfig(ResNetConfig):
     depth: Literal[50, 101, 152] = 50  # type: ignore[assignment]
     groups: int = Field(1, ge=1)
     base_width: int = Field(4, ge=1)
+
+    def weights(self) -> list[str]:
+        """torchvision's and MMCV's ResNeXt ImageNet files of this depth and grouping."""
+        if not super().weights() or self.style != "pytorch":
+            return []
+        return RESNEXT_WEIGHTS.get((self.depth, self.groups, self.base_width), [])
 
     def label(self) -> str:
         """``ResNeXt-101 64x4d``, plus ResNet's style/DCN/width notes."""

@@ -48,11 +48,18 @@ from detcli.config.schema import Maybe
 from detcli.errors import CheckpointError
 from detcli.models.backbones.freezing import freeze
 from detcli.models.channels import BackboneSchema
-from detcli.models.layers import drop_path
+from detcli.models.layers import drop_path, drop_path_rates
 from detcli.models.pretrained import PretrainedInit, load_state, read_checkpoint
 from detcli.registry import BACKBONES
 
 SHIFT_MASK = -100.0  # the attention logit between tokens the cyclic shift brought together
+# the published designs: (embed_dims, depths, num_heads)
+DESIGNS = {"t": (96, [2, 2, 6, 2], [3, 6, 12, 24]), "s": (96, [2, 2, 18, 2], [3, 6, 12, 24]),
+           "b": (128, [2, 2, 18, 2], [4, 8, 16, 32])}
+ORIGINAL_WEIGHTS = {  # the original repository's ImageNet-1k files (convert_weights)
+    design: "https://github.com/SwinTransformer/storage/releases/download/v1.0.0/"
+            f"swin_{size}_patch4_window7_224.pth"
+    for design, size in (("t", "tiny"), ("s", "small"), ("b", "base"))}
 
 
 class SwinTransformerConfig(BackboneSchema):
@@ -107,11 +114,32 @@ class SwinTransformerConfig(BackboneSchema):
     def out_channels(self) -> list[int]:
         return [self.embed_dims << i for i in self.out_indices]
 
+    def _design(self) -> str | None:
+        """``"t"``, ``"s"`` or ``"b"`` when this is a published Swin design at patch 4, window 7."""
+        if (self.patch_size, self.window_size, self.mlp_ratio, self.in_channels,
+                self.use_abs_pos_embed) != (4, 7, 4, 3, False) or not self.patch_norm:
+            return None
+        for name, design in DESIGNS.items():
+            if (self.embed_dims, self.depths, self.num_heads) == design:
+                return name
+        return None
+
     def label(self) -> str:
-        """``Swin-T`` for the tiny design, else ``Swin (96, depths 2-2-18-2)``."""
-        if (self.embed_dims, self.depths, self.num_heads) == (96, [2, 2, 6, 2], [3, 6, 12, 24]):
-            return "Swin-T"
+        """``Swin-T`` (``-S``, ``-B``) for the published designs, else ``Swin (96, depths
+        2-2-18-2)``."""
+        design = self._design()
+        if design is not None:
+            return f"Swin-{design.upper()}"
         return f"Swin ({self.embed_dims}, depths {'-'.join(map(str, self.depths))})"
+
+    def weights(self) -> list[str]:
+        """torchvision's ``swin_{t,s,b}`` (converted on load) and, with ``convert_weights``, the
+        original repository's file MMDetection's configs name."""
+        design = self._design()
+        if design is None:
+            return []
+        original = [ORIGINAL_WEIGHTS[design]] if self.convert_weights else []
+        return [f"torchvision://swin_{design}"] + original
 
 
 def relative_position_index(window_size: int) -> Tensor:
@@ -334,8 +362,7 @@ class SwinTransformer(nn.Module):
             grid = pretrain_img_size // patch_size
             self.absolute_pos_embed = nn.Parameter(torch.zeros(1, grid * grid, embed_dims))
         self.drop_after_pos = nn.Dropout(drop_rate)
-        total = sum(depths)  # stochastic depth rising linearly from 0 to drop_path_rate
-        rates = [drop_path_rate * j / max(total - 1, 1) for j in range(total)]
+        rates = drop_path_rates(drop_path_rate, sum(depths))
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
             c = embed_dims << i
