@@ -138,14 +138,23 @@ def _nested(key: str, value: Any) -> dict[str, Any]:
 
 
 def _num_classes_tree(preset: LoadedConfig, num_classes: int) -> dict[str, Any]:
-    """K where the preset keeps it. A per-stage list of box heads (Cascade R-CNN's
+    """K where the preset keeps it: the box head's, and the mask head's of a preset with masks
+    (its masks are of the boxes' classes). A per-stage list of heads (Cascade R-CNN's
     ``model.roi_head.bbox_head``) is written whole, every stage with K: a config's array
     replaces its base's, so one stage's key cannot be set alone."""
-    heads = preset.raw.get("model", {}).get("roi_head", {}).get("bbox_head")
-    if isinstance(heads, list):
-        stages = [{**head, "num_classes": num_classes} for head in heads]
-        return {"model": {"roi_head": {"bbox_head": stages}}}
-    return _nested(num_classes_key(preset.cfg.model), num_classes)
+    roi_head = preset.raw.get("model", {}).get("roi_head", {})
+    box_heads, mask_heads = roi_head.get("bbox_head"), roi_head.get("mask_head")
+    if isinstance(box_heads, list):
+        tree = {"model": {"roi_head": {
+            "bbox_head": [{**head, "num_classes": num_classes} for head in box_heads]}}}
+    else:
+        tree = _nested(num_classes_key(preset.cfg.model), num_classes)
+    if isinstance(mask_heads, list):
+        _merge(tree, {"model": {"roi_head": {
+            "mask_head": [{**head, "num_classes": num_classes} for head in mask_heads]}}})
+    elif isinstance(mask_heads, dict):
+        _merge(tree, {"model": {"roi_head": {"mask_head": {"num_classes": num_classes}}}})
+    return tree
 
 
 def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
