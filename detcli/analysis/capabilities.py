@@ -140,14 +140,16 @@ def has_mask_head(model_cfg: Any) -> bool:
     return getattr(getattr(model_cfg, "roi_head", None), "mask_head", None) is not None
 
 
-def rcnn_mask_size(model_cfg: Any) -> Optional[int]:
-    """The side of the mask targets (``model.train_cfg.rcnn.mask_size``) of a Mask R-CNN config
-    with a train_cfg; None otherwise."""
+def rcnn_mask_sizes(model_cfg: Any) -> list[Optional[int]]:
+    """The side of each RoI stage's mask targets (``model.train_cfg.rcnn.mask_size``; a
+    cascade's ``rcnn[t].mask_size``, one per stage) of a config with a mask head and a
+    train_cfg; None for a stage without (every stage of a config without a mask head)."""
     train_cfg = getattr(model_cfg, "train_cfg", None)
     rcnn = getattr(train_cfg, "rcnn", None)
-    if not has_mask_head(model_cfg) or not isinstance(rcnn, RCNNMaskTrainConfig):
-        return None
-    return int(rcnn.mask_size)
+    sections = rcnn if isinstance(rcnn, list) else [rcnn]
+    masks = has_mask_head(model_cfg)
+    return [int(s.mask_size) if masks and isinstance(s, RCNNMaskTrainConfig) else None
+            for s in sections]
 
 
 def makes_proposals(model: Detector) -> bool:

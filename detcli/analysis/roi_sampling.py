@@ -25,6 +25,8 @@ A Mask R-CNN config (``model.roi_head.mask_head``, ``train_cfg.rcnn.mask_size`` 
 GT comes with segmentations (an annotation file) also gets the mask targets of the sampled
 positives, (R', h, w): each positive's GT mask cut to its RoI by the training code's own
 :func:`~detcli.models.roi_heads.mask_target.mask_targets` (:func:`positive_mask_targets`).
+A Cascade Mask R-CNN trains a mask head per stage on that stage's positives: every stage's
+view gets its own (``train_cfg.rcnn[t].mask_size``).
 """
 
 from __future__ import annotations
@@ -452,14 +454,14 @@ def visualize_roi_stages(
     ignore = torch.from_numpy(view.ignore_boxes).float().reshape(-1, 4)  # (I, 4)
     sampled = sample_stages(stages, proposals, gt_boxes, gt_labels, ignore, refiner,
                             generator=torch.Generator().manual_seed(seed))
-    mask_size = can.rcnn_mask_size(cfg.model)
+    mask_sizes = can.rcnn_mask_sizes(cfg.model)  # (Cascade) Mask R-CNN: one per stage
     views = []
     for t, (parts, stage) in enumerate(zip(stages, sampled)):
         sampling = stage.sampling
         targets = None
-        if t == 0 and mask_size is not None and view.gt_masks is not None:
+        if mask_sizes[t] is not None and view.gt_masks is not None:
             targets = positive_mask_targets(torch.from_numpy(view.gt_masks), sampling,
-                                            mask_size).numpy()  # (R', h, w)
+                                            mask_sizes[t]).numpy()  # (R', h, w)
         info = None if len(stages) == 1 else RoIStage(
             index=t, num_stages=len(stages), pos_iou_thr=can.pos_iou_thr(parts.assigner),
             refinement=None if t == 0 else refiner.to_dict(),

@@ -1,7 +1,7 @@
 """The Cascade R-CNN side of ``det viz assign``'s RoI sampling: the stand-in refinement's boxes,
 the training slot layout, each stage's positives for proposals of known IoU, the replay
-against CascadeRoIHead.stage_samples (the training code) with a model's own regression, and
-what each stage's picture says.
+against CascadeRoIHead.stage_samples (the training code) with a model's own regression, what
+each stage's picture says, and a Cascade Mask R-CNN's mask targets per stage.
 
 The hand-checked proposals are the GT box (0, 0, 100, 100) shifted right by d pixels: IoU
 (100 - d) / (100 + d), so d = 5, 10, 20, 30, 40 give 0.905, 0.818, 0.667, 0.538, 0.429.
@@ -9,10 +9,14 @@ The hand-checked proposals are the GT box (0, 0, 100, 100) shifted right by d pi
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
-from detcli.analysis.assign_view import pipeline_of
+from detcli.analysis import capabilities as can
+from detcli.analysis.assign_view import annotation_gt, pipeline_of, visualize_assignment
 from detcli.analysis.proposals import CheckpointRun
 from detcli.analysis.refinement import ModelRefiner, TowardGT, toward_gt
 from detcli.analysis.roi_sampling import (
@@ -25,6 +29,7 @@ from detcli.analysis.roi_sampling import (
     visualize_roi_stages,
 )
 from detcli.config.loader import load_config
+from detcli.data.synth import make_synthetic_dataset
 from detcli.models.build import build_detector
 from detcli.structures.batch import DetTargets, ImageBatch
 from detcli.structures.proposals import Proposals
@@ -210,3 +215,40 @@ def test_each_stage_view_says_which_stage_and_how_its_boxes_were_made(tmp_path):
     assert len(texts[0]) == 10 and draw_roi_sampling(stages[0]).shape == (218 + 90 + 4, 524, 3)
     single = RoISamplingView(**{**stages[0].__dict__, "stage": None})  # Faster R-CNN's legend
     assert [t for t, _, _ in rcnn_legend_entries(single, False)] == texts[0][2:7] + texts[0][8:]
+
+
+def test_rcnn_mask_sizes_are_per_stage():
+    sizes = {name: can.rcnn_mask_sizes(load_config(ROOT / "presets" / f"{name}.toml").cfg.model)
+             for name in ("cascade_mask_rcnn_tiny_synth", "cascade_rcnn_tiny_synth",
+                          "mask_rcnn_tiny_synth", "faster_rcnn_tiny_synth")}
+    assert sizes == {"cascade_mask_rcnn_tiny_synth": [28, 28, 28],
+                     "cascade_rcnn_tiny_synth": [None, None, None],
+                     "mask_rcnn_tiny_synth": [28], "faster_rcnn_tiny_synth": [None]}
+
+
+def test_a_cascade_mask_rcnn_stage_cuts_its_mask_targets_at_its_own_rois(tmp_path):
+    """Each stage's mask head learns from that stage's positives: the targets are cut at the
+    refined RoIs, so with the stand-in they come closer, stage by stage, to the target cut at
+    the GT's own box (the GT box is a sampled positive of every stage)."""
+    synth = make_synthetic_dataset(tmp_path / "synth", num_train=0, num_val=2, image_size=128,
+                                   seed=3)
+    ann_file, images = synth.ann_file("val"), synth.img_prefix("val")
+    splits = "".join(f'[data.{s}]\nann_file = "{ann_file}"\nimg_prefix = "{images}/"\n'
+                     for s in ("train", "val", "test"))
+    config = tmp_path / "cascade_mask.toml"
+    config.write_text(f'extends = ["{ROOT / "presets" / "cascade_mask_rcnn_tiny_synth.toml"}"]\n'
+                      f'{splits}')
+    cfg = load_config(config).cfg
+    image = sorted(Path(images).iterdir())[0]
+    view = visualize_assignment(cfg, image, annotation_gt(cfg, Path(ann_file), image))
+    stages = visualize_roi_stages(cfg, view, pipeline_of(cfg, False), jitter=8, background=10)
+    distances = []
+    for stage in stages:
+        targets = stage.mask_targets  # (R', 28, 28)
+        assert targets is not None and targets.shape == (len(stage.candidates), 28, 28)
+        assert not targets[~stage.sampled_pos].any()  # only the sampled positives have one
+        own = {int(g): targets[k] for k, g in enumerate(stage.gt_index) if stage.gt_flags[k]}
+        chosen = stage.sampled_pos & ~stage.gt_flags  # the positive proposals
+        distances.append(np.mean([np.abs(targets[k] - own[int(stage.gt_index[k])]).mean()
+                                  for k in np.flatnonzero(chosen)]))
+    assert distances[0] > distances[1] > distances[2]
