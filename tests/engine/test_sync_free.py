@@ -54,6 +54,9 @@ BUDGET = {
     # the Hungarian matching: every decoder layer's cost matrices of the batch go to the host
     # in one transfer for scipy, the matches come back in one copy (docs/performance.md)
     "DETR": 2,
+    # DETR's two (the tiny preset refines boxes, one stage; two-stage adds two more: the
+    # encoder's proposals are matched in their own assigner call, S tokens instead of Q)
+    "DeformableDETR": 2,
     # Faster R-CNN's RPN two, and each of the three box stages' RoIs per FPN level
     "CascadeRCNN": 5,
     # Faster R-CNN's, and the mask RoI extractor's RoIs per FPN level

@@ -15,20 +15,25 @@ layers (and of the encoder's proposals), the same losses including ``d0.*`` and 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from detcli.config.loader import load_config
 from detcli.models.build import build_detector
 from detcli.structures.batch import DetTargets, ImageBatch
 from tests.fixtures.mmdet.deformable_detr_weights import deformable_detr_state_dict
 from tests.fixtures.mmdet.synthetic import synthetic_images
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "mmdet" / "deformable_detr.pt"
+R50_SHAPES = FIXTURE.with_name("deformable_detr_r50_shapes.json")
 BATCH = (256, 320)
 VARIANTS = {"plain": (32, False, False), "refine": (32, True, False),
             "twostage": (256, True, True)}
+PRESETS = {"plain": "deformable_detr_r50", "refine": "deformable_detr_refine_r50",
+           "twostage": "deformable_detr_refine_twostage_r50"}
 
 
 def config(variant: str) -> dict:
@@ -89,6 +94,15 @@ def test_state_dict_names_are_mmdetections(fixture, variant):
     model = model_for(fixture, variant)
     assert {k: list(v.shape) for k, v in model.state_dict().items()} == \
         fixture["variants"][variant]["shapes"]
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_the_r50_presets_have_mmdetections_state_dicts(variant):
+    """Key for key and shape for shape, so MMDetection's checkpoints load strictly."""
+    with torch.device("meta"):
+        model = build_detector(load_config(PRESETS[variant], []).cfg.model)
+    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert ours == json.loads(R50_SHAPES.read_text())[variant]
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
