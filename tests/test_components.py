@@ -33,6 +33,8 @@ REQUIRED = {
     "DETRHead": dict(num_classes=3, embed_dims=8),
     "DeformableDETRHead": dict(num_classes=3, embed_dims=8, share_pred_layer=False,
                                num_pred_layer=2, as_two_stage=False),
+    "DINOHead": dict(num_classes=3, embed_dims=8, share_pred_layer=False, num_pred_layer=3,
+                     as_two_stage=True),
     "SingleRoIExtractor": dict(featmap_strides=[4, 8]),
     "Pad": dict(size_divisor=32),
     "Collect": dict(keys=["img"]),
@@ -62,7 +64,8 @@ def components():
 # A detector is all sub-configs: the tiny preset of its family, under its own type name.
 PRESET = {"DETR": "detr", "DeformableDETR": "deformable_detr", "RetinaNet": "retinanet", "SingleStageDetector": "retinanet", "FCOS": "fcos",
           "ATSS": "atss", "FasterRCNN": "faster_rcnn", "TwoStageDetector": "faster_rcnn",
-          "MaskRCNN": "mask_rcnn", "CascadeRCNN": "cascade_rcnn", "RTMDet": "rtmdet"}
+          "MaskRCNN": "mask_rcnn", "CascadeRCNN": "cascade_rcnn", "RTMDet": "rtmdet",
+          "DINO": "dino"}
 
 
 def default_config(registry: Registry, name: str) -> Schema:

@@ -57,6 +57,9 @@ BUDGET = {
     # DETR's two (the tiny preset refines boxes, one stage; two-stage adds two more: the
     # encoder's proposals are matched in their own assigner call, S tokens instead of Q)
     "DeformableDETR": 2,
+    # DETR's two: the decoder layers' and the encoder's top-k proposals' matchings in one
+    # transfer; the denoising queries need none (their counts stay on the device)
+    "DINO": 2,
     # Faster R-CNN's RPN two, and each of the three box stages' RoIs per FPN level
     "CascadeRCNN": 5,
     # Faster R-CNN's, and the mask RoI extractor's RoIs per FPN level

@@ -11,5 +11,6 @@ from detcli.models.query_heads.detr_head import (
     DETRTestConfig,
     DETRTrainConfig,
 )
+from detcli.models.query_heads.dino_head import DINOHead, DINOHeadConfig
 
-__all__ = ["DeformableDETRHead", "DeformableDETRHeadConfig", "DETRHead", "DETRHeadConfig", "DETRTestConfig", "DETRTrainConfig"]
+__all__ = ["DeformableDETRHead", "DeformableDETRHeadConfig", "DETRHead", "DETRHeadConfig", "DETRTestConfig", "DETRTrainConfig", "DINOHead", "DINOHeadConfig"]

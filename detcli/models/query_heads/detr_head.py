@@ -201,19 +201,22 @@ class DETRHead(nn.Module):
     def loss(self, outputs: QueryOutputs, images: ImageBatch,
              targets: DetTargets) -> dict[str, Tensor]:
         """The set loss of every decoder layer (module docstring)."""
+        return named_by_layer(self.layer_losses(outputs, images, targets))
+
+    def layer_losses(self, outputs: QueryOutputs, images: ImageBatch,
+                     targets: DetTargets) -> list[dict[str, Tensor]]:
+        """Each layer's ``loss_cls``, ``loss_bbox``, ``loss_iou`` under its own matching (one
+        assigner call for all layers)."""
         num_layers, num_images = outputs.boxes.shape[:2]
         matching = self.match(outputs, images, targets)
-        losses: dict[str, Tensor] = {}
+        per_layer = []
         for layer in range(num_layers):
             part = slice(layer * num_images, (layer + 1) * num_images)
             result = _rows(matching.result, part)
             num_matched = sum(matching.num_matched[part])
-            terms = self._layer_loss(outputs.cls_logits[layer], outputs.boxes[layer], result,
-                                     num_matched, images, targets)
-            prefix = "" if layer == num_layers - 1 else f"d{layer}."
-            for name, value in terms.items():
-                losses[prefix + name] = value
-        return _last_layer_first(losses)
+            per_layer.append(self._layer_loss(outputs.cls_logits[layer], outputs.boxes[layer],
+                                              result, num_matched, images, targets))
+        return per_layer
 
     def _layer_loss(self, cls_logits: Tensor, boxes: Tensor, result: AssignResult,
                     num_matched: int, images: ImageBatch,
@@ -326,7 +329,11 @@ def _rows(result: AssignResult, part: slice) -> AssignResult:
                         labels=result.labels[part], num_gts=result.num_gts[part])
 
 
-def _last_layer_first(losses: dict[str, Tensor]) -> dict[str, Tensor]:
-    """MMDetection's key order: the last layer's terms, then ``d0.*``, ``d1.*``, ..."""
-    last = {k: v for k, v in losses.items() if k.startswith("loss_")}
-    return {**last, **{k: v for k, v in losses.items() if not k.startswith("loss_")}}
+def named_by_layer(per_layer: list[dict[str, Tensor]], tag: str = "") -> dict[str, Tensor]:
+    """MMDetection's keys and order: the last layer's terms as ``{tag}loss_*``, then layer i's
+    as ``d{i}.{tag}loss_*`` (``tag``: e.g. ``dn_`` for DINO's denoising terms)."""
+    *earlier, last = per_layer
+    losses = {f"{tag}{name}": value for name, value in last.items()}
+    for layer, terms in enumerate(earlier):
+        losses.update({f"d{layer}.{tag}{name}": value for name, value in terms.items()})
+    return losses

@@ -44,7 +44,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from detcli.config.schema import Maybe, Schema
-from detcli.models.dense_heads.rtmdet_head import inverse_sigmoid
+from detcli.ops.logits import inverse_sigmoid
 from detcli.ops.boxes import xyxy_to_cxcywh
 
 DN_BOX_EPS = 1e-3  # MMDetection's inverse_sigmoid eps for the denoising boxes
