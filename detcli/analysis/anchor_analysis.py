@@ -29,12 +29,10 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
-from detcli.analysis.anchor_gt import GTBatch, GTSet, collect_gt, make_batches
+from detcli.analysis.anchor_gt import GTBatch, GTSet, make_batches, split_gt
 from detcli.analysis.anchor_stats import AnchorSummary, DatasetCounts, build_summary
 from detcli.analysis.assignment import AssignmentParts, assign_padded, iou_elements
-from detcli.analysis.pipeline_geometry import PipelineGeometry, network_input_geometry
-from detcli.data.build import build_dataset
-from detcli.errors import DataError
+from detcli.analysis.pipeline_geometry import PipelineGeometry
 from detcli.task.assigners.assign_result import IGNORED, NEGATIVE
 
 log = logging.getLogger(__name__)
@@ -177,24 +175,12 @@ class AnchorStudy:
                     config_name: Optional[str] = None) -> AnchorStudy:
         """Build the parts from ``cfg`` (a DetConfig), read split ``split``'s GT."""
         parts = AssignmentParts.from_config(cfg)  # first: an anchor-free head stops here
-        dataset_cfg = cfg.data.split(split)
-        if dataset_cfg is None:
-            raise DataError(f"the config has no dataset under data.{split}",
-                            hint="choose another --split, or set data.{split}")
-        if max_images is not None and max_images < 1:
-            raise DataError(f"--max-images must be >= 1, got {max_images}")
-        dataset = build_dataset(dataset_cfg, on_bad=cfg.data.on_bad_image)
-        geometry = network_input_geometry(cfg.data, split)
-        for note in geometry.notes:
-            log.warning("%s", note)
-        gts = collect_gt(dataset, geometry, max_images)
-        if len(gts.labels) == 0:
-            raise DataError(f"{dataset.source}: the {gts.num_images} analysed images of "
-                            f"data.{split} hold no GT box; there is nothing to analyse")
+        read = split_gt(cfg, split, max_images)
+        geometry, gts = read.geometry, read.gts
         shapes = {tuple(int(v) for v in s) for s in gts.pad_shape}
         num_priors = {s: int(parts.priors(s)[0].shape[0]) for s in shapes}
-        counts = DatasetCounts(type=dataset_cfg.type, source=dataset.source,
-                               num_images=len(dataset), num_images_analysed=gts.num_images,
+        counts = DatasetCounts(type=read.type, source=read.source,
+                               num_images=read.num_images, num_images_analysed=gts.num_images,
                                num_gt=int(len(gts.labels)),
                                num_ignore_boxes=int(len(gts.ignore_image)))
         log.info("analysing %d GT boxes of %d images (%d padded shapes)",

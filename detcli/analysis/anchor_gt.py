@@ -8,16 +8,21 @@ pixels (after the test-size Resize, see :mod:`detcli.analysis.pipeline_geometry`
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from detcli.analysis.pipeline_geometry import PipelineGeometry
+from detcli.analysis.pipeline_geometry import PipelineGeometry, network_input_geometry
+from detcli.data.build import build_dataset
+from detcli.errors import DataError
 
 MAX_IOU_ELEMENTS = 1 << 24  # entries of one batch's (n, G, R) IoU matrix: 64 MiB in float32
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,6 +87,37 @@ def collect_gt(dataset: object, geometry: PipelineGeometry,
         classes=tuple(dataset.CLASSES),  # type: ignore[attr-defined]
     )
 
+
+@dataclass
+class SplitGT:
+    """A split's GT in network-input pixels and the dataset it came from."""
+
+    geometry: PipelineGeometry
+    gts: GTSet
+    type: str  # the dataset config's type
+    source: str  # its annotation file
+    num_images: int  # in the dataset (the analysed ones: ``gts.num_images``)
+
+
+def split_gt(cfg: Any, split: str, max_images: Optional[int] = None) -> SplitGT:
+    """``data.<split>``'s GT of the first ``max_images`` images through the test-size geometry
+    (what ``det analyze anchors`` reads); DataError for a missing split, a bad
+    ``max_images`` or no GT box."""
+    dataset_cfg = cfg.data.split(split)
+    if dataset_cfg is None:
+        raise DataError(f"the config has no dataset under data.{split}",
+                        hint="choose another --split, or set data.{split}")
+    if max_images is not None and max_images < 1:
+        raise DataError(f"--max-images must be >= 1, got {max_images}")
+    dataset = build_dataset(dataset_cfg, on_bad=cfg.data.on_bad_image)
+    geometry = network_input_geometry(cfg.data, split)
+    for note in geometry.notes:
+        log.warning("%s", note)
+    gts = collect_gt(dataset, geometry, max_images)
+    if len(gts.labels) == 0:
+        raise DataError(f"{dataset.source}: the {gts.num_images} analysed images of "
+                        f"data.{split} hold no GT box; there is nothing to analyse")
+    return SplitGT(geometry, gts, dataset_cfg.type, dataset.source, len(dataset))
 
 @dataclass
 class GTBatch:

@@ -118,7 +118,8 @@ class AssignmentParts:
                 f"background",
                 hint="an image with more GT boxes than num_queries cannot have them all "
                      "matched: raise model.num_queries for crowded images (detr_r50: 100); "
-                     "det viz assign does not draw the Hungarian matching yet")
+                     "`det analyze anchors CONFIG` counts them, `det viz assign IMAGE -c "
+                     "CONFIG` shows an image's matching")
         if train_cfg is None:
             raise ConfigError(
                 "model.train_cfg = false: there is no assigner to analyse",

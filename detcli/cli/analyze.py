@@ -222,14 +222,23 @@ def anchors(
 ) -> None:
     """Do the configured anchors fit the dataset? Runs the configured assigner on the GT boxes
     at test size (no network, no weights): best IoU per GT, positives per GT, the GTs that get
-    none, by size and by FPN level."""
+    none, by size and by FPN level.
+
+    A query-based detector (DETR) has no priors: it says so and reports the GT per image
+    against model.num_queries and the GT sizes against the input instead."""
     from rich.progress import Progress
 
     from detcli.config.loader import display_path
     from detcli.analysis.anchor_analysis import AnchorStudy
     from detcli.analysis.anchor_optimize import AnchorAnalysis
+    from detcli.analysis.capabilities import num_queries
+    from detcli.cli.analyze_queries import analyze_queries
 
     cfg = load(config, overrides).cfg
+    if num_queries(cfg.model) is not None:  # no priors (cli/analyze_queries.py)
+        analyze_queries(cfg, split.value, max_images, optimize=optimize, out=out,
+                        as_json=as_json, config_name=display_path(config))
+        return
     with err_console.status(f"reading data.{split.value} and assigning", spinner="dots"):
         study = AnchorStudy.from_config(cfg, split.value, max_images, display_path(config))
         analysis = AnchorAnalysis(study.report())
