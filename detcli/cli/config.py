@@ -182,13 +182,13 @@ def import_(
     if out is not None:
         out.write_text(result.text, encoding="utf-8")
     if as_json:
-        print_json({"preset": result.preset, "shared_model_values": result.shared,
+        print_json({"preset": result.preset, "shared_values": result.shared,
                     "out": str(out) if out else None, "toml": result.text,
                     "files": [str(f) for f in result.files],
                     "untranslated": [u.__dict__ for u in result.untranslated]})
         return
     if out is None:
         _print_toml(result.text)
-    err_console.print(f"extends {result.preset} ({result.shared} model values equal); "
+    err_console.print(f"extends {result.preset} ({result.shared} values equal); "
                       f"{len(result.untranslated)} keys not translated (listed in the file's "
                       f"header){f'; wrote {out}' if out else ''}", highlight=False)

@@ -4,15 +4,20 @@ The MMDetection file is read without executing it (:mod:`detcli.config.mmdet_rea
 is translated:
 
 - ``model``: det's model schema uses MMDetection's names, so the dict carries over as it is,
-  less ``data_preprocessor`` (det normalises in the pipeline) and anything det's schema
-  refuses (each such key is listed with the schema's reason and left out);
-- ``train_cfg.max_epochs`` (3.x) or ``runner.max_epochs`` (2.x) -> ``runner.max_epochs``;
-- ``optim_wrapper.optimizer`` (3.x) or ``optimizer`` (2.x) -> ``optimizer``.
+  less ``data_preprocessor`` (det normalises and pads in the pipeline: its mean, std and pad
+  go into the translated pipelines) and anything det's schema refuses (each such key is listed
+  with the schema's reason and left out);
+- the data and schedule sections (:mod:`detcli.config.mmdet_sections`): datasets, pipelines
+  where every transform maps, optimizer, gradient clipping, ``param_scheduler`` as
+  ``lr_config``, epochs, validation interval and metric, checkpoint and log intervals.
 
-Every other top-level name (datasets, pipelines, schedules, hooks, runtime) is listed as not
-translated. The closest preset is the one whose resolved model shares the most values with the
-imported model (its type must match); the TOML extends it and writes only the values that
-differ, so ``det config diff PRESET imported.toml`` shows what the MMDetection config changes.
+Every other key is listed with the reason it is not translated. The closest preset is chosen
+among those with the same model type by, in order: the most values (model, data and schedule
+leaves) equal to the import's; the fewest values the TOML has to write over it; the nearest
+numbers among the values that differ (the sum of ``|a - b| / max(|a|, |b|)``: ResNet-18 is
+nearer ResNet-50 than ResNet-101); the preset with the fewest values of its own (the simpler
+one); its name. The TOML extends it and writes only the values that differ, so
+``det config diff PRESET imported.toml`` shows what the MMDetection config changes.
 """
 
 from __future__ import annotations
@@ -25,19 +30,32 @@ from typing import Any
 from detcli.config.emit import to_toml
 from detcli.config.loader import load_config
 from detcli.config.mmdet_reader import MMDetConfig, Unread, read_mmdet_config
+from detcli.config.mmdet_sections import Untranslated, translate_data, translate_schedule
 from detcli.config.presets import preset_names
 from detcli.errors import ConfigError
 
-TRANSLATED = {"model", "train_cfg", "runner", "optim_wrapper", "optimizer"}
+TRANSLATED = {"model", "data", "train_dataloader", "val_dataloader", "test_dataloader",
+              "optim_wrapper", "optimizer", "optimizer_config", "lr_config", "param_scheduler",
+              "train_cfg", "runner", "val_evaluator", "checkpoint_config", "evaluation",
+              "log_config", "auto_scale_lr", "default_hooks"}
+NOT_TRANSLATED = {  # why a top-level name of an MMDetection config has no det counterpart
+    "default_scope": "MMEngine's registry scope; det has one registry",
+    "env_cfg": "MMEngine's process settings; det's are [dist_params] and the launcher",
+    "launcher": "det train picks the launcher (torchrun) itself",
+    "log_level": "det logs at INFO (--debug for more)",
+    "log_processor": "det logs each window's mean (log_config.interval)",
+    "vis_backends": "det writes curves.png; TensorBoard is log_config's TensorboardLoggerHook",
+    "visualizer": "det draws with det test --show-dir / det viz",
+    "load_from": "det train --init-from (or load_from in det's config)",
+    "resume": "det train --resume",
+    "val_cfg": "MMEngine's loop type; det has one validation loop",
+    "test_cfg": "MMEngine's loop type; det test is det's",
+    "test_evaluator": "det test scores with evaluation.metric (from val_evaluator)",
+    "custom_hooks": "not translated: det's hooks are named in its own config",
+    "work_dir": "det train --work-dir",
+}
+VARIABLE = "a variable of the config: read where the translated keys use it"
 MAX_ROUNDS = 50  # schema passes, each removing the keys det refuses
-
-
-@dataclass(frozen=True)
-class Untranslated:
-    """A key of the MMDetection config that is not in the det TOML, and why."""
-
-    key: str
-    reason: str
 
 
 @dataclass
@@ -46,7 +64,7 @@ class ImportResult:
 
     text: str
     preset: str
-    shared: int  # model values equal to the preset's
+    shared: int  # values (model, data, schedule) equal to the preset's
     untranslated: list[Untranslated] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)  # the MMDetection files read
 
@@ -93,24 +111,22 @@ def _translated(values: dict[str, Any], out: list[Untranslated]) -> dict[str, An
     model = copy.deepcopy(values.get("model"))
     if not isinstance(model, dict):
         raise ConfigError("the MMDetection config has no model dict to import")
-    if "data_preprocessor" in model:
-        model.pop("data_preprocessor")
+    preprocessor = model.pop("data_preprocessor", None)
+    if isinstance(preprocessor, dict):
         out.append(Untranslated("model.data_preprocessor", "det normalises and pads in the "
-                                "pipeline (Normalize, Pad): set them in the data section"))
+                                "pipeline: its mean, std and pad_size_divisor are the "
+                                "translated pipelines' Normalize and Pad"))
     tree["model"] = model
-    loop = values.get("train_cfg") if isinstance(values.get("train_cfg"), dict) else None
-    runner = values.get("runner") if isinstance(values.get("runner"), dict) else None
-    epochs = (loop or {}).get("max_epochs", (runner or {}).get("max_epochs"))
-    if isinstance(epochs, int):
-        tree["runner"] = {"max_epochs": epochs}
-    wrapper = values.get("optim_wrapper")
-    optimizer = (wrapper.get("optimizer") if isinstance(wrapper, dict) else None) \
-        or values.get("optimizer")
-    if isinstance(optimizer, dict):
-        tree["optimizer"] = optimizer
+    data = translate_data(values, preprocessor if isinstance(preprocessor, dict) else {}, out)
+    if data:
+        tree["data"] = data
+    tree.update(translate_schedule(values, out))
+    hooks = values.get("default_hooks") if isinstance(values.get("default_hooks"), dict) else {}
+    for name in sorted(set(hooks) - {"checkpoint", "logger"}):
+        out.append(Untranslated(f"default_hooks.{name}", "built into det's trainer (timing, "
+                                "lr schedule, seeds) or done by det viz / det test"))
     for name in sorted(set(values) - TRANSLATED):
-        out.append(Untranslated(name, "not translated: det's data, schedule and runtime "
-                                      "sections are written in det's own terms"))
+        out.append(Untranslated(name, NOT_TRANSLATED.get(name, VARIABLE)))
     return _drop_unread(_plain(tree), "", out)
 
 
@@ -127,22 +143,37 @@ def _leaves(tree: dict) -> dict[tuple, Any]:
     return out
 
 
-def closest_preset(model: dict) -> tuple[str, dict, int]:
-    """(name, resolved tree, shared model values) of the preset whose model is closest."""
-    wanted = _leaves(model)
-    best: tuple[str, dict, int] | None = None
+def _distance(ours: dict[tuple, Any], theirs: dict[tuple, Any]) -> float:
+    """How far the numbers of ``ours`` that differ from ``theirs`` are: sum of relative gaps."""
+    gap = 0.0
+    for path, value in ours.items():
+        other = theirs.get(path)
+        numbers = [v for v in (value, other)
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(numbers) == 2 and value != other:
+            gap += abs(value - other) / max(abs(value), abs(other))
+    return gap
+
+
+def closest_preset(tree: dict) -> tuple[str, dict, int]:
+    """(name, resolved tree, shared values) of the preset closest to the import's ``tree``
+    (its ``model`` type must match; the order of the module docstring)."""
+    wanted = _leaves(tree)
+    ranked = []
     for name in preset_names():
         resolved = load_config(name).resolved()
-        if resolved.get("model", {}).get("type") != model.get("type"):
+        if resolved.get("model", {}).get("type") != tree["model"].get("type"):
             continue
-        theirs = _leaves(resolved["model"])
+        theirs = _leaves(resolved)
         shared = sum(1 for path, value in wanted.items() if theirs.get(path) == value)
-        if best is None or shared > best[2]:
-            best = (name, resolved, shared)
-    if best is None:
-        raise ConfigError(f"no det preset has a {model.get('type')!r} model to extend",
+        written = len(_leaves(_differences(tree, resolved)))
+        rank = (-shared, written, _distance(wanted, theirs), len(theirs), name)
+        ranked.append((rank, name, resolved, shared))
+    if not ranked:
+        raise ConfigError(f"no det preset has a {tree['model'].get('type')!r} model to extend",
                           hint="det presets lists the families det has")
-    return best
+    _, name, resolved, shared = min(ranked, key=lambda item: item[0])
+    return name, resolved, shared
 
 
 def _differences(ours: dict, preset: dict) -> dict:
@@ -173,17 +204,24 @@ def _remove(tree: dict, dotted: str) -> bool:
     return False
 
 
+def _load_text(text: str, folder: Path) -> Any:
+    """The LoadedConfig of TOML ``text`` as a file in ``folder`` (its relative paths resolve
+    there); ConfigError as for a file."""
+    probe = folder / ".det-config-import-probe.toml"
+    probe.write_text(text, encoding="utf-8")
+    try:
+        return load_config(probe)
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 def _validated(tree: dict, preset: str, folder: Path,
-               out: list[Untranslated]) -> str:
-    """The TOML text of ``tree`` over ``preset``, with every key det's schema refuses removed
-    (listed with the schema's message)."""
+               out: list[Untranslated]) -> dict:
+    """The loaded config of ``tree`` over ``preset``, with every key det's schema refuses
+    removed from ``tree`` (listed with the schema's message)."""
     for _ in range(MAX_ROUNDS):
-        text = to_toml({"extends": [preset], **tree})
-        probe = folder / ".det-config-import-probe.toml"
-        probe.write_text(text, encoding="utf-8")
         try:
-            load_config(probe)
-            return text
+            return _load_text(to_toml({"extends": [preset], **tree}), folder)
         except ConfigError as exc:
             removed = False
             for issue in exc.issues:
@@ -195,10 +233,22 @@ def _validated(tree: dict, preset: str, folder: Path,
                     removed = True
             if not removed:
                 raise
-        finally:
-            probe.unlink(missing_ok=True)
     raise ConfigError("the imported config still does not validate after "
                       f"{MAX_ROUNDS} passes")
+
+
+def _drop_preset_values(tree: dict, imported: dict, preset: dict) -> None:
+    """Remove from ``tree`` what, with the schema's defaults filled in (``imported``, the
+    resolved import), equals the preset's resolved value (a pipeline written without its
+    defaults), and the tables that leaves empty."""
+    for key in list(tree):
+        value, ours, theirs = tree[key], imported.get(key), preset.get(key)
+        if isinstance(value, dict) and isinstance(ours, dict) and isinstance(theirs, dict):
+            _drop_preset_values(value, ours, theirs)
+            if not value:
+                del tree[key]
+        elif ours == theirs:
+            del tree[key]
 
 
 def import_mmdet_config(path: str | Path, configs_root: str | Path | None = None,
@@ -208,12 +258,13 @@ def import_mmdet_config(path: str | Path, configs_root: str | Path | None = None
     read: MMDetConfig = read_mmdet_config(path, configs_root)
     untranslated: list[Untranslated] = []
     tree = _translated(read.values, untranslated)
-    preset, resolved, shared = closest_preset(tree["model"])
+    preset, resolved, shared = closest_preset(tree)
     diff = _differences(tree, {k: resolved.get(k, {}) for k in tree})
     folder = Path(out_folder) if out_folder is not None else Path.cwd()
-    text = _validated(diff, preset, folder, untranslated)
+    imported = _validated(diff, preset, folder, untranslated).resolved()
+    _drop_preset_values(diff, imported, resolved)
     header = [f"# imported from {Path(path).name} by det config import: extends {preset} "
-              f"({shared} model values equal)"]
+              f"({shared} values equal)"]
     header += [f"# not translated: {u.key}: {u.reason}" for u in untranslated]
-    return ImportResult("\n".join(header) + "\n" + text, preset, shared, untranslated,
-                        read.files)
+    return ImportResult("\n".join(header) + "\n" + to_toml({"extends": [preset], **diff}),
+                        preset, shared, untranslated, read.files)

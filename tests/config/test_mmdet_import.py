@@ -66,18 +66,30 @@ def test_a_missing_base_is_named(tmp_path):
         read_mmdet_config(tmp_path / "child.py")
 
 
-def test_retinanet_r18_extends_a_retinanet_preset_with_its_changes(tmp_path):
+def test_retinanet_r18_extends_the_nearer_of_two_tied_presets(tmp_path):
     result = import_mmdet_config(ROOT / "retinanet/retinanet_r18_fpn_1x_coco.py",
                                  out_folder=tmp_path)
-    assert result.preset in ("retinanet_r50", "retinanet_r101")
+    # r50 and r101 share as many values with it (depth and checkpoint differ in both): depth 18
+    # is nearer 50 than 101 (alphabetical order would pick retinanet_r101)
+    assert result.preset == "retinanet_r50"
     (tmp_path / "r18.toml").write_text(result.text)
     cfg = load_config(tmp_path / "r18.toml").cfg
     assert cfg.model.backbone.depth == 18
     assert cfg.model.backbone.init_cfg.checkpoint == "torchvision://resnet18"
     assert cfg.optimizer.lr == 0.01  # the file's optim_wrapper.optimizer
     keys = {u.key for u in result.untranslated}
-    assert {"model.data_preprocessor", "train_dataloader", "param_scheduler"} <= keys
-    assert "# not translated: train_dataloader" in result.text
+    assert {"model.data_preprocessor", "default_scope", "visualizer"} <= keys
+    assert not keys & {"train_dataloader", "param_scheduler", "optim_wrapper", "train_cfg"}
+    assert "# not translated: default_scope: MMEngine's registry scope" in result.text
+
+
+def test_a_deeper_resnet_extends_the_r101_preset(tmp_path):
+    (tmp_path / "r152.py").write_text(
+        "_base_ = '" + str(ROOT / "retinanet/retinanet_r18_fpn_1x_coco.py") + "'\n"
+        "model = dict(backbone=dict(depth=152, init_cfg=dict(checkpoint='torchvision://resnet152'"
+        ")), neck=dict(in_channels=[256, 512, 1024, 2048]))\n")
+    assert import_mmdet_config(tmp_path / "r152.py", out_folder=tmp_path).preset == \
+        "retinanet_r101"
 
 
 def test_fcos_extends_fcos_r50_with_nothing_to_change(tmp_path):
@@ -85,10 +97,18 @@ def test_fcos_extends_fcos_r50_with_nothing_to_change(tmp_path):
                                  out_folder=tmp_path)
     assert result.preset == "fcos_r50"
     (tmp_path / "fcos.toml").write_text(result.text)
-    # fcos_r50 is this config's model: the import writes no model value over it
-    assert "[model" not in result.text
-    assert load_config(tmp_path / "fcos.toml").resolved()["model"] == \
-        load_config("fcos_r50").resolved()["model"]
+    # fcos_r50 is this config's model, pipelines and schedule: the import writes none over it
+    written = result.text.split("\nextends = ", 1)[1]  # after the header's comments
+    assert "[model" not in written and "pipeline" not in written
+    ours, preset = load_config(tmp_path / "fcos.toml").resolved(), load_config("fcos_r50").resolved()
+    assert ours["model"] == preset["model"]
+    for split in ("train", "val", "test"):  # PackDetInputs + data_preprocessor -> det's steps
+        assert ours["data"][split]["pipeline"] == preset["data"][split]["pipeline"], split
+    assert ours["lr_config"] == preset["lr_config"]  # ConstantLR 1/3 for 500 iterations, steps
+    assert ours["lr_config"]["warmup"] == "constant" and ours["lr_config"]["step"] == [8, 11]
+    assert ours["optimizer"] == preset["optimizer"] and ours["runner"] == preset["runner"]
+    # what MMDetection's config has and the preset does not: written, and only that
+    assert ours["data"]["train"]["min_size"] == 32 and ours["data"]["group_by_aspect_ratio"]
 
 
 def test_a_key_det_refuses_is_listed_with_the_reason(tmp_path):
