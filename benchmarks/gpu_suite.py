@@ -38,6 +38,13 @@ normalises in the data pipeline, outside any step. The ``assigners`` section che
 device, that the chunked GT matching (``gt_chunk_size``) of MaxIoU, ATSS and FCOS gives the
 same result as all at once on N images with 300 GT boxes each, and their peak memory.
 
+The ``backbones`` section times one light and one strong backbone alone against torchvision's
+trunk of the same architecture (random init, the same input): MobileNetV3-Large (det's
+``MobileNetV3``, outputs at strides 8/16/32, vs ``mobilenet_v3_large().features``) and Swin-T
+(det's ``SwinTransformer``, four normed outputs, vs ``swin_t().features``), both with stochastic
+depth 0.2 for Swin as torchvision's; train (forward, the sum of output means, backward, SGD
+step) and infer img/s, their ratio, and the peak memory.
+
 ``--compile`` compiles det's network (``runtime.compile``, as ``det train --compile``) before
 timing; compilation happens in the warm-up runs and is not timed.
 """
@@ -67,6 +74,8 @@ import faster_rcnn_speed  # noqa: E402  (the shared harness and the per-family b
 import fcos_speed  # noqa: E402
 import retinanet_speed as harness  # noqa: E402
 from detcli.engine.runtime import compile_network, uses_channels_last  # noqa: E402
+from detcli.models import backbones as _backbones  # noqa: E402,F401  (registers them)
+from detcli.registry import BACKBONES as BACKBONE_REGISTRY  # noqa: E402
 from detcli.task.assigners import ATSSAssigner, MaxIoUAssigner  # noqa: E402
 from detcli.task.assigners.fcos_rule import fcos_targets, per_point  # noqa: E402
 
@@ -74,6 +83,11 @@ FAMILIES = ("retinanet", "fcos", "atss", "faster_rcnn")
 PEERS = {"retinanet": "retinanet_resnet50_fpn", "fcos": "fcos_resnet50_fpn",
          "atss": "retinanet_resnet50_fpn (no ATSS in torchvision)",
          "faster_rcnn": "fasterrcnn_resnet50_fpn"}
+# backbone checks: name -> (det's backbone config, torchvision's model whose .features match)
+BACKBONES = {
+    "mobilenet_v3_large": ({"type": "MobileNetV3", "arch": "large"}, "mobilenet_v3_large"),
+    "swin_t": ({"type": "SwinTransformer", "drop_path_rate": 0.2}, "swin_t"),
+}
 CENTERNESS_BIAS = 10.0  # centerness about 1, as fcos_speed.py
 ASSIGN_GTS = 300  # GT boxes per image in the assigner check
 
@@ -96,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torchvision with FrozenBatchNorm2d and 3 trainable stages")
     parser.add_argument("--compile", action="store_true", help="torch.compile det's network")
     parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    parser.add_argument("--backbones", nargs="*", choices=list(BACKBONES),
+                        default=list(BACKBONES), help="light and strong backbones to time alone")
     parser.add_argument("--out", type=Path, default=Path("gpu_suite.json"))
     args = parser.parse_args(argv)
     smoke = args.smoke
@@ -235,6 +251,57 @@ def measure(family: str, args: argparse.Namespace, device: torch.device) -> dict
     return result
 
 
+# ---- backbones alone --------------------------------------------------------------------------
+
+
+def measure_backbone(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """det's backbone vs torchvision's trunk of the same architecture: train and infer img/s,
+    their ratios, peak memory."""
+    torch.manual_seed(0)
+    values, peer = BACKBONES[name]
+    cfg = BACKBONE_REGISTRY.config(values["type"]).model_validate(values)
+    ours = BACKBONE_REGISTRY.build(cfg).to(device)
+    theirs = torchvision.models.get_model(peer).features.to(device)
+    if args.channels_last:
+        ours = ours.to(memory_format=torch.channels_last)
+        theirs = theirs.to(memory_format=torch.channels_last)
+    memory = torch.channels_last if args.channels_last else torch.contiguous_format
+    x = torch.randn(args.batch, 3, *args.size, device=device).contiguous(memory_format=memory)
+    models = {"det": ours, "torchvision": theirs}
+    phases = {
+        "train": {key: harness.train_step(model, harness.optimizer_for(model),
+                                          lambda model=model: {"loss": output_loss(model(x))},
+                                          args, device) for key, model in models.items()},
+        "infer": {key: harness.no_grad_call(lambda model=model: model(x), args, device)
+                  for key, model in models.items()},
+    }
+    result: dict[str, Any] = {"name": name, "det": cfg.label(), "peer": f"{peer}().features",
+                              "out_channels": cfg.out_channels()}
+    for phase, runs in phases.items():
+        for model in models.values():
+            model.train(phase == "train")
+        times = harness.time_alternating(runs, args, device)
+        for key, run in runs.items():
+            result[f"{key}_{phase}_img_s"] = args.batch / statistics.median(times[key])
+            result[f"{key}_{phase}_peak_mib"] = peak_mib(run, device)
+        result[f"{phase}_ratio"] = result[f"det_{phase}_img_s"] / result[
+            f"torchvision_{phase}_img_s"]
+    return result
+
+
+def backbone_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| backbone | det train img/s | torchvision | ratio | det infer img/s | torchvision "
+             "| ratio | det peak train MiB | torchvision |", "|" + "---|" * 9]
+    for r in rows:
+        lines.append(
+            f"| {r['det']} vs {r['peer']} | {fmt(r['det_train_img_s'])} | "
+            f"{fmt(r['torchvision_train_img_s'])} | {fmt(r['train_ratio'], 2)} | "
+            f"{fmt(r['det_infer_img_s'])} | {fmt(r['torchvision_infer_img_s'])} | "
+            f"{fmt(r['infer_ratio'], 2)} | {fmt(r['det_train_peak_mib'], 0)} | "
+            f"{fmt(r['torchvision_train_peak_mib'], 0)} |")
+    return "\n".join(lines)
+
+
 # ---- the assigners on the device ------------------------------------------------------------
 
 
@@ -357,12 +424,19 @@ def main(argv: list[str] | None = None) -> int:
         family_start = time.perf_counter()
         results.append(measure(family, args, device))
         print(f"  {family}: {time.perf_counter() - family_start:.0f} s", flush=True)
+    backbones = []
+    for name in args.backbones:
+        backbone_start = time.perf_counter()
+        backbones.append(measure_backbone(name, args, device))
+        print(f"  backbone {name}: {time.perf_counter() - backbone_start:.0f} s", flush=True)
     assigners = assigner_checks(args, device)
-    report = {**header, "results": results, "assigners": assigners,
+    report = {**header, "results": results, "backbones": backbones, "assigners": assigners,
               "wall_s": time.perf_counter() - started}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(table(results))
+    if backbones:
+        print(backbone_table(backbones))
     for row in assigners:
         print(f"  {row['name']}: {row['images']} images x {row['gts']} GT, chunked == whole: "
               f"{row['equal']}; whole {row['whole_ms']:.1f} ms, peak "

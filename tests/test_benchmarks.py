@@ -40,6 +40,15 @@ def test_smoke_run_measures_every_family_against_torchvision(tmp_path) -> None:
     assert {a["name"] for a in report["assigners"]} == {"MaxIoUAssigner", "ATSSAssigner",
                                                          "fcos_targets"}
     assert all(a["equal"] for a in report["assigners"])
+    # one light and one strong backbone alone, each against torchvision's trunk
+    backbones = {b["name"]: b for b in report["backbones"]}
+    assert set(backbones) == {"mobilenet_v3_large", "swin_t"}
+    assert backbones["swin_t"]["det"] == "Swin-T"
+    assert backbones["mobilenet_v3_large"]["out_channels"] == [40, 112, 960]
+    for row in backbones.values():
+        assert all(row[f"{model}_{phase}_img_s"] > 0 for model in ("det", "torchvision")
+                   for phase in ("train", "infer")), row
+    assert "| Swin-T vs swin_t().features |" in done.stdout
     # the printed table has one row per family and model
     assert done.stdout.count("| det |") == len(FAMILIES)
 

@@ -1,10 +1,11 @@
-"""On CUDA (skipped without it): torchvision's CUDA deform_conv2d against its CPU kernel, and one
-light and one strong backbone through a mixed-precision training step."""
+"""On CUDA (skipped without it): torchvision's CUDA deform_conv2d against its CPU kernel, and the
+light (MobileNetV2/V3) and strong (ResNeXt-101 with DCNv2, Swin-T) backbones through a
+mixed-precision training step."""
 
 import pytest
 import torch
 
-from detcli.models.backbones import MobileNetV2, ResNeXt
+from detcli.models.backbones import MobileNetV2, MobileNetV3, ResNeXt, SwinTransformer
 from detcli.models.dcn import DCNConfig, ModulatedDeformConv2dPack
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -32,7 +33,10 @@ def test_dcnv2_cuda_equals_cpu_forward_and_backward():
     lambda: MobileNetV2(out_indices=(2, 4, 7)),  # light
     lambda: ResNeXt(depth=101, groups=64, base_width=4, frozen_stages=1,  # strong, with DCNv2
                     dcn=DCNConfig(), stage_with_dcn=(False, True, True, True)),
-], ids=["mobilenet_v2", "resnext101_64x4d_dcnv2"])
+    lambda: MobileNetV3(),  # light: strides 8, 16, 32
+    lambda: SwinTransformer(drop_path_rate=0.2, frozen_stages=1),  # strong: Swin-T
+    lambda: SwinTransformer(with_cp=True),  # Swin-T recomputing its blocks in backward
+], ids=["mobilenet_v2", "resnext101_64x4d_dcnv2", "mobilenet_v3_large", "swin_t", "swin_t_cp"])
 def test_bf16_training_step_on_cuda(build):
     model = build().cuda().train()
     x = torch.randn(2, 3, 256, 320, device="cuda")
