@@ -27,7 +27,7 @@ def test_an_assigner_declares_what_it_needs_and_explains(registry, name):
     assigner = registry.build(default_config(registry, name))
     assert isinstance(type(assigner).needs_predictions, bool)
     assert isinstance(type(assigner).needs_num_level_priors, bool)
-    assert type(assigner).explains <= {"regions", "candidates"}
+    assert type(assigner).explains <= {"regions", "candidates", "costs"}
     assert assigner.pos_iou_thr is None or isinstance(assigner.pos_iou_thr, float)
     for explanation in type(assigner).explains:  # a declared explanation is a method
         assert callable(getattr(assigner, explanation))
@@ -73,3 +73,13 @@ def test_a_detector_declares_its_stages(preset, two_stage, key):
     assert stages.two_stage is two_stage and stages.dense_key == key
     assert stages.dense_head is (model.rpn_head if two_stage else model.bbox_head)
     assert (stages.proposal_cfg is model.test_cfg.rpn) if two_stage else stages.proposal_cfg is None
+
+
+def test_a_head_whose_assigner_needs_predictions_offers_them():
+    """capabilities.prediction_head trusts it: RTMDetSepBNHead's assigner ranks by its
+    predictions, and the head has the PredictionAssigningHead methods the analysis calls."""
+    head = HEADS.get("RTMDetSepBNHead")(num_classes=2, in_channels=8, feat_channels=8,
+                                        stacked_convs=1)
+    assert can.needs_predictions(head.assigner) and can.explains_costs(head.assigner)
+    assert callable(head.predicted_priors) and callable(head.outputs_from_predictions)
+    assert not can.explains_costs(ASSIGNERS.build(default_config(ASSIGNERS, "ATSSAssigner")))

@@ -3,7 +3,9 @@
 T GT boxes, L levels, B = 20 histogram bins of width 0.05 over best IoU in [0, 1] (the last
 bin holds 1.0). Areas and sizes are in network-input pixels; the zero-positive list also gives
 each box in original-image pixels. :meth:`AnchorSummary.to_dict` is the JSON report documented
-in docs/analyze.md; ``SCHEMA_VERSION`` changes when a key is renamed or removed.
+in docs/analyze.md; ``SCHEMA_VERSION`` changes when a key is renamed or removed. For an
+assigner that ranks priors by the model's predictions (RTMDet's) the report is of the stand-in
+predictions (:mod:`detcli.analysis.stand_in`), and ``assigner.predictions`` says so.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
+
+from detcli.analysis import capabilities as can
+from detcli.analysis.stand_in import STAND_IN_TEXT
 
 SCHEMA_VERSION = 1
 HIST_BINS = 20
@@ -77,6 +82,7 @@ class GroupStats:
     num_zero_positive: int = 0
     low_quality_only_share: Optional[float] = None
     level_share: list[Optional[float]] = field(default_factory=list)  # L: where they land
+    positive_level_share: list[Optional[float]] = field(default_factory=list)  # L: their positives
 
     def to_dict(self, with_level_share: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -90,6 +96,7 @@ class GroupStats:
             "low_quality_only_share": self.low_quality_only_share}
         if with_level_share:
             out["level_share"] = self.level_share
+            out["positive_level_share"] = self.positive_level_share
         return out
 
 
@@ -226,9 +233,12 @@ def group_stats(mask: np.ndarray, stats: Any, pos_iou_thr: Optional[float],
     iou = stats.best_iou[mask]  # (n,)
     num_pos = stats.num_pos[mask]  # (n,)
     if n == 0:
-        return GroupStats(n, histogram(iou), level_share=[None] * num_levels)
+        return GroupStats(n, histogram(iou), level_share=[None] * num_levels,
+                          positive_level_share=[None] * num_levels)
     quantiles = np.quantile(iou, [q for _, q in QUANTILES])  # (5,)
     landed = np.bincount(stats.best_level[mask], minlength=num_levels)  # (L,)
+    positives = stats.num_pos_per_level[mask].sum(axis=0)  # (L,): the group's positives
+    total = int(positives.sum())
     return GroupStats(
         num_gt=n, best_iou_histogram=histogram(iou),
         best_iou=BestIoU(_r(iou.mean()), _r(iou.min()), *(_r(v) for v in quantiles), _r(iou.max())),
@@ -239,7 +249,8 @@ def group_stats(mask: np.ndarray, stats: Any, pos_iou_thr: Optional[float],
         zero_positive_share=_r((num_pos == 0).mean()),
         num_zero_positive=int((num_pos == 0).sum()),
         low_quality_only_share=_r(stats.low_quality_only[mask].mean()),
-        level_share=[_r(c / n) for c in landed])
+        level_share=[_r(c / n) for c in landed],
+        positive_level_share=[_r(c / total) if total else None for c in positives])
 
 
 def level_entries(stats: Any, strides: list, pos_iou_thr: Optional[float]) -> list[LevelStats]:
@@ -304,6 +315,8 @@ def build_summary(gts: Any, stats: Any, parts: Any, geometry: Any,
     total_priors = int(stats.priors_per_level.sum())
     assigner = (parts.assigner_cfg.model_dump(mode="json") if parts.assigner_cfg is not None
                 else {"type": type(parts.assigner).__name__})
+    if can.needs_predictions(parts.assigner):  # RTMDet's: ranked by stand-in predictions
+        assigner["predictions"] = STAND_IN_TEXT
     return AnchorSummary(
         config=config, split=split, dataset=dataset,
         geometry=geometry.to_dict(),

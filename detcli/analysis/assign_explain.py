@@ -12,6 +12,10 @@ Boxes are in network-input pixels.
   gives each GT's candidate priors (G, C), -1 where a level had fewer valid priors than
   ``topk``, and its IoU threshold (G,).
 
+- An assigner with ``costs(...)`` (the dynamic soft-label assigner, RTMDet's) gives the terms
+  of its cost matrix and each GT's dynamic k on the predictions it ranked
+  (:mod:`detcli.analysis.soft_label_explain`).
+
 Other assigners (MaxIoU) explain nothing beyond their codes.
 """
 
@@ -24,7 +28,8 @@ import numpy as np
 import torch
 
 from detcli.analysis import capabilities as can
-from detcli.analysis.assignment import AssignmentParts, ImageAssignment
+from detcli.analysis.assignment import AssignmentParts, ImageAssignment, shaped_images
+from detcli.analysis.soft_label_explain import CostExplanation, Predictions, explain_costs
 
 
 @dataclass
@@ -34,11 +39,19 @@ class Explanation:
     regions: Optional[dict[str, Any]] = None  # "eligible", "too_close", "center", "regress_ranges"
     candidates: Optional[np.ndarray] = None  # (G, C) int64 prior indices, -1 for filler
     iou_thresholds: Optional[np.ndarray] = None  # (G,) float32
+    costs: Optional[CostExplanation] = None  # the dynamic soft-label assigner's
 
 
-def explain(parts: AssignmentParts, assignment: ImageAssignment) -> Explanation:
-    """The FCOS rule's regions or ATSS's candidates for the image's GT boxes."""
+def explain(parts: AssignmentParts, assignment: ImageAssignment,
+            predictions: Optional[Predictions] = None) -> Explanation:
+    """The FCOS rule's regions, ATSS's candidates, or the dynamic soft-label assigner's costs
+    on ``predictions`` (the outputs the assignment was made with) for the image's GT boxes."""
     gt_boxes, gt_labels = assignment.gt_boxes, assignment.gt_labels.long()
+    if can.explains_costs(parts.assigner) and predictions is not None:
+        images = shaped_images(1, assignment.pad_shape, None, gt_boxes.device)
+        return Explanation(costs=explain_costs(
+            parts.assigner, can.prediction_head(parts.head), predictions, images, gt_boxes,
+            gt_labels, assignment.level, assignment.gt_index))
     if can.explains_regions(parts.assigner):
         regions = parts.assigner.regions(gt_boxes)
         return Explanation(regions={

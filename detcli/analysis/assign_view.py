@@ -11,15 +11,19 @@ The steps of :func:`visualize_assignment`:
 
 1. build the prior generator, assigner and sampler from the config
    (:class:`~detcli.analysis.assignment.AssignmentParts`: a two-stage detector's are its RPN's,
-   ``model.rpn_head`` and ``model.train_cfg.rpn``); an assigner whose class says
-   ``needs_predictions = True`` cannot run without a trained model and is refused;
+   ``model.rpn_head`` and ``model.train_cfg.rpn``);
 2. the GT of the image (:class:`OriginalGT`): the ``--box`` options (parsed by
    :mod:`detcli.cli.viz`) or the COCO file's entry for the image's file name
    (:func:`annotation_gt`);
 3. run the test pipeline (or the training pipeline, seeded) on the image and its boxes;
-4. run :func:`~detcli.analysis.assignment.assign_image` and gather per-GT statistics;
-5. what the assigner can explain besides its codes
-   (:func:`~detcli.analysis.assign_explain.explain`): the FCOS rule's regions, ATSS's candidates.
+4. an assigner whose class says ``needs_predictions = True`` (RTMDet's) ranks the points by
+   the model's predictions: a trained model's outputs on the prepared image (the caller's
+   ``predictions``, ``det viz assign --checkpoint``) or, without one, the documented stand-in
+   of :mod:`detcli.analysis.stand_in` (seeded);
+5. run :func:`~detcli.analysis.assignment.assign_image` and gather per-GT statistics;
+6. what the assigner can explain besides its codes
+   (:func:`~detcli.analysis.assign_explain.explain`): the FCOS rule's regions, ATSS's
+   candidates, the dynamic soft-label assigner's cost terms and dynamic k.
 
 A two-stage detector's second stage, the RoI head's sampling of proposals, is
 :mod:`detcli.analysis.roi_sampling`'s, on the same prepared image and GT.
@@ -31,15 +35,22 @@ import difflib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
 from detcli.analysis import capabilities as can
 from detcli.analysis.assign_explain import Explanation, explain
-from detcli.analysis.assignment import AssignmentParts, ImageAssignment, assign_image
+from detcli.analysis.assignment import (
+    AssignmentParts,
+    ImageAssignment,
+    assign_image,
+    stand_in_outputs,
+)
 from detcli.analysis.pipeline_view import PipelineView, run_pipeline
+from detcli.analysis.soft_label_explain import Predictions
+from detcli.analysis.stand_in import STAND_IN_TEXT
 from detcli.data.datasets.coco import select_classes
 from detcli.data.datasets.coco_json import (
     annotation_arrays,
@@ -47,11 +58,14 @@ from detcli.data.datasets.coco_json import (
     image_table,
     read_coco_json,
 )
-from detcli.errors import ConfigError, DataError, DetError
+from detcli.errors import ConfigError, DataError
 from detcli.registry import DATASETS
 from detcli.task.assigners.assign_result import IGNORED, NEGATIVE
 
 log = logging.getLogger(__name__)
+
+# a trained model's outputs on the prepared image (step 4; det viz assign --checkpoint)
+PredictionSource = Callable[[PipelineView], Predictions]
 
 @dataclass
 class OriginalGT:
@@ -168,6 +182,8 @@ class AssignmentView:
             out["anchors_of"] = self.head_key
         if self.explained.regions is not None:
             out["regress_ranges"] = [list(r) for r in self.explained.regions["regress_ranges"]]
+        if self.explained.costs is not None:
+            out["soft_label"] = self.explained.costs.to_dict()
         return out
 
 
@@ -316,14 +332,23 @@ def prepare(image_path: Path, gt: OriginalGT, pipeline: Sequence[Any], seed: int
 
 
 def assignment_parts(cfg: Any) -> AssignmentParts:
-    """The prior generator, assigner and sampler of the config (step 1); DetError for an
-    assigner that needs the model's predictions."""
-    parts = AssignmentParts.from_config(cfg)
-    if can.needs_predictions(parts.assigner):
-        raise DetError(f"{type(parts.assigner).__name__} assigns by the model's predictions: it "
-                       "needs a trained model (--checkpoint), which `det viz assign` cannot load "
-                       "yet", hint="a static assigner (MaxIoUAssigner) needs no checkpoint")
-    return parts
+    """The prior generator, assigner and sampler of the config (step 1)."""
+    return AssignmentParts.from_config(cfg)
+
+
+def ranked_predictions(parts: AssignmentParts, view: PipelineView, seed: int,
+                       predictions: Optional[PredictionSource]) -> Optional[Predictions]:
+    """Step 4: the predictions an assigner that ranks points by them sees -- ``predictions``'
+    for the prepared image, else the stand-in's (seeded) -- or None for any other assigner."""
+    if not can.needs_predictions(parts.assigner):
+        return None
+    if predictions is not None:
+        return predictions(view)
+    gt_boxes = torch.from_numpy(view.gt_boxes)[None]  # (1, G, 4)
+    gt_labels = torch.from_numpy(view.gt_labels)[None].long()  # (1, G)
+    outputs = stand_in_outputs(parts, gt_boxes, gt_labels, view.pad_shape,
+                               torch.Generator().manual_seed(seed))
+    return Predictions(outputs, f"{STAND_IN_TEXT}; seed {seed}")
 
 
 def visualize_assignment(
@@ -334,22 +359,27 @@ def visualize_assignment(
     train_pipeline: bool = False,
     seed: int = 0,
     parts: Optional[AssignmentParts] = None,
+    predictions: Optional[PredictionSource] = None,
 ) -> AssignmentView:
     """The assignment of ``image_path``'s GT ``gt`` (step 2: :func:`annotation_gt`, or the
     ``--box`` options) under the config ``cfg`` (a DetConfig), with ``parts`` (default: the
-    config's, :func:`assignment_parts`); see the module docstring for the steps."""
+    config's, :func:`assignment_parts`) and, for an assigner that ranks points by the model's
+    predictions, ``predictions`` (a trained model's outputs on the prepared image; default the
+    stand-in); see the module docstring for the steps."""
     parts = assignment_parts(cfg) if parts is None else parts  # 1.
     assigner = type(parts.assigner).__name__
     image_path = Path(image_path)
     view = prepare(image_path, gt, pipeline_of(cfg, train_pipeline), seed,
                    with_mask=can.has_mask_head(cfg.model))  # 3.
 
-    generator = torch.Generator().manual_seed(seed)  # 4.
+    ranked = ranked_predictions(parts, view, seed, predictions)  # 4.
+    generator = torch.Generator().manual_seed(seed)  # 5.
     ignore = torch.from_numpy(view.ignore_boxes) if len(view.ignore_boxes) else None
     assignment = assign_image(parts, torch.from_numpy(view.gt_boxes),
                               torch.from_numpy(view.gt_labels), view.pad_shape,
-                              ignore_boxes=ignore, generator=generator, img_shape=view.img_shape)
-    explained = explain(parts, assignment)  # 5.
+                              ignore_boxes=ignore, generator=generator, img_shape=view.img_shape,
+                              outputs=None if ranked is None else ranked.outputs)
+    explained = explain(parts, assignment, ranked)  # 6.
     return AssignmentView(
         image=view.image, filename=str(image_path), img_shape=view.img_shape,
         pad_shape=view.pad_shape, scale_factor=[float(v) for v in view.scale_factor],

@@ -8,7 +8,11 @@ resize and pad). Codes of ``gt_index`` are :mod:`detcli.task.assigners.assign_re
 
 A *positive* is a prior with ``gt_index >= 0``. It is *low quality* when its IoU with its GT is
 under the assigner's ``pos_iou_thr``: only MaxIoUAssigner's step 4 (each GT claims its best
-priors) can give it. A GT is ``low_quality_only`` when it has positives and all are such.
+priors) can give it. For an assigner without a threshold it is low quality when its prior's
+centre lies outside its GT: only the dynamic soft-label assigner (RTMDet's) gives such, to a GT
+with no candidate point of its own, which still takes its k >= 1 cheapest candidates -- points
+inside other GTs, whose predicted boxes hardly overlap it. A GT is ``low_quality_only`` when it
+has positives and all are such.
 
 The head that assigns anchors is ``model.bbox_head`` with ``model.train_cfg`` (assigner, sampler,
 ``allowed_border``) in a single-stage detector, and ``model.rpn_head`` with
@@ -18,7 +22,9 @@ sampling of proposals is :mod:`detcli.analysis.roi_sampling`'s.
 
 That head is built from the config, untrained, and does the assigning itself: its
 ``explain_assignment`` (:mod:`detcli.models.protocols`) gets stand-in outputs of the right
-feature-map sizes (no network runs) and returns every prior's GT, IoU and role from the same
+feature-map sizes (no network runs; for an assigner that ranks priors by the model's
+predictions, RTMDet's, the documented stand-in predictions of :mod:`detcli.analysis.stand_in`,
+or a trained model's outputs when the caller has them) and returns every prior's GT, IoU and role from the same
 assigner and sampler its loss runs; ``assignment_setup()`` says which priors, assigner and
 ``allowed_border`` that is (for a point head such as FCOS its points as stride-sized cells and
 its target rule) and ``training_rule()`` which sampler the report names. This module computes
@@ -42,6 +48,7 @@ import torch
 from torch import Tensor
 
 from detcli.analysis import capabilities as can
+from detcli.analysis.stand_in import stand_in_predictions
 from detcli.config.schema import Schema
 from detcli.errors import ConfigError
 from detcli.ops.boxes import box_iou
@@ -294,8 +301,25 @@ def _shaped_outputs(parts: AssignmentParts, num_images: int, pad_shape: tuple[in
     return DenseOutputs(maps, maps)
 
 
-def _shaped_images(num_images: int, pad_shape: tuple[int, int], img_shapes: Optional[Tensor],
-                   device: torch.device) -> ImageBatch:
+def stand_in_outputs(parts: AssignmentParts, gt_boxes: Tensor, gt_labels: Tensor,
+                     pad_shape: tuple[int, int],
+                     generator: Optional[torch.Generator] = None) -> DenseOutputs:
+    """Outputs of N images for a head whose assigner ranks priors by its predictions: the
+    stand-in predictions of :mod:`detcli.analysis.stand_in` for gt_boxes (N, G, 4) and
+    gt_labels (N, G), as the head's own outputs (``outputs_from_predictions``). Seeded by
+    ``generator`` (default: seed 0)."""
+    head = can.prediction_head(parts.head)
+    cells, _ = parts.priors(pad_shape, gt_boxes.device)  # (R, 4)
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    boxes, logits = stand_in_predictions(cells, gt_boxes, gt_labels, head.num_classes,
+                                         generator=generator)  # (N, R, 4), (N, R, K)
+    sizes = featmap_sizes(tuple(int(v) for v in pad_shape[:2]), parts.strides)
+    return head.outputs_from_predictions(boxes, logits, sizes)
+
+
+def shaped_images(num_images: int, pad_shape: tuple[int, int], img_shapes: Optional[Tensor],
+                  device: torch.device) -> ImageBatch:
     """A batch of N images padded to ``pad_shape`` (no pixels: a zero-stride view), each of
     size ``img_shapes`` (N, 2), default the padded size."""
     height, width = int(pad_shape[0]), int(pad_shape[1])
@@ -308,10 +332,26 @@ def _shaped_images(num_images: int, pad_shape: tuple[int, int], img_shapes: Opti
                       pad_shapes=pads, fills_batch=True)
 
 
-def _positives_per_gt(gt_index: Tensor, level: Tensor, assigned_iou: Tensor, num_slots: int,
-                      num_levels: int, pos_iou_thr: Optional[float]) -> tuple[Tensor, Tensor]:
+def _good_positives(gt_index: Tensor, priors: Tensor, gt_boxes: Tensor, assigned_iou: Tensor,
+                    pos_iou_thr: Optional[float]) -> Tensor:
+    """(N, R) bool: the positives that are not low quality (module docstring), from codes
+    (N, R), priors (R, 4), gt_boxes (N, G, 4) and each positive's IoU with its GT (N, R)."""
+    pos = gt_index >= 0  # (N, R)
+    if pos_iou_thr is not None:
+        return pos & (assigned_iou >= pos_iou_thr)
+    if gt_boxes.shape[1] == 0:
+        return pos
+    own = gt_boxes.gather(1, gt_index.clamp(min=0)[..., None].expand(-1, -1, 4))  # (N, R, 4)
+    centre = ((priors[:, :2] + priors[:, 2:]) / 2)[None]  # (1, R, 2)
+    inside = (centre > own[..., :2]).all(-1) & (centre < own[..., 2:]).all(-1)  # (N, R)
+    return pos & inside
+
+
+def _positives_per_gt(gt_index: Tensor, level: Tensor, good: Tensor, num_slots: int,
+                      num_levels: int) -> tuple[Tensor, Tensor]:
     """(num_pos_per_level (N, G, L), low_quality_only (N, G)) from codes (N, R) of priors on
-    levels (R,) and each positive's IoU with its GT (N, R). Non-positives go to a spare bin."""
+    levels (R,) and which positives are not low quality (N, R). Non-positives go to a spare
+    bin."""
     num_images = gt_index.shape[0]
     pos = gt_index >= 0  # (N, R)
     slot_level = gt_index.clamp(min=0) * num_levels + level[None, :]  # (N, R) into G*L
@@ -319,12 +359,9 @@ def _positives_per_gt(gt_index: Tensor, level: Tensor, assigned_iou: Tensor, num
     counts = gt_index.new_zeros(num_images, num_slots * num_levels + 1)  # (N, G*L + 1)
     counts.scatter_add_(1, slot_level, torch.ones_like(slot_level))
     num_pos_per_level = counts[:, :-1].reshape(num_images, num_slots, num_levels)  # (N, G, L)
-    if pos_iou_thr is None:  # an assigner without a positive threshold: nothing is "low quality"
-        return num_pos_per_level, gt_index.new_zeros(num_images, num_slots, dtype=torch.bool)
-    high = (pos & (assigned_iou >= pos_iou_thr)).long()  # (N, R)
-    num_high = gt_index.new_zeros(num_images, num_slots + 1)  # (N, G + 1)
-    num_high.scatter_add_(1, torch.where(pos, gt_index, num_slots), high)
-    return num_pos_per_level, (num_pos_per_level.sum(-1) > 0) & (num_high[:, :-1] == 0)
+    num_good = gt_index.new_zeros(num_images, num_slots + 1)  # (N, G + 1)
+    num_good.scatter_add_(1, torch.where(pos, gt_index, num_slots), (pos & good).long())
+    return num_pos_per_level, (num_pos_per_level.sum(-1) > 0) & (num_good[:, :-1] == 0)
 
 
 @torch.no_grad()
@@ -337,10 +374,13 @@ def assign_padded(
     ignore_valid: Optional[Tensor] = None,
     img_shapes: Optional[Tensor] = None,
     generator: Optional[torch.Generator] = None,
+    outputs: Optional[DenseOutputs] = None,
 ) -> BatchAssignment:
     """Assign N images of one padded shape at once: gt_boxes (N, G, 4), gt_labels (N, G) with
     -1 on padding, ignore_boxes (N, I, 4) with ignore_valid (N, I), img_shapes (N, 2) of (h, w)
-    (only needed with ``allowed_border >= 0``; default ``pad_shape``)."""
+    (only needed with ``allowed_border >= 0``; default ``pad_shape``). ``outputs``: the
+    model's outputs for an assigner that ranks priors by them (default: the stand-in's,
+    :func:`stand_in_outputs`; other assigners only read the feature-map sizes)."""
     device = gt_boxes.device
     num_images, num_slots = gt_labels.shape
     if ignore_boxes is None:
@@ -348,9 +388,13 @@ def assign_padded(
     if ignore_valid is None:
         ignore_valid = torch.ones(ignore_boxes.shape[:2], dtype=torch.bool, device=device)
     targets = DetTargets(gt_boxes, gt_labels, ignore_boxes, ignore_valid)
+    if outputs is None and can.needs_predictions(parts.assigner):
+        outputs = stand_in_outputs(parts, gt_boxes, gt_labels, pad_shape, generator)
+    elif outputs is None:
+        outputs = _shaped_outputs(parts, num_images, pad_shape, device)
     explained = parts.head.explain_assignment(
-        _shaped_outputs(parts, num_images, pad_shape, device),
-        _shaped_images(num_images, pad_shape, img_shapes, device), targets, generator)
+        outputs,
+        shaped_images(num_images, pad_shape, img_shapes, device), targets, generator)
     priors, level = explained.priors, explained.level  # (R, 4), (R,)
     gt_index = explained.gt_index  # (N, R)
     prior_valid = _prior_valid(parts, priors, num_images, pad_shape, img_shapes)  # (N, R)
@@ -363,8 +407,9 @@ def assign_padded(
     else:
         best_iou = best_prior = gt_labels.new_zeros(num_images, 0)
     assigned_iou = explained.iou  # (N, R)
+    good = _good_positives(gt_index, priors, gt_boxes, assigned_iou, parts.pos_iou_thr)
     num_pos_per_level, low_quality_only = _positives_per_gt(
-        gt_index, level, assigned_iou, num_slots, parts.num_levels, parts.pos_iou_thr)
+        gt_index, level, good, num_slots, parts.num_levels)
     valid = gt_labels >= 0  # (N, G)
     return BatchAssignment(
         priors=priors, level=level, gt_index=gt_index, max_iou=explained.max_iou,
@@ -385,13 +430,16 @@ def assign_image(
     ignore_boxes: Optional[Tensor] = None,
     generator: Optional[torch.Generator] = None,
     img_shape: Optional[tuple[int, int]] = None,
+    outputs: Optional[DenseOutputs] = None,
 ) -> ImageAssignment:
-    """One image: gt_boxes (G, 4), gt_labels (G,), ignore_boxes (I, 4) in network-input pixels."""
+    """One image: gt_boxes (G, 4), gt_labels (G,), ignore_boxes (I, 4) in network-input pixels;
+    ``outputs`` as :func:`assign_padded`'s."""
     device = gt_boxes.device
     ignore = ignore_boxes.reshape(1, -1, 4).to(gt_boxes) if ignore_boxes is not None else None
     shapes = torch.tensor([img_shape[:2]], device=device) if img_shape is not None else None
     batch = assign_padded(parts, gt_boxes.reshape(1, -1, 4), gt_labels.reshape(1, -1).long(),
-                          pad_shape, ignore_boxes=ignore, img_shapes=shapes, generator=generator)
+                          pad_shape, ignore_boxes=ignore, img_shapes=shapes, generator=generator,
+                          outputs=outputs)
     return batch.image(0)
 
 

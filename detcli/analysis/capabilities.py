@@ -12,7 +12,8 @@ typed, declared attributes -- never ``hasattr`` or ``getattr`` with a default:
 - the detector config's ``dense_stage()`` says which head that is (``model.rpn_head`` with
   ``model.train_cfg.rpn`` in a two-stage detector, else ``model.bbox_head`` with
   ``model.train_cfg``), a built detector's ``stages`` whether it makes proposals;
-- assigners and samplers (:mod:`detcli.task.protocols`): ``needs_predictions``,
+- assigners and samplers (:mod:`detcli.task.protocols`): ``needs_predictions`` (then the
+  head is a :class:`~detcli.models.protocols.PredictionAssigningHead`: RTMDet),
   ``needs_num_level_priors``, ``pos_iou_thr``, ``explains``; ``num``, ``pos_fraction``,
   ``max_pos``, ``add_gt_as_proposals`` (PseudoSampler: None, None, None, False).
 
@@ -24,12 +25,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from detcli.config.schema import Schema
 from detcli.errors import RegistryError
-from detcli.models.protocols import AssignmentSetup, DenseHead, DenseStageConfig, Detector
-from detcli.registry import HEADS, PRIOR_GENERATORS
+from detcli.models.protocols import (
+    AssignmentSetup,
+    DenseHead,
+    DenseStageConfig,
+    Detector,
+    PredictionAssigningHead,
+)
+from detcli.registry import ASSIGNERS, HEADS, PRIOR_GENERATORS
 from detcli.task.protocols import Assigner, Sampler
 from detcli.task.samplers.pseudo_sampler import PseudoSamplerConfig
 from detcli.task.two_stage_cfg import RCNNMaskTrainConfig
@@ -71,8 +78,8 @@ def proposal_heads() -> list[str]:
 
 def assigning_heads() -> list[str]:
     """Registered head types without anchors whose config has ``strides`` (FCOSHead).
-    RTMDetSepBNHead's points are not listed: its assigner ranks them by the model's
-    predictions, which an untrained analysis cannot show."""
+    RTMDetSepBNHead's points are under MMDetection's ``anchor_generator`` field, so it is not
+    listed here."""
     return [name for name in HEADS.names() if name not in anchor_heads()
             and "strides" in HEADS.config(name).model_fields and _head_class(name) is not None]
 
@@ -127,6 +134,16 @@ def match_cost_names(train_cfg: Any) -> list[str]:
     """``Type(weight)`` of each match cost of a query-based detector's assigner, for messages."""
     costs = getattr(getattr(train_cfg, "assigner", None), "match_costs", None) or []
     return [f"{getattr(c, 'type', '?')}({getattr(c, 'weight', '?')})" for c in costs]
+
+
+def ranks_by_predictions(model_cfg: Any) -> bool:
+    """Whether the config's dense head assigns its priors by the model's own predictions: its
+    assigner's class declares ``needs_predictions`` (RTMDet's; read from the registry, nothing
+    built). False for a query-based detector (DETR: no priors) and ``train_cfg = false``."""
+    _, train_cfg, _, _ = assigning_head(model_cfg)
+    if num_queries(model_cfg) is not None or train_cfg is None:
+        return False
+    return bool(ASSIGNERS.get(train_cfg.assigner.type).needs_predictions)
 
 
 def is_two_stage(model_cfg: Any) -> bool:
@@ -184,6 +201,20 @@ def explains_regions(assigner: Assigner) -> bool:
 def lists_candidates(assigner: Assigner) -> bool:
     """Whether the assigner lists each GT's candidate priors (``candidates``: ATSS)."""
     return "candidates" in assigner.explains
+
+
+def explains_costs(assigner: Assigner) -> bool:
+    """Whether the assigner gives the terms of its cost matrix and each GT's dynamic k
+    (``costs``: the dynamic soft-label assigner)."""
+    return "costs" in assigner.explains
+
+
+def prediction_head(head: DenseHead) -> PredictionAssigningHead:
+    """A head whose assigner ``needs_predictions``, as the
+    :class:`~detcli.models.protocols.PredictionAssigningHead` it is: such a head hands its
+    assigner its own predictions and builds outputs from given ones
+    (tests/test_protocols.py checks every registered head with such an assigner)."""
+    return cast(PredictionAssigningHead, head)
 
 
 # -- samplers ---------------------------------------------------------------------------------

@@ -99,7 +99,8 @@ def _describe(summary: AnchorSummary) -> list[str]:
               if a.get("octave_base_scale") is not None else f"scales {a.get('scales_used')}")
     assigner = ", ".join(f"{k} {v}" for k, v in summary.assigner.items()
                          if k in ("pos_iou_thr", "neg_iou_thr", "min_pos_iou", "topk",
-                                  "regress_ranges", "center_sampling"))
+                                  "regress_ranges", "center_sampling", "soft_center_radius",
+                                  "iou_weight"))
     resize = (f"img_scale {geo['img_scale']}" if geo["img_scale"] else
               f"scale_factor {geo['scale_factor']}" if geo["scale_factor"] else "no resize")
     pad = ", ".join(f"{k} {v}" for k, v in (geo["pad"] or {}).items()) or "none"
@@ -109,10 +110,12 @@ def _describe(summary: AnchorSummary) -> list[str]:
               f"anchors ({a.get('config_key', 'model.bbox_head.anchor_generator')}): "
               f"{a.get('type')} strides {a.get('strides')}, {scales}, ratios "
               f"{a.get('ratios')} ({a['num_base_priors'][0]} per location)")
+    predictions = summary.assigner.get("predictions")  # an assigner ranking by predictions
     return [
         priors,
         f"{summary.assigner.get('config_key', 'model.train_cfg.assigner')}: "
         f"{summary.assigner.get('type')} {assigner}; sampler {summary.sampler.get('type')}",
+        *([f"  ranked by {predictions}"] if predictions else []),
         f"data.{summary.split}: {ds.num_images_analysed} of "
         f"{plural(ds.num_images, 'image')}, {plural(ds.num_gt, 'GT box', 'GT boxes')}; "
         f"sizes from {geo['pipeline']} ({resize}, pad {pad})",
@@ -134,6 +137,9 @@ def _print_report(summary: AnchorSummary, title: str = "") -> None:
     groups = [("all", summary.overall), *summary.by_size.items()]
     _emit_table(f"{title}level each GT lands on (its best anchor's)", ["GT group", *levels],
                 [[name, *(_pct(s) for s in g.level_share)] for name, g in groups])
+    _emit_table(f"{title}level of each group's positives (share per level)",
+                ["GT group", *levels],
+                [[name, *(_pct(s) for s in g.positive_level_share)] for name, g in groups])
     _print_zero_positive(summary)
 
 

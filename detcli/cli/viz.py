@@ -1,14 +1,15 @@
 """``det viz``: pictures of what the detector's data and targets look like.
 
 ``det viz assign`` draws which priors the configured assigner makes positive, negative or
-ignored for one image's GT boxes, and prints a table per GT; for a two-stage detector these are
-the RPN's anchors, and a second picture and table show the RoI head's sampling of proposals
-(jittered GT boxes, or a checkpoint's RPN proposals). ``det viz dataset`` draws a dataset's
+ignored for one image's GT boxes, and prints a table per GT (RTMDet: and its dynamic
+assigner's candidates, dynamic k and soft labels, cli/assign_costs.py); for a two-stage
+detector these are the RPN's anchors, and a second picture and table show the RoI head's
+sampling of proposals (jittered GT boxes, or a checkpoint's RPN proposals). ``det viz dataset`` draws a dataset's
 images after its training pipeline with their GT boxes.
 
 Exit status: 0 done; 1 a bad option value (``--levels``, ``--out``, an RoI option for a
-single-stage config) or an assigner that needs a checkpoint; 2 a config problem; 3 an image,
-annotation file or ``--box`` that cannot be used; 4 a checkpoint that does not fit the config.
+single-stage config); 2 a config problem; 3 an image, annotation file or ``--box`` that cannot
+be used; 4 a checkpoint that does not fit the config.
 """
 
 from __future__ import annotations
@@ -323,7 +324,8 @@ def assign(
     checkpoint: Annotated[Optional[Path], typer.Option(
         "--checkpoint", help="Two-stage: sample the model's own RPN proposals (a .pth of this "
         "config) instead of jittered GT boxes. DETR: match its own queries, not "
-        "stand-ins.", show_default=False)] = None,
+        "stand-ins. RTMDet: rank the points by the model's "
+        "predictions instead of the stand-in's.", show_default=False)] = None,
     jitter: Annotated[Optional[int], typer.Option(
         "--jitter", min=0, help="Two-stage: jittered proposals per GT, IoU spread over "
         "0.1-0.95 " + shown_default("16"), show_default=False)] = None,
@@ -358,7 +360,9 @@ def assign(
     from detcli.viz.draw import save_image
     from detcli.analysis.capabilities import num_queries
     from detcli.cli.viz_query import assign_queries
-    from detcli.analysis.capabilities import is_two_stage
+    from detcli.analysis.capabilities import is_two_stage, ranks_by_predictions
+    from detcli.analysis.checkpoint_predictions import checkpoint_predictions
+    from detcli.cli.assign_costs import print_costs
     from detcli.analysis.proposals import BACKGROUND, JITTER_PER_GT
     from detcli.analysis.roi_sampling import visualize_roi_stages
     from detcli.analysis.assign_report import AssignReport, PictureFile
@@ -381,8 +385,10 @@ def assign(
         raise DetError(f"--layers: {config} configures a {cfg.model.type}, whose priors have "
                        "no decoder layers; --layers applies to query-based detectors (DETR)")
     two_stage = is_two_stage(cfg.model)
+    ranked = ranks_by_predictions(cfg.model)  # RTMDet: --checkpoint gives its predictions
     if not two_stage:
-        given = [name for name, v in (("--checkpoint", checkpoint), ("--jitter", jitter),
+        given = [name for name, v in (("--checkpoint", None if ranked else checkpoint),
+                                      ("--jitter", jitter),
                                       ("--background", background)) if v is not None]
         given += ["--show-unsampled"] if show_unsampled else []
         if given:
@@ -393,8 +399,10 @@ def assign(
                        "give one of them")
     parts = assignment_parts(cfg)
     gt = read_gt(cfg, image, ann, box or ())
+    predictions = None if not (ranked and checkpoint) else checkpoint_predictions(
+        cfg, checkpoint, pipeline_of(cfg, train_pipeline), gt.class_names, device)
     view = visualize_assignment(cfg, image, gt, train_pipeline=train_pipeline, seed=seed,
-                                parts=parts)
+                                parts=parts, predictions=predictions)
     chosen = parse_levels(levels, len(view.strides))
     rcnn_stages = []
     if two_stage:
@@ -421,6 +429,7 @@ def assign(
         sys.stdout.write(_plain_table(view) + "\n")  # tab-separated: rich would expand tabs
     for line in _summary(view, report.picture):
         console.print(line, highlight=False)
+    print_costs(view)  # the dynamic soft-label assigner's (RTMDet)
     rcnn = report.rcnn
     if rcnn is None or report.rcnn_picture is None:
         return

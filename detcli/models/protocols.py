@@ -17,6 +17,8 @@ the RoI head on its proposals)::
         -> DenseHead.training_rule    -> TrainingRule              (sampler, loss normaliser)
         -> DenseHead.explain_assignment -> Assignment (N, R)       (det viz assign, analyze)
         -> DenseHead.assignment_setup -> AssignmentSetup           (what those reports describe)
+        -> PredictionAssigningHead.predicted_priors -> PredictedPriors (RTMDet: what its
+                                         assigner ranks; the analysis' cost explanation)
 
 The protocols are structural (``typing.Protocol``): a head satisfies one by having the
 methods; nothing has to inherit from them.
@@ -129,6 +131,36 @@ class DenseHead(Protocol):
 
     def assignment_setup(self) -> AssignmentSetup:
         """The priors, assigner and settings ``explain_assignment`` uses (for reports)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PredictedPriors:
+    """What a head whose assigner ranks priors by the head's own predictions hands that
+    assigner (RTMDet): R points over all levels, N images, K classes."""
+
+    points: Tensor  # (R, 4) x, y, stride_w, stride_h
+    valid: Tensor  # (N, R) bool: the point lies on the image's padded area
+    logits: Tensor  # (N, R, K) class logits
+    boxes: Tensor  # (N, R, 4) decoded boxes, network-input pixels
+
+
+class PredictionAssigningHead(DenseHead, Protocol):
+    """A dense head whose assigner declares ``needs_predictions`` (RTMDetSepBNHead): the
+    analysis reads what the head hands its assigner, and builds outputs from predictions it
+    chose (a trained model's, or a stand-in's) to run the head's own assignment on.
+
+    Inverse relation: ``predicted_priors(outputs_from_predictions(b, x, sizes), images)``
+    has boxes ``b`` and logits ``x`` (tests/models/test_rtmdet_head.py)."""
+
+    def predicted_priors(self, outputs: DenseOutputs, images: ImageBatch) -> PredictedPriors:
+        """The points, valid flags, logits and decoded boxes ``loss`` assigns with."""
+        ...
+
+    def outputs_from_predictions(self, pred_boxes: Tensor, pred_logits: Tensor,
+                                 featmap_sizes: Sequence[tuple[int, int]]) -> DenseOutputs:
+        """Decoded boxes (N, R, 4) and class logits (N, R, K) over the points of
+        ``featmap_sizes`` -> the per-level outputs ``forward`` would have made for them."""
         ...
 
 

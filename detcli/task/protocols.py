@@ -13,7 +13,8 @@ so the ONNX graph and the analysis read them instead of asking ``hasattr``:
   number of priors per level (``needs_num_level_priors``), its positive IoU threshold
   (``pos_iou_thr``, None without one) and which explanations it offers (``explains``:
   ``"regions"``: it has ``regions(gt_boxes)``, the FCOS rule; ``"candidates"``: it has
-  ``candidates(...)``, ATSS);
+  ``candidates(...)``, ATSS; ``"costs"``: it has ``costs(...)``, the terms of its cost matrix
+  and each GT's dynamic k, the dynamic soft-label assigner);
 - a sampler says its budget per image (``num``, None: it keeps every candidate), the share of
   positives (``pos_fraction``), the most positives it keeps (``max_pos``) and whether it adds
   the GT boxes as candidates (``add_gt_as_proposals``).
@@ -65,9 +66,9 @@ class PriorGenerator(Protocol):
 class Assigner(Protocol):
     """Priors + GT -> positive / negative / ignored per prior (an :class:`AssignResult`)."""
 
-    needs_predictions: ClassVar[bool]  # ranks priors by the model's outputs (none built-in)
+    needs_predictions: ClassVar[bool]  # ranks priors by the model's outputs (RTMDet's)
     needs_num_level_priors: ClassVar[bool]  # ``assign`` takes ``num_level_priors``
-    explains: ClassVar[frozenset[str]]  # of "regions", "candidates"
+    explains: ClassVar[frozenset[str]]  # of "regions", "candidates", "costs"
     pos_iou_thr: Optional[float]  # the positive IoU threshold; None for a rule without one
 
     def assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor,

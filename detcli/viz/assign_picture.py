@@ -16,7 +16,11 @@ in each level panel, each GT's eligible region -- where a point of that level ma
 positive under the regress range (and centre sampling) -- is shaded in the GT's colour, the part
 too close to every side left clear, the centre-sampling region dashed; the panel title gives
 the level's range. ATSS: in each level panel, each GT's candidates that did not become positive are
-dashed in its colour, and its legend entry gives its IoU threshold.
+dashed in its colour, and its legend entry gives its IoU threshold. The dynamic soft-label
+assigner (RTMDet): in each level panel, each GT's candidate points (inside it) that did not
+become its positives are hollow circles in its colour; its legend entry gives its dynamic k and
+its positives' mean soft label, and a legend line says which predictions the points were ranked
+by (a checkpoint's, or the stand-in's).
 """
 
 from __future__ import annotations
@@ -73,6 +77,8 @@ def draw_panel(view: AssignmentView, level: Optional[int], scale: float,
         draw_regions(panel, view.explained.regions, level, scale, colours)
     if view.explained.candidates is not None and level is not None:
         draw_candidates(panel, view, on_level, priors, colours)
+    if view.explained.costs is not None and level is not None:
+        draw_candidate_points(panel, view, on_level, priors, colours)
     positive = on_level & (view.gt_index >= 0)  # (R,)
     for box, gt in zip(priors[positive], view.gt_index[positive]):
         cv2.rectangle(panel, point(box[:2]), point(box[2:]), colours[gt], 1)
@@ -116,6 +122,15 @@ def draw_candidates(panel: np.ndarray, view: AssignmentView, on_level: np.ndarra
             dashed_rectangle(panel, box, colours[g])
 
 
+def draw_candidate_points(panel: np.ndarray, view: AssignmentView, on_level: np.ndarray,
+                          priors: np.ndarray, colours: list[tuple[int, int, int]]) -> None:
+    """Dynamic soft-label assigner: each GT's points inside it (G, R) on this panel that are
+    not its positives, as hollow circles."""
+    for g, inside in enumerate(view.explained.costs.inside):
+        for centre in centres(priors[inside & on_level & (view.gt_index != g)]):
+            cv2.circle(panel, point(centre), 2, colours[g], 1)
+
+
 def _range_text(regions: dict, level: int) -> str:
     lo, hi = regions["regress_ranges"][level]
     return f"[{lo:g}, {'inf' if hi >= 1e8 else format(hi, 'g')}]"
@@ -149,11 +164,22 @@ def legend_entries(view: AssignmentView, show_negatives: bool) -> list[LegendEnt
         entries.append(("where a point may be pos", "region", TEXT))
     if view.explained.candidates is not None:
         entries.append(("ATSS candidate, not pos", "candidate", TEXT))
+    costs = view.explained.costs
+    if costs is not None:
+        entries.append(("candidate point, not pos", "point", TEXT))
+        stand_in = costs.predictions.startswith("stand-in")
+        entries.append(("ranked by stand-in preds:" if stand_in else "ranked by checkpoint",
+                        None, LOW if stand_in else TEXT))
+        if stand_in:
+            entries.append(("GT box jittered, score=IoU", None, LOW))
     c = view.counts
     entries.append((f"pos {c['positive']}  neg {c['negative']}  ign {c['ignored']}", None, TEXT))
     for g, gt in enumerate(view.gts):
         low = " (low IoU)" if gt.low_quality_only else ""
         thr = "" if gt.iou_threshold is None else f", thr {gt.iou_threshold:.2f}"
+        if costs is not None:
+            k, soft = costs.gts[g].dynamic_k, costs.gts[g].mean_soft_label
+            thr = f", k {k}" + (f", q {soft:.2f}" if gt.num_pos else "")
         colour = WARN if gt.num_pos == 0 else LOW if gt.low_quality_only else TEXT
         entries.append((f"#{g} {gt.class_name[:12]}: {gt.num_pos} pos{low}{thr}", g, colour))
     return entries

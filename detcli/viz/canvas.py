@@ -207,6 +207,8 @@ def draw_legend(canvas: np.ndarray, top: int, entries: list[LegendEntry],
             cv2.rectangle(canvas, (x, mid - 5), (x + 14, mid + 5), GREY, -1)
         elif marker == "candidate":
             dashed_rectangle(canvas, (x, mid - 5, x + 14, mid + 5), TEXT)
+        elif marker == "point":
+            cv2.circle(canvas, (x + 7, mid), 3, TEXT, 1)
         elif marker == "rcnn_pos":
             cv2.rectangle(canvas, (x, mid - 5), (x + 14, mid + 5), TEXT, 1)
         elif marker == "rcnn_neg":

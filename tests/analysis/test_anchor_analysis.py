@@ -33,6 +33,7 @@ def test_overall_numbers_by_hand(hand):
     assert overall["positives_per_gt"] == {"mean": round(5 / 6, 2), "median": 1.0, "max": 1}
     assert overall["low_quality_only_share"] == 0.5  # GT1 (a.jpg), GT2, GT3
     assert overall["level_share"] == [1.0]
+    assert overall["positive_level_share"] == [1.0]  # one level: every positive is on it
     # 0.2571 in [0.25, 0.3), 0.3590 twice and 0.375 in [0.35, 0.4), 1.0 twice in the last bin
     assert overall["best_iou_histogram"] == [0] * 5 + [1, 0, 3] + [0] * 11 + [2]
 
@@ -44,6 +45,7 @@ def test_size_buckets_and_levels_by_hand(hand):
     assert small["best_iou_above_pos_thr_share"] == 0.0
     assert medium["best_iou"]["min"] == 1.0 and medium["zero_positive_share"] == 0.0
     assert large["best_iou"] is None and large["level_share"] == [None]
+    assert large["positive_level_share"] == [None]
     (level,) = hand["by_level"]
     assert (level["num_gt"], level["stride"]) == (6, [32, 32])
     assert (level["num_priors"], level["positive_priors"], level["negative_priors"],
@@ -106,8 +108,8 @@ TOP_KEYS = {"schema_version", "config", "split", "dataset", "zero_positive_share
             "overall", "by_size", "by_level", "priors", "zero_positive_gts"}
 GROUP_KEYS = {"num_gt", "best_iou", "best_iou_histogram", "best_iou_above_pos_thr_share",
               "positives_per_gt", "zero_positive_share", "num_zero_positive",
-              "low_quality_only_share", "level_share"}
-LEVEL_KEYS = (GROUP_KEYS - {"level_share"}) | {"level", "stride", "num_priors", "positive_priors",
+              "low_quality_only_share", "level_share", "positive_level_share"}
+LEVEL_KEYS = (GROUP_KEYS - {"level_share", "positive_level_share"}) | {"level", "stride", "num_priors", "positive_priors",
                                                "negative_priors", "ignored_priors", "ignored_prior_share"}
 
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torchvision
 
-from detcli.analysis import assign_view
 from detcli.analysis.assign_report import AssignReport, PictureFile
 from detcli.analysis.assign_view import (
     annotation_gt,
@@ -17,7 +16,6 @@ from detcli.analysis.assign_view import (
     find_image_record,
     visualize_assignment,
 )
-from detcli.analysis.capabilities import needs_predictions
 from detcli.cli.viz import parse_box, read_gt
 from detcli.config.loader import load_config
 from detcli.errors import DataError, DetError
@@ -173,23 +171,6 @@ def test_bad_inputs_are_det_errors(tiny, tmp_path):
         assign_boxes(cfg, tiny.image_a, ["200,10,220,20"])
     with pytest.raises(DetError, match="no GT boxes"):
         read_gt(cfg, tiny.image_a, None, ())
-
-
-def test_an_assigner_that_needs_predictions_is_refused(tiny, monkeypatch):
-    class LearnedAssigner:
-        needs_predictions = True
-
-    assert needs_predictions(LearnedAssigner()) and not needs_predictions(MaxIoUAssigner())
-    real = assign_view.AssignmentParts.from_config
-
-    def parts_with_learned(cfg):
-        parts = real(cfg)
-        parts.assigner = LearnedAssigner()
-        return parts
-
-    monkeypatch.setattr(assign_view.AssignmentParts, "from_config", parts_with_learned)
-    with pytest.raises(DetError, match="LearnedAssigner assigns by the model's predictions: it needs"):
-        assign_boxes(load_config(tiny.config).cfg, tiny.image_a, ["1,2,3,4"])
 
 
 def test_picture_size_is_panels_times_input_plus_legend(tiny):

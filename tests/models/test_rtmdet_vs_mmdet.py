@@ -108,7 +108,8 @@ def test_assignment_equals_mmdetections(fixture, name):
     det.train()
     with torch.no_grad():
         outputs = det(images.tensor)
-        result, _, valid, _, _ = det.bbox_head.assign(outputs, images, targets)
+        result, pred = det.bbox_head.assign(outputs, images, targets)
+        valid = pred.valid
     for i, theirs in enumerate(fixture["models"][name]["assigned"]):
         gt_index = result.gt_index[i][valid[i]]  # MMDetection assigns the valid points only
         expected = theirs["gt_index"]

@@ -52,7 +52,7 @@ from detcli.models.layers import (
 )
 from detcli.models.losses import GIoULossConfig
 from detcli.models.losses.gfocal_loss import QualityFocalLossConfig
-from detcli.models.protocols import AssignmentSetup, TrainingRule
+from detcli.models.protocols import AssignmentSetup, PredictedPriors, TrainingRule
 from detcli.models.query_heads.detr_head import mean_over_ranks
 from detcli.registry import ASSIGNERS, BBOX_CODERS, HEADS, LOSSES, BBoxCoderConfig, LossConfig
 from detcli.structures.assignment import Assignment, build_assignment
@@ -124,7 +124,9 @@ class RTMDetSepBNHeadConfig(Schema):
 
 @HEADS.register(RTMDetSepBNHeadConfig)
 class RTMDetSepBNHead(nn.Module):
-    """See the module docstring; a :class:`~detcli.models.protocols.DenseHead`."""
+    """See the module docstring; a :class:`~detcli.models.protocols.DenseHead` whose
+    assigner ranks points by its predictions
+    (:class:`~detcli.models.protocols.PredictionAssigningHead`)."""
 
     makes_proposals: ClassVar[bool] = False
     generator_key: ClassVar[str] = "anchor_generator"  # its points' config (MMDetection's name)
@@ -314,17 +316,38 @@ class RTMDetSepBNHead(nn.Module):
         distances = flatten_levels(outputs.bbox_deltas, 4).float()  # (N, R, 4)
         return points_per_level, logits, distances, self.bbox_coder.decode(points, distances)
 
-    def assign(self, outputs: DenseOutputs, images: ImageBatch,
-               targets: DetTargets) -> tuple[AssignResult, Tensor, Tensor, Tensor, Tensor]:
-        """The loss's assignment -> (result, points (R, 4), valid (N, R), logits (N, R, K),
-        decoded boxes (N, R, 4))."""
+    def predicted_priors(self, outputs: DenseOutputs, images: ImageBatch) -> PredictedPriors:
+        """What the assigner ranks: points (R, 4) with strides, valid (N, R), logits (N, R, K)
+        and decoded boxes (N, R, 4) (a :class:`PredictionAssigningHead`)."""
         points_per_level, logits, _, boxes = self._flat(outputs)
-        points = torch.cat(points_per_level, dim=0)
-        valid = self._valid(outputs, images)
-        result = self.assigner.assign(points, targets.boxes.to(boxes), targets.labels,
-                                      pred_boxes=boxes.detach(), pred_logits=logits.detach(),
-                                      prior_valid=valid)
-        return result, points, valid, logits, boxes
+        return PredictedPriors(torch.cat(points_per_level, dim=0), self._valid(outputs, images),
+                               logits, boxes)
+
+    def outputs_from_predictions(self, pred_boxes: Tensor, pred_logits: Tensor,
+                                 featmap_sizes: Sequence[tuple[int, int]]) -> DenseOutputs:
+        """Decoded boxes (N, R, 4) and logits (N, R, K) -> the outputs whose
+        :meth:`predicted_priors` they are: L x (N, K, H_l, W_l) logits and L x (N, 4, H_l,
+        W_l) distances in pixels (the coder's encoding; the inverse of :meth:`_flat`)."""
+        device = pred_boxes.device
+        points = torch.cat(self.prior_generator.grid_priors(
+            featmap_sizes, device=device, with_stride=True), dim=0)  # (R, 4)
+        distances = self.bbox_coder.encode(points, pred_boxes)  # (N, R, 4)
+        counts = [int(h) * int(w) for h, w in featmap_sizes]
+
+        def per_level(flat: Tensor) -> list[Tensor]:  # (N, R, C) -> L x (N, C, H_l, W_l)
+            return [chunk.reshape(chunk.shape[0], h, w, -1).permute(0, 3, 1, 2)
+                    for chunk, (h, w) in zip(flat.split(counts, dim=1), featmap_sizes)]
+
+        return DenseOutputs(per_level(pred_logits), per_level(distances))
+
+    def assign(self, outputs: DenseOutputs, images: ImageBatch,
+               targets: DetTargets) -> tuple[AssignResult, PredictedPriors]:
+        """The loss's assignment -> (result, what it ranked)."""
+        pred = self.predicted_priors(outputs, images)
+        result = self.assigner.assign(pred.points, targets.boxes.to(pred.boxes), targets.labels,
+                                      pred_boxes=pred.boxes.detach(),
+                                      pred_logits=pred.logits.detach(), prior_valid=pred.valid)
+        return result, pred
 
     def _valid(self, outputs: DenseOutputs, images: ImageBatch) -> Tensor:
         """(N, R) bool valid flags for the feature-map sizes of ``outputs``."""
@@ -340,7 +363,8 @@ class RTMDetSepBNHead(nn.Module):
     def loss(self, outputs: DenseOutputs, images: ImageBatch,
              targets: DetTargets) -> dict[str, Tensor]:
         """``{"loss_cls", "loss_bbox"}`` (module docstring)."""
-        result, _, valid, logits, boxes = self.assign(outputs, images, targets)
+        result, pred = self.assign(outputs, images, targets)
+        valid, logits, boxes = pred.valid, pred.logits, pred.boxes
         positive = result.pos_mask  # (N, R)
         quality = torch.where(positive, result.max_iou, 0.0)  # (N, R): the soft labels
         classes = torch.arange(self.num_classes, device=logits.device)  # (K,)
@@ -371,7 +395,8 @@ class RTMDetSepBNHead(nn.Module):
         """What :meth:`loss` assigns, point by point (no sampler; ``generator`` is not used).
         Priors are the points' stride-sized cells; ``max_iou`` is each positive's soft label
         (its predicted box's IoU with its GT)."""
-        result, points, valid, _, _ = self.assign(outputs, images, targets)
+        result, pred = self.assign(outputs, images, targets)
+        points = pred.points
         sizes = [(x.shape[-2], x.shape[-1]) for x in outputs.cls_logits]
         level = torch.cat([torch.full((h * w,), i, dtype=torch.long, device=points.device)
                            for i, (h, w) in enumerate(sizes)])  # (R,)

@@ -82,7 +82,7 @@ class DynamicSoftLabelAssigner:
     # declared capabilities (detcli.task.protocols.Assigner)
     needs_predictions: ClassVar[bool] = True
     needs_num_level_priors: ClassVar[bool] = False
-    explains: ClassVar[frozenset[str]] = frozenset()
+    explains: ClassVar[frozenset[str]] = frozenset({"costs"})  # costs(...): SoftLabelCosts
     pos_iou_thr: Optional[float] = None  # soft labels from the predictions' IoU, no threshold
 
     def __init__(self, *, soft_center_radius: float = 3.0, topk: int = 13,
