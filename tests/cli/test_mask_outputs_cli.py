@@ -153,10 +153,13 @@ def test_the_detector_api_pastes_the_kept_masks_at_the_configs_threshold(setup):
     assert not Detector.from_checkpoint(strict, checkpoint)(str(image)).masks.any()
 
 
-def test_a_mask_rcnn_gives_the_same_masks_to_the_tester_and_to_the_detector_api(tmp_path):
-    # An untrained tiny Mask R-CNN (score_thr 0: it keeps its 20 best) on one synthetic image:
-    # det test's path (model.predict pastes, the tester keeps RLE) and det predict's (the
-    # Detector pastes the kept detections of predict_batch) give the same masks.
+@pytest.mark.parametrize("preset", ["mask_rcnn_tiny_synth", "cascade_mask_rcnn_tiny_synth"])
+def test_a_mask_rcnn_gives_the_same_masks_to_the_tester_and_to_the_detector_api(tmp_path,
+                                                                                preset):
+    # An untrained tiny Mask R-CNN or Cascade Mask R-CNN (score_thr 0: it keeps its 20 best) on
+    # one synthetic image: det test's path (model.predict pastes, the tester keeps RLE) and
+    # det predict's (the Detector pastes the kept detections of predict_batch) give the same
+    # masks.
     import torch
 
     from detcli.config.loader import load_config
@@ -170,7 +173,7 @@ def test_a_mask_rcnn_gives_the_same_masks_to_the_tester_and_to_the_detector_api(
                                    seed=4)
     config = tmp_path / "mask_rcnn.toml"
     config.write_text(
-        f'extends = ["{PRESETS / "mask_rcnn_tiny_synth.toml"}"]\n[data]\nworkers_per_gpu = 0\n'
+        f'extends = ["{PRESETS / (preset + ".toml")}"]\n[data]\nworkers_per_gpu = 0\n'
         + "".join(f'[data.{s}]\nann_file = "{synth.ann_file("val")}"\n'
                   f'img_prefix = "{synth.img_prefix("val")}/"\n' for s in ("train", "val", "test"))
         + "[model.test_cfg.rcnn]\nscore_thr = 0.0\nmax_per_img = 20\n")
