@@ -51,6 +51,7 @@ from detcli.analysis.proposals import (
 from detcli.analysis.refinement import ModelRefiner, StageRefiner, TowardGT
 from detcli.errors import ConfigError, DetError
 from detcli.models.roi_heads.mask_target import mask_targets
+from detcli.models.roi_heads.standard_roi_head import sampled_slots
 from detcli.ops.boxes import box_iou
 from detcli.registry import ASSIGNERS, SAMPLERS
 from detcli.task.assigners.assign_result import IGNORED, NEGATIVE, AssignResult
@@ -174,18 +175,14 @@ def sample_candidates(parts: RCNNParts, proposals: Tensor, gt_boxes: Tensor, gt_
 
 def training_slots(sampling: CandidateSampling, num_slots: Optional[int]) -> Tensor:
     """The candidate in each of the S slots StandardRoIHead.sample compacts a sample into
-    (S = ``num_slots``, the sampler's ``num``; None: one per candidate): the sampled positives,
+    (S = ``num_slots``, the sampler's ``num``; None: one per candidate), by its own
+    :func:`~detcli.models.roi_heads.standard_roi_head.sampled_slots`: the sampled positives,
     then the sampled negatives, each in candidate order, then padding -> (S,) int64 candidate
     indices, -1 on padding."""
-    key = torch.full(sampling.sampled_pos.shape, 2, dtype=torch.long)  # (R',) not sampled
-    key.masked_fill_(sampling.sampled_neg, 1)
-    key.masked_fill_(sampling.sampled_pos, 0)
-    key, order = torch.sort(key, stable=True)  # (R',) each: positives, negatives, the rest
-    order = torch.where(key < 2, order, -1)  # (R',)
-    num_slots = len(order) if num_slots is None else num_slots
-    if len(order) < num_slots:
-        order = torch.cat([order, order.new_full((num_slots - len(order),), -1)])
-    return order[:num_slots]  # (S,)
+    num_slots = len(sampling.boxes) if num_slots is None else num_slots
+    order, pos, neg = sampled_slots(sampling.sampled_pos[None], sampling.sampled_neg[None],
+                                    num_slots)  # (1, S) each
+    return torch.where(pos | neg, order, -1)[0]  # (S,)
 
 
 @dataclass

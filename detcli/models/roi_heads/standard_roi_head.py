@@ -93,6 +93,25 @@ def trim_padding(proposals: Proposals) -> Proposals:
                      proposals.valid[:, :used])
 
 
+def sampled_slots(pos_mask: Tensor, neg_mask: Tensor,
+                  num_slots: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Each image's sampled candidates compacted into S = ``num_slots`` slots (the layout of
+    :class:`RoISamples`): the positives, then the negatives, each in candidate order, then
+    unused slots. pos_mask, neg_mask (N, R') bool -> (order (N, S) int64: the candidate in each
+    slot, 0 on unused ones; pos (N, S) bool; neg (N, S) bool). Shapes only: no host sync."""
+    num_images, num_candidates = pos_mask.shape
+    key = torch.full(pos_mask.shape, _UNUSED, dtype=torch.long, device=pos_mask.device)
+    key.masked_fill_(neg_mask, _NEG)
+    key.masked_fill_(pos_mask, _POS)
+    key, order = torch.sort(key, dim=1, stable=True)  # (N, R') each: sampled first
+    if num_candidates < num_slots:  # fewer candidates than slots: pad with unused ones
+        pad = num_slots - num_candidates
+        key = torch.cat([key, key.new_full((num_images, pad), _UNUSED)], dim=1)
+        order = torch.cat([order, order.new_zeros(num_images, pad)], dim=1)
+    key, order = key[:, :num_slots], order[:, :num_slots]  # (N, S) each
+    return order, key == _POS, key == _NEG
+
+
 def batch_rois(boxes: Tensor) -> Tensor:
     """Per-image boxes (N, P, 4) -> RoIs (N*P, 5) ``[batch_index, x1, y1, x2, y2]``
     (MMDetection's ``bbox2roi`` with every image holding P boxes)."""
@@ -377,22 +396,10 @@ class StandardRoIHead(nn.Module):
                                       generator=generator)  # over (N, R')
         assign = sampled.assign
         candidates = sampled.priors.expand(len(proposals), -1, -1)  # (N, R', 4)
-        num_candidates = candidates.shape[1]
-        num_slots = self.sampler.num or num_candidates  # Sampler protocol: None keeps all
+        num_slots = self.sampler.num or candidates.shape[1]  # Sampler protocol: None keeps all
 
-        key = torch.full(sampled.pos_mask.shape, _UNUSED, dtype=torch.long,
-                         device=boxes.device)  # (N, R')
-        key.masked_fill_(sampled.neg_mask, _NEG)
-        key.masked_fill_(sampled.pos_mask, _POS)
-        key, order = torch.sort(key, dim=1, stable=True)  # (N, R') each: sampled first
-        if num_candidates < num_slots:  # fewer candidates than slots: pad with unused ones
-            pad = num_slots - num_candidates
-            key = torch.cat([key, key.new_full((key.shape[0], pad), _UNUSED)], dim=1)
-            order = torch.cat([order, order.new_zeros(order.shape[0], pad)], dim=1)
-        key, order = key[:, :num_slots], order[:, :num_slots]  # (N, S) each
-        valid = key != _UNUSED  # (N, S)
-        pos = key == _POS  # (N, S)
-        neg = key == _NEG  # (N, S)
+        order, pos, neg = sampled_slots(sampled.pos_mask, sampled.neg_mask, num_slots)
+        valid = pos | neg  # (N, S)
 
         def pick(values: Tensor) -> Tensor:  # (N, R') -> (N, S)
             return torch.gather(values, 1, order)
