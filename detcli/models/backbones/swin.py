@@ -25,9 +25,10 @@ Layout (MMDetection's names):
 
 Weights: ``convert_weights = true`` reads the original Swin repository's layout
 (``layers.i``, ``patch_embed.proj``, ``mlp.fc1`` ...; MMDetection's ``swin_converter``,
-:func:`swin_from_original`), the layout of the ``swin_tiny_patch4_window7_224.pth`` file
-MMDetection's configs name; ``torchvision://swin_t`` (``_s``, ``_b``) loads torchvision's
-``features.k`` layout (:func:`swin_from_torchvision`). Both reorder the merging weights from
+:func:`~detcli.models.backbones.swin_weights.swin_from_original`), the layout of the
+``swin_tiny_patch4_window7_224.pth`` file MMDetection's configs name; ``torchvision://swin_t``
+(``_s``, ``_b``) loads torchvision's ``features.k`` layout
+(:func:`~detcli.models.backbones.swin_weights.swin_from_torchvision`). Both reorder the merging weights from
 the original (0, 0), (1, 0), (0, 1), (1, 1) concatenation to the unfold order. Neither file
 has the output norms ``norm{i}``, which keep their init, as in MMDetection.
 """
@@ -35,8 +36,7 @@ has the output norms ``norm{i}``, which keep their init, as in MMDetection.
 from __future__ import annotations
 
 import math
-import re
-from typing import Literal, Mapping, Sequence
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from detcli.config.schema import Maybe
 from detcli.errors import CheckpointError
 from detcli.models.backbones.freezing import freeze
+from detcli.models.backbones.swin_weights import swin_from_original, swin_from_torchvision
 from detcli.models.channels import BackboneSchema
 from detcli.models.layers import drop_path, drop_path_rates
 from detcli.models.pretrained import PretrainedInit, load_state, read_checkpoint
@@ -202,16 +203,17 @@ class WindowMSA(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         n, nw, t, c = x.shape
-        qkv = self.qkv(x).reshape(n, nw, t, 3, self.num_heads, c // self.num_heads)
-        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (N, W, D, T, C / D)
+        qkv = self.qkv(x).reshape(n * nw, t, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (N W, D, T, C / D)
         bias = self.relative_position_bias_table[self.relative_position_index]  # (T, T, D)
         bias = bias.permute(2, 0, 1)  # (D, T, T)
-        if mask is not None:
-            bias = bias + mask[:, None]  # (W, D, T, T)
+        if mask is not None:  # per window: (W, D, T, T) repeated for each image
+            bias = (bias + mask[:, None]).expand(n, -1, -1, -1, -1).reshape(n * nw, -1, t, t)
+        # 4-D inputs: the fused kernels (CPU flash, CUDA memory-efficient) take them
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale,
-            dropout_p=self.attn_drop_rate if self.training else 0.0)  # (N, W, D, T, C / D)
-        out = out.transpose(2, 3).reshape(n, nw, t, c)
+            dropout_p=self.attn_drop_rate if self.training else 0.0)  # (N W, D, T, C / D)
+        out = out.transpose(1, 2).reshape(n, nw, t, c)
         return self.proj_drop(self.proj(out))
 
 
@@ -457,88 +459,3 @@ class SwinTransformer(nn.Module):
             if stage.downsample is not None:
                 x = stage.downsample(x)  # (N, h_i / 2, w_i / 2, 2 C_i)
         return tuple(outs)
-
-
-def unfold_order_reduction(weight: Tensor) -> Tensor:
-    """A merging ``reduction`` weight (O, 4C) whose inputs are the original concatenation
-    [x(0,0), x(1,0), x(0,1), x(1,1)] (C each) -> its columns in unfold order (c, then (0,0),
-    (0,1), (1,0), (1,1))."""
-    out_channels, in_channels = weight.shape
-    weight = weight.reshape(out_channels, 4, in_channels // 4)[:, [0, 2, 1, 3]]
-    return weight.transpose(1, 2).reshape(out_channels, in_channels)
-
-
-def unfold_order_norm(value: Tensor) -> Tensor:
-    """A merging ``norm`` weight or bias (4C,) in the original order -> unfold order."""
-    return unfold_order_reduction(value[None])[0]
-
-
-_ORIGINAL_RENAMES = (  # the original repository's key -> MMDetection's
-    (r"^layers\.(\d+)\.", r"stages.\1."),
-    (r"\.attn\.", ".attn.w_msa."),
-    (r"\.mlp\.fc1\.", ".ffn.layers.0.0."),
-    (r"\.mlp\.fc2\.", ".ffn.layers.1."),
-    (r"^patch_embed\.proj\.", "patch_embed.projection."),
-)
-
-
-def _merging_order(key: str, value: Tensor) -> Tensor:
-    if ".downsample.reduction." in key:
-        return unfold_order_reduction(value)
-    if ".downsample.norm." in key:
-        return unfold_order_norm(value)
-    return value
-
-
-def swin_from_original(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """The original Swin repository's state dict -> det's (MMDetection's swin_converter):
-    ``layers.i`` -> ``stages.i``, ``attn.`` -> ``attn.w_msa.``, ``mlp.fc1`` / ``fc2`` ->
-    ``ffn.layers.0.0`` / ``ffn.layers.1``, ``patch_embed.proj`` -> ``patch_embed.projection``,
-    merging weights reordered; ``head.*`` dropped. Other keys (the final ``norm``, the
-    ``attn_mask`` buffers) stay as they are and are reported unused."""
-    out: dict[str, Tensor] = {}
-    for key, value in state.items():
-        if key.startswith("head."):
-            continue
-        new = key
-        for pattern, repl in _ORIGINAL_RENAMES:
-            new = re.sub(pattern, repl, new)
-        out[new] = _merging_order(new, value)
-    return out
-
-
-_TV_BLOCK = re.compile(r"^features\.(\d+)\.(\d+)\.(.+)$")
-_TV_PATCH_EMBED = {"0": "projection", "2": "norm"}  # features.0: conv, permute, LayerNorm
-_TV_BLOCK_PARTS = (("attn.", "attn.w_msa."), ("mlp.0.", "ffn.layers.0.0."),
-                   ("mlp.3.", "ffn.layers.1."))
-
-
-def swin_from_torchvision(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """torchvision's ``swin_t`` / ``swin_s`` / ``swin_b`` state dict -> det's names.
-
-    ``features.0.{0,2}`` -> ``patch_embed.{projection,norm}``; ``features.{2i+1}.j`` ->
-    ``stages.i.blocks.j`` (``attn.`` -> ``attn.w_msa.``, ``mlp.0`` / ``mlp.3`` ->
-    ``ffn.layers.0.0`` / ``ffn.layers.1``; the flat relative position index reshaped to T x T);
-    ``features.{2i+2}`` (PatchMerging) -> ``stages.i.downsample``, reordered to unfold order.
-    ``norm.*`` (after the last stage) and ``head.*`` are dropped."""
-    out: dict[str, Tensor] = {}
-    for key, value in state.items():
-        if key.startswith(("head.", "norm.")):
-            continue
-        if key.startswith("features.0."):
-            index, rest = key[len("features.0."):].split(".", 1)
-            out[f"patch_embed.{_TV_PATCH_EMBED[index]}.{rest}"] = value
-            continue
-        k = int(key.split(".")[1])
-        if k % 2 == 0:  # features.{2i+2}: the merging after stage i
-            new = f"stages.{k // 2 - 1}.downsample." + key.split(".", 2)[2]
-            out[new] = _merging_order(new, value)
-            continue
-        _, _, j, rest = _TV_BLOCK.match(key).group(0, 1, 2, 3)
-        for old, repl in _TV_BLOCK_PARTS:
-            rest = rest.replace(old, repl, 1) if rest.startswith(old) else rest
-        if rest.endswith("relative_position_index"):
-            side = math.isqrt(value.numel())
-            value = value.reshape(side, side)
-        out[f"stages.{k // 2}.blocks.{j}.{rest}"] = value
-    return out

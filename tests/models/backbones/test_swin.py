@@ -11,9 +11,8 @@ from pydantic import ValidationError
 
 from detcli.errors import CheckpointError
 from detcli.models.backbones import SwinTransformer, SwinTransformerConfig
-from detcli.models.backbones.swin import (
-    relative_position_index,
-    shift_mask,
+from detcli.models.backbones.swin import relative_position_index, shift_mask
+from detcli.models.backbones.swin_weights import (
     swin_from_original,
     swin_from_torchvision,
     unfold_order_reduction,
