@@ -37,7 +37,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from detcli.engine import distributed as D
 from detcli.engine.checkpoint import load_state_dict, read_checkpoint, unwrap_model
@@ -193,8 +193,9 @@ def init_from_weights(ctx: TrainContext, path: str) -> RestoreReport:
         classes = list(ctx.train_dataset.CLASSES)
         if trained is not None and list(trained) != classes:
             report.first_notes.append(
-                f"the checkpoint was trained on classes {list(trained)}; this run has "
-                f"{classes} (tensors whose shape depends on the classes are skipped)")
+                f"the checkpoint was trained on {len(trained)} classes ({_names(trained)}); "
+                f"this run has {len(classes)} ({_names(classes)}): tensors whose shape depends "
+                "on the classes are skipped and keep their initialisation")
     load = load_state_dict(ctx.model, state, path)
     if load.num_loaded == 0:
         own = unwrap_model(ctx.model).state_dict()
@@ -208,6 +209,12 @@ def init_from_weights(ctx: TrainContext, path: str) -> RestoreReport:
     report.restored.append(f"weights only: {load.num_loaded} tensors")
     report.notes.append("optimizer, lr schedule, epoch and random generators start fresh")
     return report
+
+
+def _names(classes: Sequence[Any], limit: int = 8) -> str:
+    """``a, b, c`` or ``a, b, ..., and 72 more``: class names for a one-line note."""
+    shown = ", ".join(map(str, list(classes)[:limit]))
+    return shown + (f", ... and {len(classes) - limit} more" if len(classes) > limit else "")
 
 
 def key_prefixes(state: Mapping[str, Any], limit: int = 6) -> str:

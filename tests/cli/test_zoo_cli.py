@@ -82,3 +82,38 @@ def test_init_from_an_mmdet_name_reads_the_cached_file(tmp_path, monkeypatch):
     report = init_from_weights(trainer, f"mmdet://{item.name}")
     assert report.load.exact
     assert torch.equal(model.bbox_head.retina_cls.weight, saved.bbox_head.retina_cls.weight)
+
+
+def test_the_fine_tuning_recipe_end_to_end(tmp_path, monkeypatch):
+    """docs/zoo.md's recipe: det init a 3-class folder, then det train --init-from mmdet://NAME
+    of an 80-class COCO file (here the tiny preset's model with 80 classes, in the hub cache
+    under the entry's file name): everything but the class-specific layers loads, and those are
+    named."""
+    from detcli.data.synth import make_synthetic_dataset
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(zoo, "download", lambda *a: pytest.fail("the file is cached"))
+    synth = make_synthetic_dataset(tmp_path / "mine", num_train=4, num_val=2, image_size=64,
+                                   seed=0)
+    config = tmp_path / "mine.toml"
+    init = CliRunner().invoke(app, ["init", str(synth.root), "--preset", "retinanet_tiny_synth",
+                                    "--out", str(config), "--yes", "--device", "cpu"])
+    assert init.exit_code == 0, init.output
+    item = zoo.entry("retinanet_r50_fpn_1x_coco")
+    coco = build_detector(load_config("retinanet_tiny_synth",
+                                      ["model.bbox_head.num_classes=80"]).cfg.model)
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save({"meta": {"dataset_meta": {"classes": [f"coco{i}" for i in range(80)]}},
+                "state_dict": coco.state_dict()}, cache / item.file_name)
+    trained = CliRunner().invoke(app, ["train", str(config), "--init-from", f"mmdet://{item.name}",
+                                       "--set", "runner.max_epochs=1", "--work-dir",
+                                       str(tmp_path / "work"), "--device", "cpu"])
+    assert trained.exit_code == 0, trained.output
+    text = " ".join(trained.output.split())
+    assert "trained on 80 classes (coco0, coco1," in text and "... and 72 more" in text
+    assert "skipped bbox_head.retina_cls.weight: shape [720, 64, 3, 3] in the checkpoint, " \
+           "[27, 64, 3, 3] in the model" in text
+    assert "skipped bbox_head.retina_cls.bias" in text
+    others = len(coco.state_dict()) - 2
+    assert f"weights only: {others} tensors" in text  # every other tensor loaded
