@@ -25,33 +25,26 @@ by (a checkpoint's, or the stand-in's).
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import cv2
 import numpy as np
 
 from detcli.viz.canvas import (
-    BACKGROUND,
-    GAP,
     GREY,
     LOW,
-    LegendEntry,
     NEG_DOT,
     TEXT,
-    TITLE_H,
     WARN,
-    assignment_canvas_size,
+    LegendEntry,
     centres,
     dashed_rectangle,
     distinct_colours,
     draw_dots,
     draw_ignore_boxes,
-    draw_legend,
-    grid_columns,
     image_panel,
     is_empty,
-    panel_scale,
+    panel_grid,
     point,
     put_text,
 )
@@ -191,19 +184,8 @@ def draw_assignment(view: AssignmentView, levels: Optional[Sequence[int]] = None
     (default: every level) and the legend -> (height, width, 3) uint8 BGR."""
     levels = list(range(len(view.strides))) if levels is None else list(levels)
     panels: list[Optional[int]] = [None, *levels]
-    entries = legend_entries(view, show_negatives)
-    height, width = assignment_canvas_size(view.pad_shape, len(panels), len(entries))
-    canvas = np.full((height, width, 3), BACKGROUND, np.uint8)
-    scale = panel_scale(view.pad_shape)
-    ph, pw = round(view.pad_shape[0] * scale), round(view.pad_shape[1] * scale)
     colours = distinct_colours(len(view.gts))
-    cols = grid_columns(len(panels))
-    for k, level in enumerate(panels):
-        x = GAP + (k % cols) * (pw + GAP)
-        y = GAP + (k // cols) * (TITLE_H + ph + GAP)
-        put_text(canvas, panel_title(view, level, show_negatives), (x + 2, y + TITLE_H - 5))
-        canvas[y + TITLE_H:y + TITLE_H + ph, x:x + pw] = draw_panel(
-            view, level, scale, colours, show_negatives)
-    rows = math.ceil(len(panels) / cols)
-    draw_legend(canvas, rows * (TITLE_H + ph + GAP) + GAP, entries, colours)
-    return canvas
+    return panel_grid(view.pad_shape, [
+        (panel_title(view, level, show_negatives),
+         lambda scale, level=level: draw_panel(view, level, scale, colours, show_negatives))
+        for level in panels], legend_entries(view, show_negatives), colours)

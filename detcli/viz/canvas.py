@@ -27,7 +27,7 @@ matches (LOW), grey what is ignored.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -219,6 +219,28 @@ def draw_legend(canvas: np.ndarray, top: int, entries: list[LegendEntry],
             cv2.rectangle(canvas, (x, mid - 5), (x + 14, mid + 5), colours[marker], -1)
         text_x = x if marker is None else x + 20
         put_text(canvas, fit_text(text, ENTRY_W - (text_x - x) - 6), (text_x, mid + 4), colour)
+
+
+def panel_grid(pad_shape: tuple[int, int],
+               panels: Sequence[tuple[str, Callable[[float], np.ndarray]]],
+               entries: list[LegendEntry], colours: list[tuple[int, int, int]]) -> np.ndarray:
+    """A picture of titled panels in :func:`grid_columns` columns, row-major, and the legend
+    under them: each panel is ``(title, draw)``, ``draw(s)`` the (H s, W s, 3) panel of an
+    input of ``pad_shape`` (H, W) at the scale s = :func:`panel_scale`. (height, width, 3)
+    uint8 BGR, of :func:`assignment_canvas_size`."""
+    height, width = assignment_canvas_size(pad_shape, len(panels), len(entries))
+    canvas = np.full((height, width, 3), BACKGROUND, np.uint8)
+    scale = panel_scale(pad_shape)
+    ph, pw = round(pad_shape[0] * scale), round(pad_shape[1] * scale)
+    cols = grid_columns(len(panels))
+    for k, (title, draw) in enumerate(panels):
+        x = GAP + (k % cols) * (pw + GAP)
+        y = GAP + (k // cols) * (TITLE_H + ph + GAP)
+        put_text(canvas, title, (x + 2, y + TITLE_H - 5))
+        canvas[y + TITLE_H:y + TITLE_H + ph, x:x + pw] = draw(scale)
+    rows = math.ceil(len(panels) / cols)
+    draw_legend(canvas, rows * (TITLE_H + ph + GAP) + GAP, entries, colours)
+    return canvas
 
 
 def draw_ignore_boxes(img: np.ndarray, boxes: np.ndarray) -> None:

@@ -17,31 +17,24 @@ weights and says where the queries come from (a checkpoint, or the seeded stand-
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Optional
 
 import cv2
 import numpy as np
 
 from detcli.viz.canvas import (
-    BACKGROUND,
     ENTRY_W,
     FONT,
     FONT_SCALE,
-    GAP,
     TEXT,
-    TITLE_H,
     WARN,
     LegendEntry,
-    assignment_canvas_size,
     centres,
     dashed_rectangle,
     distinct_colours,
     draw_dots,
-    draw_legend,
-    grid_columns,
     image_panel,
-    panel_scale,
+    panel_grid,
     point,
     put_text,
 )
@@ -121,19 +114,8 @@ def draw_query_matching(matching: QueryMatching, layers: bool = False) -> np.nda
     panels: list[Optional[int]] = [None]
     if layers and matching.num_layers > 1:
         panels += list(range(matching.num_layers))
-    entries = legend_entries(matching)
-    height, width = assignment_canvas_size(matching.pad_shape, len(panels), len(entries))
-    canvas = np.full((height, width, 3), BACKGROUND, np.uint8)
-    scale = panel_scale(matching.pad_shape)
-    ph, pw = round(matching.pad_shape[0] * scale), round(matching.pad_shape[1] * scale)
     colours = distinct_colours(len(matching.gts))
-    cols = grid_columns(len(panels))
-    for k, layer in enumerate(panels):
-        x = GAP + (k % cols) * (pw + GAP)
-        y = GAP + (k // cols) * (TITLE_H + ph + GAP)
-        title = "Hungarian matching (last layer)" if layer is None else f"decoder layer {layer}"
-        put_text(canvas, title, (x + 2, y + TITLE_H - 5))
-        canvas[y + TITLE_H:y + TITLE_H + ph, x:x + pw] = draw_panel(matching, layer, scale, colours)
-    rows = math.ceil(len(panels) / cols)
-    draw_legend(canvas, rows * (TITLE_H + ph + GAP) + GAP, entries, colours)
-    return canvas
+    return panel_grid(matching.pad_shape, [
+        ("Hungarian matching (last layer)" if layer is None else f"decoder layer {layer}",
+         lambda scale, layer=layer: draw_panel(matching, layer, scale, colours))
+        for layer in panels], legend_entries(matching), colours)
