@@ -16,7 +16,7 @@ EXAMPLES_ARGS = ("det zoo", "det zoo --family mask_rcnn", "det zoo --json")
 def zoo(
     family: Annotated[Optional[str], typer.Option(metavar="FAMILY",
         help="Only this family (retinanet, fcos, atss, faster_rcnn, mask_rcnn, cascade_rcnn, "
-             "detr, rtmdet).")] = None,
+             "detr, deformable_detr, dino, rtmdet).")] = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 import detcli.zoo.mmdet as zoo
 from detcli.cli.main import app
 from detcli.config.loader import load_config
+from detcli.config.presets import preset_names
 from detcli.engine.resume import init_from_weights
 from detcli.errors import CheckpointError
 from detcli.models.build import build_detector
@@ -24,14 +25,31 @@ def run(*args: str):
 
 
 def test_the_table_has_every_family_and_the_presets():
-    assert zoo.families() == ["atss", "cascade_rcnn", "detr", "faster_rcnn", "fcos",
-                              "mask_rcnn", "retinanet", "rtmdet"]
+    assert zoo.families() == ["atss", "cascade_rcnn", "deformable_detr", "detr", "dino",
+                              "faster_rcnn", "fcos", "mask_rcnn", "retinanet", "rtmdet"]
     r50 = zoo.entry("mmdet://retinanet_r50_fpn_1x_coco")
     assert (r50.preset, r50.box_ap, r50.sha256_prefix) == ("retinanet_r50", 36.5, "c2398f9e")
     assert r50.file_name == "retinanet_r50_fpn_1x_coco_20200130-c2398f9e.pth"
     mask = zoo.entry("mask-rcnn_r50_fpn_1x_coco")
     assert mask.preset == "mask_rcnn_r50" and mask.mask_ap is not None
     assert all(e.url.endswith(f"-{e.sha256_prefix}.pth") for e in zoo.entries())
+
+
+def test_every_preset_the_table_names_exists_and_is_that_family():
+    named = {e.name: e.preset for e in zoo.entries() if e.preset is not None}
+    assert set(named.values()) <= set(preset_names())
+    assert named["cascade-mask-rcnn_r50_fpn_1x_coco"] == "cascade_mask_rcnn_r50"
+    assert named["deformable-detr-refine-twostage_r50_16xb2-50e_coco"] == \
+        "deformable_detr_refine_twostage_r50"
+    assert named["dino-4scale_r50_8xb2-12e_coco"] == "dino_4scale_r50"
+    detector_types = {"retinanet": "RetinaNet", "fcos": "FCOS", "atss": "ATSS",
+                      "faster_rcnn": "FasterRCNN", "mask_rcnn": "MaskRCNN",
+                      "cascade_rcnn": "CascadeRCNN", "detr": "DETR",
+                      "deformable_detr": "DeformableDETR", "dino": "DINO", "rtmdet": "RTMDet"}
+    for item in zoo.entries():
+        if item.preset is not None:
+            model_type = load_config(item.preset).resolved()["model"]["type"]
+            assert model_type == detector_types[item.family], item.name
 
 
 def test_det_zoo_lists_filters_and_reports_json():
