@@ -26,7 +26,7 @@ the box parts before the negatives' + 1), in MMDetection's flat layout (copy r o
 ``r * T + t``, T the batch's concatenated GT), with the queries they made. det's test maps them
 into its (N, 2P, G) layout and replays them.
 
-Recorded besides: the losses in train mode, the Hungarian matches per call (decoder layers,
+Recorded besides: the losses in train mode, the gradients of their sum for GRAD_KEYS, the Hungarian matches per call (decoder layers,
 then the encoder's top-k), the encoder's top-k indices, the decoder's hidden states and
 references, and in eval mode, with and without rescaling, the top-k detections.
 """
@@ -75,6 +75,17 @@ EMBED = 32
 # the classifiers' weights scaled up and biases offset (sigmoid scores spread over (0, 1))
 WEIGHT_SCALES = {f"bbox_head.cls_branches.{i}.weight": 2.0 for i in range(3)}
 BIAS_OFFSETS = {f"bbox_head.cls_branches.{i}.bias": [-3.0, -2.5, -2.0] for i in range(3)}
+
+# parameters whose gradient of the summed losses is recorded: each path of the graph (the
+# refinement branches, whose gradients depend on where the references are detached -- look
+# forward twice --, the encoder's proposals, the denoising and content queries, the trunk)
+GRAD_KEYS = ["bbox_head.reg_branches.0.4.weight", "bbox_head.reg_branches.1.4.weight",
+             "bbox_head.reg_branches.2.4.weight", "bbox_head.cls_branches.2.weight",
+             "decoder.ref_point_head.layers.0.weight",
+             "decoder.layers.0.cross_attn.sampling_offsets.weight",
+             "encoder.layers.1.self_attn.value_proj.weight", "memory_trans_fc.weight",
+             "query_embedding.weight", "dn_query_generator.label_embedding.weight",
+             "level_embed", "neck.convs.0.conv.weight", "backbone.conv1.weight"]
 
 FFN = dict(embed_dims=EMBED, feedforward_channels=64, num_fcs=2, ffn_drop=0.0,
            act_cfg=dict(type="ReLU", inplace=True))
@@ -217,9 +228,13 @@ def main() -> None:
 
     torch.topk = recording_topk
     try:
-        losses = {k: float(v.detach()) for k, v in model.loss(x, data_samples()).items()}
+        loss_dict = model.loss(x, data_samples())
     finally:
         torch.topk = honest_topk
+    losses = {k: float(v.detach()) for k, v in loss_dict.items()}
+    sum(loss_dict.values()).backward()
+    grads = {name: p.grad.detach().clone() for name, p in model.named_parameters()
+             if name in GRAD_KEYS}
     handle.remove()
     model.bbox_head.assigner.assign = honest
     label_p, new_labels, box_sign, box_part = noise.draws
@@ -233,6 +248,7 @@ def main() -> None:
         gt_boxes=[[b for b, _ in gts] for gts in GT],
         gt_labels=[[c for _, c in gts] for gts in GT],
         losses=losses,
+        grads=grads,
         noise=dict(label_p=label_p, new_labels=new_labels, box_sign=box_sign,
                    box_part=box_part),
         dn=dict(label_query=dn_label_query.detach(), bbox_query=dn_bbox_query.detach(),

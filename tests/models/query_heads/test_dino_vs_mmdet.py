@@ -196,3 +196,17 @@ def test_detections(model, fixture, mode):
         torch.testing.assert_close(ours.scores, theirs["scores"], rtol=0, atol=1e-5)
         assert torch.equal(ours.labels, theirs["labels"])
         torch.testing.assert_close(ours.boxes, theirs["boxes"], rtol=0, atol=1e-3)
+
+
+def test_gradients_follow_mmdetections_graph(model, fixture, monkeypatch):
+    """The same gradients of the summed losses: where the references are detached (look
+    forward twice), which proposals and queries get a gradient, reach every recorded path."""
+    images, targets = inputs(fixture)
+    replaying(model, fixture, monkeypatch)
+    model.train()
+    model.zero_grad()
+    sum(model.loss(images, targets).values()).backward()
+    params = dict(model.named_parameters())
+    for key, expected in fixture["grads"].items():
+        torch.testing.assert_close(params[key].grad, expected, rtol=1e-3, atol=1e-4 *
+                                   float(expected.abs().max()), msg=key)
