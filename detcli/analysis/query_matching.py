@@ -22,14 +22,15 @@ The steps of :func:`visualize_query_matching`:
 
 :class:`QueryMatching` also carries ``groups``: further queries tied to GT boxes that a
 detector trains besides the matched ones (DINO's denoising queries), each a
-:class:`QueryGroup`; DETR has none.
+:class:`QueryGroup`, made by the caller's ``group_source`` from the prepared GT (a
+:data:`GroupSource`); DETR has none.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -165,6 +166,10 @@ class QueryMatching:
                 "groups": [g.to_dict() for g in self.groups]}
 
 
+# GT boxes (G, 4) and labels (G,) of the prepared image, its (h, w) -> the extra query groups
+GroupSource = Callable[[Tensor, Tensor, tuple[int, int]], list[QueryGroup]]
+
+
 def _rounded(box: Sequence[float]) -> list[float]:
     return [round(float(v), 3) for v in box]
 
@@ -270,8 +275,10 @@ def _num_outputs(cfg: Any) -> int:
 def visualize_query_matching(cfg: Any, image: Path, gt: OriginalGT, *,
                              train_pipeline: bool = False, seed: int = 0,
                              checkpoint: Optional[str | Path] = None,
-                             device: Optional[str] = None) -> QueryMatching:
-    """The matching of the config's queries to ``gt`` on ``image`` (module docstring)."""
+                             device: Optional[str] = None,
+                             group_source: Optional[GroupSource] = None) -> QueryMatching:
+    """The matching of the config's queries to ``gt`` on ``image`` (module docstring);
+    ``group_source`` adds the detector's extra query groups."""
     train_cfg = cfg.model.train_cfg
     if train_cfg is None:
         raise ConfigError("model.train_cfg = false: there is no assigner to show",
@@ -300,5 +307,6 @@ def visualize_query_matching(cfg: Any, image: Path, gt: OriginalGT, *,
         flip=view.flip, class_names=gt.class_names, assigner=train_cfg.assigner.type,
         costs=[(c.type, float(c.weight)) for c in assigner.match_cost_cfgs], source=source,
         source_text=text, query_boxes=boxes[-1].numpy(), num_layers=int(boxes.shape[0]),
-        gts=rows)
+        gts=rows, groups=[] if group_source is None else group_source(gt_boxes, gt_labels,
+                                                                       view.img_shape))
 

@@ -98,3 +98,38 @@ def test_the_stand_in_is_seeded_and_stays_in_the_image():
     gt_centre = torch.tensor((gt[:, :2] + gt[:, 2:]) / 2)
     nearer = (centre[:, None] - gt_centre[None]).norm(dim=-1).argmin(1)
     assert (nearer == torch.arange(10) % 2).float().mean() >= 0.8
+
+
+def test_a_group_source_adds_query_groups_to_the_report_and_the_picture(tmp_path):
+    """What DINO's denoising queries will use: a group per GT, here each GT's top-left quarter,
+    reported with its GT and drawn as dots in the GT's colour."""
+    from detcli.analysis.assign_view import OriginalGT
+    from detcli.analysis.query_matching import QueryGroup, visualize_query_matching
+    from detcli.config.loader import load_config
+    from detcli.viz.canvas import GAP, TITLE_H, distinct_colours
+    from detcli.viz.query_picture import draw_query_matching
+    from tests.analysis.tiny_data import make_tiny
+
+    data = make_tiny(tmp_path)
+    config = tmp_path / "detr.toml"
+    config.write_text(data.config.read_text().replace("retinanet_tiny_synth.toml",
+                                                      "detr_tiny_synth.toml"))
+    cfg = load_config(config).cfg
+    gt = OriginalGT.from_boxes([[10, 20, 40, 50], [60, 10, 100, 80]], [0, 1],
+                               ("square", "circle", "triangle"))
+
+    def quarters(gt_boxes, gt_labels, img_shape):
+        assert img_shape == (192, 256) and gt_labels.tolist() == [0, 1]
+        half = (gt_boxes[:, 2:] - gt_boxes[:, :2]) / 2
+        boxes = torch.cat([gt_boxes[:, :2], gt_boxes[:, :2] + half], 1).numpy()
+        return [QueryGroup("quarters", "each GT's top-left quarter", boxes, np.array([0, 1]))]
+
+    matching = visualize_query_matching(cfg, data.image_a, gt, group_source=quarters)
+    (group,) = matching.to_dict()["groups"]
+    # network input: the boxes doubled, [20, 40, 80, 100] and [120, 20, 200, 160]
+    assert group["boxes"] == [[20.0, 40.0, 50.0, 70.0], [120.0, 20.0, 160.0, 90.0]]
+    assert (group["name"], group["gt_index"]) == ("quarters", [0, 1])
+    picture = draw_query_matching(matching)
+    colours = distinct_colours(2)
+    for (cx, cy), colour in zip([(35, 55), (140, 55)], colours):  # the quarters' centres
+        assert tuple(picture[GAP + TITLE_H + cy, GAP + cx]) == colour
