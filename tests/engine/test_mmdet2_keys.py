@@ -17,18 +17,27 @@ from detcli.errors import CheckpointError
 from detcli.models.build import build_detector
 
 
-def detr_2x_name(key: str) -> str:
-    """det's (3.x's) DETR key -> the name MMDetection 2.x saved it under."""
-    if key.startswith("neck.convs.0.conv."):
+DEFORMABLE_2X = {"level_embed": "level_embeds", "reference_points_fc.": "reference_points.",
+                 "memory_trans_fc.": "enc_output.", "memory_trans_norm.": "enc_output_norm.",
+                 "pos_trans_fc.": "pos_trans.", "pos_trans_norm.": "pos_trans_norm."}
+
+
+def name_2x(key: str, input_proj: bool) -> str:
+    """det's (3.x's) DETR / Deformable DETR key -> the name MMDetection 2.x saved it under;
+    ``input_proj``: DETR's 1x1 projection sat in the head (Deformable DETR had a neck)."""
+    if input_proj and key.startswith("neck.convs.0.conv."):
         return "bbox_head.input_proj." + key.removeprefix("neck.convs.0.conv.")
     if key.startswith("query_embedding."):
         return "bbox_head." + key
+    for new, old in DEFORMABLE_2X.items():
+        if key.startswith(new):
+            return "bbox_head.transformer." + old + key.removeprefix(new)
     if key.startswith(("encoder.", "decoder.")):
         key = re.sub(r"layers\.(\d+)\.self_attn\.", r"layers.\1.attentions.0.", key)
         key = re.sub(r"layers\.(\d+)\.cross_attn\.", r"layers.\1.attentions.1.", key)
         key = re.sub(r"layers\.(\d+)\.ffn\.", r"layers.\1.ffns.0.", key)
         return "bbox_head.transformer." + key
-    return key  # backbone, bbox_head.fc_cls / reg_ffn / fc_reg
+    return key  # backbone, neck, bbox_head.fc_cls / reg_ffn / fc_reg / *_branches
 
 
 def save_2x(state: dict, path) -> None:
@@ -36,18 +45,24 @@ def save_2x(state: dict, path) -> None:
                 "state_dict": state}, path)
 
 
-def test_a_2x_detr_file_loads_into_dets_detr_exactly(tmp_path):
-    cfg = load_config("detr_tiny_synth").cfg
+@pytest.mark.parametrize("preset, overrides, sample", [
+    ("detr_tiny_synth", [], "bbox_head.transformer.decoder.layers.0.attentions.1.attn."
+                            "in_proj_weight"),
+    ("deformable_detr_tiny_synth", ["model.with_box_refine=true", "model.as_two_stage=true"],
+     "bbox_head.transformer.enc_output_norm.weight"),
+    ("deformable_detr_tiny_synth", [], "bbox_head.transformer.reference_points.weight"),
+])
+def test_a_2x_file_loads_into_dets_model_exactly(tmp_path, preset, overrides, sample):
+    cfg = load_config(preset, overrides).cfg
     torch.manual_seed(0)
     saved = build_detector(cfg.model)
-    old = {detr_2x_name(k): v for k, v in saved.state_dict().items()}
-    assert "bbox_head.transformer.decoder.layers.0.attentions.1.attn.in_proj_weight" in old
-    assert "bbox_head.transformer.encoder.layers.0.ffns.0.layers.0.0.weight" in old
-    assert "bbox_head.transformer.decoder.post_norm.weight" in old
-    save_2x(old, tmp_path / "detr_2x.pth")
+    old = {name_2x(k, preset == "detr_tiny_synth"): v for k, v in saved.state_dict().items()}
+    assert sample in old
+    assert not any(k.startswith(("encoder.", "decoder.", "query_embedding")) for k in old)
+    save_2x(old, tmp_path / "old.pth")
     torch.manual_seed(1)
     model = build_detector(cfg.model)
-    report = load_checkpoint(tmp_path / "detr_2x.pth", model)
+    report = load_checkpoint(tmp_path / "old.pth", model)
     assert report.exact, report.lines()
     for key, value in saved.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
