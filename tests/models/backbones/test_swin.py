@@ -82,15 +82,21 @@ def randomise(module: torch.nn.Module) -> None:
             param.data.normal_(1.0 if name.endswith("weight") else 0.0, 0.2)
 
 
-def test_equals_torchvision_swin_t_on_its_converted_weights(tmp_path):
-    tv = torchvision.models.swin_t().eval()
+def test_equals_torchvision_swin_on_its_converted_weights(tmp_path):
+    # torchvision's SwinTransformer class (swin_t's layout) at a small width and window 3
+    tv = torchvision.models.swin_transformer.SwinTransformer(
+        patch_size=[4, 4], embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4],
+        window_size=[3, 3], stochastic_depth_prob=0.2).eval()
     randomise(tv)
-    path = tmp_path / "swin_t.pth"
+    path = tmp_path / "swin.pth"
     torch.save(tv.state_dict(), path)
-    model = SwinTransformer(init_cfg=PretrainedInit(checkpoint=str(path)))
+    model = SwinTransformer(embed_dims=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4],
+                            window_size=3, init_cfg=PretrainedInit(checkpoint=str(path)))
     model.init_weights()  # torchvision's layout converted; norm0..3 keep weight 1, bias 0
     model.eval()
-    x = torch.randn(1, 3, 256, 256)  # 64, 32, 16, 8 tokens: more than one window everywhere
+    # 25 x 29, 13 x 15, 7 x 8, 4 x 4 tokens: odd grids (window and merging padding), and more
+    # than one window everywhere (torchvision stops shifting where one window covers the grid)
+    x = torch.randn(1, 3, 100, 116)
     with torch.no_grad():
         feats, t = [], x
         for i, layer in enumerate(tv.features):
@@ -98,6 +104,7 @@ def test_equals_torchvision_swin_t_on_its_converted_weights(tmp_path):
             if i % 2 == 1:
                 feats.append(t)  # (N, h, w, C) before the merging
         outs = model(x)
+    assert [tuple(o.shape[-2:]) for o in outs] == [(25, 29), (13, 15), (7, 8), (4, 4)]
     for got, stage in zip(outs, feats):
         expected = torch.nn.functional.layer_norm(stage, stage.shape[-1:]).permute(0, 3, 1, 2)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
