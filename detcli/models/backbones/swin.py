@@ -47,7 +47,11 @@ from torch import Tensor, nn
 from detcli.config.schema import Maybe
 from detcli.errors import CheckpointError
 from detcli.models.backbones.freezing import freeze
-from detcli.models.backbones.swin_weights import swin_from_original, swin_from_torchvision
+from detcli.models.backbones.swin_weights import (
+    fit_bias_tables,
+    swin_from_original,
+    swin_from_torchvision,
+)
 from detcli.models.channels import BackboneSchema
 from detcli.models.layers import drop_path, drop_path_rates
 from detcli.models.pretrained import PretrainedInit, load_state, read_checkpoint
@@ -399,7 +403,8 @@ class SwinTransformer(nn.Module):
 
     def init_weights(self) -> None:
         """Load ``init_cfg``'s checkpoint: torchvision's layout converted when it has it, the
-        original Swin layout when ``convert_weights``; a ``backbone.`` prefix is stripped."""
+        original Swin layout when ``convert_weights``; a ``backbone.`` prefix is stripped; the bias
+        tables of another window resized (:func:`fit_bias_tables`)."""
         if self.init_cfg is None:
             return
         source = self.init_cfg.checkpoint
@@ -416,7 +421,7 @@ class SwinTransformer(nn.Module):
         if any(k.startswith("backbone.") for k in state):  # a detector's file, as MMDetection
             state = {k[len("backbone."):]: v for k, v in state.items()
                      if k.startswith("backbone.")}
-        load_state(self, state, source)
+        load_state(self, fit_bias_tables(state, self.state_dict()), source)
 
     def _freeze_stages(self) -> None:
         if self.frozen_stages >= 0:

@@ -12,6 +12,7 @@ import math
 import re
 from typing import Mapping
 
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -97,4 +98,25 @@ def swin_from_torchvision(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
             side = math.isqrt(value.numel())
             value = value.reshape(side, side)
         out[f"stages.{k // 2}.blocks.{j}.{rest}"] = value
+    return out
+
+
+def fit_bias_tables(state: Mapping[str, Tensor], own: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A checkpoint's state made to fit a model whose window differs from its own (MMDetection's
+    rule): each ``relative_position_bias_table`` ((2M' - 1)**2, D) is resized bicubically to the
+    model's ((2M - 1)**2, D) as a (2M' - 1) x (2M' - 1) map per head, and the ``relative_position_index`` buffers of the
+    other window are dropped (the model keeps its own; for the same window they are equal). A
+    table with other heads is left for the load to report."""
+    out = {k: v for k, v in state.items() if not (
+        k.endswith("relative_position_index") and k in own and own[k].shape != v.shape)}
+    for key, table in out.items():
+        if not key.endswith("relative_position_bias_table") or key not in own:
+            continue
+        (rows, heads), (want_rows, want_heads) = table.shape, own[key].shape
+        if rows == want_rows or heads != want_heads:
+            continue
+        side, want_side = math.isqrt(rows), math.isqrt(want_rows)
+        grid = table.t().reshape(1, heads, side, side)
+        resized = F.interpolate(grid.float(), size=(want_side, want_side), mode="bicubic")
+        out[key] = resized.reshape(heads, want_rows).t().to(table.dtype).contiguous()
     return out

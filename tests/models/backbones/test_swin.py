@@ -153,6 +153,25 @@ def test_convert_weights_reads_the_original_layout(tmp_path):
         unconverted.init_weights()
 
 
+def test_bias_tables_of_another_window_are_resized(tmp_path):
+    kwargs = dict(embed_dims=8, depths=[2], num_heads=[2], strides=[4], out_indices=[0])
+    source = SwinTransformer(**kwargs, window_size=3)
+    with torch.no_grad():  # head h's table is h + 1 everywhere: any resize keeps it
+        for block in source.stages[0].blocks:
+            block.attn.w_msa.relative_position_bias_table.copy_(torch.tensor([[1.0, 2.0]]))
+    path = tmp_path / "w3.pth"
+    torch.save(source.state_dict(), path)
+    model = SwinTransformer(**kwargs, window_size=5, init_cfg=PretrainedInit(checkpoint=str(path)))
+    model.init_weights()  # (25, 2) tables -> (81, 2); the 9 x 9 index buffer is the model's
+    table = model.stages[0].blocks[1].attn.w_msa.relative_position_bias_table
+    assert table.shape == (81, 2)
+    torch.testing.assert_close(table, torch.tensor([[1.0, 2.0]]).expand(81, 2))
+    assert torch.equal(model.stages[0].blocks[0].attn.w_msa.relative_position_index,
+                       relative_position_index(5))
+    torch.testing.assert_close(model.stages[0].blocks[0].attn.w_msa.qkv.weight,
+                               source.stages[0].blocks[0].attn.w_msa.qkv.weight)
+
+
 def test_frozen_stages_stop_the_gradient_as_mmdetection():
     model = SwinTransformer(embed_dims=8, depths=[1, 1, 1], num_heads=[1, 1, 2],
                             strides=[4, 2, 2], out_indices=[0, 1, 2], window_size=2,
