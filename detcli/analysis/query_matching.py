@@ -242,8 +242,10 @@ def stand_in_queries(gt_boxes: np.ndarray, img_shape: tuple[int, int], num_queri
 
 
 def _checkpoint_queries(cfg: Any, checkpoint: str | Path, view: PipelineView,
-                        pipeline: Sequence[Any], device: Optional[str]) -> QueryOutputs:
-    """``checkpoint``'s model on the prepared image: every decoder layer's outputs."""
+                        pipeline: Sequence[Any], device: Optional[str],
+                        class_names: Sequence[str]) -> QueryOutputs:
+    """``checkpoint``'s model on the prepared image: every decoder layer's outputs (L, Q, ...)
+    on the CPU; its ``meta.classes`` are checked against ``class_names``."""
     from detcli.analysis.proposals import network_input
     from detcli.engine.device import resolve_device
     from detcli.engine.tester import load_test_checkpoint
@@ -251,15 +253,15 @@ def _checkpoint_queries(cfg: Any, checkpoint: str | Path, view: PipelineView,
     from detcli.models.detectors.detr import QueryDetector
 
     model = build_detector(cfg.model)
-    load_test_checkpoint(model, checkpoint, class_names=None)
+    if not isinstance(model, QueryDetector):
+        raise DetError(f"{type(model).__name__} is not a query-based detector (QueryDetector): "
+                       "the matching picture is for DETR and its descendants")
+    load_test_checkpoint(model, checkpoint, class_names=list(class_names) or None)
     target = resolve_device(device)
     model.eval().to(target)
     # the prepared image as one network input (a list scale_factor, as the assignment view's)
     images = network_input(replace(view, scale_factor=view.scale_factor.tolist()), pipeline)
     images = images.to(target)
-    if not isinstance(model, QueryDetector):
-        raise DetError(f"{type(model).__name__} is not a query-based detector (QueryDetector): "
-                       "the matching picture is for DETR and its descendants")
     with torch.no_grad():
         outputs = model.query_outputs(images.tensor, images.img_shapes)
     return QueryOutputs(outputs.cls_logits[:, 0].float().cpu(), outputs.boxes[:, 0].float().cpu())
@@ -288,7 +290,7 @@ def visualize_query_matching(cfg: Any, image: Path, gt: OriginalGT, *,
     view = prepare(image, gt, pipeline, seed)
     h, w = view.img_shape
     if checkpoint is not None:
-        outputs = _checkpoint_queries(cfg, checkpoint, view, pipeline, device)
+        outputs = _checkpoint_queries(cfg, checkpoint, view, pipeline, device, gt.class_names)
         logits = outputs.cls_logits  # (L, Q, C)
         factors = torch.tensor([w, h, w, h], dtype=torch.float32)
         boxes = cxcywh_to_xyxy(outputs.boxes) * factors  # (L, Q, 4) pixels

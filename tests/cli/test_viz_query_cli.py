@@ -126,3 +126,12 @@ def test_layers_on_a_dense_detector_exits_1(tmp_path):
                  "--out", tmp_path / "x.png")
     assert result.exit_code == 1, result.output
     assert "--layers applies to query-based detectors (DETR)" in " ".join(result.output.split())
+
+
+def test_a_checkpoint_of_another_model_exits_4(tiny, tmp_path):
+    other = load_config(tiny.config, ["model.num_queries=7"]).cfg.model
+    bad = save_checkpoint(tmp_path / "seven.pth", build_detector(other), rng=False)
+    result = run("assign", tiny.image_a, "-c", tiny.config, "--box", "1,2,30,40",
+                 "--checkpoint", bad, "--out", tmp_path / "x.png")
+    assert result.exit_code == 4, result.output
+    assert "query_embedding.weight" in result.output and "Traceback" not in result.output
