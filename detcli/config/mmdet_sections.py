@@ -20,7 +20,7 @@ MMDetection 3.x                                         det
 ``optim_wrapper.optimizer`` / ``.clip_grad``            ``optimizer`` / ``optimizer_config.grad_clip``
 ``optim_wrapper.paramwise_cfg``                         ``optimizer.paramwise_cfg``
 ``param_scheduler``: ``LinearLR`` / ``ConstantLR``     ``lr_config.warmup = "linear"`` / ``"constant"``,
-from 0 (by iteration)                                   ``warmup_iters = end``, ``warmup_ratio =
+from 0 (by iteration)                                   ``warmup_iters = end - 1``, ``warmup_ratio =
                                                         start_factor`` / ``factor``
 ``MultiStepLR`` / ``CosineAnnealingLR`` (whole run)     ``lr_config.policy = "step"`` (``step``, ``gamma``)
                                                         / ``"CosineAnnealing"`` (``min_lr = eta_min``);
@@ -245,18 +245,20 @@ def _lr_config(schedulers: Any, max_epochs: Any, out: list[Untranslated]) -> dic
         item = _dict(item)
         kind, where = item.get("type"), f"param_scheduler[{index}]"
         by_epoch = item.get("by_epoch", True)
+        # MMEngine's LinearLR / ConstantLR(end=E) reach the full lr at iteration E - 1 (their
+        # total_iters is end - begin - 1): det's warmup_iters W = E - 1
         if kind == "LinearLR" and item.get("begin", 0) == 0 and not by_epoch:
-            config.update(warmup="linear", warmup_iters=int(item.get("end", 0)),
+            config.update(warmup="linear", warmup_iters=int(item.get("end", 1)) - 1,
                           warmup_ratio=item.get("start_factor", 1.0 / 3), warmup_by_epoch=False)
         elif kind == "ConstantLR" and item.get("begin", 0) == 0 and not by_epoch:
-            config.update(warmup="constant", warmup_iters=int(item.get("end", 0)),
+            config.update(warmup="constant", warmup_iters=int(item.get("end", 1)) - 1,
                           warmup_ratio=item.get("factor", 1.0 / 3), warmup_by_epoch=False)
         elif kind == "MultiStepLR" and by_epoch:
             config.update(policy="step", step=list(item.get("milestones", [])),
                           gamma=item.get("gamma", 0.1))
         elif kind == "CosineAnnealingLR" and by_epoch and item.get("end") in (None, max_epochs):
             begin = item.get("begin", 0)
-            config.update(min_lr=item.get("eta_min", 0.0))
+            config.update(min_lr=item.get("eta_min", 0.0), min_lr_ratio=False)  # one floor
             if begin == 0:
                 config.update(policy="CosineAnnealing")
             else:

@@ -50,7 +50,8 @@ def test_a_3x_config_for_my_data_and_schedule(tmp_path):
     assert cfg.model.bbox_head.num_classes == 2
     assert cfg.optimizer.lr == 0.005 and cfg.optimizer_config.grad_clip.max_norm == 35
     lr = cfg.lr_config
-    assert (lr.warmup, lr.warmup_iters, lr.warmup_ratio) == ("linear", 200, 0.01)
+    # LinearLR(end=200) reaches the full lr at iteration 199, as det's warmup_iters = 199
+    assert (lr.warmup, lr.warmup_iters, lr.warmup_ratio) == ("linear", 199, 0.01)
     assert (lr.policy, lr.step, lr.gamma) == ("step", [16, 22], 0.2)
     assert cfg.runner.max_epochs == 24 and cfg.evaluation.interval == 3
     assert (cfg.checkpoint_config.interval, cfg.checkpoint_config.max_keep_ckpts) == (4, 2)
@@ -101,9 +102,10 @@ def test_cosine_schedules_and_one_det_lacks():
         {"type": "LinearLR", "start_factor": 1e-5, "by_epoch": False, "begin": 0, "end": 1000},
         {"type": "CosineAnnealingLR", "eta_min": 0.0002, "begin": 150, "end": 300,
          "by_epoch": True, "convert_to_iter_based": True}]}, [])
-    assert flat["lr_config"] == {"warmup": "linear", "warmup_iters": 1000, "warmup_ratio": 1e-5,
+    assert flat["lr_config"] == {"warmup": "linear", "warmup_iters": 999, "warmup_ratio": 1e-5,
                                  "warmup_by_epoch": False, "min_lr": 0.0002,
-                                 "policy": "FlatCosineAnnealing", "begin_epoch": 150}
+                                 "min_lr_ratio": False, "policy": "FlatCosineAnnealing",
+                                 "begin_epoch": 150}
     out = []
     plain = translate_schedule({"param_scheduler": dict(type="OneCycleLR", eta_max=0.1)}, out)
     assert "lr_config" not in plain
