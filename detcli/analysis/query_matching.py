@@ -38,6 +38,11 @@ from torch import Tensor
 
 from detcli.analysis.assign_view import OriginalGT, pipeline_of, prepare
 from detcli.analysis.pipeline_view import PipelineView
+from detcli.analysis.proposals import network_input
+from detcli.engine.device import resolve_device
+from detcli.engine.tester import load_test_checkpoint
+from detcli.models.build import build_detector
+from detcli.models.detectors.detr import QueryDetector
 from detcli.errors import ConfigError, DetError
 from detcli.ops.boxes import aligned_box_iou, cxcywh_to_xyxy
 from detcli.registry import ASSIGNERS
@@ -246,12 +251,6 @@ def _checkpoint_queries(cfg: Any, checkpoint: str | Path, view: PipelineView,
                         class_names: Sequence[str]) -> QueryOutputs:
     """``checkpoint``'s model on the prepared image: every decoder layer's outputs (L, Q, ...)
     on the CPU; its ``meta.classes`` are checked against ``class_names``."""
-    from detcli.analysis.proposals import network_input
-    from detcli.engine.device import resolve_device
-    from detcli.engine.tester import load_test_checkpoint
-    from detcli.models.build import build_detector
-    from detcli.models.detectors.detr import QueryDetector
-
     model = build_detector(cfg.model)
     if not isinstance(model, QueryDetector):
         raise DetError(f"{type(model).__name__} is not a query-based detector (QueryDetector): "

@@ -66,7 +66,7 @@ def test_groups_take_h_too(group):
 
 def test_usage_lines_name_the_arguments():
     assert re.search(r"Usage: det train \[OPTIONS\] CONFIG *\n", run("train", "-h").output)
-    assert re.search(r"Usage: det predict \[OPTIONS\] CONFIG \[CHECKPOINT\] INPUT\.\.\. *\n",
+    assert re.search(r"Usage: det predict \[OPTIONS\] CONFIG\|CHECKPOINT \[CHECKPOINT\] INPUT\.\.\. *\n",
                      run("predict", "-h").output)
     assert re.search(r"Usage: det config diff \[OPTIONS\] A B *\n",
                      run("config", "diff", "-h").output)
