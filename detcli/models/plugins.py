@@ -7,6 +7,9 @@ position = "after_conv3"}]`` puts a block into every bottleneck of the chosen st
 stages without ``stages``), after ``conv1``, ``conv2`` or ``conv3`` (and its norm), reading
 that conv's channels. Its attribute is MMCV's abbreviation plus ``cfg.postfix``
 (``context_block``, ``context_block1``): two blocks of one type at one position need postfixes.
+The blocks (``cfg.type``): ``ContextBlock`` (here), ``GeneralizedAttention``
+(``gen_attention_block``, :mod:`detcli.models.generalized_attention`) and ``NonLocal2d``
+(``nonlocal_block``, :mod:`detcli.models.non_local`).
 
 :class:`ContextBlock` (GCNet, Cao et al. 2019), as MMCV's: a context vector (N, C, 1, 1) pooled
 over positions with softmax weights from ``conv_mask`` (``pooling_type = "att"``) or by
@@ -21,7 +24,7 @@ init then makes every conv Kaiming (fan_out), the plugins' included, as in MMDet
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, Union
 
 import torch
 from pydantic import Field, field_validator
@@ -29,7 +32,9 @@ from torch import Tensor, nn
 
 from detcli.config.schema import Maybe, Schema
 from detcli.errors import ConfigError
+from detcli.models.generalized_attention import GeneralizedAttention, GeneralizedAttentionConfig
 from detcli.models.layers import constant_init, kaiming_init
+from detcli.models.non_local import NonLocal2d, NonLocal2dConfig
 
 Position = Literal["after_conv1", "after_conv2", "after_conv3"]
 
@@ -45,10 +50,15 @@ class ContextBlockConfig(Schema):
     postfix: int | str = ""
 
 
+PluginBlockConfig = Annotated[
+    Union[ContextBlockConfig, GeneralizedAttentionConfig, NonLocal2dConfig],
+    Field(discriminator="type")]
+
+
 class PluginConfig(Schema):
     """One entry of ``plugins``: the block, the stages that get it, where in the bottleneck."""
 
-    cfg: ContextBlockConfig
+    cfg: PluginBlockConfig
     stages: Maybe[list[bool]] = None  # None: every stage
     position: Position
 
@@ -112,8 +122,20 @@ class ContextBlock(nn.Module):
         return out
 
 
-def build_plugin(cfg: ContextBlockConfig, in_channels: int) -> tuple[str, nn.Module]:
+    @classmethod
+    def from_config(cls, cfg: ContextBlockConfig, in_channels: int) -> ContextBlock:
+        return cls(in_channels, ratio=cfg.ratio, pooling_type=cfg.pooling_type,
+                   fusion_types=tuple(cfg.fusion_types))
+
+
+PLUGIN_BLOCKS: dict[str, type[ContextBlock] | type[GeneralizedAttention] | type[NonLocal2d]] = {
+    "ContextBlock": ContextBlock,
+    "GeneralizedAttention": GeneralizedAttention,
+    "NonLocal2d": NonLocal2d,
+}
+
+
+def build_plugin(cfg: PluginBlockConfig, in_channels: int) -> tuple[str, nn.Module]:
     """(attribute name, block) for ``cfg`` after a conv with ``in_channels`` outputs."""
-    block = ContextBlock(in_channels, ratio=cfg.ratio, pooling_type=cfg.pooling_type,
-                         fusion_types=tuple(cfg.fusion_types))
-    return f"{ContextBlock.abbr}{cfg.postfix}", block
+    block_type = PLUGIN_BLOCKS[cfg.type]
+    return f"{block_type.abbr}{cfg.postfix}", block_type.from_config(cfg, in_channels)
