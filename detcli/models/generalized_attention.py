@@ -155,9 +155,10 @@ class GeneralizedAttention(nn.Module):
             kaiming_init(layer, a=1, mode="fan_in", nonlinearity="leaky_relu",
                          distribution="uniform")
         bound = 1.0 / math.sqrt(2 * self.head_dim)
-        for name in ("appr_bias", "geom_bias"):
-            if hasattr(self, name):
-                nn.init.uniform_(getattr(self, name), -bound, bound)
+        if self.uses[2]:
+            nn.init.uniform_(self.appr_bias, -bound, bound)
+        if self.uses[3]:
+            nn.init.uniform_(self.geom_bias, -bound, bound)
         nn.init.zeros_(self.gamma)
 
     def heads(self, x: Tensor) -> Tensor:
