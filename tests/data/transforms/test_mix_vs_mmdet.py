@@ -25,8 +25,9 @@ def results(k):
             "gt_labels": FIXTURE[f"labels{k}"].copy(), "bbox_fields": ["gt_bboxes"]}
 
 
-def assert_like_mmdet(out, name):
-    np.testing.assert_array_equal(out["img"], FIXTURE[f"{name}_img"])
+def assert_like_mmdet(out, name, pixel_atol=0):
+    np.testing.assert_allclose(out["img"].astype(np.int16), FIXTURE[f"{name}_img"].astype(np.int16),
+                               rtol=0, atol=pixel_atol)
     np.testing.assert_allclose(out["gt_bboxes"], FIXTURE[f"{name}_boxes"], rtol=0, atol=1e-4)
     np.testing.assert_array_equal(out["gt_labels"], FIXTURE[f"{name}_labels"])
 
@@ -58,7 +59,9 @@ def test_random_affine(seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_yolox_hsv(seed):
     np.random.seed(seed)
-    assert_like_mmdet(YOLOXHSVRandomAug()(results(0)), f"hsv{seed}")
+    # OpenCV's BGR<->HSV rounding moved by one level in ~16 % of pixels between 5.0.0 (the
+    # fixture's) and 5.1.0; a wrong gain moves whole channels by the gain (up to 30 levels).
+    assert_like_mmdet(YOLOXHSVRandomAug()(results(0)), f"hsv{seed}", pixel_atol=1)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
