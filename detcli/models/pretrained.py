@@ -9,9 +9,13 @@ A checkpoint is named by one of
   * ``open-mmlab://NAME`` for the MMCV model-zoo names MMDetection's configs use that det knows
     (``OPEN_MMLAB``: the caffe-style ResNets of the FCOS configs, the ResNeXt-101 and
     RegNetX-3.2GF ImageNet weights), read from the URL MMCV maps them to. Other ``open-mmlab://`` names are an error that says what to do instead.
-A cached file is read without touching the network. A file that is not cached is downloaded;
-when that fails (no network), the error names the file, the folder to put it in, and that
-``checkpoint`` may name the downloaded file's path instead.
+A cached file is read without touching the network. A file that is not cached is downloaded
+by :func:`detcli.zoo.download.download`, the one download path ``mmdet://NAME`` uses too:
+resumable (``FILE.partial``, HTTP ``Range``) and, when the file name carries a sha256 prefix
+(torch hub's convention, ``resnet50-0676ba61.pth``: every torchvision and MMCV file), kept only
+when its sha256 starts with it. When the download fails (no network), the error names the
+file, the folder to put it in, and that ``checkpoint`` may name the downloaded file's path
+instead.
 
 Shapes: every tensor is a whole parameter or buffer; checkpoint and module tensors are matched
 by state-dict key and must have equal shapes.
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-import urllib.error
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
@@ -34,11 +38,15 @@ from torch import Tensor, nn
 
 from detcli.config.schema import Schema
 from detcli.errors import CheckpointError
+from detcli.zoo.download import download
 
 log = logging.getLogger(__name__)
 
 TORCHVISION_PREFIX = "torchvision://"
 OPEN_MMLAB_PREFIX = "open-mmlab://"
+# torch hub's file-name convention NAME-HASH.EXT (its check_hash reads it the same way); 8+ hex
+# digits, so that a name such as resnet-50.pth is not taken for one with hash "50"
+HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,})\.")
 # MMCV's open_mmlab.json entries det resolves (MSRA's caffe-style ResNets, BGR input)
 OPEN_MMLAB = {
     "detectron/resnet50_caffe":
@@ -94,25 +102,21 @@ def _read_file(path: Path) -> dict[str, Tensor]:
         ) from exc
 
 
+def hash_prefix_of(file_name: str) -> str:
+    """The sha256 prefix ``file_name`` carries (``resnet50-0676ba61.pth`` -> ``0676ba61``), or
+    ``""`` when it carries none (then a download is not hash-checked)."""
+    found = HASH_IN_NAME.search(file_name)
+    return found.group(1) if found else ""
+
+
 def _read_url(url: str) -> dict[str, Tensor]:
-    folder = hub_checkpoint_dir()
+    """The state of the file at ``url``: the hub cache's copy, downloaded there when missing."""
     file_name = os.path.basename(urlparse(url).path)
-    cached = folder / file_name
-    if cached.is_file():
-        return _read_file(cached)
-    log.info("downloading %s to %s", url, folder)
-    try:
-        return torch.hub.load_state_dict_from_url(
-            url, model_dir=str(folder), map_location="cpu", progress=False, weights_only=True
-        )
-    except (urllib.error.URLError, OSError) as exc:
-        raise CheckpointError(
-            f"cannot download checkpoint {file_name} from {url} ({exc}); "
-            f"put {file_name} in the folder {folder} (the torch hub cache, "
-            f"$TORCH_HOME/hub/checkpoints), or set the config's init_cfg.checkpoint to the "
-            "downloaded file's path",
-            hint=f"on a machine with network access: curl -L -o {file_name} {url}",
-        ) from exc
+    cached = hub_checkpoint_dir() / file_name
+    if not cached.is_file():
+        download(url, cached, hash_prefix_of(file_name),
+                 instead="set the config's init_cfg.checkpoint to the downloaded file's path")
+    return _read_file(cached)
 
 
 def open_mmlab_url(name: str) -> str:

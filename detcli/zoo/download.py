@@ -1,11 +1,14 @@
-"""A resumable, hash-checked download into a folder: what ``mmdet://NAME`` fetches with.
+"""A resumable, hash-checked download into a folder: what every checkpoint det downloads goes
+through (``mmdet://NAME``'s files, and the backbones' ``torchvision://NAME``, ``open-mmlab://NAME``
+and URL weights of :mod:`detcli.models.pretrained`).
 
 :func:`download` writes ``URL`` to ``folder/FILE.partial``. A partial file left by an earlier,
 interrupted call is resumed with an HTTP ``Range: bytes=N-`` request (a server that answers
 200 instead of 206 sends the whole file again, and the partial starts over). Once the server
 has sent everything, the partial's sha256 must start with the expected prefix: then it is
 renamed to ``FILE`` (``os.replace``: the final name never holds a half-written file); else the
-partial is deleted and the error says so. An interruption keeps the partial and says how much
+partial is deleted and the error says so (an empty prefix, for a file whose name carries no
+hash, accepts any bytes). An interruption keeps the partial and says how much
 of it arrived, so the next call continues; a server that cannot be reached is a
 :class:`~detcli.errors.CheckpointError` naming the URL, the file to place and the folder.
 """
@@ -41,11 +44,13 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _offline_error(url: str, target: Path, reason: object) -> CheckpointError:
+GIVE_PATH = "give the downloaded file's path instead"  # the offline error's alternative
+
+
+def _offline_error(url: str, target: Path, reason: object, instead: str) -> CheckpointError:
     return CheckpointError(
         f"cannot download {url} ({reason}): put {target.name} in the folder {target.parent} "
-        "(the torch hub cache, $TORCH_HOME/hub/checkpoints), or give the downloaded file's "
-        "path instead",
+        f"(the torch hub cache, $TORCH_HOME/hub/checkpoints), or {instead}",
         hint=f"on a machine with network access: curl -L -o {target.name} {url}")
 
 
@@ -92,9 +97,10 @@ def _receive(url: str, partial: Path) -> None:
             hint="run the command again to resume it")
 
 
-def download(url: str, target: Path, sha256_prefix: str) -> Path:
+def download(url: str, target: Path, sha256_prefix: str, *, instead: str = GIVE_PATH) -> Path:
     """``url`` saved as ``target`` once its sha256 starts with ``sha256_prefix``; see the
-    module docstring for resuming, verification and the errors."""
+    module docstring for resuming, verification and the errors. ``instead`` ends the offline
+    error: what else the user can do with a file downloaded elsewhere."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(target)
     resumed = partial.stat().st_size if partial.is_file() else 0
@@ -103,9 +109,9 @@ def download(url: str, target: Path, sha256_prefix: str) -> Path:
     try:
         _receive(url, partial)
     except urllib.error.HTTPError as exc:
-        raise _offline_error(url, target, f"HTTP {exc.code} {exc.reason}") from None
+        raise _offline_error(url, target, f"HTTP {exc.code} {exc.reason}", instead) from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-        raise _offline_error(url, target, getattr(exc, "reason", exc)) from None
+        raise _offline_error(url, target, getattr(exc, "reason", exc), instead) from None
     digest = sha256_of(partial)
     if not digest.startswith(sha256_prefix):
         partial.unlink()

@@ -27,6 +27,7 @@ class Behaviour:
     cut_after: int | None = None  # close the connection after this many body bytes, once
     honour_range: bool = True
     ranges: list[str | None] = field(default_factory=list)  # the Range header of each request
+    payload: bytes = PAYLOAD  # the file served, whatever the path
 
 
 def serve(behaviour: Behaviour):
@@ -34,20 +35,21 @@ def serve(behaviour: Behaviour):
         def do_GET(self):  # noqa: N802 (http.server's name)
             asked = self.headers.get("Range")
             behaviour.ranges.append(asked)
+            payload = behaviour.payload
             start = int(asked.removeprefix("bytes=").rstrip("-")) if asked else 0
             if not behaviour.honour_range:
                 start = 0
-            if start >= len(PAYLOAD):  # nothing after byte `start`
+            if start >= len(payload):  # nothing after byte `start`
                 self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(PAYLOAD)}")
+                self.send_header("Content-Range", f"bytes */{len(payload)}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            body = PAYLOAD[start:]
+            body = payload[start:]
             self.send_response(206 if start else 200)
             if start:
                 self.send_header("Content-Range",
-                                 f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+                                 f"bytes {start}-{len(payload) - 1}/{len(payload)}")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if behaviour.cut_after is not None:
