@@ -12,6 +12,7 @@ positives, with (l, t, r, b) targets (2, 2, 14, 10), (10, 2, 6, 10), (2, 10, 14,
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_los
 from detcli.config.loader import validate_tree
 from detcli.errors import ConfigError
 from detcli.models.channels import connect_head
+from detcli.models.dcn import ModulatedDeformConv2dPack
 from detcli.models.dense_heads import DenseOutputs, FCOSHead, FCOSHeadConfig
 from detcli.models.layers import NormConfig
 from detcli.models.losses import GIoULoss
@@ -28,6 +30,8 @@ from detcli.registry import HEADS
 from detcli.structures.batch import DetTargets, ImageBatch
 from detcli.task.assigners.fcos_rule import INF
 from detcli.task.postprocess import DenseTestConfig
+from tests.fixtures.mmdet.plugins_weights import plugin_state
+from tests.models.backbones.seeded import seeded_input
 
 GN4 = NormConfig(type="GN", num_groups=4)
 POS_ROWS = [0, 1, 4, 5]
@@ -197,10 +201,68 @@ def test_config_checks_and_building_through_the_registry():
                      "model.neck (FPN out_channels 16)", "model.bbox_head")
     for tree, message in [
         ({"strides": [8, 16]}, "regress_ranges has 5 entries but strides has 2"),
-        ({"dcn_on_last_conv": True}, "deformable convolution is not implemented"),
         ({"strides": [8], "regress_ranges": [[64, 64]]}, "regress range [64.0, 64.0] is empty"),
         ({"norm_cfg": {"type": "GN"}}, "needs num_groups"),
     ]:
         with pytest.raises(ConfigError) as err:
             validate_tree({"type": "FCOSHead", "num_classes": 3, **tree}, FCOSHeadConfig)
         assert message in str(err.value)
+
+
+PLUGINS = Path(__file__).parent.parent / "fixtures" / "mmdet" / "plugins.pt"
+
+
+def test_dcn_on_last_conv_equals_mmdetection():
+    """tools/mmdet_fixtures/plugins.py's ``fcos_dcn``: MMDetection 3.3's FCOSHead with
+    ``dcn_on_last_conv`` (2 convs per tower, GN 4, strides 8 and 16), seeded weights loaded
+    strictly under MMDetection's names, its outputs on seeded features and its loss_by_feat
+    with two GT boxes (positives on both levels, both labels)."""
+    fixture = torch.load(PLUGINS, weights_only=False)
+    entry, seed = fixture["fcos_dcn"], fixture["seed"]
+    cfg = entry["cfg"]
+    head = FCOSHead(num_classes=cfg["num_classes"], in_channels=cfg["in_channels"],
+                    feat_channels=cfg["feat_channels"], stacked_convs=cfg["stacked_convs"],
+                    strides=cfg["strides"], regress_ranges=[(-1, 64), (64, INF)],
+                    dcn_on_last_conv=True, norm_cfg=NormConfig(type="GN", num_groups=4))
+    assert {k: list(v.shape) for k, v in head.state_dict().items()} == entry["shapes"]
+    assert isinstance(head.cls_convs[1].conv, ModulatedDeformConv2dPack)
+    assert isinstance(head.reg_convs[1].conv, ModulatedDeformConv2dPack)
+    assert not isinstance(head.cls_convs[0].conv, ModulatedDeformConv2dPack)
+    head.load_state_dict(plugin_state(entry["shapes"], seed), strict=True)
+    head.eval()
+    feats = [seeded_input(shape, seed + level) for level, shape in enumerate(entry["feats"])]
+    outputs = head(feats)
+    for ours, theirs in [(outputs.cls_logits, entry["cls_scores"]),
+                         (outputs.bbox_deltas, entry["bbox_preds"]),
+                         (outputs.score_factors, entry["centernesses"])]:
+        for level in range(2):
+            torch.testing.assert_close(ours[level], theirs[level], rtol=1e-5, atol=1e-5)
+    targets = DetTargets.from_lists([torch.tensor(entry["gt"]["boxes"])],
+                                    [torch.tensor(entry["gt"]["labels"])])
+    losses = head.loss(outputs, ImageBatch.from_tensor(torch.zeros(1, 3, *entry["image"])),
+                       targets)
+    assert set(losses) == set(entry["losses"])
+    for key, value in entry["losses"].items():
+        assert losses[key].item() == pytest.approx(value, rel=1e-4), key
+    sum(losses.values()).backward()  # the offsets learn: the loss reaches conv_offset
+    assert head.cls_convs[1].conv.conv_offset.weight.grad.abs().sum() > 0
+    assert head.reg_convs[1].conv.conv_offset.weight.grad.abs().sum() > 0
+
+
+def test_a_fresh_dcn_head_keeps_mmcvs_deformable_init():
+    """MMDetection's FCOSHead init: N(0, 0.01) plain convs; the DCNv2 keeps its weight
+    uniform in +-1/sqrt(F 9) and a zero conv_offset (measured on MMDetection 3.3: weight std
+    0.049 for F = 16, conv_offset all zero), so it starts as a plain conv with mask 0.5."""
+    torch.manual_seed(0)
+    cfg = FCOSHeadConfig(num_classes=2, in_channels=16, feat_channels=16, stacked_convs=2,
+                         strides=[8, 16], regress_ranges=[(-1, 64), (64, INF)],
+                         dcn_on_last_conv=True, norm_cfg={"type": "GN", "num_groups": 4})
+    head = HEADS.build(cfg)
+    dcn = head.cls_convs[1].conv
+    bound = 1 / math.sqrt(16 * 9)
+    assert float(dcn.weight.abs().max()) <= bound and float(dcn.weight.std()) > 0.5 * bound  # U: bound / sqrt 3
+    assert not dcn.conv_offset.weight.any() and not dcn.conv_offset.bias.any()
+    assert float(head.cls_convs[0].conv.weight.std()) < 0.015  # N(0, 0.01)
+    x = torch.randn(1, 16, 5, 6)
+    plain = F.conv2d(x, dcn.weight, padding=1)
+    torch.testing.assert_close(dcn(x), 0.5 * plain, rtol=1e-5, atol=1e-6)

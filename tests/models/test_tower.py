@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from detcli.models.dcn import ModulatedDeformConv2dPack
 from detcli.models.dense_heads import ATSSHead, FCOSHead, RetinaHead
 from detcli.models.dense_heads.tower import run_tower, twin_towers
 from detcli.models.layers import NormConfig
@@ -62,3 +63,16 @@ def test_no_convs_pass_the_features_through():
     cls_convs, reg_convs, channels = twin_towers(5, 7, 0)
     x = torch.randn(1, 5, 3, 3)
     assert channels == 5 and len(cls_convs) == 0 and torch.equal(run_tower(reg_convs, x), x)
+
+
+def test_dcn_on_last_conv_makes_each_towers_last_conv_a_dcnv2():
+    cls_convs, reg_convs, _ = twin_towers(5, 8, 3, norm_cfg=GN, dcn_on_last_conv=True)
+    keys = list(cls_convs.state_dict())
+    assert keys == ["0.conv.weight", "0.gn.weight", "0.gn.bias",
+                    "1.conv.weight", "1.gn.weight", "1.gn.bias",
+                    "2.conv.weight", "2.conv.conv_offset.weight", "2.conv.conv_offset.bias",
+                    "2.gn.weight", "2.gn.bias"]  # MMDetection's: no DCN bias before the GN
+    assert isinstance(reg_convs[2].conv, ModulatedDeformConv2dPack)
+    assert reg_convs[2].conv.conv_offset.out_channels == 27  # 3 x 9 taps: dy, dx, mask
+    plain, _, _ = twin_towers(5, 8, 3, dcn_on_last_conv=True)
+    assert "2.conv.bias" in plain.state_dict()  # no norm: the DCN keeps a bias, as a conv would

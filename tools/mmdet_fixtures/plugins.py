@@ -10,7 +10,9 @@ repository root::
 Recorded, for each entry: the MMCV/MMDetection config, the state dict's key shapes in order,
 the input shapes and the eval-mode outputs on ``seeded_input`` (tests/models/backbones/seeded.py;
 FCOS level l with seed SEED + l) with the weights ``plugin_state(shapes, SEED)``
-(tests/fixtures/mmdet/plugins_weights.py), so the tests rebuild both and compare.
+(tests/fixtures/mmdet/plugins_weights.py), so the tests rebuild both and compare; for the FCOS
+head also its ``loss_by_feat`` on those outputs with the GT of ``FCOS_GT`` (image 64 x 80: a
+small box whose points are positives of level 0 and a large one positive on both levels).
 The FCOS head's last tower convs are mmcv's ``ModulatedDeformConv2dPack`` run on the
 plain-torch kernel of ``dcn_kernel.py`` (written from mmcv's CUDA kernel, not torchvision's).
 ``names`` keeps the key shapes of MMDetection's full-size attention ResNet-50
@@ -35,6 +37,7 @@ mmcv_ext_shim.install()
 
 from mmcv.cnn.bricks import GeneralizedAttention, NonLocal2d  # noqa: E402
 from mmdet.registry import MODELS  # noqa: E402
+from mmengine.structures import InstanceData  # noqa: E402
 from mmdet.utils import register_all_modules  # noqa: E402
 from tests.fixtures.mmdet.plugins_weights import plugin_state  # noqa: E402
 from tests.models.backbones.seeded import seeded_input  # noqa: E402
@@ -84,6 +87,8 @@ FCOS_FEATS = [(1, 16, 8, 10), (1, 16, 4, 5)]
 FCOS = dict(type="FCOSHead", num_classes=3, in_channels=16, feat_channels=16, stacked_convs=2,
             strides=[8, 16], regress_ranges=((-1, 64), (64, 1e8)), dcn_on_last_conv=True,
             norm_cfg=dict(type="GN", num_groups=4, requires_grad=True))
+FCOS_IMAGE = (64, 80)  # (h, w): strides 8 and 16 over the feature maps
+FCOS_GT = dict(boxes=[[6.0, 5.0, 38.0, 29.0], [1.0, 2.0, 79.0, 63.0]], labels=[0, 2])
 
 
 def shapes_of(module: torch.nn.Module) -> dict[str, list[int]]:
@@ -117,10 +122,16 @@ def fcos_entry() -> dict:
     head = MODELS.build(dict(FCOS))
     shapes = seeded_module(head)
     feats = [seeded_input(shape, SEED + level) for level, shape in enumerate(FCOS_FEATS)]
-    with torch.no_grad():
-        cls_scores, bbox_preds, centernesses = head(feats)
-    return {"cfg": FCOS, "feats": FCOS_FEATS, "shapes": shapes, "cls_scores": cls_scores,
-            "bbox_preds": bbox_preds, "centernesses": centernesses}
+    cls_scores, bbox_preds, centernesses = head(feats)
+    gt = InstanceData(bboxes=torch.tensor(FCOS_GT["boxes"]),
+                      labels=torch.tensor(FCOS_GT["labels"]))
+    meta = dict(img_shape=FCOS_IMAGE, pad_shape=FCOS_IMAGE, batch_input_shape=FCOS_IMAGE)
+    losses = head.loss_by_feat(cls_scores, bbox_preds, centernesses, [gt], [meta])
+    detach = lambda tensors: [t.detach() for t in tensors]  # noqa: E731
+    return {"cfg": FCOS, "feats": FCOS_FEATS, "shapes": shapes,
+            "cls_scores": detach(cls_scores), "bbox_preds": detach(bbox_preds),
+            "centernesses": detach(centernesses), "image": FCOS_IMAGE, "gt": FCOS_GT,
+            "losses": {k: float(v.detach()) for k, v in losses.items()}}
 
 
 def main() -> None:

@@ -6,7 +6,8 @@ l, R = sum_l H_l * W_l points per image, K classes, G GT slots per image.
 Per level, ``stacked_convs`` 3x3 conv + GroupNorm + ReLU layers (``cls_convs.i``,
 ``reg_convs.i``) feed ``conv_cls`` (K logits per location), ``conv_reg`` (4 distances) and
 ``conv_centerness`` (1 logit, on the classification tower, or the regression tower with
-``centerness_on_reg``). The distances are ``exp(scales.l(conv_reg))`` pixels, or with
+``centerness_on_reg``); with ``dcn_on_last_conv`` each tower's last conv is a DCNv2
+(``cls_convs.{stacked_convs - 1}.conv.conv_offset.weight``, as MMDetection names it). The distances are ``exp(scales.l(conv_reg))`` pixels, or with
 ``norm_on_bbox`` ``relu(scales.l(conv_reg))`` strides (``predict`` multiplies them by the
 level's stride; the output does not depend on train/eval mode). Module names are
 MMDetection's, so its checkpoints load with no key mapping.
@@ -32,11 +33,12 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal, Sequence, Union
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from detcli.config.schema import Maybe, Schema
 from detcli.errors import ConfigError, DetError
+from detcli.models.dcn import DeformConv2dPack
 from detcli.models.dense_heads.anchor_head import flatten_levels
 from detcli.models.dense_heads.centerness import masked_centerness
 from detcli.models.channels import require_in_channels
@@ -98,6 +100,7 @@ class FCOSHeadConfig(Schema):
     gt_chunk_size: int = Field(GT_CHUNK_SIZE, ge=0)
     norm_on_bbox: bool = False
     centerness_on_reg: bool = False
+    # the last conv of each tower a DCNv2 (MMDetection's AnchorFreeHead; tower.py)
     dcn_on_last_conv: bool = False
     conv_bias: Union[Literal["auto"], bool] = "auto"
     conv_cfg: Maybe[ConvConfig] = None
@@ -110,14 +113,6 @@ class FCOSHeadConfig(Schema):
     # where a location's point sits in its stride cell: 0.5 the centre (MMDetection), 0 the
     # top-left corner (torchvision's FCOS, whose converted weights expect it)
     prior_offset: float = Field(0.5, ge=0, le=1)
-
-    @field_validator("dcn_on_last_conv")
-    @classmethod
-    def _no_dcn(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("deformable convolution is not implemented: use dcn_on_last_conv "
-                             "= false")
-        return value
 
     @model_validator(mode="after")
     def _one_range_per_level(self) -> FCOSHeadConfig:
@@ -152,6 +147,7 @@ class FCOSHead(nn.Module):
         gt_chunk_size: int = GT_CHUNK_SIZE,
         norm_on_bbox: bool = False,
         centerness_on_reg: bool = False,
+        dcn_on_last_conv: bool = False,
         conv_bias: Union[Literal["auto"], bool] = "auto",
         norm_cfg: NormConfig | None,
         prior_prob: float = 0.01,
@@ -191,15 +187,15 @@ class FCOSHead(nn.Module):
         self.register_buffer("range_table", torch.tensor(self.regress_ranges), persistent=False)
         self.register_buffer("stride_table", torch.tensor(self.strides, dtype=torch.float32),
                              persistent=False)
-        self._init_layers(stacked_convs, conv_bias, norm_cfg)
+        self._init_layers(stacked_convs, conv_bias, norm_cfg, dcn_on_last_conv)
         self.init_weights()
 
     def _init_layers(self, stacked_convs: int, conv_bias: Union[Literal["auto"], bool],
-                     norm_cfg: NormConfig | None) -> None:
+                     norm_cfg: NormConfig | None, dcn_on_last_conv: bool) -> None:
         """The towers, the three predictors and one Scale per level (MMDetection's names)."""
         self.cls_convs, self.reg_convs, channels = twin_towers(
             self.in_channels, self.feat_channels, stacked_convs, norm_cfg=norm_cfg,
-            bias=conv_bias)
+            bias=conv_bias, dcn_on_last_conv=dcn_on_last_conv)
         self.conv_cls = nn.Conv2d(channels, self.num_classes, 3, padding=1)
         self.conv_reg = nn.Conv2d(channels, 4, 3, padding=1)
         self.conv_centerness = nn.Conv2d(channels, 1, 3, padding=1)
@@ -215,7 +211,7 @@ class FCOSHead(nn.Module):
         settings = cfg.model_dump(include={
             "num_classes", "feat_channels", "stacked_convs", "strides", "regress_ranges",
             "center_sampling", "center_sample_radius", "gt_chunk_size", "norm_on_bbox",
-            "centerness_on_reg",
+            "centerness_on_reg", "dcn_on_last_conv",
             "conv_bias", "prior_prob", "prior_offset"})
         return cls(**settings, in_channels=in_channels, norm_cfg=cfg.norm_cfg,
                    bbox_coder=BBOX_CODERS.build(cfg.bbox_coder),
@@ -225,11 +221,15 @@ class FCOSHead(nn.Module):
 
     def init_weights(self) -> None:
         """MMDetection's init: every conv N(0, 0.01) with zero bias; the classifier's bias makes
-        each class start at probability ``prior_prob``."""
+        each class start at probability ``prior_prob``; a deformable conv keeps MMCV's own init
+        (its weight uniform, its ``conv_offset`` zero: a plain conv with mask 0.5)."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 normal_init(module, std=0.01)
         normal_init(self.conv_cls, std=0.01, bias=bias_init_with_prob(self.prior_prob))
+        for module in self.modules():
+            if isinstance(module, DeformConv2dPack):
+                module.reset_parameters()
 
     def forward(self, feats: Sequence[Tensor]) -> DenseOutputs:
         if len(feats) != len(self.strides):
