@@ -9,7 +9,10 @@ is translated:
   with the schema's reason and left out);
 - the data and schedule sections (:mod:`detcli.config.mmdet_sections`): datasets, pipelines
   where every transform maps, optimizer, gradient clipping, ``param_scheduler`` as
-  ``lr_config``, epochs, validation interval and metric, checkpoint and log intervals.
+  ``lr_config``, epochs, validation interval and metric, checkpoint and log intervals;
+- ``custom_hooks`` (:mod:`detcli.config.mmdet_hooks`): ``EMAHook``, ``PipelineSwitchHook``
+  (its pipeline translated as the training pipeline is), ``EarlyStoppingHook`` and
+  ``NumClassCheckHook`` as det's hooks of those names.
 
 Every other key is listed with the reason it is not translated. The closest preset is chosen
 among those with the same model type by, in order: the most values (model, data and schedule
@@ -29,6 +32,7 @@ from typing import Any
 
 from detcli.config.emit import to_toml
 from detcli.config.loader import load_config
+from detcli.config.mmdet_hooks import translate_custom_hooks
 from detcli.config.mmdet_reader import MMDetConfig, Unread, read_mmdet_config
 from detcli.config.mmdet_sections import Untranslated, translate_data, translate_schedule
 from detcli.config.presets import preset_names
@@ -37,7 +41,7 @@ from detcli.errors import ConfigError
 TRANSLATED = {"model", "data", "train_dataloader", "val_dataloader", "test_dataloader",
               "optim_wrapper", "optimizer", "optimizer_config", "lr_config", "param_scheduler",
               "train_cfg", "runner", "val_evaluator", "checkpoint_config", "evaluation",
-              "log_config", "auto_scale_lr", "default_hooks"}
+              "log_config", "auto_scale_lr", "default_hooks", "custom_hooks"}
 NOT_TRANSLATED = {  # why a top-level name of an MMDetection config has no det counterpart
     "default_scope": "MMEngine's registry scope; det has one registry",
     "env_cfg": "MMEngine's process settings; det's are [dist_params] and the launcher",
@@ -51,7 +55,6 @@ NOT_TRANSLATED = {  # why a top-level name of an MMDetection config has no det c
     "val_cfg": "MMEngine's loop type; det has one validation loop",
     "test_cfg": "MMEngine's loop type; det test is det's",
     "test_evaluator": "det test scores with evaluation.metric (from val_evaluator)",
-    "custom_hooks": "not translated: det's hooks are named in its own config",
     "work_dir": "det train --work-dir",
 }
 VARIABLE = "a variable of the config: read where the translated keys use it"
@@ -121,6 +124,10 @@ def _translated(values: dict[str, Any], out: list[Untranslated]) -> dict[str, An
     if data:
         tree["data"] = data
     tree.update(translate_schedule(values, out))
+    custom_hooks = translate_custom_hooks(
+        values, preprocessor if isinstance(preprocessor, dict) else {}, out)
+    if custom_hooks is not None:
+        tree["custom_hooks"] = custom_hooks
     hooks = values.get("default_hooks") if isinstance(values.get("default_hooks"), dict) else {}
     for name in sorted(set(hooks) - {"checkpoint", "logger"}):
         out.append(Untranslated(f"default_hooks.{name}", "built into det's trainer (timing, "

@@ -71,6 +71,11 @@ KEPT_AS_IS = {"RandomResize", "RandomChoiceResize", "RandomCrop", "Pad", "PhotoM
               "YOLOXHSVRandomAug", "FilterAnnotations", "LoadImageFromFile", "LoadAnnotations"}
 DROPPED_ARGS = ("backend_args", "file_client_args")
 DATASET_TYPES = {"CocoDataset", "VOCDataset"}
+LOOP_REASONS = {  # train_cfg keys of MMEngine's EpochBasedTrainLoop det has no setting for
+    "dynamic_intervals": "det validates every evaluation.interval epochs throughout (MMEngine "
+                         "changes the interval from the listed epochs on)",
+    "val_begin": "det validates from the first evaluation.interval epoch",
+}
 
 
 def _dict(value: Any) -> dict:
@@ -296,6 +301,9 @@ def translate_schedule(values: dict, out: list[Untranslated]) -> dict[str, Any]:
         tree["runner"] = {"max_epochs": epochs}
     if loop.get("type") not in (None, "EpochBasedTrainLoop"):
         out.append(Untranslated("train_cfg.type", f"{loop['type']}: det trains by epochs"))
+    for key in sorted(set(loop) - {"type", "max_epochs", "val_interval"}):
+        out.append(Untranslated(f"train_cfg.{key}", LOOP_REASONS.get(
+            key, "no det runner setting of that name")))
     if "param_scheduler" in values:
         lr_config = _lr_config(values["param_scheduler"], epochs, out)
         if lr_config is not None:
