@@ -20,10 +20,13 @@ The steps of :func:`visualize_query_matching`:
    taken it: the matching minimises the sum) and, per layer, where the matched query's box
    was and which query that layer's own matching (its auxiliary loss) gives the GT.
 
-:class:`QueryMatching` also carries ``groups``: further queries tied to GT boxes that a
-detector trains besides the matched ones (DINO's denoising queries), each a
-:class:`QueryGroup`, made by the caller's ``group_source`` from the prepared GT (a
-:data:`GroupSource`); DETR has none.
+For DINO, :class:`QueryMatching` carries ``denoising``
+(:mod:`detcli.analysis.denoising_view`): its denoising queries of the prepared GT, drawn
+with ``seed``, their noise and the last layer's box each predicts (the checkpoint's model, run
+with them in front of its matching queries, or a seeded stand-in), and the attention mask
+as counts. ``groups``: further queries tied to GT boxes that a caller's ``group_source``
+makes from the prepared GT (a :data:`GroupSource`), each a :class:`QueryGroup`, drawn as
+dots; none by default.
 """
 
 from __future__ import annotations
@@ -37,15 +40,18 @@ import torch
 from torch import Tensor
 
 from detcli.analysis.assign_view import OriginalGT, pipeline_of, prepare
+from detcli.analysis.denoising_view import DenoisingView, denoising_generator, denoising_view
 from detcli.analysis.pipeline_view import PipelineView
 from detcli.analysis.proposals import network_input
 from detcli.engine.device import resolve_device
 from detcli.engine.tester import load_test_checkpoint
 from detcli.models.build import build_detector
 from detcli.models.detectors.detr import QueryDetector
+from detcli.models.detectors.dino import DINO
 from detcli.errors import ConfigError, DetError
 from detcli.ops.boxes import aligned_box_iou, cxcywh_to_xyxy
 from detcli.registry import ASSIGNERS
+from detcli.structures.batch import ImageBatch
 from detcli.structures.queries import QueryOutputs
 from detcli.task.protocols import MatchingAssigner
 
@@ -150,6 +156,7 @@ class QueryMatching:
     num_layers: int
     gts: list[GTMatch]
     groups: list[QueryGroup] = field(default_factory=list)
+    denoising: Optional[DenoisingView] = None  # DINO's denoising queries
 
     @property
     def num_queries(self) -> int:
@@ -168,7 +175,8 @@ class QueryMatching:
                             "num_queries": self.num_queries, "num_layers": self.num_layers},
                 "gts": [gt.to_dict() for gt in self.gts],
                 "unmatched_gts": self.unmatched_gts,
-                "groups": [g.to_dict() for g in self.groups]}
+                "groups": [g.to_dict() for g in self.groups],
+                "denoising": None if self.denoising is None else self.denoising.to_dict()}
 
 
 # GT boxes (G, 4) and labels (G,) of the prepared image, its (h, w) -> the extra query groups
@@ -246,11 +254,11 @@ def stand_in_queries(gt_boxes: np.ndarray, img_shape: tuple[int, int], num_queri
     return logits[None], boxes[None]
 
 
-def _checkpoint_queries(cfg: Any, checkpoint: str | Path, view: PipelineView,
-                        pipeline: Sequence[Any], device: Optional[str],
-                        class_names: Sequence[str]) -> QueryOutputs:
-    """``checkpoint``'s model on the prepared image: every decoder layer's outputs (L, Q, ...)
-    on the CPU; its ``meta.classes`` are checked against ``class_names``."""
+def _checkpoint_model(cfg: Any, checkpoint: str | Path, view: PipelineView,
+                      pipeline: Sequence[Any], device: Optional[str],
+                      class_names: Sequence[str]) -> tuple[QueryDetector, ImageBatch]:
+    """``checkpoint``'s model in eval mode and the prepared image as its input, on the
+    device; its ``meta.classes`` are checked against ``class_names``."""
     model = build_detector(cfg.model)
     if not isinstance(model, QueryDetector):
         raise DetError(f"{type(model).__name__} is not a query-based detector (QueryDetector): "
@@ -260,7 +268,11 @@ def _checkpoint_queries(cfg: Any, checkpoint: str | Path, view: PipelineView,
     model.eval().to(target)
     # the prepared image as one network input (a list scale_factor, as the assignment view's)
     images = network_input(replace(view, scale_factor=view.scale_factor.tolist()), pipeline)
-    images = images.to(target)
+    return model, images.to(target)
+
+
+def _checkpoint_queries(model: QueryDetector, images: ImageBatch) -> QueryOutputs:
+    """``model`` on the prepared image: every decoder layer's outputs (L, Q, ...) on the CPU."""
     with torch.no_grad():
         outputs = model.query_outputs(images.tensor, images.img_shapes)
     return QueryOutputs(outputs.cls_logits[:, 0].float().cpu(), outputs.boxes[:, 0].float().cpu())
@@ -288,8 +300,10 @@ def visualize_query_matching(cfg: Any, image: Path, gt: OriginalGT, *,
     pipeline = pipeline_of(cfg, train_pipeline)
     view = prepare(image, gt, pipeline, seed)
     h, w = view.img_shape
+    model, images = None, None
     if checkpoint is not None:
-        outputs = _checkpoint_queries(cfg, checkpoint, view, pipeline, device, gt.class_names)
+        model, images = _checkpoint_model(cfg, checkpoint, view, pipeline, device, gt.class_names)
+        outputs = _checkpoint_queries(model, images)
         logits = outputs.cls_logits  # (L, Q, C)
         factors = torch.tensor([w, h, w, h], dtype=torch.float32)
         boxes = cxcywh_to_xyxy(outputs.boxes) * factors  # (L, Q, 4) pixels
@@ -302,6 +316,11 @@ def visualize_query_matching(cfg: Any, image: Path, gt: OriginalGT, *,
     gt_labels = torch.as_tensor(view.gt_labels, dtype=torch.long).reshape(-1)
     rows = explain_matching(assigner, logits, boxes, gt_boxes, gt_labels, view.img_shape,
                             gt.class_names)
+    generator = denoising_generator(cfg.model)
+    denoising = None if generator is None else denoising_view(
+        generator, gt_boxes, gt_labels, view.img_shape, seed,
+        model=model if isinstance(model, DINO) else None, images=images,
+        checkpoint=None if checkpoint is None else str(checkpoint))
     return QueryMatching(
         image=view.image, filename=view.filename or str(image), img_shape=view.img_shape,
         pad_shape=view.pad_shape, scale_factor=[float(v) for v in view.scale_factor],
@@ -309,5 +328,6 @@ def visualize_query_matching(cfg: Any, image: Path, gt: OriginalGT, *,
         costs=[(c.type, float(c.weight)) for c in assigner.match_cost_cfgs], source=source,
         source_text=text, query_boxes=boxes[-1].numpy(), num_layers=int(boxes.shape[0]),
         gts=rows, groups=[] if group_source is None else group_source(gt_boxes, gt_labels,
-                                                                       view.img_shape))
+                                                                       view.img_shape),
+        denoising=denoising)
 

@@ -338,6 +338,9 @@ def assign(
     layers: Annotated[bool, typer.Option(
         "--layers", help="Query-based (DETR): a panel per decoder layer, where the matched "
                          "query's box was (needs --checkpoint).")] = False,
+    dn_groups: Annotated[Optional[int], typer.Option(
+        "--dn-groups", min=1, help="DINO: how many denoising groups to draw and tabulate "
+        + shown_default("2") + "; --json has all.", show_default=False)] = None,
     device: DeviceOpt = None,
     overrides: SetOpt = None,
     as_json: JsonOpt = False,
@@ -348,6 +351,8 @@ def assign(
     A query-based detector (DETR) shows its Hungarian matching instead: each GT with its
     matched query's box, the weighted match costs and their total, the IoU (--layers: per
     decoder layer); without --checkpoint on seeded stand-in queries, as the output says.
+    DINO adds its denoising queries: per GT its positive and negative copies in each group
+    (noised box, label, noise), the box each predicts and the attention mask as counts.
 
     Runs the config's test pipeline (or --train-pipeline), prior generator, assigner and
     sampler on the GT boxes of --ann or --box, writes the picture to --out, and prints per GT
@@ -379,11 +384,14 @@ def assign(
                   if given is not None]
         assign_queries(cfg, image, read_gt(cfg, image, ann, box or ()), out=out, layers=layers,
                        train_pipeline=train_pipeline, seed=seed, checkpoint=checkpoint,
-                       device=device, as_json=as_json, unused=unused)
+                       device=device, as_json=as_json, unused=unused, dn_groups=dn_groups)
         return
     if layers:
         raise DetError(f"--layers: {config} configures a {cfg.model.type}, whose priors have "
                        "no decoder layers; --layers applies to query-based detectors (DETR)")
+    if dn_groups is not None:
+        raise DetError(f"--dn-groups: {config} configures a {cfg.model.type}, which has no "
+                       "denoising queries; --dn-groups applies to DINO")
     two_stage = is_two_stage(cfg.model)
     ranked = ranks_by_predictions(cfg.model)  # RTMDet: --checkpoint gives its predictions
     if not two_stage:

@@ -1,5 +1,6 @@
 """``det viz assign`` on a query-based detector (DETR): the Hungarian matching of its queries
-to the image's GT, a picture (:mod:`detcli.viz.query_picture`), a table per GT and ``--json``.
+to the image's GT, a picture (:mod:`detcli.viz.query_picture`), a table per GT and ``--json``;
+for DINO also its denoising queries (:mod:`detcli.cli.viz_denoising`).
 
 The work is :func:`detcli.analysis.query_matching.visualize_query_matching`'s; this module
 only checks the options, writes the picture and prints. ``detcli.cli.viz.assign`` hands a
@@ -16,6 +17,7 @@ from rich.box import SIMPLE_HEAD
 from rich.table import Table
 
 from detcli.cli.common import console, plural, print_json
+from detcli.cli.viz_denoising import DN_GROUPS, print_denoising
 
 if TYPE_CHECKING:
     from detcli.analysis.query_matching import QueryMatching
@@ -93,9 +95,12 @@ def _summary(matching: QueryMatching, out: Path, shape: tuple[int, int], layers:
 
 def assign_queries(cfg: Any, image: Path, gt: Any, *, out: Optional[Path], layers: bool,
                    train_pipeline: bool, seed: int, checkpoint: Optional[Path],
-                   device: Optional[str], as_json: bool, unused: Sequence[str]) -> None:
+                   device: Optional[str], as_json: bool, unused: Sequence[str],
+                   dn_groups: Optional[int] = None) -> None:
     """``det viz assign`` for a query-based detector; ``unused``: the given options that
-    apply to priors or RoI sampling only (an error names them)."""
+    apply to priors or RoI sampling only (an error names them); ``dn_groups``: DINO's
+    denoising groups to draw and tabulate (default :data:`DN_GROUPS`; --json has all)."""
+    from detcli.analysis.denoising_view import denoising_generator
     from detcli.analysis.query_matching import visualize_query_matching
     from detcli.errors import DetError
     from detcli.viz.draw import save_image
@@ -108,9 +113,13 @@ def assign_queries(cfg: Any, image: Path, gt: Any, *, out: Optional[Path], layer
     if layers and checkpoint is None:
         raise DetError("--layers needs --checkpoint: the stand-in queries have one layer; the "
                        "decoder layers are a trained model's")
+    if dn_groups is not None and denoising_generator(cfg.model) is None:
+        raise DetError(f"--dn-groups {dn_groups}: {cfg.model.type} has no denoising queries; "
+                       "--dn-groups applies to DINO (model.dn_cfg)")
     matching = visualize_query_matching(cfg, image, gt, train_pipeline=train_pipeline,
                                         seed=seed, checkpoint=checkpoint, device=device)
-    picture = draw_query_matching(matching, layers=layers)
+    groups = DN_GROUPS if dn_groups is None else dn_groups
+    picture = draw_query_matching(matching, layers=layers, dn_groups=groups)
     out = out if out is not None else Path(f"{image.stem}_assign.png")
     save_image(out, picture)
     shape = picture.shape[:2]
@@ -121,5 +130,7 @@ def assign_queries(cfg: Any, image: Path, gt: Any, *, out: Optional[Path], layer
         console.print(_table(matching))
     else:
         sys.stdout.write(_plain_table(matching) + "\n")  # tab-separated: rich would expand tabs
+    if matching.denoising is not None:
+        print_denoising(matching, groups)
     for line in _summary(matching, out, shape, layers):
         console.print(line, highlight=False)

@@ -8,8 +8,9 @@ What is drawn, over the image in grey: every query's box of the last layer thin 
 (the unmatched ones are background in the loss); each GT thick in its colour, its matched
 query's box dashed in the same colour with a line between the two centres and a tag
 ``q<query> <total cost>``; a GT left without a query (more GT than queries) gets a red tag.
-Extra query groups (``QueryMatching.groups``: DINO's denoising queries) are drawn as small
-dots at their centres in the colour of their GT. A layer panel shows where the final match's
+Extra query groups (``QueryMatching.groups``, a caller's) are drawn as small dots at their
+centres in the colour of their GT; DINO's denoising queries get a panel of their own, second
+(:mod:`detcli.viz.denoising_picture`). A layer panel shows where the final match's
 query was at that layer (its box dashed, the GT thick) and, when that layer's own matching
 gave the GT another query, that query's box thin. The legend names the match costs and their
 weights and says where the queries come from (a checkpoint, or the seeded stand-in).
@@ -38,6 +39,8 @@ from detcli.viz.canvas import (
     point,
     put_text,
 )
+
+from detcli.viz.denoising_picture import denoising_legend, draw_denoising_panel, panel_title
 
 if TYPE_CHECKING:
     from detcli.analysis.query_matching import QueryMatching
@@ -105,17 +108,26 @@ def legend_entries(matching: QueryMatching) -> list[LegendEntry]:
     costs = " + ".join(f"{name} x{weight:g}" for name, weight in matching.costs)
     for text in (f"{matching.assigner} cost: {costs}", matching.source_text):
         entries += [(line, None, TEXT) for line in wrapped(text)]
+    if matching.denoising is not None and matching.denoising.queries:
+        entries += [(line, None, TEXT) for text in denoising_legend(matching.denoising)
+                    for line in wrapped(text)]
     return entries
 
 
-def draw_query_matching(matching: QueryMatching, layers: bool = False) -> np.ndarray:
+def draw_query_matching(matching: QueryMatching, layers: bool = False,
+                        dn_groups: int = 2) -> np.ndarray:
     """The matching picture: an overview panel, with ``layers`` one panel per decoder layer,
-    and the legend -> (height, width, 3) uint8 BGR."""
+    for DINO a panel of the first ``dn_groups`` denoising groups
+    (:mod:`detcli.viz.denoising_picture`), and the legend -> (height, width, 3) uint8 BGR."""
     panels: list[Optional[int]] = [None]
     if layers and matching.num_layers > 1:
         panels += list(range(matching.num_layers))
     colours = distinct_colours(len(matching.gts))
-    return panel_grid(matching.pad_shape, [
-        ("Hungarian matching (last layer)" if layer is None else f"decoder layer {layer}",
-         lambda scale, layer=layer: draw_panel(matching, layer, scale, colours))
-        for layer in panels], legend_entries(matching), colours)
+    drawn = [("Hungarian matching (last layer)" if layer is None else f"decoder layer {layer}",
+              lambda scale, layer=layer: draw_panel(matching, layer, scale, colours))
+             for layer in panels]
+    view = matching.denoising
+    if view is not None and view.queries:
+        drawn.insert(1, (panel_title(view, dn_groups), lambda scale: draw_denoising_panel(
+            matching, view, dn_groups, scale, colours)))
+    return panel_grid(matching.pad_shape, drawn, legend_entries(matching), colours)

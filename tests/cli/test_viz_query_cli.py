@@ -53,14 +53,15 @@ def test_stand_in_matching_json(tiny, tmp_path):
                  "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert sorted(data) == ["assigner", "flip", "groups", "gts", "image", "img_shape",
-                            "input_shape", "match_costs", "picture", "picture_shape", "queries",
-                            "scale_factor", "unmatched_gts"]
+    assert sorted(data) == ["assigner", "denoising", "flip", "groups", "gts", "image",
+                            "img_shape", "input_shape", "match_costs", "picture",
+                            "picture_shape", "queries", "scale_factor", "unmatched_gts"]
     assert data["assigner"] == "HungarianAssigner" and data["match_costs"] == COSTS
     queries = data["queries"]
     assert (queries["source"], queries["num_queries"], queries["num_layers"]) == ("stand_in", 20, 1)
     assert queries["text"].startswith("stand-in queries (no --checkpoint): 20 boxes")
     assert data["input_shape"] == [192, 256] and data["groups"] == [] and data["unmatched_gts"] == []
+    assert data["denoising"] is None  # DETR has no denoising queries
     gts = data["gts"]
     assert [(g["class"], g["box"]) for g in gts] == [("square", GT_A[0]), ("circle", GT_A[1])]
     for g in gts:

@@ -158,9 +158,11 @@ class CdnQueryGenerator(nn.Module):
         return gen
 
     def draw_noise(self, num_images: int, num_groups: int, num_slots: int,
-                   device: torch.device | str) -> CdnNoise:
-        """Fresh draws for N images, P groups and G slots from :meth:`generator`."""
-        gen = self.generator(torch.device(device))
+                   device: torch.device | str,
+                   generator: torch.Generator | None = None) -> CdnNoise:
+        """Fresh draws for N images, P groups and G slots from ``generator`` (default:
+        :meth:`generator`; ``det viz assign`` passes one seeded with its ``--seed``)."""
+        gen = generator if generator is not None else self.generator(torch.device(device))
         copies = (num_images, 2 * num_groups, num_slots)
         return CdnNoise(
             label_draw=torch.rand(copies, generator=gen, device=device),
@@ -176,30 +178,38 @@ class CdnQueryGenerator(nn.Module):
         draws to use (default: fresh ones)."""
         num_images, num_slots = gt_labels.shape
         meta = DenoisingMeta(self.num_groups(num_slots), num_slots)
-        copies = 2 * meta.num_groups
         if noise is None:
             noise = self.draw_noise(num_images, meta.num_groups, num_slots, gt_boxes.device)
         valid = (gt_labels >= 0)[:, None, :]  # (N, 1, G)
-
-        labels = gt_labels.clamp(min=0)[:, None, :].expand(-1, copies, -1)  # (N, 2P, G)
-        replace = noise.label_draw < self.label_noise_scale * 0.5
-        noisy_labels = torch.where(replace, noise.new_labels, labels)
-        label_query = self.label_embedding(noisy_labels)  # (N, 2P, G, E)
+        label_query = self.label_embedding(self.noisy_labels(gt_labels, noise))  # (N,2P,G,E)
         label_query = torch.where(valid[..., None], label_query, 0.0)
-
-        factors = img_shapes.flip(-1).repeat(1, 2).to(gt_boxes)[:, None, None, :]  # (N,1,1,4)
-        gt_norm = gt_boxes[:, None] / factors  # (N, 1, G, 4) normalised (x1, y1, x2, y2)
-        size = gt_norm[..., 2:] - gt_norm[..., :2]  # (N, 1, G, 2) (w, h)
-        negative = (torch.arange(copies, device=gt_boxes.device) % 2).to(gt_boxes)  # (2P,)
-        part = (noise.box_part + negative[None, :, None, None]) * noise.box_sign
-        noisy = gt_norm + part * size.repeat(1, 1, 1, 2) * self.box_noise_scale / 2
-        noisy = xyxy_to_cxcywh(noisy.clamp(min=0.0, max=1.0))  # (N, 2P, G, 4)
+        noisy = xyxy_to_cxcywh(self.noisy_boxes(gt_boxes, img_shapes, noise))  # (N, 2P, G, 4)
         bbox_query = torch.where(valid[..., None], inverse_sigmoid(noisy, DN_BOX_EPS), 0.0)
 
         return DenoisingQueries(
             label_query=label_query.reshape(num_images, meta.num_queries, self.embed_dims),
             bbox_query=bbox_query.reshape(num_images, meta.num_queries, 4),
             attn_mask=self.attention_mask(meta, gt_boxes.device), meta=meta)
+
+    def noisy_labels(self, gt_labels: Tensor, noise: CdnNoise) -> Tensor:
+        """GT labels (N, G) -> each copy's label (N, 2P, G): the GT's, or its replacement
+        where the draw is below ``label_noise_scale / 2`` (padding slots read as class 0)."""
+        copies = noise.label_draw.shape[1]
+        labels = gt_labels.clamp(min=0)[:, None, :].expand(-1, copies, -1)  # (N, 2P, G)
+        replace = noise.label_draw < self.label_noise_scale * 0.5
+        return torch.where(replace, noise.new_labels, labels)
+
+    def noisy_boxes(self, gt_boxes: Tensor, img_shapes: Tensor, noise: CdnNoise) -> Tensor:
+        """GT boxes (N, G, 4) in pixels, image shapes (N, 2) -> each copy's box (N, 2P, G, 4),
+        normalised (x1, y1, x2, y2) clamped to [0, 1] (module docstring, "Boxes")."""
+        copies = noise.box_part.shape[1]
+        factors = img_shapes.flip(-1).repeat(1, 2).to(gt_boxes)[:, None, None, :]  # (N,1,1,4)
+        gt_norm = gt_boxes[:, None] / factors  # (N, 1, G, 4) normalised (x1, y1, x2, y2)
+        size = gt_norm[..., 2:] - gt_norm[..., :2]  # (N, 1, G, 2) (w, h)
+        negative = (torch.arange(copies, device=gt_boxes.device) % 2).to(gt_boxes)  # (2P,)
+        part = (noise.box_part + negative[None, :, None, None]) * noise.box_sign
+        noisy = gt_norm + part * size.repeat(1, 1, 1, 2) * self.box_noise_scale / 2
+        return noisy.clamp(min=0.0, max=1.0)
 
     def attention_mask(self, meta: DenoisingMeta, device: torch.device | str) -> Tensor:
         """(D + Q, D + Q) bool, True where query (row) may not attend to query (column)."""

@@ -1,0 +1,107 @@
+"""`det viz assign` on DINO through typer's CliRunner: its denoising queries per GT (the
+layout of dino_tiny_synth's 10 groups for two GT boxes), the attention-mask counts, the
+seeded, reproducible JSON, the --dn-groups table and picture, and --dn-groups elsewhere."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import pytest
+from typer.testing import CliRunner
+
+from detcli.cli.viz import app
+from tests.analysis.tiny_data import make_tiny
+
+GT_A = [[20.0, 40.0, 80.0, 100.0], [120.0, 20.0, 200.0, 160.0]]  # a.png's, in the input
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dino")
+    data = make_tiny(root)
+    config = root / "dino_tiny_data.toml"
+    config.write_text(data.config.read_text().replace("retinanet_tiny_synth.toml",
+                                                      "dino_tiny_synth.toml"))
+    data.config = config
+    return data
+
+
+def test_denoising_json_layout_mask_and_picture(tiny, tmp_path):
+    out = tmp_path / "dn.png"
+    args = ("assign", tiny.image_a, "-c", tiny.config, "--ann", tiny.ann_file, "--out", out,
+            "--json")
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    dn = data["denoising"]
+    # num_dn_queries 20, G = 2: P = 10 groups of 2G = 4 queries, D = 40, before Q = 30
+    assert (dn["num_groups"], dn["num_gts"], dn["num_queries"], dn["num_matching_queries"]) \
+        == (10, 2, 40, 30)
+    gts = dn["gts"]
+    # group p holds 4p (GT0 +), 4p + 1 (GT1 +), 4p + 2 (GT0 -), 4p + 3 (GT1 -)
+    for g, gt in enumerate(gts):
+        assert gt["positive"] == list(range(g, 40, 4))
+        assert gt["negative"] == list(range(2 + g, 40, 4))
+    assert dn["predictions"]["source"] == "stand_in"
+    assert dn["predictions"]["text"].startswith("stand-in denoising predictions (no --checkpoint)")
+    # 70 x 70: own groups 10 x 4 x 4 = 160, denoising -> matching 40 x 30, matching 30 x 30
+    assert dn["attention_mask"] == {"size": 70, "masked": 4900 - 160 - 1200 - 900,
+                                    "matching_sees_denoising": 0,
+                                    "denoising_sees_other_groups": 0,
+                                    "denoising_sees_own_group": 160,
+                                    "denoising_sees_matching": 1200,
+                                    "matching_sees_matching": 900}
+    for g, gt in enumerate(gts):
+        assert [q["group"] for q in gt["queries"]] == [p for p in range(10) for _ in (0, 1)]
+        for q in gt["queries"]:
+            assert sorted(q) == ["box", "group", "index", "iou", "label", "label_flipped",
+                                 "noise", "pred_box", "pred_iou", "pred_score", "role"]
+            assert q["role"] == ("positive" if q["index"] in gt["positive"] else "negative")
+            assert (0.5 <= q["noise"] < 1) if q["role"] == "negative" else (q["noise"] < 0.5)
+            assert q["label_flipped"] == (q["label"] != data["gts"][g]["label"])
+    assert [g["box"] for g in data["gts"]] == GT_A
+    # the noise is seeded: the same run gives the same JSON
+    again = json.loads(run(*args).stdout)
+    assert again["denoising"] == dn
+    # two panels (matching, denoising) of 256 x 192 side by side
+    picture = cv2.imread(str(out))
+    assert list(picture.shape[:2]) == data["picture_shape"]
+    assert picture.shape[1] == 2 * (256 + 4) + 4
+
+
+def test_denoising_table_of_one_group(tiny, tmp_path):
+    result = run("assign", tiny.image_a, "-c", tiny.config, "--ann", tiny.ann_file,
+                 "--out", tmp_path / "dn.png", "--dn-groups", "1")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    start = lines.index("\t".join(["gt", "group", "role", "query", "noise", "iou", "label",
+                                   "label_flipped", "pred_iou", "pred_score"]))
+    rows = [line.split("\t") for line in lines[start + 1:start + 5]]
+    # group 0: dn0 GT0 +, dn2 GT0 -, dn1 GT1 +, dn3 GT1 -
+    assert [r[:4] for r in rows] == [["0", "0", "positive", "dn0"], ["0", "0", "negative", "dn2"],
+                                     ["1", "0", "positive", "dn1"], ["1", "0", "negative", "dn3"]]
+    assert all(r[-1] == "-" for r in rows)  # no score without a checkpoint
+    assert "\t" not in lines[start + 5]
+    assert "in group p, query p*4+j is GT j's positive copy, p*4+2+j its negative" in result.stdout
+    assert "stand-in denoising predictions (no --checkpoint)" in result.stdout
+    assert "1 of 10 groups drawn and tabulated" in result.stdout
+
+
+def test_dn_groups_without_denoising_exits_1(tiny, tmp_path):
+    detr = tiny.root / "detr_tiny_data.toml"
+    detr.write_text(tiny.config.read_text().replace("dino_tiny_synth.toml", "detr_tiny_synth.toml"))
+    dense = tiny.root / "retina.toml"
+    dense.write_text(tiny.config.read_text().replace("dino_tiny_synth.toml",
+                                                     "retinanet_tiny_synth.toml"))
+    for config, message in ((detr, "DETR has no denoising queries; --dn-groups applies to DINO"),
+                            (dense, "which has no denoising queries; --dn-groups applies to DINO")):
+        result = run("assign", tiny.image_a, "-c", config, "--box", "1,2,30,40", "--dn-groups",
+                     "2", "--out", tmp_path / "x.png")
+        assert result.exit_code == 1, result.output
+        assert message in " ".join(result.output.split())
+        assert not (tmp_path / "x.png").exists()
