@@ -39,12 +39,15 @@ from detcli.cli.common import (
     print_json,
     shown_default,
 )
+from detcli.cli.viz_attention import ATTENTION_EXAMPLES, attention
 
 if TYPE_CHECKING:
     from detcli.analysis.assign_view import OriginalGT
     from detcli.config.root import DetConfig
 
-app = typer.Typer(cls=DetGroup, help="Draw assignments and dataset samples.", no_args_is_help=True)
+app = typer.Typer(cls=DetGroup, help="Draw assignments, deformable attention and dataset samples.",
+                  no_args_is_help=True)
+app.command("attention", cls=DetCommand, epilog=ATTENTION_EXAMPLES)(attention)  # viz_attention.py
 
 
 class Split(str, Enum):
