@@ -130,7 +130,9 @@ def assign_queries(cfg: Any, image: Path, gt: Any, *, out: Optional[Path], layer
         console.print(_table(matching))
     else:
         sys.stdout.write(_plain_table(matching) + "\n")  # tab-separated: rich would expand tabs
-    if matching.denoising is not None:
-        print_denoising(matching, groups)
-    for line in _summary(matching, out, shape, layers):
+    *lines, wrote = _summary(matching, out, shape, layers)
+    for line in lines:
         console.print(line, highlight=False)
+    if matching.denoising is not None:  # DINO: after the matching, before "wrote ..."
+        print_denoising(matching, groups)
+    console.print(wrote, highlight=False)
