@@ -14,6 +14,10 @@ Opsets: torch writes opset 18 natively (its ONNX function library); 17 is reache
 version converter, and newer ones up to 23 (the newest torch 2.14 names) by upgrading. A
 conversion the converter cannot do leaves the file at 18 with only a warning, so the written
 opset is checked and a difference is an error.
+
+Deformable convs (DCN/DCNv2 in a backbone or head) are traced through
+:func:`detcli.models.dcn.deform_conv2d_portable` (``GridSample`` + ``MatMul``, every opset and
+runtime), switched on for the export only by :func:`~detcli.models.dcn.portable_deform_convs`.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from detcli.export.nms_op import translation_table
 from detcli.export.runtime import EXPORT_PACKAGES, require
 from detcli.export.query_graph import QueryExportWrapper, is_query_based
 from detcli.export.two_stage_graph import TwoStageExportWrapper, is_two_stage
+from detcli.models.dcn import portable_deform_convs
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +193,12 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, input_size: tuple[
     input_names = [INPUT_NAME, SIZES_NAME][: len(args)]
     started = time.perf_counter()
     try:
-        with quiet_exporter(), torch.no_grad():
+        # torchvision's deform_conv2d would become ONNX DeformConv (opset 19 and newer, not in
+        # every runtime): every deformable conv is traced through its portable kernel (dcn.py)
+        with quiet_exporter(), torch.no_grad(), portable_deform_convs(wrapper) as num_dcn:
+            if num_dcn:
+                log.info("exporting %d deformable convs with the portable kernel "
+                         "(GridSample + MatMul)", num_dcn)
             program = torch.onnx.export(
                 wrapper, args, dynamo=True, input_names=input_names,
                 output_names=list(wrapper.output_names), dynamic_shapes=dynamic_shapes(options),

@@ -20,15 +20,23 @@ weight starts as MMCV's: uniform in ``+-1 / sqrt(C_in k_h k_w)`` for DCNv2, Kaim
 (fan_in, ReLU gain) for DCN. Parameter names are MMCV's
 (``weight``, ``bias``, ``conv_offset.weight``, ``conv_offset.bias``), so a pack replacing a
 ResNet's ``conv2`` loads the ImageNet ``conv2.weight`` and MMDetection checkpoints load as is.
+
+Two kernels compute the same thing. ``torchvision.ops.deform_conv2d`` (a pack's default, CPU and
+CUDA) has no ONNX translation, so :func:`deform_conv2d_portable` writes it with ops ONNX has
+(one ``GridSample`` for every tap of every deform group, a mask product, a ``MatMul`` with the
+weight); the ONNX export switches every pack to it with :func:`portable_deform_convs`
+(``tests/models/test_dcn_portable.py`` holds the two kernels equal).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Literal
+from typing import Callable, Iterator, Literal
 
 import torch
 from pydantic import Field
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 from torchvision.ops import deform_conv2d
@@ -49,13 +57,71 @@ class DCNConfig(Schema):
     fallback_on_stride: bool = False
 
 
+def deform_conv2d_portable(x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None = None,
+                           stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0),
+                           dilation: tuple[int, int] = (1, 1),
+                           mask: Tensor | None = None) -> Tensor:
+    """``torchvision.ops.deform_conv2d`` (same arguments, same result) in plain tensor ops that
+    ONNX has, for the export.
+
+    x (N, C_in, H, W), offset (N, 2 G K, H', W'), mask (N, G K, H', W') or None, weight
+    (C_out, C_in / groups, k_h, k_w): the conv ``groups`` are C_in over the weight's second
+    dim, G is the offset's channels over 2 K. Tap (a, b) of output pixel (i, j) reads the input
+    at ``y = i s_h - p_h + a d_h + dy``, ``x = j s_w - p_w + b d_w + dx``: ``grid_sample``
+    (bilinear, zeros outside, ``align_corners=False``, so pixel centre x sits at
+    ``(2 x + 1) / W - 1`` for every W, 1 included) reads all K taps of a deform group at once,
+    a neighbour outside the image counting as 0 and a point at or beyond one pixel outside
+    reading 0, as torchvision's kernel. The reads times the mask are the columns of an im2col
+    conv: one matmul per conv group with the weight, plus the bias.
+    """
+    n, c_in, h, w = x.shape
+    c_out, c_per_group, k_h, k_w = weight.shape
+    groups = c_in // c_per_group
+    taps = k_h * k_w
+    h_out, w_out = offset.shape[-2:]
+    deform_groups = offset.shape[1] // (2 * taps)
+    # every tap's position before its offset, in input pixels
+    rows = torch.arange(h_out, device=x.device, dtype=x.dtype) * stride[0] - padding[0]  # (H',)
+    cols = torch.arange(w_out, device=x.device, dtype=x.dtype) * stride[1] - padding[1]  # (W',)
+    tap_y = (torch.arange(k_h, device=x.device, dtype=x.dtype) * dilation[0]).repeat_interleave(
+        k_w)  # (K,): a d_h for tap k = a k_w + b
+    tap_x = (torch.arange(k_w, device=x.device, dtype=x.dtype) * dilation[1]).repeat(k_h)  # (K,)
+    offset = offset.reshape(n, deform_groups, taps, 2, h_out, w_out)  # dy, dx per group and tap
+    y = tap_y[:, None, None] + rows[None, :, None] + offset[:, :, :, 0]  # (N, G, K, H', W')
+    x_pos = tap_x[:, None, None] + cols[None, None, :] + offset[:, :, :, 1]  # (N, G, K, H', W')
+    # pixel -> grid_sample's [-1, 1] (align_corners=False): x -> (2 x + 1) / W - 1
+    grid = torch.stack(((2 * x_pos + 1) / w - 1, (2 * y + 1) / h - 1), dim=-1)
+    grid = grid.reshape(n * deform_groups, taps * h_out, w_out, 2)  # the K taps stacked in rows
+    image = x.reshape(n * deform_groups, c_in // deform_groups, h, w)  # (N G, C_in / G, H, W)
+    sampled = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros",
+                            align_corners=False)  # (N G, C_in / G, K H', W')
+    if mask is not None:
+        sampled = sampled * mask.reshape(n * deform_groups, 1, taps * h_out, w_out)
+    # im2col columns: channel-major, tap-minor, as the weight's (C_in / groups, k_h, k_w)
+    columns = sampled.reshape(n, groups, c_per_group * taps, h_out * w_out)
+    out = torch.matmul(weight.reshape(groups, c_out // groups, c_per_group * taps),
+                       columns)  # (N, groups, C_out / groups, H' W')
+    out = out.reshape(n, c_out, h_out, w_out)
+    return out if bias is None else out + bias[None, :, None, None]
+
+
+DeformKernel = Literal["torchvision", "portable"]
+KERNELS: dict[str, Callable[..., Tensor]] = {
+    "torchvision": deform_conv2d,
+    "portable": deform_conv2d_portable,
+}
+
+
 class DeformConv2dPack(nn.Module):
     """A deformable conv whose offsets come from ``conv_offset`` (DCN v1, no mask).
 
     (N, C_in, H, W) -> (N, C_out, H', W'), H' and W' as an ``nn.Conv2d`` with the same settings.
+    ``kernel`` says which function computes it (module docstring): ``"torchvision"``, or
+    ``"portable"`` inside :func:`portable_deform_convs`.
     """
 
     modulated = False
+    kernel: DeformKernel = "torchvision"
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  *, stride: int = 1, padding: int = 0, dilation: int = 1, groups: int = 1,
@@ -106,7 +172,7 @@ class DeformConv2dPack(nn.Module):
         # deform_conv2d computes in the input's dtype; under autocast the offset conv may not
         offset = offset.to(x.dtype)
         mask = None if mask is None else mask.to(x.dtype)
-        return deform_conv2d(x, offset, self.weight.to(x.dtype),
+        return KERNELS[self.kernel](x, offset, self.weight.to(x.dtype),
                              None if self.bias is None else self.bias.to(x.dtype),
                              stride=self.stride, padding=self.padding, dilation=self.dilation,
                              mask=mask)  # (N, C_out, H', W')
@@ -146,3 +212,19 @@ def build_dcn(cfg: DCNConfig, in_channels: int, out_channels: int, kernel_size: 
     return DCN_LAYERS[cfg.type](in_channels, out_channels, kernel_size, stride=stride,
                                 padding=padding, dilation=dilation, groups=groups,
                                 deform_groups=cfg.deform_groups, bias=bias)
+
+
+@contextlib.contextmanager
+def portable_deform_convs(model: nn.Module) -> Iterator[int]:
+    """Within the block, every deformable conv of ``model`` runs :func:`deform_conv2d_portable`
+    (what an ONNX graph can hold); afterwards each runs the kernel it ran before. Yields how
+    many it switched."""
+    packs = [m for m in model.modules() if isinstance(m, DeformConv2dPack)]
+    before = [p.kernel for p in packs]
+    for pack in packs:
+        pack.kernel = "portable"
+    try:
+        yield len(packs)
+    finally:
+        for pack, kernel in zip(packs, before):
+            pack.kernel = kernel
