@@ -7,10 +7,15 @@ from __future__ import annotations
 import json
 
 import cv2
+import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from detcli.cli.viz import app
+from detcli.config.loader import load_config
+from detcli.engine.checkpoint import save_checkpoint
+from detcli.models.build import build_detector
 from tests.analysis.tiny_data import make_tiny
 
 GT_A = [[20.0, 40.0, 80.0, 100.0], [120.0, 20.0, 200.0, 160.0]]  # a.png's, in the input
@@ -90,6 +95,32 @@ def test_denoising_table_of_one_group(tiny, tmp_path):
     assert "in group p, query p*4+j is GT j's positive copy, p*4+2+j its negative" in result.stdout
     assert "stand-in denoising predictions (no --checkpoint)" in result.stdout
     assert "1 of 10 groups drawn and tabulated" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny):
+    torch.manual_seed(0)
+    model = build_detector(load_config(tiny.config).cfg.model)
+    return save_checkpoint(tiny.root / "dino.pth", model,
+                           meta={"classes": ["square", "circle", "triangle"]}, rng=False)
+
+
+def test_checkpoint_denoising_predictions(tiny, checkpoint, tmp_path):
+    """An untrained DINO: its box branches end in zeros, so each denoising query predicts its
+    own noised reference box; the noise is the stand-in run's (same --seed). b.png: one GT,
+    20 groups."""
+    args = ("assign", tiny.image_b, "-c", tiny.config, "--ann", tiny.ann_file, "--json")
+    result = run(*args, "--checkpoint", checkpoint, "--out", tmp_path / "ck.png")
+    assert result.exit_code == 0, result.output
+    dn = json.loads(result.stdout)["denoising"]
+    assert (dn["predictions"]["source"], dn["num_groups"], dn["num_queries"]) == ("checkpoint", 20, 40)
+    assert dn["predictions"]["text"].startswith(f"denoising predictions of {checkpoint}")
+    stand_in = json.loads(run(*args, "--out", tmp_path / "si.png").stdout)["denoising"]
+    for gt, other in zip(dn["gts"], stand_in["gts"]):
+        assert [q["box"] for q in gt["queries"]] == [q["box"] for q in other["queries"]]
+        for q in gt["queries"]:
+            assert np.allclose(q["pred_box"], q["box"], atol=1e-2)
+            assert 0 < q["pred_score"] < 1
 
 
 def test_dn_groups_without_denoising_exits_1(tiny, tmp_path):
