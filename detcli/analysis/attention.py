@@ -295,10 +295,12 @@ class AttentionView:
 
 def _model(cfg: Any, checkpoint: Optional[str | Path], seed: int,
            class_names: Sequence[str]) -> QueryDetector:
-    """The checkpoint's model, or the seeded stand-in (step 3), in eval mode."""
-    if checkpoint is None:
-        torch.manual_seed(seed)
-    model = build_detector(cfg.model)
+    """The checkpoint's model, or the seeded stand-in (step 3), in eval mode; the caller's
+    random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        if checkpoint is None:
+            torch.manual_seed(seed)
+        model = build_detector(cfg.model)
     if not isinstance(model, QueryDetector):
         raise DetError(f"{type(model).__name__} is not a query-based detector (QueryDetector)")
     if checkpoint is not None:
