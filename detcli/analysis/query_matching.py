@@ -124,7 +124,8 @@ class GTMatch:
 
 @dataclass
 class QueryGroup:
-    """Queries tied to GT boxes besides the matched ones (DINO's denoising groups): P boxes
+    """Queries tied to GT boxes besides the matched ones, from a caller's ``group_source``
+    (DINO's denoising queries have their own :class:`DenoisingView`): P boxes
     and the GT each belongs to (-1: none)."""
 
     name: str

@@ -101,8 +101,8 @@ def test_the_stand_in_is_seeded_and_stays_in_the_image():
 
 
 def test_a_group_source_adds_query_groups_to_the_report_and_the_picture(tmp_path):
-    """What DINO's denoising queries will use: a group per GT, here each GT's top-left quarter,
-    reported with its GT and drawn as dots in the GT's colour."""
+    """A caller's extra query groups (group_source): a group per GT, here each GT's top-left
+    quarter, reported with its GT and drawn as dots in the GT's colour."""
     from detcli.analysis.assign_view import OriginalGT
     from detcli.analysis.query_matching import QueryGroup, visualize_query_matching
     from detcli.config.loader import load_config

@@ -113,7 +113,8 @@ def test_checkpoint_denoising_predictions(tiny, checkpoint, tmp_path):
     result = run(*args, "--checkpoint", checkpoint, "--out", tmp_path / "ck.png")
     assert result.exit_code == 0, result.output
     dn = json.loads(result.stdout)["denoising"]
-    assert (dn["predictions"]["source"], dn["num_groups"], dn["num_queries"]) == ("checkpoint", 20, 40)
+    assert (dn["predictions"]["source"], dn["num_groups"], dn["num_queries"]) == \
+        ("checkpoint", 20, 40)
     assert dn["predictions"]["text"].startswith(f"denoising predictions of {checkpoint}")
     stand_in = json.loads(run(*args, "--out", tmp_path / "si.png").stdout)["denoising"]
     for gt, other in zip(dn["gts"], stand_in["gts"]):
