@@ -64,6 +64,8 @@ from detcli.models.transformer.deformable_layers import (
 )
 from detcli.ops.boxes import cxcywh_to_xyxy
 from detcli.registry import DETECTORS
+from detcli.structures.batch import ImageBatch
+from detcli.structures.queries import QueryOutputs
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +317,18 @@ def _class_scores(cfg: Any, logits: Tensor) -> Tensor:
     return logits.softmax(-1)[:, :-1]
 
 
+def run_recorded(model: QueryDetector, attn: MultiScaleDeformableAttention,
+                 images: ImageBatch) -> tuple[SamplingRecord, QueryOutputs]:
+    """One forward pass of ``model`` on ``images`` with a recorder on ``attn`` (step 4): its
+    record and the model's outputs (J, N, Q, ...)."""
+    with SamplingRecorder(attn) as recorder, torch.no_grad():
+        outputs = model.query_outputs(images.tensor, images.img_shapes)
+    if len(recorder.records) != 1:
+        raise DetError(f"the recorded cross-attention ran {len(recorder.records)} times in one "
+                       "forward pass; expected once")
+    return recorder.records[0], outputs
+
+
 def visualize_attention(cfg: Any, image: Path, *, config_name: str = "the config",
                         checkpoint: Optional[str | Path] = None,
                         queries: Optional[Sequence[int]] = None, top: int = DEFAULT_TOP,
@@ -351,12 +365,7 @@ def visualize_attention(cfg: Any, image: Path, *, config_name: str = "the config
     images = network_input(replace(view, scale_factor=view.scale_factor.tolist()),
                            pipeline).to(target)
     attn = decoder_layers(model)[layer].cross_attn
-    with SamplingRecorder(attn) as recorder, torch.no_grad():
-        outputs = model.query_outputs(images.tensor, images.img_shapes)
-    if len(recorder.records) != 1:
-        raise DetError(f"decoder layer {layer}'s cross-attention ran {len(recorder.records)} "
-                       "times in one forward pass; expected once")
-    record = recorder.records[0]
+    record, outputs = run_recorded(model, attn, images)
     scores, labels = _class_scores(cfg, outputs.cls_logits[-1, 0].float().cpu()).max(-1)  # (Q,)
     chosen = select_queries(scores, queries, top)
     box_layer = layer if outputs.boxes.shape[0] == num_layers else -1

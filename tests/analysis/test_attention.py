@@ -114,7 +114,8 @@ def test_the_record_is_what_the_forward_pass_sampled_and_changes_nothing():
             recorded = attn(query, value, **args)
         assert torch.equal(plain, recorded)
         record = recorder.records[0]
-        assert record.locations.shape == (2, 5, 2, 2, 3, 2) and record.weights.shape == (2, 5, 2, 2, 3)
+        assert record.locations.shape == (2, 5, 2, 2, 3, 2)  # (N, Q, M, L, P, 2)
+        assert record.weights.shape == (2, 5, 2, 2, 3)
         values = attn.value_proj(value).view(2, 40, 2, 4)  # (N, S, M, Dh)
         again = attn.output_proj(multi_scale_deformable_attn(values, SHAPES, record.locations,
                                                              record.weights)) + query
@@ -140,12 +141,14 @@ def test_dino_stand_in_samples_mmcvs_initial_pattern_in_its_reference_boxes(tiny
     view = visualize_attention(cfg, tiny.image_a, top=2)
     assert (view.source, view.layer, view.num_layers, view.reference_kind) == \
         ("stand_in", 1, 2, "box")
-    assert view.pad_shape == (192, 256) and view.spatial_shapes == ((24, 32), (12, 16), (6, 8), (3, 4))
+    assert view.pad_shape == (192, 256)
+    assert view.spatial_shapes == ((24, 32), (12, 16), (6, 8), (3, 4))
     assert view.selection == "top 2 by score" and view.source_text.startswith("stand-in model")
     scores = [q.score for q in view.queries]
     assert scores == sorted(scores, reverse=True) and len(scores) == 2
     for row in view.queries:
-        assert row.points.shape == (4, 4, 4, 2) and row.class_name in ("square", "circle", "triangle")
+        assert row.points.shape == (4, 4, 4, 2)  # (M, L, P, 2)
+        assert row.class_name in ("square", "circle", "triangle")
         np.testing.assert_allclose(row.weights, 1 / 16, atol=1e-6)  # uniform: 1 / (L x P)
         half = (row.reference_box[:, 2:] - row.reference_box[:, :2]) / 2  # (L, 2)
         # head 0 points along +x: point p at (p + 1) / 4 of the half width, on every level
