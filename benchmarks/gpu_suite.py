@@ -1,35 +1,50 @@
-"""The GPU benchmark: every family, det against torchvision's matching model, one table + JSON.
+"""The GPU benchmark: every family, det against torchvision's nearest model, one table + JSON.
 
     python benchmarks/gpu_suite.py [--out gpu_suite.json] [--iters 20] [--warmup 5]
-        [--families retinanet fcos atss faster_rcnn] [--compile] [--no-tv-frozen]
-    python benchmarks/gpu_suite.py --smoke     # any machine: 2 images of 128 x 160, 2 iterations
+        [--families retinanet fcos atss faster_rcnn mask_rcnn cascade_rcnn rtmdet detr
+                    deformable_detr dino] [--backbones mobilenet_v3_large swin_t]
+        [--compile] [--no-tv-frozen]
+    python benchmarks/gpu_suite.py --smoke     # any machine: tiny models, 2 images of 128 x 160
+    benchmarks/h200.sh                          # a lent H200, one command (benchmarks/README.md)
 
 ``--smoke`` measures nothing worth keeping: it runs every code path once or twice so CI keeps
-the suite working (on the CPU: float32, NCHW, one thread, no warm-up; about a minute on two
-busy cores).
+the suite working: det's ``*_tiny_synth`` preset of each family against torchvision's same
+classes of model on a ResNet-18 with FPN 64 (``suite_peers.py``), 2 iterations, and the
+backbones on one 64 x 64 image; on the CPU float32, NCHW, one thread, no warm-up (about 25 s
+of CPU time; the wall time grows with the machine's load).
 
 On CUDA (the default run; without CUDA it stops and says so): N = 8 images of 800 x 1216,
 bf16 autocast, channels_last weights and inputs for both models, random init, both models in
-one process, timed in alternation after ``--warmup`` untimed runs of each. Pairs:
+one process, timed in alternation after ``--warmup`` untimed runs of each. The families are
+data (``suite_families.FAMILIES``: det's preset, torchvision's peer, the floor):
 
 * RetinaNet (``retinanet_r50``) vs ``retinanet_resnet50_fpn``;
 * FCOS (``fcos_r50``) vs ``fcos_resnet50_fpn``;
 * ATSS (``atss_r50``) vs ``retinanet_resnet50_fpn``: torchvision has no ATSS; its RetinaNet is
   the nearest (same trunk, anchor head), so this ratio is against a different detector
   (9 anchors per location and no centerness there, 1 anchor and a centerness branch here);
-* Faster R-CNN (``faster_rcnn_r50``) vs ``fasterrcnn_resnet50_fpn``, with the loads matched as
-  ``faster_rcnn_speed.py`` matches them (same last layers, SGD at lr 0).
+* Faster R-CNN (``faster_rcnn_r50``) vs ``fasterrcnn_resnet50_fpn``, Mask R-CNN
+  (``mask_rcnn_r50``) vs ``maskrcnn_resnet50_fpn`` (box-filled GT masks), Cascade R-CNN
+  (``cascade_rcnn_r50``) vs ``fasterrcnn_resnet50_fpn`` (the nearest: torchvision has no
+  cascade; the ratio prices the two extra stages), each with the loads matched as
+  ``faster_rcnn_speed.py`` matches them (the same last layers in every box stage, SGD at lr 0);
+* RTMDet (``rtmdet_l``), DETR (``detr_r50``), Deformable DETR (``deformable_detr_r50``) and
+  DINO (``dino_4scale_r50``): torchvision has none of them; det's numbers and its own floor
+  only (ratios "-", JSON null).
 
-The models, inputs and timing loop are the harness's (``retinanet_speed.py``, whose builders
-``fcos_speed.py`` and ``faster_rcnn_speed.py`` reuse); ``--tv-frozen`` (on by default here)
-builds torchvision's with FrozenBatchNorm2d and 3 trainable stages, the work our presets do
-(they freeze the stem and ``layer1``). Per family and model:
+``--tv-frozen`` (on by default here) builds torchvision's with FrozenBatchNorm2d and 3
+trainable stages, the work our presets do (they freeze the stem and ``layer1``). Per family
+and model:
 
 * train: forward + loss + backward + SGD step, img/s = N / median step time;
-* infer: ``predict`` (decode, NMS) / torchvision's eval forward;
-* bare train / bare infer: the network alone -- backbone + neck + the dense head's (or the
-  RPN head's) convolutions, the floor -- with ``sum of output means`` as the loss;
-* outside: the share of a step spent outside the network, 1 - bare time / full time;
+* infer: ``predict_batch`` (decode, NMS or top-k) / torchvision's eval forward;
+* bare train / bare infer: the network alone, the floor, with ``sum of output means`` as the
+  loss; ``suite_families.py`` says exactly what each kind's floor runs (dense: backbone, neck,
+  head convolutions; two-stage: also RoIAlign and the box and mask heads on fixed RoIs, as
+  many as a real step classifies; DETR-like: backbone, neck, encoder, decoder and head
+  branches, without DINO's denoising queries, matching, losses and top-k);
+* outside: the share of a step spent outside the network, 1 - bare time / full time (the
+  key number: the project's target is under 10 %);
 * peak: the most memory allocated during one more train (infer) run above what was allocated
   before it (weights, optimizer state, inputs), MiB; CUDA only.
 
@@ -45,8 +60,10 @@ trunk of the same architecture (random init, the same input): MobileNetV3-Large 
 depth 0.2 for Swin as torchvision's; train (forward, the sum of output means, backward, SGD
 step) and infer img/s, their ratio, and the peak memory.
 
-``--compile`` compiles det's network (``runtime.compile``, as ``det train --compile``) before
-timing; compilation happens in the warm-up runs and is not timed.
+The JSON is rewritten after every family and backbone (``"complete": false`` until the end), so
+a run stopped by a time limit keeps what it measured. ``--compile`` compiles det's network
+(``runtime.compile``, as ``det train --compile``) before timing; compilation happens in the
+warm-up runs and is not timed.
 """
 
 from __future__ import annotations
@@ -63,6 +80,7 @@ from typing import Any, Callable
 
 import torch
 import torchvision
+from torch import nn
 from torch.utils._pytree import tree_leaves
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,26 +88,23 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import detcli  # noqa: E402
-import faster_rcnn_speed  # noqa: E402  (the shared harness and the per-family builders)
-import fcos_speed  # noqa: E402
-import retinanet_speed as harness  # noqa: E402
+import faster_rcnn_speed  # noqa: E402  (still_sgd: the two-stage loads stay put)
+import retinanet_speed as harness  # noqa: E402  (the shared timing loop)
+import suite_families  # noqa: E402  (the families, as data)
 from detcli.engine.runtime import compile_network, uses_channels_last  # noqa: E402
 from detcli.models import backbones as _backbones  # noqa: E402,F401  (registers them)
 from detcli.registry import BACKBONES as BACKBONE_REGISTRY  # noqa: E402
 from detcli.task.assigners import ATSSAssigner, MaxIoUAssigner  # noqa: E402
 from detcli.task.assigners.fcos_rule import fcos_targets, per_point  # noqa: E402
+from suite_families import FAMILIES, Family  # noqa: E402
 
-FAMILIES = ("retinanet", "fcos", "atss", "faster_rcnn")
-PEERS = {"retinanet": "retinanet_resnet50_fpn", "fcos": "fcos_resnet50_fpn",
-         "atss": "retinanet_resnet50_fpn (no ATSS in torchvision)",
-         "faster_rcnn": "fasterrcnn_resnet50_fpn"}
 # backbone checks: name -> (det's backbone config, torchvision's model whose .features match)
 BACKBONES = {
     "mobilenet_v3_large": ({"type": "MobileNetV3", "arch": "large"}, "mobilenet_v3_large"),
     "swin_t": ({"type": "SwinTransformer", "drop_path_rate": 0.2}, "swin_t"),
 }
-CENTERNESS_BIAS = 10.0  # centerness about 1, as fcos_speed.py
 ASSIGN_GTS = 300  # GT boxes per image in the assigner check
+SMOKE_BACKBONE_SIZE = (64, 64)  # --smoke times the backbones on one image of this size
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -109,7 +124,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tv-frozen", action=argparse.BooleanOptionalAction, default=True,
                         help="torchvision with FrozenBatchNorm2d and 3 trainable stages")
     parser.add_argument("--compile", action="store_true", help="torch.compile det's network")
-    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES),
+                        help="default: all %(default)s")
     parser.add_argument("--backbones", nargs="*", choices=list(BACKBONES),
                         default=list(BACKBONES), help="light and strong backbones to time alone")
     parser.add_argument("--out", type=Path, default=Path("gpu_suite.json"))
@@ -135,44 +151,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# ---- the pairs ------------------------------------------------------------------------------
-
-
-def build_atss(args: argparse.Namespace) -> torch.nn.Module:
-    cfg = detcli.load_config("atss_r50", overrides=["model.backbone.init_cfg=false"]).cfg
-    model = detcli.build_detector(cfg.model)
-    with torch.no_grad():
-        model.bbox_head.atss_cls.bias.fill_(args.cls_bias)
-        model.bbox_head.atss_centerness.bias.fill_(CENTERNESS_BIAS)
-    return model
-
-
-def build_pair(family: str, args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Module]:
-    if family == "retinanet":
-        return harness.build_ours(args), harness.build_torchvision(args)
-    if family == "fcos":
-        return fcos_speed.build_ours(args), fcos_speed.build_torchvision(args)
-    if family == "atss":
-        return build_atss(args), harness.build_torchvision(args)
-    ours, theirs = faster_rcnn_speed.build_ours(), faster_rcnn_speed.build_torchvision(args)
-    faster_rcnn_speed.align_last_layers(ours, theirs, args)
-    return ours, theirs
-
-
-def bare_forward(family: str, model: torch.nn.Module, theirs: bool) -> Callable:
-    """images (N, 3, H, W) -> the network's raw outputs (backbone, neck, dense/RPN head)."""
-    if not theirs:
-        return model
-    if family == "faster_rcnn":
-        return lambda x: model.rpn.head(list(model.backbone(x).values()))
-    return lambda x: model.head(list(model.backbone(x).values()))
+# ---- measuring ------------------------------------------------------------------------------
 
 
 def output_loss(outputs: Any) -> torch.Tensor:
     return sum(t.float().mean() for t in tree_leaves(outputs) if isinstance(t, torch.Tensor))
-
-
-# ---- measuring ------------------------------------------------------------------------------
 
 
 def peak_mib(run: Callable[[], None], device: torch.device) -> float | None:
@@ -187,67 +170,77 @@ def peak_mib(run: Callable[[], None], device: torch.device) -> float | None:
     return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
-def measure(family: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """Train, infer and the bare network for det and torchvision: img/s, outside, peak."""
+def phases_of(family: Family, ours: nn.Module, theirs: nn.Module | None,
+              args: argparse.Namespace, device: torch.device) -> dict[str, dict[str, Callable]]:
+    """phase -> model -> one timed run: train, bare_train, infer, bare_infer."""
+    inputs = suite_families.make_inputs(family, ours.num_classes, args, device)
+    images, targets = inputs.images, inputs.targets
+    if family.kind == "two_stage":
+        if theirs is not None:
+            images = suite_families.normalized_like(theirs, images, args)
+        sgd = faster_rcnn_speed.still_sgd  # lr 0: the loads stay as aligned
+        plan = suite_families.roi_plan(ours, args, device)
+    else:
+        sgd, plan = harness.optimizer_for, None
+    x = images.tensor
+    models: dict[str, nn.Module] = {"det": ours}
+    full = {"det": (lambda: ours.loss(images, targets), lambda: ours.predict_batch(images))}
+    floors = {"det": lambda training: suite_families.det_floor(family, ours, plan, training)}
+    if theirs is not None:
+        models["torchvision"] = theirs
+        full["torchvision"] = (lambda: theirs(inputs.tv_images, inputs.tv_targets),
+                               lambda: theirs(inputs.tv_images))
+        floors["torchvision"] = lambda training: suite_families.peer_floor(
+            family, theirs, plan, training, args.size)
+    phases: dict[str, dict[str, Callable]] = {p: {} for p in ("train", "bare_train", "infer",
+                                                              "bare_infer")}
+    for name, model in models.items():
+        optimizer = sgd(model)
+        loss_fn, infer_fn = full[name]
+        train_floor, infer_floor = floors[name](True), floors[name](False)
+        phases["train"][name] = harness.train_step(model, optimizer, loss_fn, args, device)
+        phases["bare_train"][name] = harness.train_step(
+            model, optimizer, lambda f=train_floor: {"loss": output_loss(f(x))}, args, device)
+        phases["infer"][name] = harness.no_grad_call(infer_fn, args, device)
+        phases["bare_infer"][name] = harness.no_grad_call(lambda f=infer_floor: f(x), args,
+                                                          device)
+    return phases
+
+
+def measure(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Train, infer and the bare network for det and torchvision's peer (if any): img/s,
+    outside, peak, ratios (None without a peer)."""
+    family = FAMILIES[name]
     torch.manual_seed(0)
-    ours, theirs = build_pair(family, args)
-    ours, theirs = ours.to(device), theirs.to(device)
+    ours, theirs = suite_families.build_pair(family, args)
+    models = [m.to(device) for m in (ours, theirs) if m is not None]
     if args.channels_last:
-        ours = ours.to(memory_format=torch.channels_last)
-        theirs = theirs.to(memory_format=torch.channels_last)
+        models = [m.to(memory_format=torch.channels_last) for m in models]
     if args.compile:
         compile_network(ours)
-    (images, targets), (tv_images, tv_targets) = harness.make_inputs(args, device)
-    if family == "faster_rcnn":
-        images = faster_rcnn_speed.normalized_like(theirs, images, args)
-        tv_targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in tv_targets]
-        sgd = faster_rcnn_speed.still_sgd  # lr 0: the loads stay as aligned
-    else:
-        sgd = harness.optimizer_for
-    x = images.tensor
-    ours_bare, theirs_bare = bare_forward(family, ours, False), bare_forward(family, theirs, True)
-
-    phases: dict[str, dict[str, Callable[[], None]]] = {
-        "train": {
-            "det": harness.train_step(ours, sgd(ours), lambda: ours.loss(images, targets),
-                                      args, device),
-            "torchvision": harness.train_step(theirs, sgd(theirs),
-                                              lambda: theirs(tv_images, tv_targets), args, device),
-        },
-        "bare_train": {
-            "det": harness.train_step(ours, sgd(ours),
-                                      lambda: {"loss": output_loss(ours_bare(x))}, args, device),
-            "torchvision": harness.train_step(theirs, sgd(theirs),
-                                              lambda: {"loss": output_loss(theirs_bare(x))},
-                                              args, device),
-        },
-        "infer": {
-            "det": harness.no_grad_call(lambda: ours.predict_batch(images), args, device),
-            "torchvision": harness.no_grad_call(lambda: theirs(tv_images), args, device),
-        },
-        "bare_infer": {
-            "det": harness.no_grad_call(lambda: ours_bare(x), args, device),
-            "torchvision": harness.no_grad_call(lambda: theirs_bare(x), args, device),
-        },
-    }
-    result: dict[str, Any] = {"family": family, "peer": PEERS[family]}
-    rows: dict[str, dict[str, Any]] = {"det": {}, "torchvision": {}}
+    phases = phases_of(family, ours, theirs, args, device)
+    preset = family.smoke_preset if args.smoke else family.preset
+    result: dict[str, Any] = {"family": name, "preset": preset,
+                              "peer": family.peer_label or None, "floor": family.floor}
+    rows: dict[str, dict[str, Any]] = {key: {} for key in phases["train"]}
     for phase, runs in phases.items():
-        training = "train" in phase
-        for model in (ours, theirs):
-            model.train(training)
+        for model in models:
+            model.train("train" in phase)
         times = harness.time_alternating(runs, args, device)
-        for name, run in runs.items():
-            rows[name][f"{phase}_img_s"] = args.batch / statistics.median(times[name])
+        for key, run in runs.items():
+            rows[key][f"{phase}_img_s"] = args.batch / statistics.median(times[key])
             if not phase.startswith("bare"):
-                rows[name][f"{phase}_peak_mib"] = peak_mib(run, device)
+                rows[key][f"{phase}_peak_mib"] = peak_mib(run, device)
     for row in rows.values():
         for phase in ("train", "infer"):
             # 1 - bare time / full time, with time = N / (img/s)
             row[f"{phase}_outside"] = 1 - row[f"{phase}_img_s"] / row[f"bare_{phase}_img_s"]
-    result.update(rows)
-    result["train_ratio"] = rows["det"]["train_img_s"] / rows["torchvision"]["train_img_s"]
-    result["infer_ratio"] = rows["det"]["infer_img_s"] / rows["torchvision"]["infer_img_s"]
+    result["det"] = rows["det"]
+    peer = rows.get("torchvision")
+    result["torchvision"] = peer
+    for phase in ("train", "infer"):
+        result[f"{phase}_ratio"] = None if peer is None else \
+            rows["det"][f"{phase}_img_s"] / peer[f"{phase}_img_s"]
     return result
 
 
@@ -266,7 +259,8 @@ def measure_backbone(name: str, args: argparse.Namespace, device: torch.device) 
         ours = ours.to(memory_format=torch.channels_last)
         theirs = theirs.to(memory_format=torch.channels_last)
     memory = torch.channels_last if args.channels_last else torch.contiguous_format
-    x = torch.randn(args.batch, 3, *args.size, device=device).contiguous(memory_format=memory)
+    batch, size = (1, SMOKE_BACKBONE_SIZE) if args.smoke else (args.batch, args.size)
+    x = torch.randn(batch, 3, *size, device=device).contiguous(memory_format=memory)
     models = {"det": ours, "torchvision": theirs}
     phases = {
         "train": {key: harness.train_step(model, harness.optimizer_for(model),
@@ -282,7 +276,7 @@ def measure_backbone(name: str, args: argparse.Namespace, device: torch.device) 
             model.train(phase == "train")
         times = harness.time_alternating(runs, args, device)
         for key, run in runs.items():
-            result[f"{key}_{phase}_img_s"] = args.batch / statistics.median(times[key])
+            result[f"{key}_{phase}_img_s"] = batch / statistics.median(times[key])
             result[f"{key}_{phase}_peak_mib"] = peak_mib(run, device)
         result[f"{phase}_ratio"] = result[f"det_{phase}_img_s"] / result[
             f"torchvision_{phase}_img_s"]
@@ -372,12 +366,16 @@ def fmt(value: Any, digits: int = 1) -> str:
 
 
 def table(results: list[dict[str, Any]]) -> str:
+    """One row per family and model; ratios (det / torchvision) on det's row, "-" where the
+    family has no torchvision peer; then what each family's floor runs."""
     lines = ["| family | model | train img/s | infer img/s | bare train | bare infer | "
              "outside train | outside infer | peak train MiB | peak infer MiB | ratio train | "
              "ratio infer |", "|" + "---|" * 12]
     for r in results:
         for name in ("det", "torchvision"):
             row = r[name]
+            if row is None:
+                continue
             ratios = (fmt(r["train_ratio"], 2), fmt(r["infer_ratio"], 2)) if name == "det" \
                 else ("", "")
             label = name if name == "det" else r["peer"]
@@ -387,6 +385,10 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"{fmt(row['bare_infer_img_s'])} | {row['train_outside']:.0%} | "
                 f"{row['infer_outside']:.0%} | {fmt(row['train_peak_mib'], 0)} | "
                 f"{fmt(row['infer_peak_mib'], 0)} | {ratios[0]} | {ratios[1]} |")
+    floors = {r["floor"]: [] for r in results}
+    for r in results:
+        floors[r["floor"]].append(r["family"])
+    lines += [f"  bare ({', '.join(names)}): {floor}" for floor, names in floors.items()]
     return "\n".join(lines)
 
 
@@ -409,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
     elif args.smoke:  # a busy machine's cores make multi-threaded backward many times slower
         torch.set_num_threads(1)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     header = {"device": str(device), "machine": machine(device), "torch": torch.__version__,
               "torchvision": torchvision.__version__, "batch": args.batch,
               "size": list(args.size), "amp": args.amp, "channels_last": args.channels_last,
@@ -419,21 +421,32 @@ def main(argv: list[str] | None = None) -> int:
           f"batch {args.batch}, {args.size[0]}x{args.size[1]}, amp {args.amp}, channels_last "
           f"{args.channels_last}, tv-frozen {args.tv_frozen}, compile {args.compile}",
           flush=True)
-    results = []
+    results: list[dict[str, Any]] = []
+    backbones: list[dict[str, Any]] = []
+    assigners: list[dict[str, Any]] = []
+    report = {**header, "results": results, "backbones": backbones, "assigners": assigners,
+              "complete": False}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every section: a run cut short keeps what it measured
+        report["wall_s"] = time.perf_counter() - started
+        report["cpu_s"] = time.process_time() - cpu_started  # this process's CPU time
+        args.out.write_text(json.dumps(report, indent=2))
+
     for family in args.families:
-        family_start = time.perf_counter()
+        family_start, family_cpu = time.perf_counter(), time.process_time()
         results.append(measure(family, args, device))
-        print(f"  {family}: {time.perf_counter() - family_start:.0f} s", flush=True)
-    backbones = []
+        print(f"  {family}: {time.perf_counter() - family_start:.0f} s (CPU "
+              f"{time.process_time() - family_cpu:.0f} s)", flush=True)
+        save()
     for name in args.backbones:
         backbone_start = time.perf_counter()
         backbones.append(measure_backbone(name, args, device))
         print(f"  backbone {name}: {time.perf_counter() - backbone_start:.0f} s", flush=True)
-    assigners = assigner_checks(args, device)
-    report = {**header, "results": results, "backbones": backbones, "assigners": assigners,
-              "wall_s": time.perf_counter() - started}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+        save()
+    assigners.extend(assigner_checks(args, device))
+    report["complete"] = True
+    save()
     print(table(results))
     if backbones:
         print(backbone_table(backbones))
@@ -442,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['equal']}; whole {row['whole_ms']:.1f} ms, peak "
               f"{fmt(row['whole_peak_mib'], 0)} MiB; chunked {row['chunked_ms']:.1f} ms, peak "
               f"{fmt(row['chunked_peak_mib'], 0)} MiB")
-    print(f"total {report['wall_s']:.0f} s; JSON: {args.out}")
+    print(f"total {report['wall_s']:.0f} s ({report['cpu_s']:.0f} s of CPU time); JSON: "
+          f"{args.out}")
     return 0 if all(row["equal"] for row in assigners) else 1
 
 
