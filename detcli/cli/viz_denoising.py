@@ -45,8 +45,10 @@ def _cells(matching: QueryMatching, query: DenoisingQuery, plain: bool = False) 
 
 def _table(matching: QueryMatching, view: DenoisingView, gt: int, groups: int) -> Table:
     shown = min(groups, view.num_groups)
-    table = Table(title=f"#{gt} {matching.gts[gt].class_name}: denoising queries of groups "
-                        f"0-{shown - 1} (of {view.num_groups})", title_justify="left",
+    which = "group 0" if shown == 1 else f"groups 0-{shown - 1}"
+    source = "stand-in predictions" if view.source == "stand_in" else "the checkpoint's"
+    table = Table(title=f"#{gt} {matching.gts[gt].class_name}: denoising queries of {which} "
+                        f"(of {view.num_groups}); pred: {source}", title_justify="left",
                   box=SIMPLE_HEAD, pad_edge=False)
     for name in COLUMNS:
         table.add_column(name, justify="left" if name in ("role", "label") else "right",

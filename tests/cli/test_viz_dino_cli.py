@@ -97,6 +97,22 @@ def test_denoising_table_of_one_group(tiny, tmp_path):
     assert "1 of 10 groups drawn and tabulated" in result.stdout
 
 
+SMALL_TEST_PIPELINE = """
+[data.test]
+pipeline = [
+    { type = "LoadImageFromFile" },
+    { type = "MultiScaleFlipAug", img_scale = [64, 64], flip = false, transforms = [
+        { type = "Resize", keep_ratio = true },
+        { type = "RandomFlip" },
+        { type = "Normalize", mean = [123.675, 116.28, 103.53], std = [58.395, 57.12, 57.375], to_rgb = true },
+        { type = "Pad", size_divisor = 32 },
+        { type = "ImageToTensor", keys = ["img"] },
+        { type = "Collect", keys = ["img"] },
+    ] },
+]
+"""
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tiny):
     torch.manual_seed(0)
@@ -107,9 +123,11 @@ def checkpoint(tiny):
 
 def test_checkpoint_denoising_predictions(tiny, checkpoint, tmp_path):
     """An untrained DINO: its box branches end in zeros, so each denoising query predicts its
-    own noised reference box; the noise is the stand-in run's (same --seed). b.png: one GT,
-    20 groups."""
-    args = ("assign", tiny.image_b, "-c", tiny.config, "--ann", tiny.ann_file, "--json")
+    own noised reference box; the noise is the stand-in run's (same --seed). b.png (one GT:
+    20 groups) resized to 64 x 32, so the two runs of the model stay quick."""
+    small = tmp_path / "small.toml"
+    small.write_text(f'extends = ["{tiny.config}"]\n{SMALL_TEST_PIPELINE}')
+    args = ("assign", tiny.image_b, "-c", small, "--ann", tiny.ann_file, "--json")
     result = run(*args, "--checkpoint", checkpoint, "--out", tmp_path / "ck.png")
     assert result.exit_code == 0, result.output
     dn = json.loads(result.stdout)["denoising"]
@@ -137,3 +155,25 @@ def test_dn_groups_without_denoising_exits_1(tiny, tmp_path):
         assert result.exit_code == 1, result.output
         assert message in " ".join(result.output.split())
         assert not (tmp_path / "x.png").exists()
+
+
+def test_terminal_tables_per_gt(tiny, monkeypatch):
+    from rich.console import Console
+
+    from detcli.analysis.assign_view import OriginalGT
+    from detcli.analysis.query_matching import visualize_query_matching
+    from detcli.cli import viz_denoising
+
+    gt = OriginalGT.from_boxes([[10, 20, 40, 50], [60, 10, 100, 80]], [0, 1],
+                               ("square", "circle", "triangle"))
+    matching = visualize_query_matching(load_config(tiny.config).cfg, tiny.image_a, gt)
+    console = Console(force_terminal=True, width=120, color_system=None, record=True)
+    monkeypatch.setattr(viz_denoising, "console", console)
+    viz_denoising.print_denoising(matching, 1)
+    text = console.export_text()
+    assert "#0 square: denoising queries of group 0 (of 10); pred: stand-in predictions" in text
+    assert "#1 circle: denoising queries of group 0 (of 10)" in text
+    rows = [line.split() for line in text.splitlines() if " dn" in line]
+    # group 0 of each GT: its positive, then its negative copy
+    assert [(r[1], r[2]) for r in rows] == [("positive", "dn0"), ("negative", "dn2"),
+                                            ("positive", "dn1"), ("negative", "dn3")]
