@@ -194,9 +194,10 @@ class ModulatedDeformConv2dPack(DeformConv2dPack):
         nn.init.uniform_(self.weight, -bound, bound)
 
     def offsets_and_mask(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        out = self.conv_offset(x)  # (N, 3 G K, H', W')
-        o1, o2, mask = torch.chunk(out, 3, dim=1)
-        return torch.cat((o1, o2), dim=1), torch.sigmoid(mask)
+        out = self.conv_offset(x)  # (N, 3 G K, H', W'): chunks o1, o2, m
+        split = 2 * (out.shape[1] // 3)  # cat(o1, o2) is the first two thirds (sliced, not
+        # chunked: ONNX's version converter cannot take the Split of a chunk to opset 17)
+        return out[:, :split], torch.sigmoid(out[:, split:])
 
 
 DCN_LAYERS: dict[str, type[DeformConv2dPack]] = {
