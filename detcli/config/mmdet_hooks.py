@@ -26,8 +26,6 @@ none (the preset's stay).
 
 from __future__ import annotations
 
-from typing import Any
-
 from detcli.config.mmdet_sections import Untranslated, translate_pipeline
 
 EMA_TYPES = ("ExpMomentumEMA", "ExponentialMovingAverage")

@@ -12,12 +12,8 @@ from detcli.models.roi_heads.roi_extractor import (
     SingleRoIExtractorConfig,
     map_roi_levels,
 )
-from detcli.models.roi_heads.standard_roi_head import (
-    RoISamples,
-    StandardRoIHead,
-    StandardRoIHeadConfig,
-    batch_rois,
-)
+from detcli.models.roi_heads.rois import RoISamples, batch_rois
+from detcli.models.roi_heads.standard_roi_head import StandardRoIHead, StandardRoIHeadConfig
 
 __all__ = [
     "CascadeRoIHead", "CascadeRoIHeadConfig",

@@ -59,15 +59,13 @@ from detcli.config.schema import Maybe, derive_or_check
 from detcli.errors import ConfigError, DetError
 from detcli.models.channels import RoIHeadSchema, connect_head
 from detcli.models.protocols import BBoxHead
+from detcli.models.roi_heads.mask_branch import segment_detections, with_mask_probs
+from detcli.models.roi_heads.rois import RoISamples, batch_rois
 from detcli.models.roi_heads.standard_roi_head import (
-    RoISamples,
     StandardRoIHead,
-    batch_rois,
     fpn_roi_extractor,
     rcnn_detections,
-    segment_detections,
     trim_padding,
-    with_mask_probs,
 )
 from detcli.ops.boxes import clip_boxes
 from detcli.registry import (

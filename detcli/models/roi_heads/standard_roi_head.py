@@ -23,7 +23,9 @@ weigh 0. ``predict`` pools the detections' boxes in network-input pixels (MMDete
 the boxes unscaled when it segments, so NMS runs before the rescale) and returns the
 (N, M, h, w) probability of each detection's class in ``DetectionBatch.mask_probs``; pasting
 them into the image is the detector's ``predict`` (:mod:`~detcli.models.roi_heads.mask_paste`).
-Without ``mask_head`` nothing of this runs: Faster R-CNN is unchanged.
+The branch's steps are functions in :mod:`~detcli.models.roi_heads.mask_branch` (Cascade Mask
+R-CNN's stages use them too). Without ``mask_head`` nothing of this runs: Faster R-CNN is
+unchanged.
 
 Training uses every sampled slot, padding included, so shapes are fixed: padding slots (an
 image with fewer than S candidates) have zero label and box weights and are not counted by any
@@ -34,18 +36,25 @@ counts and the NMS output size (the mask branch adds the mask extractor's level 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from typing import Any, Callable, Literal, Optional, Sequence
 
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from detcli.config.schema import Maybe, Schema, derive_or_check
-from detcli.errors import ConfigError, DataError, DetError
+from detcli.config.schema import Maybe, derive_or_check
+from detcli.errors import ConfigError, DetError
 from detcli.models.channels import RoIHeadSchema, connect_head
-from detcli.models.roi_heads.mask_target import mask_targets
+from detcli.models.roi_heads.mask_branch import (
+    NEEDS_MASK_SIZE,
+    check_mask_branch,
+    mask_loss_of,
+    mask_slots,
+    segment_detections,
+    with_mask_probs,
+)
 from detcli.models.roi_heads.roi_extractor import SingleRoIExtractorConfig
+from detcli.models.roi_heads.rois import RoISamples, batch_rois
 from detcli.registry import (
     ASSIGNERS,
     BBOX_HEADS,
@@ -70,11 +79,6 @@ _POS, _NEG, _UNUSED = 0, 1, 2
 def fpn_roi_extractor() -> SingleRoIExtractorConfig:
     """Faster R-CNN R50-FPN's: RoIAlign 7 x 7 on the strides 4..32 maps (not the P6 one)."""
     return SingleRoIExtractorConfig(featmap_strides=[4, 8, 16, 32])
-
-
-NEEDS_MASK_SIZE = ("a roi_head with a mask_head trains on mask targets of "
-                   "train_cfg.rcnn.mask_size pixels; build it with a Mask R-CNN train_cfg "
-                   "(model.type = \"MaskRCNN\")")
 
 
 def trim_padding(proposals: Proposals) -> Proposals:
@@ -112,15 +116,6 @@ def sampled_slots(pos_mask: Tensor, neg_mask: Tensor,
     return order, key == _POS, key == _NEG
 
 
-def batch_rois(boxes: Tensor) -> Tensor:
-    """Per-image boxes (N, P, 4) -> RoIs (N*P, 5) ``[batch_index, x1, y1, x2, y2]``
-    (MMDetection's ``bbox2roi`` with every image holding P boxes)."""
-    num_images, num_boxes = boxes.shape[:2]
-    index = torch.arange(num_images, device=boxes.device, dtype=boxes.dtype)  # (N,)
-    index = index[:, None, None].expand(-1, num_boxes, 1)  # (N, P, 1)
-    return torch.cat([index, boxes], dim=-1).reshape(-1, 5)  # (N*P, 5)
-
-
 def rcnn_detections(det_boxes: Tensor, scores: Tensor, valid: Tensor, images: ImageBatch,
                     cfg: RCNNTestConfig, rescale: bool) -> DetectionBatch:
     """A box head's per-class boxes (N, P, K, 4) in network-input pixels and scores (N, P, K)
@@ -144,67 +139,6 @@ def rcnn_detections(det_boxes: Tensor, scores: Tensor, valid: Tensor, images: Im
         labels.reshape(num_images, flat),  # (N, P*K)
         keep.reshape(num_images, flat),  # (N, P*K)
         cfg)
-
-
-def segment_detections(dets: DetectionBatch,
-                       class_probs: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-    """dets (N, M) with boxes in network-input pixels -> (N, M, h, w) float32: each
-    detection's mask probability, ``class_probs(rois (R, 5), labels (R,)) -> (R, h, w)``, zeros
-    on empty slots (a mask branch's test-time step: Mask R-CNN's head, Cascade Mask R-CNN's
-    average over its stages).
-
-    Only the slots up to the fullest image's detection count are segmented (one host sync at
-    test time); an exported graph segments all M.
-    """
-    num_images, num_slots = dets.labels.shape
-    used = num_slots
-    if not (torch.compiler.is_exporting() or torch.jit.is_tracing()) and num_slots > 0:
-        used = max(int(dets.num_dets.max()), 1)
-    boxes, labels = dets.boxes[:, :used].float(), dets.labels[:, :used]  # (N, U, 4), (N, U)
-    probs = class_probs(batch_rois(boxes), labels.reshape(-1))  # (N*U, h, w)
-    probs = probs.view(num_images, used, *probs.shape[1:]) \
-        * (labels >= 0)[..., None, None]  # (N, U, h, w)
-    if used < num_slots:
-        pad = probs.new_zeros(num_images, num_slots - used, *probs.shape[2:])
-        probs = torch.cat([probs, pad], dim=1)
-    return probs  # (N, M, h, w)
-
-
-def with_mask_probs(dets: DetectionBatch, mask_probs: Tensor, images: ImageBatch,
-                    rescale: bool) -> DetectionBatch:
-    """Detections in network-input pixels with their (N, M, h, w) mask probabilities, the
-    boxes divided by the scale factors with ``rescale`` (MMDetection segments before it
-    rescales)."""
-    dets = replace(dets, mask_probs=mask_probs)
-    if rescale:
-        factors = images.scale_factors.to(dets.boxes)[:, None, :]  # (N, 1, 4)
-        dets = replace(dets, boxes=dets.boxes / factors)  # (N, M, 4) original pixels
-    return dets
-
-
-@dataclass
-class RoISamples:
-    """The RoIs the box head learns from, S slots per image: positives first, then negatives,
-    then padding (``valid`` False), each group in candidate order (GT boxes first)."""
-
-    rois: Tensor  # (N, S, 4) boxes in network-input pixels; zeros on padding
-    valid: Tensor  # (N, S) bool: a sampled RoI
-    pos: Tensor  # (N, S) bool: a sampled positive
-    gt_flags: Tensor  # (N, S) bool: the RoI is a GT box added as a proposal
-    labels: Tensor  # (N, S) int64: class in [0, K) on positives, K elsewhere (padding too)
-    label_weights: Tensor  # (N, S) float: pos_weight on positives, 1 on negatives, 0 on padding
-    bbox_targets: Tensor  # (N, S, 4): encoded deltas (GT boxes with reg_decoded_bbox), 0 off pos
-    bbox_weights: Tensor  # (N, S) float: 1 on positives, else 0
-    gt_index: Tensor  # (N, S) int64: matched GT slot on positives, -1 elsewhere
-    iou: Tensor  # (N, S) float: IoU with the best GT (1 for GT boxes); 0 on padding
-
-    @property
-    def num_pos(self) -> Tensor:
-        return self.pos.sum(dim=1)  # (N,)
-
-    @property
-    def num_sampled(self) -> Tensor:
-        return self.valid.sum(dim=1)  # (N,)
 
 
 class StandardRoIHeadConfig(RoIHeadSchema):
@@ -233,31 +167,12 @@ class StandardRoIHeadConfig(RoIHeadSchema):
                 f"model.roi_head.bbox_roi_extractor ({self.bbox_roi_extractor.type} "
                 f"out_channels {channels})",
                 "model.roi_head.bbox_head.in_channels")
-        if self.mask_head is not None:
-            self._connect_mask_branch()
+        if self.mask_head is not None:  # it reads the mask extractor's (or the box one's) RoIs
+            shared = self.mask_roi_extractor is None
+            check_mask_branch(self.mask_head, self.bbox_roi_extractor if shared
+                              else self.mask_roi_extractor,
+                              "bbox_roi_extractor" if shared else "mask_roi_extractor")
         return self
-
-    def _connect_mask_branch(self) -> None:
-        """The mask head reads the mask extractor's (or the shared box extractor's) features:
-        its ``roi_feat_size`` is their pooled size and its ``in_channels`` their channels."""
-        extractor_key = "mask_roi_extractor" if self.mask_roi_extractor is not None \
-            else "bbox_roi_extractor"
-        extractor = self.mask_roi_extractor or self.bbox_roi_extractor
-        roi_layer = getattr(extractor, "roi_layer", None)
-        pooled = getattr(roi_layer, "output_pair", None)
-        feat_size = getattr(self.mask_head, "roi_feat_size", None)
-        if pooled is not None and feat_size is not None and tuple(pooled) != (feat_size,) * 2:
-            raise ValueError(
-                f"model.roi_head.mask_head.roi_feat_size = {feat_size} disagrees with "
-                f"model.roi_head.{extractor_key}.roi_layer.output_size = "
-                f"{roi_layer.output_size}: the mask head reads the pooled RoI features, so set "
-                "both to the same size")
-        channels = getattr(extractor, "out_channels", None)
-        if channels is not None:
-            derive_or_check(
-                self.mask_head, "in_channels", channels,
-                f"model.roi_head.{extractor_key} ({extractor.type} out_channels {channels})",
-                "model.roi_head.mask_head.in_channels")
 
     def connect(self, in_channels: int, source: str, where: str) -> None:
         """The extractor pools maps of ``in_channels`` (from ``source``); the box head reads
@@ -471,8 +386,7 @@ class StandardRoIHead(nn.Module):
         budget (the Sampler protocol's ``max_pos``), which no image's positives exceed and which
         come first in its slots; every slot for a sampler without one. A fixed number, so the
         mask branch's shapes do not depend on the data."""
-        budget = self.sampler.max_pos  # Sampler protocol: None, no positive budget
-        return num_slots if budget is None else min(int(budget), num_slots)
+        return mask_slots(self.sampler.max_pos, num_slots)  # Sampler protocol's max_pos
 
     def mask_loss(self, feats: Sequence[Tensor], samples: RoISamples,
                   targets: DetTargets) -> dict[str, Tensor]:
@@ -490,26 +404,12 @@ class StandardRoIHead(nn.Module):
     def mask_loss_of(self, mask_preds: Tensor, samples: RoISamples,
                      targets: DetTargets) -> dict[str, Tensor]:
         """``{"loss_mask"}`` of the mask head's logits (N*Q, K or 1, h, w) for
-        :meth:`mask_rois` against each positive's GT mask cropped to its RoI."""
-        if targets.masks is None:
-            raise DataError(
-                "Mask R-CNN trains on GT masks but the batch has none (DetTargets.masks is "
-                "None): load them in the train pipeline with LoadAnnotations(with_mask = true)")
+        :meth:`mask_rois` against each positive's GT mask cropped to its RoI
+        (:func:`~detcli.models.roi_heads.mask_branch.mask_loss_of`)."""
         assert self.mask_head is not None and self.train_cfg is not None
         mask_size = self.train_cfg.mask_size  # type: ignore[attr-defined]  # RCNNMaskTrainConfig
-        if tuple(mask_preds.shape[-2:]) != (mask_size, mask_size):
-            raise ConfigError(
-                f"the mask head predicts {tuple(mask_preds.shape[-2:])} masks but "
-                f"train_cfg.rcnn.mask_size is {mask_size}: set mask_size to the head's "
-                "roi_feat_size times its upsample scale_factor")
-        rois = self.mask_rois(samples)  # (N, Q, 4)
-        slots = rois.shape[1]
-        gt_masks = targets.masks.to(rois.device)
-        crops = mask_targets(gt_masks, rois, samples.gt_index[:, :slots],
-                             (mask_size, mask_size))  # (N, Q, h, w)
-        return self.mask_head.loss(mask_preds, crops.flatten(0, 1),
-                                   samples.labels[:, :slots].reshape(-1),  # (N*Q,)
-                                   samples.pos[:, :slots].reshape(-1).float())  # (N*Q,)
+        return mask_loss_of(self.mask_head, mask_size, mask_preds, self.mask_rois(samples),
+                            samples, targets)
 
     # ---- inference -------------------------------------------------------------------------
 
