@@ -109,8 +109,11 @@ class ContextBlock(nn.Module):
         n, c, h, w = x.shape
         if self.pooling_type != "att":
             return self.avg_pool(x)
-        weights = self.softmax(self.conv_mask(x).view(n, 1, h * w))  # (N, 1, P), sums to 1
-        return torch.matmul(x.view(n, 1, c, h * w), weights.unsqueeze(-1)).view(n, c, 1, 1)
+        # reshape, not view: in a strided x (a W slice, transposed H and W) H and W do not
+        # merge into one dim; channels_last and contiguous x still pass without a copy
+        weights = self.softmax(self.conv_mask(x).reshape(n, 1, h * w))  # (N, 1, P), sums to 1
+        context = torch.matmul(x.reshape(n, 1, c, h * w), weights.unsqueeze(-1))  # (N, 1, C, 1)
+        return context.reshape(n, c, 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         context = self.spatial_pool(x)

@@ -1,4 +1,5 @@
-"""ResNet plugins: the ContextBlock computed by hand, placement by stage and position, checks."""
+"""ResNet plugins: the ContextBlock computed by hand and in any memory layout, placement by stage
+and position, checks."""
 
 import pytest
 import torch
@@ -58,3 +59,35 @@ def test_plugin_settings_are_checked():
         ResNetConfig(plugins=[{**gcb, "position": "after_conv4"}])
     with pytest.raises(ConfigError, match="two 'context_block' blocks in one bottleneck"):
         ResNet(depth=50, base_channels=8, plugins=[PluginConfig(**gcb), PluginConfig(**gcb)])
+
+
+
+def layouts(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``x`` (N, C, H, W) with the same values in other memory layouts."""
+    n, c, h, w = x.shape
+    wider = torch.zeros(n, c, h, w + 1)
+    wider[..., :w] = x
+    return {
+        "channels_last": x.contiguous(memory_format=torch.channels_last),
+        "a W slice": wider[..., :w],  # rows of w + 1: H and W do not merge into one dim
+        "H and W transposed": x.transpose(2, 3).contiguous().transpose(2, 3),
+    }
+
+
+@pytest.mark.parametrize("pooling_type", ["att", "avg"])
+def test_context_block_in_any_memory_layout_equals_the_contiguous_one(pooling_type):
+    torch.manual_seed(0)
+    block = ContextBlock(8, ratio=0.25, pooling_type=pooling_type,
+                         fusion_types=("channel_add", "channel_mul")).eval()
+    for transform in (block.channel_add_conv, block.channel_mul_conv):
+        nn.init.normal_(transform[-1].weight)  # not the zero init: the context must matter
+    x = torch.randn(2, 8, 5, 7)
+    with torch.no_grad():
+        expected = block(x)
+        assert (expected - x).abs().max() > 0.1  # the block changes its input
+        for name, same in layouts(x).items():
+            assert torch.equal(same, x) and not same.is_contiguous()
+            torch.testing.assert_close(block(same), expected, rtol=1e-6, atol=1e-6, msg=name)
+        block = block.to(memory_format=torch.channels_last)  # a channels_last model too
+        torch.testing.assert_close(block(x.contiguous(memory_format=torch.channels_last)),
+                                   expected, rtol=1e-6, atol=1e-6)
