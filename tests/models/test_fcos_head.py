@@ -11,6 +11,7 @@ positives, with (l, t, r, b) targets (2, 2, 14, 10), (10, 2, 6, 10), (2, 10, 14,
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -19,11 +20,12 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
 
-from detcli.config.loader import validate_tree
+from detcli.config.loader import load_config, validate_tree
 from detcli.errors import ConfigError
 from detcli.models.channels import connect_head
 from detcli.models.dcn import ModulatedDeformConv2dPack
 from detcli.models.dense_heads import DenseOutputs, FCOSHead, FCOSHeadConfig
+from detcli.models.build import build_detector
 from detcli.models.layers import NormConfig
 from detcli.models.losses import GIoULoss
 from detcli.registry import HEADS
@@ -266,3 +268,20 @@ def test_a_fresh_dcn_head_keeps_mmcvs_deformable_init():
     x = torch.randn(1, 16, 5, 6)
     plain = F.conv2d(x, dcn.weight, padding=1)
     torch.testing.assert_close(dcn(x), 0.5 * plain, rtol=1e-5, atol=1e-6)
+
+
+def test_mmdetections_fcos_dcn_zoo_model_has_the_same_keys_and_shapes():
+    """MMDetection's FCOS-DCN (``fcos_r50-dcn-caffe_fpn_gn-head-center-normbbox-centeronreg-
+    giou_1x_coco``, tools/mmdet_fixtures/fcos_dcn_shapes.py) and det's ``fcos_r50`` with the
+    settings ``det config import`` translates from it: the same 407 keys in the same order,
+    the same shapes, so its checkpoint loads strictly (DCNv2 with a bias: ``conv_bias``)."""
+    recorded = json.loads((PLUGINS.parent / "fcos_r50_dcn_shapes.json").read_text())["shapes"]
+    overrides = ['model.backbone.dcn={type = "DCNv2", deform_groups = 1}',
+                 "model.backbone.stage_with_dcn=[false, true, true, true]",
+                 "model.backbone.init_cfg=false", "model.bbox_head.dcn_on_last_conv=true",
+                 "model.bbox_head.conv_bias=true", "model.bbox_head.norm_on_bbox=true",
+                 "model.bbox_head.centerness_on_reg=true"]
+    model = build_detector(load_config("fcos_r50", overrides).cfg.model)
+    assert {k: list(v.shape) for k, v in model.state_dict().items()} == recorded
+    assert list(model.state_dict()) == list(recorded)
+    assert "bbox_head.reg_convs.3.conv.conv_offset.weight" in recorded
