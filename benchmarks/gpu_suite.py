@@ -37,7 +37,8 @@ trainable stages, the work our presets do (they freeze the stem and ``layer1``).
 and model:
 
 * train: forward + loss + backward + SGD step, img/s = N / median step time;
-* infer: ``predict_batch`` (decode, NMS or top-k) / torchvision's eval forward;
+* infer: ``predict_batch`` (decode, NMS or top-k; Mask R-CNN's ``predict``, which also pastes
+  the masks into the image as torchvision's eval forward does) / torchvision's eval forward;
 * bare train / bare infer: the network alone, the floor, with ``sum of output means`` as the
   loss; ``suite_families.py`` says exactly what each kind's floor runs (dense: backbone, neck,
   head convolutions; two-stage: also RoIAlign and the box and mask heads on fixed RoIs, as
@@ -184,7 +185,9 @@ def phases_of(family: Family, ours: nn.Module, theirs: nn.Module | None,
         sgd, plan = harness.optimizer_for, None
     x = images.tensor
     models: dict[str, nn.Module] = {"det": ours}
-    full = {"det": (lambda: ours.loss(images, targets), lambda: ours.predict_batch(images))}
+    # a mask family's inference pastes its masks into the image, as torchvision's eval forward
+    predict = ours.predict if family.masks else ours.predict_batch
+    full = {"det": (lambda: ours.loss(images, targets), lambda: predict(images))}
     floors = {"det": lambda training: suite_families.det_floor(family, ours, plan, training)}
     if theirs is not None:
         models["torchvision"] = theirs

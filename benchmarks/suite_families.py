@@ -14,13 +14,14 @@ builder in ``suite_peers.py``; None: torchvision has none, det's own numbers onl
 * two-stage (Faster R-CNN, Mask R-CNN, Cascade R-CNN): backbone, FPN, RPN head, then the RoI
   head's RoIAlign and box head(s) on P fixed RoIs per image (the sampler's ``num`` in a train
   step, the test proposals ``max_per_img`` in inference: the RoIs a real step classifies), and
-  for Mask R-CNN the mask RoIAlign and mask head on Q fixed RoIs (a quarter of P, the
-  sampler's positive budget, in training; M = 100 in inference). For Cascade R-CNN the RoIs
+  for Mask R-CNN the mask RoIAlign and mask head on Q fixed RoIs (P x ``pos_fraction``, the
+  sampler's positive budget, which det's mask branch always runs and torchvision's only
+  for its positives, in training; M = 100 in inference). For Cascade R-CNN the RoIs
   go through every stage (``box_outputs``: each stage's refinement included). torchvision's
   floor runs its RPN head, ``box_roi_pool``, ``box_head``, ``box_predictor`` (and the mask
   pool, head and predictor) on the same fixed RoIs. Outside: anchor targets and RPN losses,
   proposals (decoding, per-level NMS), RoI sampling, box and mask targets, losses;
-  post-processing (per-class NMS, mask pasting is not run: ``predict_batch``).
+  post-processing (per-class NMS; Mask R-CNN's mask pasting, which ``predict`` runs).
 * query (DETR, Deformable DETR, DINO): det's ``forward`` -- backbone, neck (ChannelMapper),
   positional encodings, the transformer encoder and decoder, the head's class and box
   branches on every decoder layer; for Deformable DETR and DINO also the encoder's proposal
@@ -214,7 +215,8 @@ def roi_plan(model: nn.Module, args: argparse.Namespace, device: torch.device) -
     sampler = (rcnn[0] if isinstance(rcnn, list) else rcnn).sampler  # Cascade: one per stage
     train = fixed_rois(args.batch, sampler.num, args.size, device)
     infer = fixed_rois(args.batch, model.test_cfg.rpn.max_per_img, args.size, device)
-    return RoIPlan(train, infer, train[:, :max(1, sampler.num // 4)],
+    positives = max(1, int(sampler.num * sampler.pos_fraction))  # det's mask slots
+    return RoIPlan(train, infer, train[:, :positives],
                    infer[:, :MASK_INFER_DETS])
 
 

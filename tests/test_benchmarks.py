@@ -159,3 +159,25 @@ def test_inputs_masks_fill_their_boxes_and_fixed_rois_stay_inside() -> None:
     assert (rois[..., 0] >= 0).all() and (rois[..., 2] <= 96).all()
     assert (rois[..., 1] >= 0).all() and (rois[..., 3] <= 64).all()
     assert (rois[..., 2:] - rois[..., :2] >= 8).all()
+
+
+def test_two_stage_floor_runs_as_many_rois_as_a_step_classifies() -> None:
+    # mask_rcnn_r50: 512 sampled RoIs, 0.25 of them positive (the mask slots); 1000 test
+    # proposals, 100 detections
+    args = Namespace(batch=2, size=(96, 128))
+    cpu = torch.device("cpu")
+    for preset, sizes in (("mask_rcnn_r50", (512, 128, 1000)),
+                          ("mask_rcnn_tiny_synth", (256, 64, 300))):  # 256 x 0.25; 300
+        cfg = detcli.load_config(preset, overrides=["model.backbone.init_cfg=false"]).cfg
+        model = detcli.build_detector(cfg.model)
+        plan = suite_families.roi_plan(model, args, cpu)
+        assert plan.train.shape == (2, sizes[0], 4) and plan.mask_train.shape == (2, sizes[1], 4)
+        assert plan.infer.shape == (2, sizes[2], 4) and plan.mask_infer.shape == (2, 100, 4)
+    # the tiny one's floor: every RoI classified, every mask RoI segmented (K = 3)
+    floor = suite_families.det_floor(suite_families.FAMILIES["mask_rcnn"], model, plan,
+                                     training=False)
+    model.eval()
+    with torch.no_grad():
+        rpn, (cls_score, bbox_pred), mask_probs = floor(torch.randn(2, 3, 96, 128))
+    assert cls_score.shape == (2, 300, 4) and bbox_pred.shape == (2, 300, 12)
+    assert mask_probs.shape == (2, 100, 28, 28)
