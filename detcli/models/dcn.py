@@ -22,9 +22,10 @@ weight starts as MMCV's: uniform in ``+-1 / sqrt(C_in k_h k_w)`` for DCNv2, Kaim
 ResNet's ``conv2`` loads the ImageNet ``conv2.weight`` and MMDetection checkpoints load as is.
 
 Two kernels compute the same thing. ``torchvision.ops.deform_conv2d`` (a pack's default, CPU and
-CUDA) has no ONNX translation, so :func:`deform_conv2d_portable` writes it with ops ONNX has
-(one ``GridSample`` for every tap of every deform group, a mask product, a ``MatMul`` with the
-weight); the ONNX export switches every pack to it with :func:`portable_deform_convs`
+CUDA) exports only as ONNX's ``DeformConv`` (opset 19 and newer, not in every runtime), so
+:func:`deform_conv2d_portable` writes it with ops every opset has (one ``GridSample`` for every
+tap of every deform group, a mask product, a ``MatMul`` with the weight); the ONNX export
+switches every pack to it with :func:`portable_deform_convs`
 (``tests/models/test_dcn_portable.py`` holds the two kernels equal).
 """
 
@@ -35,8 +36,8 @@ import math
 from typing import Callable, Iterator, Literal
 
 import torch
-from pydantic import Field
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 from torchvision.ops import deform_conv2d
