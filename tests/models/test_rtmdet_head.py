@@ -12,8 +12,9 @@ import torch
 
 from detcli.errors import ConfigError, DetError
 from detcli.models.build import build_detector
-from detcli.models.dense_heads.rtmdet_head import RTMDetSepBNHead, inverse_sigmoid
+from detcli.models.dense_heads.rtmdet_head import RTMDetSepBNHead
 from detcli.models.layers import DepthwiseSeparableConvModule
+from detcli.ops.logits import inverse_sigmoid
 from detcli.structures.batch import DetTargets, ImageBatch
 from detcli.structures.dense import DenseOutputs
 from detcli.task.train_cfg import DenseTrainConfig

@@ -54,6 +54,7 @@ from detcli.models.losses import GIoULossConfig
 from detcli.models.losses.gfocal_loss import QualityFocalLossConfig
 from detcli.models.protocols import AssignmentSetup, PredictedPriors, TrainingRule
 from detcli.models.query_heads.detr_head import mean_over_ranks
+from detcli.ops.logits import inverse_sigmoid
 from detcli.registry import ASSIGNERS, BBOX_CODERS, HEADS, LOSSES, BBoxCoderConfig, LossConfig
 from detcli.structures.assignment import Assignment, build_assignment
 from detcli.structures.batch import DetTargets, ImageBatch
@@ -91,12 +92,6 @@ def rtmdet_loss_bbox() -> GIoULossConfig:
 def rtmdet_train_cfg() -> DenseTrainConfig:
     """RTMDet's ``train_cfg``: the dynamic soft-label assigner with ``topk = 13``."""
     return DenseTrainConfig(assigner=DynamicSoftLabelAssignerConfig(topk=13))
-
-
-def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
-    """The logit of probabilities (...) clamped to [eps, 1 - eps] (MMDetection's)."""
-    x = x.clamp(min=0, max=1)
-    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
 class RTMDetSepBNHeadConfig(Schema):
@@ -433,4 +428,4 @@ class RTMDetSepBNHead(nn.Module):
                              self.test_cfg, rescale=rescale)
 
 
-__all__ = ["RTMDetSepBNHead", "RTMDetSepBNHeadConfig", "inverse_sigmoid", "rtmdet_train_cfg"]
+__all__ = ["RTMDetSepBNHead", "RTMDetSepBNHeadConfig", "rtmdet_train_cfg"]
