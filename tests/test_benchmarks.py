@@ -96,6 +96,13 @@ def test_smoke_run_measures_every_family(tmp_path) -> None:
     dino_row = next(line for line in done.stdout.splitlines() if line.startswith("| dino | det"))
     assert dino_row.endswith("| - | - |")
     assert "bare (detr, deformable_detr, dino): " + suite_families.FLOORS["query"] in done.stdout
+    # the key number per family: det's share of each step outside the network
+    summary = next(line for line in done.stdout.splitlines()
+                   if line.startswith("det outside the network, train / infer (target < 10%): "))
+    for name, result in results.items():
+        det = result["det"]
+        shares = f"{name} {det['train_outside']:.0%} / {det['infer_outside']:.0%}"
+        assert shares in summary, (shares, summary)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA this would run the real suite")
