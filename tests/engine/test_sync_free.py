@@ -54,9 +54,11 @@ BUDGET = {
     # the Hungarian matching: every decoder layer's cost matrices of the batch go to the host
     # in one transfer for scipy, the matches come back in one copy (docs/performance.md)
     "DETR": 2,
-    # DETR's two (the tiny preset refines boxes, one stage; two-stage adds two more: the
-    # encoder's proposals are matched in their own assigner call, S tokens instead of Q)
+    # DETR's two (the tiny preset refines boxes, one stage)
     "DeformableDETR": 2,
+    # two-stage adds two more: the encoder's proposals are matched in their own assigner call,
+    # S tokens instead of Q (no tiny preset: test_two_stage_deformable_detr_within_budget)
+    "DeformableDETR two-stage": 4,
     # DETR's two: the decoder layers' and the encoder's top-k proposals' matchings in one
     # transfer; the denoising queries need none (their counts stay on the device)
     "DINO": 2,
@@ -72,10 +74,15 @@ BUDGET = {
 
 def budget_key(model_cfg: Any) -> str:
     """The model type, with " with masks" where that type has a mask variant of its own
-    budget (Cascade Mask R-CNN is a CascadeRCNN with mask heads, as in MMDetection)."""
+    budget (Cascade Mask R-CNN is a CascadeRCNN with mask heads, as in MMDetection), or
+    " two-stage" where ``as_two_stage`` has one (Deformable DETR's; DINO is always two-stage,
+    its budget is DINO's)."""
     masked = f"{model_cfg.type} with masks"
     roi_head = getattr(model_cfg, "roi_head", None)  # None: a single-stage detector
     has_masks = getattr(roi_head, "mask_head", None) is not None
+    two_stage = f"{model_cfg.type} two-stage"
+    if getattr(model_cfg, "as_two_stage", False) and two_stage in BUDGET:
+        return two_stage
     return masked if has_masks and masked in BUDGET else model_cfg.type
 
 
@@ -216,10 +223,10 @@ def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return ((xs >= x1) & (xs <= x2) & (ys >= y1) & (ys <= y2)).to(torch.uint8)
 
 
-def tiny_train_step(preset: Path) -> tuple[str, TrainStep]:
-    """The preset's budget key and its model (seed 0), optimizer and grad clip in an engine
-    TrainStep."""
-    cfg = load_config(preset, []).cfg
+def tiny_train_step(preset: Path, overrides: list[str] | None = None) -> tuple[str, TrainStep]:
+    """The preset's budget key and its model (seed 0; ``overrides``: ``"key=value"``),
+    optimizer and grad clip in an engine TrainStep."""
+    cfg = load_config(preset, overrides or []).cfg
     torch.manual_seed(0)
     model = build_detector(cfg.model)
     model.init_weights()
@@ -271,6 +278,24 @@ def test_train_step_syncs_within_budget(preset, monkeypatch):
         f"{budget} allowed:\n{recorder.report()}")
     if model_type in BUDGET:  # the documented number is the real one, not a loose bound
         assert len(recorder.syncs) == budget, recorder.report()
+
+
+def test_two_stage_deformable_detr_within_budget(monkeypatch):
+    """The two-stage Deformable DETR (with box refinement, as MMDetection's two-stage config)
+    on the tiny preset's config: its budget exactly, the decoder layers' matching (one
+    transfer each way) and then the encoder proposals' own."""
+    monkeypatch.setattr(nms_module, "CPU_SINGLE_CALL_MAX_BOXES", 10**9)
+    preset = next(p for p in PRESETS if p.name == "deformable_detr_tiny_synth.toml")
+    model_type, step = tiny_train_step(preset, ["model.as_two_stage=true",
+                                                "model.with_box_refine=true"])
+    assert model_type == "DeformableDETR two-stage"
+    assert step.module.detector.bbox_head.as_two_stage
+    recorder = record_iteration(step, seed=0)
+    assert len(recorder.syncs) == BUDGET[model_type], recorder.report()
+    assert [s.op for s in recorder.syncs] == ["Tensor.numpy", "aten.lift_fresh"] * 2
+    assert all(s.where.startswith("hungarian.py") for s in recorder.syncs), recorder.report()
+    in_layer_losses = ["layer_losses" in s.where for s in recorder.syncs]
+    assert in_layer_losses == [True, True, False, False], recorder.report()  # then enc_*
 
 
 def test_recorder_catches_a_planted_item(monkeypatch):
