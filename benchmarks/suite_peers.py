@@ -35,15 +35,16 @@ def resnet_fpn(args: argparse.Namespace, p6p7: bool) -> nn.Module:
     """ResNet + FPN on C3-C5 with P6/P7 (dense heads) or on C2-C5 with a max-pooled P6 (RPN)."""
     tiny = args.smoke
     depth = "resnet18" if tiny else "resnet50"
-    norm = FrozenBatchNorm2d if (args.tv_frozen or tiny) else nn.BatchNorm2d
+    norm = FrozenBatchNorm2d if args.tv_frozen else nn.BatchNorm2d
     resnet = torchvision.models.get_model(depth, weights=None, norm_layer=norm)
     layers = [2, 3, 4] if p6p7 else [1, 2, 3, 4]
     if not tiny:
         extra = LastLevelP6P7(256, 256) if p6p7 else None
         return _resnet_fpn_extractor(resnet, 3 if args.tv_frozen else 5, returned_layers=layers,
                                      extra_blocks=extra)
-    for name, param in resnet.named_parameters():  # 3 trainable stages, as the extractor
-        param.requires_grad_(name.startswith(("layer2", "layer3", "layer4")))
+    if args.tv_frozen:  # 3 trainable stages, as the extractor makes them
+        for name, param in resnet.named_parameters():
+            param.requires_grad_(name.startswith(("layer2", "layer3", "layer4")))
     in_channels = [64 * 2 ** (i - 1) for i in layers]  # BasicBlock widths
     extra = LastLevelP6P7(TINY_CHANNELS, TINY_CHANNELS) if p6p7 else LastLevelMaxPool()
     return BackboneWithFPN(resnet, {f"layer{i}": str(k) for k, i in enumerate(layers)},
