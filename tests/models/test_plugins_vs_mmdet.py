@@ -59,7 +59,10 @@ def test_resnet_with_plugins_equals_mmdet(name):
     with torch.no_grad():
         outs = model(seeded_input(entry["input"], SEED))
     for out, expected in zip(outs, entry["outs"], strict=True):
-        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+        # Random weights grow the features to ~1e4 by stage 4; float32 rounding there is relative
+        # to the tensor's scale, so an element near 0 is held to 2e-6 of the largest one.
+        scale = float(expected.abs().max())
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=max(1e-4, 2e-6 * scale))
 
 
 def test_attention_resnet50_keys_are_mmdetections():
