@@ -4,8 +4,8 @@ graph, dynamic batch, checked against PyTorch's predict_batch.
 
 Why it exports now (docs/export.md): one reference tensor goes through ``inverse_sigmoid``
 twice (the decoder's refinement and the head), and MMDetection's form of it, after
-onnxscript's optimizer, lost one of its Clip bounds; ``detcli.ops.logits`` writes it in one
-Clip per side.
+onnxscript's optimizer, lost one of its Clip bounds; ``detcli.ops.logits`` writes it with no
+clamp feeding another.
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ class TwiceLogit(nn.Module):
 
 def test_a_tensor_through_inverse_sigmoid_twice_exports(tmp_path):
     """The root cause in miniature: with MMDetection's three clamps this graph names a Clip
-    bound that is not in the file (onnxruntime refuses it); one Clip per side loads and
-    computes the logits (log 3 at 0.75, log(1 / eps) at 1)."""
+    bound that is not in the file (onnxruntime refuses it); no clamp feeding another, it loads
+    and computes the logits (log 3 at 0.75, log(1 / eps) at 1, log(eps) at 0)."""
     sample = torch.randn(2, 1, 4)
     path = tmp_path / "twice.onnx"
     program = torch.onnx.export(TwiceLogit().eval(), (sample,), dynamo=True, input_names=["x"],
