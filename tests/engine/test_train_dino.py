@@ -3,13 +3,16 @@
 The engine tests' tiny setting (24 synthetic images at 128 pixels, AdamW at lr 1e-3, weight
 decay 1e-4; :mod:`tests.engine.conftest`) on ``presets/dino_tiny_synth.toml`` -- ResNet-18 at
 a quarter width, 4 levels at 64 channels, 2 + 2 transformer layers, 30 queries, denoising --
-for 16 epochs of 6 iterations (96 steps). Measured (torch on CPU, one thread), seeds 0 / 1 / 2:
-mean loss 10.19 -> 7.01 / 10.23 -> 7.03 / 10.26 -> 9.10, bbox_mAP 0.046 / 0.010 / 0.005,
-bbox_mAP_50 0.165 / 0.047 / 0.021, the matched queries' loss_bbox 2.05 -> 1.53 (seed 0), in
-21-42 s on a 2-core machine shared with other jobs. (The denoising box loss rises over these
-first steps, 1.1 -> 4.3: the box branches start at zero, so the noisy GT references are the
-first predictions; MMDetection's gradients are the same, tests/models/query_heads.) The test
-runs seed 0; its floors leave a margin of about 3 below it.
+for 32 epochs of 6 iterations (192 steps). Measured (torch 2.14 on CPU, one thread), seeds
+0 / 1 / 2 / 3: mean loss 10.19 -> 5.53 / 10.23 -> 6.06 / 10.26 -> 7.04 / 11.21 -> 4.83, bbox_mAP
+0.0075 / 0.018 / 0.038 / 0.061, bbox_mAP_50 0.036 / 0.109 / 0.162 / 0.239, in 23-36 s on a
+2-core machine shared with other jobs; after 2 epochs it is 0.0001 / 0.0014 (seed 0). Small
+runs like this one are chaotic: at 16 epochs seed 0 reached bbox_mAP 0.046 on one machine and
+0.0012 on another (same code, another environment), so the floors sit about 3 below the worst of the
+four seeds, where any learning clears them and an untrained model does not. (The denoising box
+loss rises over the first steps: the box branches start at zero, so the noisy GT references are
+the first predictions; MMDetection's gradients are the same, tests/models/query_heads.) The
+test runs seed 0.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from tests.engine.conftest import ROOT, TINY_PRESET, tiny_config_text
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-EPOCHS = 16
+EPOCHS = 32
 PRESET = ROOT / "presets" / "dino_tiny_synth.toml"
-LOSS_RATIO, MAP_FLOOR, MAP50_FLOOR = 0.9, 0.015, 0.05
+LOSS_RATIO, MAP_FLOOR, MAP50_FLOOR = 0.75, 0.0025, 0.012
 
 
 def test_tiny_dino_trains_to_its_map_floor(synth, tmp_path):
