@@ -25,7 +25,7 @@ from detcli.models.transformer.deformable import (
     MultiScaleDeformableAttention,
     multi_scale_deformable_attn,
 )
-from tests.analysis.tiny_data import make_tiny
+from tests.analysis.tiny_data import make_tiny, with_preset
 
 # 2 levels of a (H, W) = (32, 64) input: (4, 8) at stride 8 and (2, 4) at stride 16
 SHAPES = [(4, 8), (2, 4)]
@@ -131,9 +131,7 @@ def tiny(tmp_path_factory):
 
 def preset(tiny, name: str, *overrides: str):
     """The tiny data's config with ``name``'s model (class names square, circle, triangle)."""
-    config = tiny.root / f"{name}_tiny_data.toml"
-    config.write_text(tiny.config.read_text().replace("retinanet_tiny_synth.toml", f"{name}.toml"))
-    return load_config(config, list(overrides)).cfg
+    return load_config(with_preset(tiny, name).config, list(overrides)).cfg
 
 
 def test_dino_stand_in_samples_mmcvs_initial_pattern_in_its_reference_boxes(tiny):

@@ -108,13 +108,10 @@ def test_a_group_source_adds_query_groups_to_the_report_and_the_picture(tmp_path
     from detcli.config.loader import load_config
     from detcli.viz.canvas import GAP, TITLE_H, distinct_colours
     from detcli.viz.query_picture import draw_query_matching
-    from tests.analysis.tiny_data import make_tiny
+    from tests.analysis.tiny_data import make_tiny, with_preset
 
-    data = make_tiny(tmp_path)
-    config = tmp_path / "detr.toml"
-    config.write_text(data.config.read_text().replace("retinanet_tiny_synth.toml",
-                                                      "detr_tiny_synth.toml"))
-    cfg = load_config(config).cfg
+    data = with_preset(make_tiny(tmp_path), "detr_tiny_synth")
+    cfg = load_config(data.config).cfg
     gt = OriginalGT.from_boxes([[10, 20, 40, 50], [60, 10, 100, 80]], [0, 1],
                                ("square", "circle", "triangle"))
 

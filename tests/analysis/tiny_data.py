@@ -13,17 +13,24 @@ b.png: triangle [10, 5, 30, 25] (label 2).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
+import torch
+from torch import nn
 
 from detcli.analysis.assign_view import visualize_assignment
 from detcli.cli.viz import read_gt
+from detcli.config.loader import load_config
+from detcli.engine.checkpoint import save_checkpoint
+from detcli.models.build import build_detector
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "presets" / "retinanet_tiny_synth.toml"
+CLASSES = ["square", "circle", "triangle"]  # labels 0, 1, 2 (ascending category id)
 
 
 @dataclass
@@ -65,6 +72,26 @@ def make_tiny(tmp_path: Path) -> TinyData:
                      for s in ("train", "val", "test"))
     config.write_text(f'extends = ["{TINY}"]\n{splits}')
     return TinyData(root, ann_file, image_a, image_b, config)
+
+
+def with_preset(data: TinyData, preset: str) -> TinyData:
+    """The same data with another preset's model (``"dino_tiny_synth"``: presets/ name, no
+    suffix): a config beside ``data.config``, ``<preset>_data.toml``, that extends it instead."""
+    config = data.config.with_name(f"{preset}_data.toml")
+    config.write_text(data.config.read_text().replace(TINY.name, f"{preset}.toml"))
+    return replace(data, config=config)
+
+
+def save_tiny_model(data: TinyData, name: str,
+                    prepare: Optional[Callable[[nn.Module], None]] = None) -> Path:
+    """``data.config``'s model as its constructor initialises it under seed 0 (then changed in
+    place by ``prepare``, under no_grad), saved as ``data.root / name`` with :data:`CLASSES`."""
+    torch.manual_seed(0)
+    model = build_detector(load_config(data.config).cfg.model)
+    if prepare is not None:
+        with torch.no_grad():
+            prepare(model)
+    return save_checkpoint(data.root / name, model, meta={"classes": CLASSES}, rng=False)
 
 
 def assign_boxes(cfg, image: Path, boxes: list[str], **kwargs):

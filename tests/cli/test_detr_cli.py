@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from detcli.cli import analyze
-from tests.analysis.tiny_data import make_tiny
+from tests.analysis.tiny_data import make_tiny, with_preset
 
 app = typer.Typer()
 app.add_typer(analyze.app, name="analyze")
@@ -19,11 +19,7 @@ app.add_typer(analyze.app, name="analyze")
 
 @pytest.fixture
 def detr_tiny(tmp_path):
-    data = make_tiny(tmp_path)
-    config = tmp_path / "detr_tiny_data.toml"
-    config.write_text(data.config.read_text().replace("retinanet_tiny_synth.toml",
-                                                      "detr_tiny_synth.toml"))
-    return config
+    return with_preset(make_tiny(tmp_path), "detr_tiny_synth").config
 
 
 def run(*args):

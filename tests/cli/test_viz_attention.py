@@ -13,12 +13,9 @@ import torch
 from typer.testing import CliRunner
 
 from detcli.cli.viz import app
-from detcli.config.loader import load_config
-from detcli.engine.checkpoint import save_checkpoint
 from detcli.inference.detector import Detector
-from detcli.models.build import build_detector
 from detcli.models.transformer.deformable import MultiScaleDeformableAttention
-from tests.analysis.tiny_data import make_tiny
+from tests.analysis.tiny_data import make_tiny, save_tiny_model, with_preset
 
 
 def run(*args):
@@ -27,27 +24,19 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("attention_cli")
-    data = make_tiny(root)
-    config = root / "dino_tiny_data.toml"
-    config.write_text(data.config.read_text().replace("retinanet_tiny_synth.toml",
-                                                      "dino_tiny_synth.toml"))
-    data.config = config
-    return data
+    return with_preset(make_tiny(tmp_path_factory.mktemp("attention_cli")), "dino_tiny_synth")
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tiny):
     """A DINO whose attention depends on the query (random offset and weight matrices)."""
-    torch.manual_seed(0)
-    model = build_detector(load_config(tiny.config).cfg.model)
-    with torch.no_grad():
+    def query_dependent(model: torch.nn.Module) -> None:
         for module in model.modules():
             if isinstance(module, MultiScaleDeformableAttention):
                 module.sampling_offsets.weight.normal_(std=0.2)
                 module.attention_weights.weight.normal_(std=0.5)
-    return save_checkpoint(tiny.root / "dino.pth", model,
-                           meta={"classes": ["square", "circle", "triangle"]}, rng=False)
+
+    return save_tiny_model(tiny, "dino.pth", query_dependent)
 
 
 def test_stand_in_writes_a_picture_per_query_and_json(tiny, tmp_path):

@@ -9,14 +9,11 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from detcli.cli.viz import app
 from detcli.config.loader import load_config
-from detcli.engine.checkpoint import save_checkpoint
-from detcli.models.build import build_detector
-from tests.analysis.tiny_data import make_tiny
+from tests.analysis.tiny_data import make_tiny, save_tiny_model, with_preset
 
 GT_A = [[20.0, 40.0, 80.0, 100.0], [120.0, 20.0, 200.0, 160.0]]  # a.png's, in the input
 
@@ -27,13 +24,7 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dino")
-    data = make_tiny(root)
-    config = root / "dino_tiny_data.toml"
-    config.write_text(data.config.read_text().replace("retinanet_tiny_synth.toml",
-                                                      "dino_tiny_synth.toml"))
-    data.config = config
-    return data
+    return with_preset(make_tiny(tmp_path_factory.mktemp("dino")), "dino_tiny_synth")
 
 
 def test_denoising_json_layout_mask_and_picture(tiny, tmp_path):
@@ -115,10 +106,7 @@ pipeline = [
 
 @pytest.fixture(scope="module")
 def checkpoint(tiny):
-    torch.manual_seed(0)
-    model = build_detector(load_config(tiny.config).cfg.model)
-    return save_checkpoint(tiny.root / "dino.pth", model,
-                           meta={"classes": ["square", "circle", "triangle"]}, rng=False)
+    return save_tiny_model(tiny, "dino.pth")
 
 
 def test_checkpoint_denoising_predictions(tiny, checkpoint, tmp_path):

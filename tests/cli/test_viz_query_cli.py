@@ -8,7 +8,6 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from detcli.cli.viz import app
@@ -16,7 +15,7 @@ from detcli.config.loader import load_config
 from detcli.engine.checkpoint import save_checkpoint
 from detcli.inference.detector import Detector
 from detcli.models.build import build_detector
-from tests.analysis.tiny_data import make_tiny
+from tests.analysis.tiny_data import make_tiny, save_tiny_model, with_preset
 
 # a.png's GT in the network input: the test pipeline doubles it (tests/analysis/tiny_data.py)
 GT_A = [[20.0, 40.0, 80.0, 100.0], [120.0, 20.0, 200.0, 160.0]]
@@ -30,21 +29,12 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("detr")
-    data = make_tiny(root)
-    config = root / "detr_tiny_data.toml"
-    config.write_text(data.config.read_text().replace("retinanet_tiny_synth.toml",
-                                                      "detr_tiny_synth.toml"))
-    data.config = config
-    return data
+    return with_preset(make_tiny(tmp_path_factory.mktemp("detr")), "detr_tiny_synth")
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tiny):
-    torch.manual_seed(0)
-    model = build_detector(load_config(tiny.config).cfg.model)
-    return save_checkpoint(tiny.root / "detr.pth", model,
-                           meta={"classes": ["square", "circle", "triangle"]}, rng=False)
+    return save_tiny_model(tiny, "detr.pth")
 
 
 def test_stand_in_matching_json(tiny, tmp_path):

@@ -9,16 +9,14 @@ import pytest
 from typer.testing import CliRunner
 
 from detcli.cli.viz import app
-from tests.analysis.tiny_data import make_tiny
+from tests.analysis.tiny_data import make_tiny, with_preset
 
 SHORT_SIDES = set(range(480, 801, 32))  # the last RandomChoiceResize of either branch
 
 
 @pytest.mark.parametrize("prob, branch", [("[1.0, 0.0]", "resize"), ("[0.0, 1.0]", "crop")])
 def test_viz_dataset_runs_each_branch_of_detr_r50s_pipeline(tmp_path, prob, branch):
-    tiny = make_tiny(tmp_path)
-    config = tmp_path / "detr_tiny_data.toml"
-    config.write_text(tiny.config.read_text().replace("retinanet_tiny_synth.toml", "detr_r50.toml"))
+    config = with_preset(make_tiny(tmp_path), "detr_r50").config
     result = CliRunner().invoke(app, ["dataset", str(config), "--num", "2", "--out",
                                       str(tmp_path / "out"), "--json", "--set",
                                       f"data.train.pipeline.3.prob={prob}"])
