@@ -8,10 +8,11 @@ from pathlib import Path
 
 def is_loss_key(key: str) -> bool:
     """Whether an entry of a detector's loss dict is a loss the trainer sums (and the logs
-    show among the losses): its last dotted part starts with ``loss`` -- ``loss_cls``, and
-    Cascade R-CNN's per-stage ``s0.loss_cls`` (MMDetection's names; its ``parse_losses`` sums
-    every key containing ``loss``). ``acc`` and ``s0.acc`` are metrics, logged, not summed."""
-    return key.rsplit(".", 1)[-1].startswith("loss")
+    show among the losses): its name contains ``loss``, MMDetection's ``parse_losses`` rule --
+    ``loss_cls``, Cascade R-CNN's per-stage ``s0.loss_cls``, the query detectors' ``d0.loss_cls``,
+    ``enc_loss_cls`` (the encoder's proposals), DINO's ``dn_loss_cls`` / ``d0.dn_loss_cls`` (its
+    denoising queries). ``acc`` and ``s0.acc`` are metrics, logged, not summed."""
+    return "loss" in key
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:
