@@ -60,6 +60,7 @@ from detcli.errors import ConfigError, DetError
 from detcli.models.channels import RoIHeadSchema, connect_head
 from detcli.models.protocols import BBoxHead
 from detcli.models.roi_heads.mask_branch import segment_detections, with_mask_probs
+from detcli.models.roi_heads.roi_extractor import check_pooled_size
 from detcli.models.roi_heads.rois import RoISamples, batch_rois
 from detcli.models.roi_heads.standard_roi_head import (
     StandardRoIHead,
@@ -136,16 +137,9 @@ class CascadeRoIHeadConfig(RoIHeadSchema):
                 f"model.roi_head.mask_head num_classes {sorted(mask_classes)} differ from the "
                 f"box heads' {classes[0]}: the masks are of the boxes' classes, so set them "
                 "equal")
-        roi_layer = getattr(self.bbox_roi_extractor, "roi_layer", None)
-        pooled = getattr(roi_layer, "output_pair", None)
         for stage, head in enumerate(self.bbox_head):
-            feat_size = getattr(head, "roi_feat_size", None)
-            if pooled is not None and feat_size is not None and tuple(pooled) != (feat_size,) * 2:
-                raise ValueError(
-                    f"model.roi_head.bbox_head[{stage}].roi_feat_size = {feat_size} disagrees "
-                    f"with model.roi_head.bbox_roi_extractor.roi_layer.output_size = "
-                    f"{roi_layer.output_size}: the box heads read the pooled RoI features, so "
-                    "set both to the same size")
+            check_pooled_size(self.bbox_roi_extractor, head, "bbox_roi_extractor",
+                              f"bbox_head[{stage}]", "the box heads read")
         if self.mask_head is not None:
             self._check_mask_pooling()
         return self
@@ -155,18 +149,9 @@ class CascadeRoIHeadConfig(RoIHeadSchema):
         extractor_key = "mask_roi_extractor" if self.mask_roi_extractor is not None \
             else "bbox_roi_extractor"
         extractor = self.mask_roi_extractor or self.bbox_roi_extractor
-        roi_layer = getattr(extractor, "roi_layer", None)
-        pooled = getattr(roi_layer, "output_pair", None)
         for stage, head in enumerate(self.mask_heads()):
-            feat_size = getattr(head, "roi_feat_size", None)
-            if pooled is not None and feat_size is not None and tuple(pooled) != (feat_size,) * 2:
-                where = "mask_head" if not isinstance(self.mask_head, list) \
-                    else f"mask_head[{stage}]"
-                raise ValueError(
-                    f"model.roi_head.{where}.roi_feat_size = {feat_size} disagrees with "
-                    f"model.roi_head.{extractor_key}.roi_layer.output_size = "
-                    f"{roi_layer.output_size}: the mask heads read the pooled RoI features, "
-                    "so set both to the same size")
+            where = "mask_head" if not isinstance(self.mask_head, list) else f"mask_head[{stage}]"
+            check_pooled_size(extractor, head, extractor_key, where, "the mask heads read")
 
     def connect(self, in_channels: int, source: str, where: str) -> None:
         """The extractor (one config, built per stage) pools maps of ``in_channels`` (from

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from detcli.config.schema import Schema, derive_or_check
 from detcli.errors import ConfigError, DataError
 from detcli.models.roi_heads.mask_target import mask_targets
+from detcli.models.roi_heads.roi_extractor import check_pooled_size
 from detcli.models.roi_heads.rois import RoISamples, batch_rois
 from detcli.structures.batch import DetTargets, ImageBatch
 from detcli.structures.detections import DetectionBatch
@@ -35,15 +36,7 @@ def check_mask_branch(mask_head: Schema, extractor: Schema, extractor_key: str) 
     ``model.roi_head.{extractor_key}``: the mask extractor, or the shared box extractor) pools:
     its ``roi_feat_size`` must be their pooled size (ValueError naming both keys) and its
     ``in_channels`` their channels (derived when unset)."""
-    roi_layer = getattr(extractor, "roi_layer", None)
-    pooled = getattr(roi_layer, "output_pair", None)
-    feat_size = getattr(mask_head, "roi_feat_size", None)
-    if pooled is not None and feat_size is not None and tuple(pooled) != (feat_size,) * 2:
-        raise ValueError(
-            f"model.roi_head.mask_head.roi_feat_size = {feat_size} disagrees with "
-            f"model.roi_head.{extractor_key}.roi_layer.output_size = "
-            f"{roi_layer.output_size}: the mask head reads the pooled RoI features, so set "
-            "both to the same size")
+    check_pooled_size(extractor, mask_head, extractor_key, "mask_head", "the mask head reads")
     channels = getattr(extractor, "out_channels", None)
     if channels is not None:
         derive_or_check(

@@ -109,6 +109,22 @@ class SingleRoIExtractorConfig(Schema):
         return value
 
 
+def check_pooled_size(extractor: Schema, head: Schema, extractor_key: str, head_key: str,
+                      readers: str) -> None:
+    """A head config's ``roi_feat_size`` must be the S x S its extractor pools: ValueError
+    naming both keys (``model.roi_head.<head_key>``, ``model.roi_head.<extractor_key>``) and
+    why (``readers``: "the box head reads"). Nothing to check when either has no such field."""
+    roi_layer = getattr(extractor, "roi_layer", None)
+    pooled = getattr(roi_layer, "output_pair", None)
+    feat_size = getattr(head, "roi_feat_size", None)
+    if pooled is not None and feat_size is not None and tuple(pooled) != (feat_size,) * 2:
+        raise ValueError(
+            f"model.roi_head.{head_key}.roi_feat_size = {feat_size} disagrees with "
+            f"model.roi_head.{extractor_key}.roi_layer.output_size = "
+            f"{roi_layer.output_size}: {readers} the pooled RoI features, so set both to the "
+            "same size")
+
+
 @ROI_EXTRACTORS.register(SingleRoIExtractorConfig)
 class SingleRoIExtractor(nn.Module):
     """``forward(feats, rois)``: L x (N, C, H_l, W_l), (R, 5) -> (R, C, S_h, S_w).

@@ -53,7 +53,7 @@ from detcli.models.roi_heads.mask_branch import (
     segment_detections,
     with_mask_probs,
 )
-from detcli.models.roi_heads.roi_extractor import SingleRoIExtractorConfig
+from detcli.models.roi_heads.roi_extractor import SingleRoIExtractorConfig, check_pooled_size
 from detcli.models.roi_heads.rois import RoISamples, batch_rois
 from detcli.registry import (
     ASSIGNERS,
@@ -151,15 +151,8 @@ class StandardRoIHeadConfig(RoIHeadSchema):
 
     @model_validator(mode="after")
     def _connect(self) -> StandardRoIHeadConfig:
-        roi_layer = getattr(self.bbox_roi_extractor, "roi_layer", None)
-        pooled = getattr(roi_layer, "output_pair", None)
-        feat_size = getattr(self.bbox_head, "roi_feat_size", None)
-        if pooled is not None and feat_size is not None and tuple(pooled) != (feat_size,) * 2:
-            raise ValueError(
-                f"model.roi_head.bbox_head.roi_feat_size = {feat_size} disagrees with "
-                f"model.roi_head.bbox_roi_extractor.roi_layer.output_size = "
-                f"{roi_layer.output_size}: the box head reads the pooled RoI features, so set "
-                "both to the same size")
+        check_pooled_size(self.bbox_roi_extractor, self.bbox_head, "bbox_roi_extractor",
+                          "bbox_head", "the box head reads")
         channels = getattr(self.bbox_roi_extractor, "out_channels", None)
         if channels is not None:
             derive_or_check(

@@ -16,7 +16,8 @@ import torch
 from pydantic import ValidationError
 from torchvision.ops import roi_align
 
-from detcli.errors import DetError
+from detcli.config.loader import load_config
+from detcli.errors import ConfigError, DetError
 from detcli.models.roi_heads import (
     RoIAlignConfig,
     SingleRoIExtractor,
@@ -179,3 +180,26 @@ def test_export_takes_the_dense_path() -> None:
     more = torch.tensor([[0.0] + square(4, 4, 30), [0.0] + square(2, 2, 120),
                          [0.0] + square(50, 10, 60)])  # a RoI count other than the traced one
     assert torch.equal(exported.module()(*feats, more), Wrapper().extractor(feats, more))
+
+
+@pytest.mark.parametrize("preset, override, message", [
+    ("faster_rcnn_tiny_synth", "model.roi_head.bbox_head.roi_feat_size=5",
+     "model.roi_head.bbox_head.roi_feat_size = 5 disagrees with model.roi_head."
+     "bbox_roi_extractor.roi_layer.output_size = 7: the box head reads the pooled RoI features"),
+    ("cascade_rcnn_tiny_synth", "model.roi_head.bbox_head.1.roi_feat_size=5",
+     "model.roi_head.bbox_head[1].roi_feat_size = 5 disagrees with model.roi_head."
+     "bbox_roi_extractor.roi_layer.output_size = 7: the box heads read the pooled RoI features"),
+    ("mask_rcnn_tiny_synth", "model.roi_head.mask_head.roi_feat_size=7",
+     "model.roi_head.mask_head.roi_feat_size = 7 disagrees with model.roi_head."
+     "mask_roi_extractor.roi_layer.output_size = 14: the mask head reads the pooled RoI features"),
+    ("cascade_mask_rcnn_tiny_synth", "model.roi_head.mask_roi_extractor.roi_layer.output_size=9",
+     "model.roi_head.mask_head.roi_feat_size = 14 disagrees with model.roi_head."
+     "mask_roi_extractor.roi_layer.output_size = 9: the mask heads read the pooled RoI features"),
+])
+def test_every_roi_head_checks_its_heads_read_the_pooled_size(preset, override, message):
+    """One check (roi_extractor.check_pooled_size) for the box and mask heads of the standard
+    and the cascade RoI heads: the message names both keys and their values."""
+    with pytest.raises(ConfigError) as info:
+        load_config(preset, [override])
+    text = " ".join(str(info.value).split())
+    assert message + ", so set both to the same size" in text
