@@ -15,12 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from detcli.config.loader import load_config
-from detcli.export.onnx import ExportOptions, export_onnx
-from detcli.export.runtime import OnnxModel
-from detcli.models.build import build_detector
 from detcli.ops.logits import inverse_sigmoid
-from detcli.structures.batch import ImageBatch
+from tests.export.query_export import check_dynamic_batch_export, spread_query_detector
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -32,38 +28,13 @@ VARIANTS = {
 }
 
 
-def tiny_model(overrides: list[str]) -> nn.Module:
-    torch.manual_seed(0)
-    detector = build_detector(load_config("deformable_detr_tiny_synth", overrides).cfg.model)
-    detector.init_weights()
-    with torch.no_grad():  # scores that differ across classes and queries, boxes that move
-        for branch in detector.bbox_head.cls_branches:
-            branch.weight.normal_(0.0, 0.5)
-        for branch in detector.bbox_head.reg_branches:
-            branch[-1].weight.normal_(0.0, 0.05)
-    return detector.eval()
-
-
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_dynamic_batch_export_matches_predict(variant, tmp_path):
-    model = tiny_model(VARIANTS[variant])
-    result = export_onnx(model, tmp_path / "deformable_detr.onnx", input_size=(128, 160),
-                         options=ExportOptions(dynamic_batch=True))
-    assert result.input_shape[0] == "batch"
+    model = spread_query_detector("deformable_detr_tiny_synth", VARIANTS[variant])
+    result = check_dynamic_batch_export(model, tmp_path / "deformable_detr.onnx", num_dets=30,
+                                        label=f"{variant} ")
     ops = {node.op_type for node in onnx.load(str(result.path)).graph.node}
     assert {"GridSample", "TopK"} <= ops
-    runner = OnnxModel(result.path)
-    for num, seed in ((1, 1), (3, 2)):
-        batch = torch.randn(num, 3, 128, 160, generator=torch.Generator().manual_seed(seed))
-        with torch.no_grad():
-            ref = model.predict_batch(ImageBatch.from_tensor(batch), rescale=False)
-        boxes, scores, labels, num_dets = runner.run(batch)
-        assert num_dets.tolist() == [30] * num == ref.num_dets.tolist()
-        assert torch.equal(labels, ref.labels)
-        torch.testing.assert_close(boxes, ref.boxes, rtol=0, atol=1e-3)
-        torch.testing.assert_close(scores, ref.scores, rtol=0, atol=1e-5)
-        print(f"{variant} N={num}: boxes within {float((boxes - ref.boxes).abs().max()):.2e} px,"
-              f" scores within {float((scores - ref.scores).abs().max()):.2e}")
 
 
 class TwiceLogit(nn.Module):
