@@ -15,7 +15,9 @@ from mmengine.config import Config
 ROOT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "mmdet_configs"
 CONFIGS = ["retinanet/retinanet_r18_fpn_1x_coco.py", "fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py",
            "mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py", "detr/detr_r50_8xb2-150e_coco.py",
-           "rtmdet/rtmdet_tiny_8xb32-300e_coco.py"]
+           "rtmdet/rtmdet_tiny_8xb32-300e_coco.py", "faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py",
+           "empirical_attention/faster-rcnn_r50-attn1111_fpn_1x_coco.py",
+           "fcos/fcos_r50-dcn-caffe_fpn_gn-head-center-normbbox-centeronreg-giou_1x_coco.py"]
 KEYS = ["model", "train_cfg", "optim_wrapper", "train_pipeline", "param_scheduler",
         "custom_hooks"]
 

@@ -18,7 +18,8 @@ FAMILIES = {"retinanet": "retinanet", "fcos": "fcos", "atss": "atss",
             "cascade_rcnn": "cascade_rcnn", "detr": "detr", "rtmdet": "rtmdet",
             "deformable_detr": "deformable_detr", "dino": "dino"}
 # folders of other backbones: only their entries with a det preset (PRESETS), in that family
-PRESET_ONLY = {"regnet": "retinanet", "dcnv2": "faster_rcnn", "swin": "mask_rcnn"}
+PRESET_ONLY = {"regnet": "retinanet", "dcnv2": "faster_rcnn", "swin": "mask_rcnn",
+               "empirical_attention": "faster_rcnn"}
 PRESETS = {  # MMDetection config name -> det preset that is its model
     "retinanet_r50_fpn_1x_coco": "retinanet_r50", "retinanet_r101_fpn_1x_coco": "retinanet_r101",
     "fcos_r50-caffe_fpn_gn-head_1x_coco": "fcos_r50", "atss_r50_fpn_1x_coco": "atss_r50",
@@ -37,6 +38,8 @@ PRESETS = {  # MMDetection config name -> det preset that is its model
     "retinanet_regnetx-3.2GF_fpn_1x_coco": "retinanet_regnetx_3_2gf",
     "faster-rcnn_r50_fpn_mdconv_c3-c5_1x_coco": "faster_rcnn_r50_dcnv2",
     "mask-rcnn_swin-t-p4-w7_fpn_1x_coco": "mask_rcnn_swin_t",
+    "faster-rcnn_r50_fpn_attention_1111_1x_coco": "faster_rcnn_r50_attn1111",
+    "fcos_r50-dcn-caffe_fpn_gn-head-center-normbbox-centeronreg-giou_1x_coco": "fcos_r50_dcn",
 }
 HASH = re.compile(r"-([a-f0-9]{8,})\.pth$")
 

@@ -18,6 +18,7 @@ MMDetection 3.x                                         det
 ``pipeline``                                            ``pipeline``, when every transform maps
                                                         (:func:`translate_pipeline`)
 ``optim_wrapper.optimizer`` / ``.clip_grad``            ``optimizer`` / ``optimizer_config.grad_clip``
+                                                        (``clip_grad=None``: ``false``, no clipping)
 ``optim_wrapper.paramwise_cfg``                         ``optimizer.paramwise_cfg``
 ``param_scheduler``: ``LinearLR`` / ``ConstantLR``     ``lr_config.warmup = "linear"`` / ``"constant"``,
 from 0 (by iteration)                                   ``warmup_iters = end - 1``, ``warmup_ratio =
@@ -291,6 +292,8 @@ def translate_schedule(values: dict, out: list[Untranslated]) -> dict[str, Any]:
             tree["optimizer"]["paramwise_cfg"] = wrapper["paramwise_cfg"]
     if isinstance(wrapper.get("clip_grad"), dict):
         tree["optimizer_config"] = {"grad_clip": wrapper["clip_grad"]}
+    elif "clip_grad" in wrapper and wrapper["clip_grad"] is None:  # clipping switched off
+        tree["optimizer_config"] = {"grad_clip": False}
     if wrapper.get("type") not in (None, "OptimWrapper"):
         out.append(Untranslated("optim_wrapper.type", f"{wrapper['type']}: det's mixed precision "
                                                       "is det train --amp"))
