@@ -50,9 +50,9 @@ from torch import Tensor, nn
 
 from detcli.analysis.assign_view import OriginalGT, config_class_names, pipeline_of, prepare
 from detcli.analysis import capabilities as can
+from detcli.analysis.checkpoint_model import checkpoint_model
 from detcli.analysis.proposals import network_input
 from detcli.engine.device import resolve_device
-from detcli.engine.tester import load_test_checkpoint
 from detcli.errors import ConfigError, DetError
 from detcli.models.build import build_detector
 from detcli.models.detectors.detr import QueryDetector
@@ -295,18 +295,22 @@ class AttentionView:
                 "queries": [q.to_dict() for q in self.queries]}
 
 
-def _model(cfg: Any, checkpoint: Optional[str | Path], seed: int,
-           class_names: Sequence[str]) -> QueryDetector:
-    """The checkpoint's model, or the seeded stand-in (step 3), in eval mode; the caller's
-    random state is left as it was."""
-    with torch.random.fork_rng(devices=[]):
-        if checkpoint is None:
-            torch.manual_seed(seed)
-        model = build_detector(cfg.model)
+def _query_detector(model: nn.Module) -> QueryDetector:
+    """``model`` if it is query-based, else DetError."""
     if not isinstance(model, QueryDetector):
         raise DetError(f"{type(model).__name__} is not a query-based detector (QueryDetector)")
-    if checkpoint is not None:
-        load_test_checkpoint(model, checkpoint, class_names=list(class_names) or None)
+    return model
+
+
+def _model(cfg: Any, checkpoint: Optional[str | Path], seed: int, class_names: Sequence[str],
+           device: Optional[str]) -> QueryDetector:
+    """The checkpoint's model on ``device``, or the seeded stand-in (step 3), in eval mode; the
+    caller's random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        if checkpoint is not None:
+            return checkpoint_model(cfg, checkpoint, _query_detector, class_names, device)
+        torch.manual_seed(seed)
+        model = _query_detector(build_detector(cfg.model))
     return model.eval()
 
 
@@ -359,7 +363,7 @@ def visualize_attention(cfg: Any, image: Path, *, config_name: str = "the config
     pipeline = pipeline_of(cfg, False)
     view = prepare(image, OriginalGT.from_boxes([], [], class_names, source="none"), pipeline,
                    seed)
-    model = _model(cfg, checkpoint, seed, class_names)
+    model = _model(cfg, checkpoint, seed, class_names, device)
     target = resolve_device(device)
     model.to(target)
     images = network_input(replace(view, scale_factor=view.scale_factor.tolist()),

@@ -18,16 +18,23 @@ from typing import Any, Optional, Sequence
 import torch
 
 from detcli.analysis.assign_view import PredictionSource
+from detcli.analysis.checkpoint_model import checkpoint_model
 from detcli.analysis.pipeline_view import PipelineView
 from detcli.analysis.proposals import network_input
 from detcli.analysis.soft_label_explain import Predictions
 from detcli.engine.device import resolve_device
-from detcli.engine.tester import load_test_checkpoint
 from detcli.errors import DetError
-from detcli.models.build import build_detector
 from detcli.structures.dense import DenseOutputs
 
 log = logging.getLogger(__name__)
+
+
+def _single_stage(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` if a single-stage dense head predicts, else DetError."""
+    if model.stages.two_stage or model.stages.dense_head is None:
+        raise DetError(f"{type(model).__name__}: --checkpoint predictions are a single-stage "
+                       "dense head's (RTMDet's)")
+    return model
 
 
 def checkpoint_predictions(cfg: Any, checkpoint: str | Path, pipeline: Sequence[Any],
@@ -39,13 +46,8 @@ def checkpoint_predictions(cfg: Any, checkpoint: str | Path, pipeline: Sequence[
 
     @torch.no_grad()
     def run(view: PipelineView) -> Predictions:
-        model = build_detector(cfg.model)
-        if model.stages.two_stage or model.stages.dense_head is None:
-            raise DetError(f"{type(model).__name__}: --checkpoint predictions are a single-stage "
-                           "dense head's (RTMDet's)")
-        load_test_checkpoint(model, checkpoint, class_names=list(class_names) or None)
+        model = checkpoint_model(cfg, checkpoint, _single_stage, class_names, device)
         target = resolve_device(device)
-        model.eval().to(target)
         # network_input reads the view's fields as AssignmentView holds them (a list scale)
         as_listed = replace(view, scale_factor=[float(v) for v in view.scale_factor])
         images = network_input(as_listed, pipeline).to(target)

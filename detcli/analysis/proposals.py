@@ -32,11 +32,10 @@ from torch import Tensor
 
 from detcli.analysis import capabilities as can
 from detcli.analysis.assign_view import AssignmentView
+from detcli.analysis.checkpoint_model import checkpoint_model
 from detcli.analysis.pipeline_view import channel_order
 from detcli.engine.device import resolve_device
-from detcli.engine.tester import load_test_checkpoint
 from detcli.errors import DetError
-from detcli.models.build import build_detector
 from detcli.models.protocols import Detector
 from detcli.ops.boxes import box_iou
 from detcli.structures.batch import ImageBatch
@@ -172,19 +171,21 @@ class CheckpointRun:
     proposals: Tensor  # (P, 4) on the CPU
 
 
+def _proposing_detector(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` if it makes proposals, else DetError naming the detectors it is for."""
+    if not can.makes_proposals(model):
+        raise DetError(f"{type(model).__name__} makes no proposals: --checkpoint applies to "
+                       "two-stage detectors (an rpn_head and a roi_head)")
+    return model
+
+
 @torch.no_grad()
 def run_checkpoint(cfg: Any, checkpoint: str | Path, view: AssignmentView,
                    pipeline: Sequence[Any], device: Optional[str] = "cpu") -> CheckpointRun:
     """``checkpoint``'s model on the view's image, its RPN proposals made with
     ``model.train_cfg.rpn_proposal``; CheckpointError when it does not fit the config."""
-    model = build_detector(cfg.model)
-    if not can.makes_proposals(model):
-        raise DetError(f"{type(model).__name__} makes no proposals: --checkpoint applies to "
-                       "two-stage detectors (an rpn_head and a roi_head)")
-    load_test_checkpoint(model, checkpoint, class_names=list(view.class_names) or None)
-    target = resolve_device(device)
-    model.eval().to(target)
-    images = network_input(view, pipeline).to(target)
+    model = checkpoint_model(cfg, checkpoint, _proposing_detector, view.class_names, device)
+    images = network_input(view, pipeline).to(resolve_device(device))
     feats, rpn_outputs = model(images.tensor)
     proposals = model.rpn_head.predict_proposals(rpn_outputs, images, cfg.model.train_cfg.rpn_proposal)
     boxes = proposals.boxes[0][proposals.valid[0]].float().cpu()  # (P, 4)

@@ -37,15 +37,14 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from detcli.analysis.assign_view import OriginalGT, pipeline_of, prepare
+from detcli.analysis.checkpoint_model import checkpoint_model
 from detcli.analysis.denoising_view import DenoisingView, denoising_generator, denoising_view
 from detcli.analysis.pipeline_view import PipelineView
 from detcli.analysis.proposals import network_input
 from detcli.engine.device import resolve_device
-from detcli.engine.tester import load_test_checkpoint
-from detcli.models.build import build_detector
 from detcli.models.detectors.detr import QueryDetector
 from detcli.models.detectors.dino import DINO
 from detcli.errors import ConfigError, DetError
@@ -255,21 +254,23 @@ def stand_in_queries(gt_boxes: np.ndarray, img_shape: tuple[int, int], num_queri
     return logits[None], boxes[None]
 
 
+def _query_detector(model: nn.Module) -> QueryDetector:
+    """``model`` if it is query-based, else DetError: the picture is for DETR's family."""
+    if not isinstance(model, QueryDetector):
+        raise DetError(f"{type(model).__name__} is not a query-based detector (QueryDetector): "
+                       "the matching picture is for DETR and its descendants")
+    return model
+
+
 def _checkpoint_model(cfg: Any, checkpoint: str | Path, view: PipelineView,
                       pipeline: Sequence[Any], device: Optional[str],
                       class_names: Sequence[str]) -> tuple[QueryDetector, ImageBatch]:
     """``checkpoint``'s model in eval mode and the prepared image as its input, on the
     device; its ``meta.classes`` are checked against ``class_names``."""
-    model = build_detector(cfg.model)
-    if not isinstance(model, QueryDetector):
-        raise DetError(f"{type(model).__name__} is not a query-based detector (QueryDetector): "
-                       "the matching picture is for DETR and its descendants")
-    load_test_checkpoint(model, checkpoint, class_names=list(class_names) or None)
-    target = resolve_device(device)
-    model.eval().to(target)
+    model = checkpoint_model(cfg, checkpoint, _query_detector, class_names, device)
     # the prepared image as one network input (a list scale_factor, as the assignment view's)
     images = network_input(replace(view, scale_factor=view.scale_factor.tolist()), pipeline)
-    return model, images.to(target)
+    return model, images.to(resolve_device(device))
 
 
 def _checkpoint_queries(model: QueryDetector, images: ImageBatch) -> QueryOutputs:
