@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from detcli.config.catalog import list_presets
 from detcli.config.diff import flatten
 from detcli.config.loader import load_config
 from detcli.config.mmdet_import import import_mmdet_config
@@ -162,3 +163,13 @@ def test_clip_grad_none_switches_the_presets_clipping_off():
     assert translate_schedule({"optim_wrapper": {"clip_grad": {"max_norm": 35}}}, out) == {
         "optimizer_config": {"grad_clip": {"max_norm": 35}}}
     assert translate_schedule({"optim_wrapper": {}}, out) == {} and out == []
+
+
+def test_det_presets_names_the_plugin_and_the_detectron2_weights():
+    infos = {info.name: info for info in list_presets()}
+    assert infos["faster_rcnn_r50_attn1111"].backbone == "ResNet-50 + GeneralizedAttention"
+    assert infos["faster_rcnn_r50"].backbone == "ResNet-50"
+    dcn = infos["fcos_r50_dcn"]
+    assert dcn.backbone == "ResNet-50 caffe DCNv2"
+    # the preset's checkpoint is one of those det can load for its backbone
+    assert "open-mmlab://detectron2/resnet50_caffe" in dcn.backbone_weights

@@ -7,8 +7,8 @@ A checkpoint is named by one of
     on), kept in torch's hub cache (``$TORCH_HOME/hub/checkpoints``);
   * an ``http(s)://`` URL, cached the same way;
   * ``open-mmlab://NAME`` for the MMCV model-zoo names MMDetection's configs use that det knows
-    (``OPEN_MMLAB``: the caffe-style ResNets of the FCOS configs, the ResNeXt-101 and
-    RegNetX-3.2GF ImageNet weights), read from the URL MMCV maps them to. Other ``open-mmlab://`` names are an error that says what to do instead.
+    (``OPEN_MMLAB``: the caffe-style ResNets of the FCOS configs, Detectron's and Detectron2's,
+    the ResNeXt-101 and RegNetX-3.2GF ImageNet weights), read from the URL MMCV maps them to. Other ``open-mmlab://`` names are an error that says what to do instead.
 A cached file is read without touching the network. A file that is not cached is downloaded
 by :func:`detcli.zoo.download.download`, the one download path ``mmdet://NAME`` uses too:
 resumable (``FILE.partial``, HTTP ``Range``) and, when the file name carries a sha256 prefix
@@ -47,12 +47,17 @@ OPEN_MMLAB_PREFIX = "open-mmlab://"
 # torch hub's file-name convention NAME-HASH.EXT (its check_hash reads it the same way); 8+ hex
 # digits, so that a name such as resnet-50.pth is not taken for one with hash "50"
 HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,})\.")
-# MMCV's open_mmlab.json entries det resolves (MSRA's caffe-style ResNets, BGR input)
+# MMCV's open_mmlab.json entries det resolves (MSRA's caffe-style ResNets, BGR input: Detectron's,
+# and Detectron2's, which the FCOS-DCN and other 3.x configs use with Detectron2's mean)
 OPEN_MMLAB = {
     "detectron/resnet50_caffe":
         "https://download.openmmlab.com/pretrain/third_party/resnet50_caffe-788b5fa3.pth",
     "detectron/resnet101_caffe":
         "https://download.openmmlab.com/pretrain/third_party/resnet101_caffe-3ad79236.pth",
+    "detectron2/resnet50_caffe":
+        "https://download.openmmlab.com/pretrain/third_party/resnet50_msra-5891d200.pth",
+    "detectron2/resnet101_caffe":
+        "https://download.openmmlab.com/pretrain/third_party/resnet101_msra-6cc46731.pth",
     # the ResNeXt and RegNet configs' ImageNet weights, already in det's (MMDetection's) layout
     "resnext101_32x4d":
         "https://download.openmmlab.com/pretrain/third_party/resnext101_32x4d-a5af3160.pth",

@@ -20,10 +20,13 @@ def caffe_resnet(checkpoint: str | None = None) -> ResNet:
 
 def test_known_names_map_to_mmcvs_urls_and_others_say_what_to_do():
     assert open_mmlab_url("detectron/resnet50_caffe").endswith("/third_party/" + CAFFE_FILE)
+    # fcos_r50_dcn's (MMCV's open_mmlab.json: Detectron2's MSRA weights)
+    assert open_mmlab_url("detectron2/resnet50_caffe").endswith(
+        "/third_party/resnet50_msra-5891d200.pth")
     with pytest.raises(CheckpointError) as info:
-        caffe_resnet("open-mmlab://detectron2/resnet50_caffe").init_weights()
+        caffe_resnet("open-mmlab://contrib/resnet50_gn").init_weights()
     message = str(info.value)
-    assert "open-mmlab://detectron2/resnet50_caffe is an MMCV model-zoo name det does not know" \
+    assert "open-mmlab://contrib/resnet50_gn is an MMCV model-zoo name det does not know" \
         in message
     assert "set init_cfg.checkpoint to the file's path" in message
 

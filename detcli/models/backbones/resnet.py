@@ -266,10 +266,12 @@ class ResNetFamilyConfig(BackboneSchema):
         return f"{where} ({self.type} depth {self.depth})"
 
     def label(self) -> str:
-        """``ResNet-50``, ``ResNet-50 caffe``, ``ResNet-18 (1/4 width)``, ``ResNet-50 DCNv2``."""
+        """``ResNet-50``, ``ResNet-50 caffe``, ``ResNet-18 (1/4 width)``, ``ResNet-50 DCNv2``,
+        ``ResNet-50 + GeneralizedAttention`` (one ``+`` per plugin)."""
         text = f"{self.type}-{self.depth}" + (" caffe" if self.style == "caffe" else "")
         if self.dcn is not None and any(self.stage_with_dcn):
             text += f" {self.dcn.type}"
+        text += "".join(f" + {plugin.cfg.type}" for plugin in self.plugins or [])
         if self.base_channels != 64:
             text += f" ({Fraction(self.base_channels, 64)} width)"
         return text
@@ -290,8 +292,8 @@ class ResNetConfig(ResNetFamilyConfig):
         if self.stem_channels not in (None, 64):
             return []
         if self.style == "caffe":
-            return [f"open-mmlab://detectron/resnet{self.depth}_caffe"] if self.depth in (
-                50, 101) else []
+            return [f"open-mmlab://{source}/resnet{self.depth}_caffe"
+                    for source in ("detectron", "detectron2")] if self.depth in (50, 101) else []
         return [f"torchvision://resnet{self.depth}"]
 
 

@@ -31,7 +31,8 @@ SWIN_T_ORIGINAL = ("https://github.com/SwinTransformer/storage/releases/download
 
 def test_weights_follow_the_design():
     assert ResNetConfig(depth=101).weights() == ["torchvision://resnet101"]
-    assert ResNetConfig(style="caffe").weights() == ["open-mmlab://detectron/resnet50_caffe"]
+    assert ResNetConfig(style="caffe").weights() == ["open-mmlab://detectron/resnet50_caffe",
+                                                     "open-mmlab://detectron2/resnet50_caffe"]
     assert ResNetConfig(depth=18, base_channels=16).weights() == []  # other widths: none
     assert ResNetConfig(deep_stem=True).weights() == [] == Res2NetConfig().weights()
     assert ResNeXtConfig(depth=101, groups=64, base_width=4).weights() == [
