@@ -23,6 +23,7 @@ from detcli.engine.config import (
     SGDConfig,
 )
 from detcli.engine.runtime import RuntimeConfig
+from detcli.engine.tta import TTAConfig
 from detcli.evaluation.config import EvaluationConfig
 from detcli.registry import DetectorConfig, HookConfig
 
@@ -50,3 +51,4 @@ class DetConfig(Schema):
     auto_scale_lr: AutoScaleLrConfig = Field(default_factory=AutoScaleLrConfig)
     sync_bn: bool = False  # SyncBatchNorm across processes in distributed CUDA training
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)  # channels_last, compile
+    tta: TTAConfig = Field(default_factory=TTAConfig)  # how det test --tta merges the views

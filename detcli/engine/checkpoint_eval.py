@@ -22,7 +22,7 @@ from detcli.evaluation.evaluator import build_evaluator
 from detcli.evaluation.report import EvaluationReport, ReportOptions, evaluation_report
 from detcli.engine.tester import (Progress, build_test_loader, load_test_checkpoint,
                                   run_inference_modes)
-from detcli.engine.tta import enable_tta
+from detcli.engine.tta import enable_tta, merge_note
 from detcli.errors import ConfigError
 from detcli.models.build import build_detector
 from detcli.models.introspect import num_classes_key, num_classes_of
@@ -73,11 +73,14 @@ def evaluate_checkpoint(cfg: Any, checkpoint: str | Path, *, split: str | None =
     model = build_detector(cfg.model)
     check_num_classes(dataset, num_classes_of(model), num_classes_key(model))
     load_test_checkpoint(model, checkpoint, class_names=dataset.CLASSES)
+    merge = merge_note(model, cfg.tta) if tta else None
+    notes += [merge] if merge else []
     evaluator = build_evaluator(cfg.evaluation, dataset)  # a missing backend fails before inference
     loader = build_test_loader(dataset, samples_per_gpu=batch_size,
                                workers_per_gpu=cfg.data.workers_per_gpu)
     found = run_inference_modes(model.to(dev), loader, dev, progress=progress,
-                                modes=("plain", "tta") if tta else ("plain",))
+                                modes=("plain", "tta") if tta else ("plain",),
+                                tta_cfg=cfg.tta)
     final = found["tta" if tta else "plain"]
     results = evaluator.results(final)
     built = None

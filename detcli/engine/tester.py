@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from detcli.data.collate import collate, collate_views
 from detcli.data.loader import build_dataloader
 from detcli.engine.checkpoint import LoadReport, load_checkpoint, unwrap_model
-from detcli.engine.tta import merge_views
+from detcli.engine.tta import TTAConfig, merge_views
 from detcli.errors import CheckpointError, DetError
 from detcli.models.introspect import declared_num_classes, num_classes_key
 from detcli.structures.batch import ImageBatch
@@ -108,9 +108,11 @@ def iterate_views(loader: DataLoader, indices: Sequence[int]
 
 def run_inference_modes(model: nn.Module, loader: DataLoader, device: torch.device | str, *,
                         modes: Sequence[str] = ("plain",), amp: str | None = None,
-                        progress: Progress | None = None) -> dict[str, list[Detections]]:
+                        progress: Progress | None = None,
+                        tta_cfg: TTAConfig | None = None) -> dict[str, list[Detections]]:
     """Detections of every dataset image for each of ``modes`` ("plain": view 0, "tta": every
-    view merged) from one pass over ``loader``."""
+    view merged with ``tta_cfg``, the config's ``[tta]``; None: its defaults) from one pass
+    over ``loader``."""
     unknown = set(modes) - {"plain", "tta"}
     if unknown:
         raise DetError(f"unknown inference mode(s) {sorted(unknown)}; use 'plain' and/or 'tta'")
@@ -126,7 +128,8 @@ def run_inference_modes(model: nn.Module, loader: DataLoader, device: torch.devi
             for rows, views in iterate_views(loader, indices):
                 views = [v.to(device, non_blocking=True) for v in views]
                 for mode in modes:
-                    dets = merge_views(model, views) if mode == "tta" else model.predict(views[0])
+                    dets = merge_views(model, views, tta_cfg) if mode == "tta" \
+                        else model.predict(views[0])
                     found[mode].update(zip(rows, (compact(d) for d in dets)))
                     del dets  # the batch's bitmaps go now, not when the next batch is run
                 done += len(rows)
@@ -145,11 +148,13 @@ def compact(dets: Detections) -> Detections:
 
 def run_inference(model: nn.Module, loader: DataLoader, device: torch.device | str, *,
                   tta: bool = False, amp: str | None = None,
-                  progress: Progress | None = None) -> list[Detections]:
-    """One :class:`Detections` per dataset image, in dataset order (see the module docstring)."""
+                  progress: Progress | None = None,
+                  tta_cfg: TTAConfig | None = None) -> list[Detections]:
+    """One :class:`Detections` per dataset image, in dataset order (see the module docstring);
+    with ``tta`` the views merged with ``tta_cfg``."""
     mode = "tta" if tta else "plain"
     return run_inference_modes(model, loader, device, modes=(mode,), amp=amp,
-                               progress=progress)[mode]
+                               progress=progress, tta_cfg=tta_cfg)[mode]
 
 
 def gather_by_index(found: dict[int, Detections], num_images: int) -> list[Detections]:

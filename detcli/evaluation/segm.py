@@ -90,8 +90,7 @@ def segm_results(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     without a ``segmentation`` is a ConfigError: the detector gives no masks."""
     if any("segmentation" not in r for r in results):
         raise ConfigError("evaluation.metric 'segm' scores masks, but the detections have none "
-                          "(a box-only detector, or test-time augmentation, which merges boxes "
-                          "only)",
+                          "(a box-only detector)",
                           hint="evaluate 'bbox' only, or test a model with a mask head "
-                               "(MaskRCNN) without --tta")
+                               "(MaskRCNN, CascadeRCNN with mask_head)")
     return [{k: v for k, v in r.items() if k != "bbox"} for r in results]

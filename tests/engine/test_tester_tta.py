@@ -18,6 +18,7 @@ from detcli.data.transforms.geometric import flip_boxes
 from detcli.engine.tta import enable_tta, map_back, merge_views, num_views, unflip_boxes
 from detcli.errors import ConfigError
 from detcli.models.build import build_detector
+from detcli.models.protocols import DetectorStages
 from detcli.structures.batch import ImageBatch
 from detcli.structures.dense import Candidates, detections_as_candidates
 from detcli.structures.detections import DetectionBatch
@@ -97,6 +98,10 @@ class FakeDetector(nn.Module):
     @property
     def detection_test_cfg(self) -> DenseTestConfig:
         return self.bbox_head.test_cfg
+
+    @property
+    def stages(self) -> DetectorStages:
+        return DetectorStages(dense_head=None, dense_key="model.bbox_head")  # no mask branch
 
     def candidates(self, images: ImageBatch) -> Candidates:
         return detections_as_candidates(self.predict_batch(images, rescale=False))
@@ -214,6 +219,10 @@ class _GTDetector(nn.Module):
     @property
     def detection_test_cfg(self) -> DenseTestConfig:
         return self.bbox_head.test_cfg
+
+    @property
+    def stages(self) -> DetectorStages:
+        return DetectorStages(dense_head=None, dense_key="model.bbox_head")  # no mask branch
 
     def candidates(self, images: ImageBatch) -> Candidates:
         return detections_as_candidates(self.predict_batch(images, rescale=False))

@@ -45,7 +45,11 @@ def test_predict_gives_max_per_img_detections_per_image():
     assert all(bool((d.scores[:-1] >= d.scores[1:]).all()) for d in dets)
 
 
-def test_test_time_augmentation_says_it_does_not_apply():
+def test_test_time_augmentation_merges_with_mmdetections_tta_nms():
+    """DETR has no NMS of its own: --tta merges with tta.nms's default (tests/engine/
+    test_tta_query.py has the numbers)."""
     model = build_detector(tiny_model_cfg()).eval()
-    with pytest.raises(ConfigError, match="a query-based detector keeps its top-k queries"):
-        merge_views(model, [ImageBatch.from_tensor(torch.zeros(1, 3, 64, 64))])
+    images = ImageBatch.from_tensor(torch.randn(1, 3, 64, 64))
+    with torch.inference_mode():
+        merged = merge_views(model, [images])[0]
+    assert 0 < len(merged) <= 100
