@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from detcli.errors import ConfigError, DetError
-from detcli.models.dense_heads.dense_predict import dense_candidates, predict_dense
+from detcli.models.dense_heads.dense_predict import clip_shapes, dense_candidates, predict_dense
 from detcli.models.losses import FocalLoss
 from detcli.models.protocols import AssignmentSetup, TrainingRule
 from detcli.registry import ASSIGNERS, SAMPLERS
@@ -310,10 +310,9 @@ class AnchorHead(nn.Module):
         unless None; ``priors`` default to the anchors of ``outputs``' feature-map sizes."""
         if priors is None:
             priors = self.level_priors(outputs)
-        max_shape = None if img_shapes is None else img_shapes.to(
-            outputs.cls_logits[0].device, torch.float32)  # (N, 2)
         return dense_candidates(outputs, priors, self.bbox_coder, self.test_cfg,
-                                max_shape=max_shape, static_k=static_k)
+                                max_shape=clip_shapes(img_shapes, outputs.cls_logits[0]),
+                                static_k=static_k)
 
     def predict(self, outputs: DenseOutputs, images: ImageBatch,
                 rescale: bool = True) -> DetectionBatch:

@@ -106,6 +106,12 @@ def level_score_factors(score_factor: Tensor, prior_index: Tensor) -> Tensor:
     return torch.gather(flat.float(), 1, prior_index).sigmoid()  # (N, k)
 
 
+def clip_shapes(img_shapes: Tensor | None, like: Tensor) -> Tensor | None:
+    """Image shapes (N, 2) of (h, w) as the ``max_shape`` decoded boxes are clipped to: float32
+    on ``like``'s device. None (no clipping) stays None."""
+    return None if img_shapes is None else img_shapes.to(device=like.device, dtype=torch.float32)
+
+
 def dense_candidates(
     outputs: DenseOutputs,
     priors: Sequence[Tensor],

@@ -42,7 +42,7 @@ from detcli.models.dcn import DeformConv2dPack
 from detcli.models.dense_heads.anchor_head import flatten_levels
 from detcli.models.dense_heads.centerness import masked_centerness
 from detcli.models.channels import require_in_channels
-from detcli.models.dense_heads.dense_predict import dense_candidates, predict_dense
+from detcli.models.dense_heads.dense_predict import clip_shapes, dense_candidates, predict_dense
 from detcli.models.dense_heads.retina_head import ConvConfig
 from detcli.models.dense_heads.tower import run_tower, twin_towers
 from detcli.models.layers import NormConfig, Scale, bias_init_with_prob, normal_init
@@ -365,10 +365,9 @@ class FCOSHead(nn.Module):
         if priors is None:
             priors = self.level_priors(outputs)
         in_pixels = outputs._replace(bbox_deltas=self.distances_in_pixels(outputs.bbox_deltas))
-        max_shape = None if img_shapes is None else img_shapes.to(
-            outputs.cls_logits[0].device, torch.float32)  # (N, 2)
         return dense_candidates(in_pixels, priors, self.bbox_coder, self.test_cfg,
-                                max_shape=max_shape, static_k=static_k)
+                                max_shape=clip_shapes(img_shapes, outputs.cls_logits[0]),
+                                static_k=static_k)
 
     def predict(self, outputs: DenseOutputs, images: ImageBatch,
                 rescale: bool = True) -> DetectionBatch:

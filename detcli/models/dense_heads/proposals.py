@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from detcli.errors import DetError
-from detcli.models.dense_heads.dense_predict import level_candidates, size_ok
+from detcli.models.dense_heads.dense_predict import clip_shapes, level_candidates, size_ok
 from detcli.structures.dense import Candidates, DenseOutputs
 from detcli.structures.proposals import Proposals
 from detcli.task.postprocess import nms_to_batch
@@ -52,8 +52,7 @@ def rpn_candidates(
     if not (len(cls_logits) == len(bbox_deltas) == len(priors)):
         raise DetError(f"generate_proposals needs one entry per level in each input; got "
                        f"{len(cls_logits)} logits, {len(bbox_deltas)} deltas, {len(priors)} priors")
-    max_shape = None if img_shapes is None else img_shapes.to(
-        device=cls_logits[0].device, dtype=torch.float32)  # (N, 2)
+    max_shape = clip_shapes(img_shapes, cls_logits[0])  # (N, 2) or None
     boxes, scores, levels = [], [], []
     for level, (logits, deltas, anchors) in enumerate(zip(cls_logits, bbox_deltas, priors)):
         num_anchors, height, width = logits.shape[1:]

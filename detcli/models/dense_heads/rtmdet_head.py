@@ -38,7 +38,7 @@ from detcli.config.schema import Schema
 from detcli.errors import ConfigError, DetError
 from detcli.models.channels import require_in_channels
 from detcli.models.dense_heads.anchor_head import flatten_levels
-from detcli.models.dense_heads.dense_predict import dense_candidates, predict_dense
+from detcli.models.dense_heads.dense_predict import clip_shapes, dense_candidates, predict_dense
 from detcli.models.layers import (
     ActConfig,
     NormConfig,
@@ -415,10 +415,9 @@ class RTMDetSepBNHead(nn.Module):
         unless None."""
         if priors is None:
             priors = self.level_priors(outputs)
-        max_shape = None if img_shapes is None else img_shapes.to(
-            outputs.cls_logits[0].device, torch.float32)  # (N, 2)
         return dense_candidates(outputs, priors, self.bbox_coder, self.test_cfg,
-                                max_shape=max_shape, static_k=static_k)
+                                max_shape=clip_shapes(img_shapes, outputs.cls_logits[0]),
+                                static_k=static_k)
 
     def predict(self, outputs: DenseOutputs, images: ImageBatch,
                 rescale: bool = True) -> DetectionBatch:
