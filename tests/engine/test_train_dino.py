@@ -4,15 +4,15 @@ The engine tests' tiny setting (24 synthetic images at 128 pixels, AdamW at lr 1
 decay 1e-4; :mod:`tests.engine.conftest`) on ``presets/dino_tiny_synth.toml`` -- ResNet-18 at
 a quarter width, 4 levels at 64 channels, 2 + 2 transformer layers, 30 queries, denoising --
 for 32 epochs of 6 iterations (192 steps). Measured (torch 2.14 on CPU, one thread), seeds
-0 / 1 / 2 / 3: mean loss 10.19 -> 5.53 / 10.23 -> 6.06 / 10.26 -> 7.04 / 11.21 -> 4.83, bbox_mAP
-0.0075 / 0.018 / 0.038 / 0.061, bbox_mAP_50 0.036 / 0.109 / 0.162 / 0.239, in 23-36 s on a
-2-core machine shared with other jobs; after 2 epochs it is 0.0001 / 0.0014 (seed 0). Small
-runs like this one are chaotic: at 16 epochs seed 0 reached bbox_mAP 0.046 on one machine and
-0.0012 on another (same code, another environment), so the floors sit about 3 below the worst of the
-four seeds, where any learning clears them and an untrained model does not. (The denoising box
-loss rises over the first steps: the box branches start at zero, so the noisy GT references are
-the first predictions; MMDetection's gradients are the same, tests/models/query_heads.) The
-test runs seed 0.
+0 / 1 / 2 / 3: mean loss (all 15 terms) 21.93 -> 7.82 / 21.79 -> 8.73 / 22.61 -> 7.83 /
+24.14 -> 8.87, bbox_mAP 0.223 / 0.139 / 0.204 / 0.128, bbox_mAP_50 0.566 / 0.395 / 0.608 /
+0.342, in 50-90 s on a 2-core machine shared with other jobs; after 2 epochs it is 0.0001 /
+0.001 (seed 0). The floors sit about a third of the worst of the four seeds. Before the
+trainer summed the encoder's and the denoising queries' losses (``enc_loss_*``, ``dn_loss_*``:
+``detcli.text.is_loss_key``) seed 0 reached only 0.0075 / 0.036, which these floors fail.
+(The denoising box loss rises over the first epochs, 1.12 -> 1.39 at epoch 4, then falls to
+0.74: the box branches start at zero, so the noisy GT references are the first predictions.)
+The test runs seed 0.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 EPOCHS = 32
 PRESET = ROOT / "presets" / "dino_tiny_synth.toml"
-LOSS_RATIO, MAP_FLOOR, MAP50_FLOOR = 0.75, 0.0025, 0.012
+LOSS_RATIO, MAP_FLOOR, MAP50_FLOOR = 0.75, 0.04, 0.11
 
 
 def test_tiny_dino_trains_to_its_map_floor(synth, tmp_path):
