@@ -121,15 +121,21 @@ def build_torchvision(args: argparse.Namespace) -> torch.nn.Module:
     return model
 
 
-def make_inputs(args: argparse.Namespace, device: torch.device):
+def random_images_and_gt(n: int, h: int, w: int, num_classes: int):
+    """Seeded (0): N random images (N, 3, H, W) and G = NUM_GTS random GT boxes (N, G, 4)
+    inside each (sides from 16 px to 0.4 of the image's) with labels (N, G) in [0, K)."""
     generator = torch.Generator().manual_seed(0)
-    n, (h, w) = args.batch, args.size
     images = torch.randn(n, 3, h, w, generator=generator)
     extent = torch.tensor([w, h], dtype=torch.float32)  # (x, y)
     xy = torch.rand(n, NUM_GTS, 2, generator=generator) * (extent * 0.6)
     wh = 16 + torch.rand(n, NUM_GTS, 2, generator=generator) * (extent * 0.4 - 16)
     boxes = torch.cat([xy, xy + wh], dim=-1)  # (N, G, 4) inside the image
-    labels = torch.randint(0, NUM_CLASSES, (n, NUM_GTS), generator=generator)
+    labels = torch.randint(0, num_classes, (n, NUM_GTS), generator=generator)
+    return images, boxes, labels
+
+
+def make_inputs(args: argparse.Namespace, device: torch.device):
+    images, boxes, labels = random_images_and_gt(args.batch, *args.size, NUM_CLASSES)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     images = images.to(device).contiguous(memory_format=memory_format)
     ours = (ImageBatch.from_tensor(images),

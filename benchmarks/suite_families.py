@@ -40,11 +40,12 @@ import torch
 from torch import Tensor, nn
 
 import detcli
+import retinanet_speed
 import suite_peers
 from detcli.structures.batch import DetTargets, ImageBatch
 from detcli.structures.detections import DetectionBatch
 
-NUM_GTS = 5  # random GT boxes per image, as retinanet_speed.py
+NUM_GTS = retinanet_speed.NUM_GTS  # random GT boxes per image
 MASK_INFER_DETS = 100  # M: detections the mask floor segments per image at inference
 
 
@@ -145,14 +146,8 @@ def make_inputs(family: Family, num_classes: int, args: argparse.Namespace,
     """N random images of H x W, G = 5 random GT boxes each inside it (with box-filled masks
     for a mask family), the same for both models; torchvision's two-stage labels shifted by
     one (its class 0 is the background)."""
-    generator = torch.Generator().manual_seed(0)
     n, (h, w) = args.batch, args.size
-    images = torch.randn(n, 3, h, w, generator=generator)
-    extent = torch.tensor([w, h], dtype=torch.float32)  # (x, y)
-    xy = torch.rand(n, NUM_GTS, 2, generator=generator) * (extent * 0.6)
-    wh = 16 + torch.rand(n, NUM_GTS, 2, generator=generator) * (extent * 0.4 - 16)
-    boxes = torch.cat([xy, xy + wh], dim=-1)  # (N, G, 4)
-    labels = torch.randint(0, num_classes, (n, NUM_GTS), generator=generator)
+    images, boxes, labels = retinanet_speed.random_images_and_gt(n, h, w, num_classes)
     masks = None
     if family.masks:
         ys, xs = torch.arange(h)[:, None] + 0.5, torch.arange(w)[None, :] + 0.5
