@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from detcli.config.schema import Maybe
 from detcli.errors import ConfigError
-from detcli.models.backbones.freezing import eval_norms, freeze
+from detcli.models.backbones.freezing import FrozenStagesBackbone, freeze
 from detcli.models.channels import BackboneSchema
 from detcli.models.csp import CSPLayer, SPPBottleneck
 from detcli.models.layers import (
@@ -123,7 +123,7 @@ def indices_problem(out_indices: Sequence[int], frozen_stages: int, num_stages: 
 
 
 @BACKBONES.register(CSPNeXtConfig)
-class CSPNeXt(nn.Module):
+class CSPNeXt(FrozenStagesBackbone):
     """(N, 3, H, W) -> the maps of ``out_indices``; see the module docstring."""
 
     def __init__(
@@ -205,14 +205,6 @@ class CSPNeXt(nn.Module):
     def _freeze_stages(self) -> None:
         for name in self.layers[: self.frozen_stages + 1]:
             freeze(getattr(self, name))
-
-    def train(self, mode: bool = True) -> CSPNeXt:
-        """Frozen stages stay in eval mode; with ``norm_eval`` so do all BatchNorm layers."""
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            eval_norms(self)
-        return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         outs = []

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from detcli.errors import ConfigError
 from detcli.config.schema import Maybe
-from detcli.models.backbones.freezing import eval_norms, freeze
+from detcli.models.backbones.freezing import FrozenStagesBackbone, freeze
 from detcli.models.channels import BackboneSchema
 from detcli.models.layers import ActConfig, ConvModule, NormConfig, constant_init, is_norm, kaiming_init
 from detcli.models.pretrained import PretrainedInit, load_state, read_checkpoint
@@ -113,7 +113,7 @@ class InvertedResidual(nn.Module):
 
 
 @BACKBONES.register(MobileNetV2Config)
-class MobileNetV2(nn.Module):
+class MobileNetV2(FrozenStagesBackbone):
     """MobileNetV2 returning the maps of ``out_indices``; ``frozen_stages = i`` stops the
     gradient of ``conv1`` and ``layer1`` ... ``layer{i}`` (those layers also in eval mode)."""
 
@@ -176,13 +176,6 @@ class MobileNetV2(nn.Module):
                 param.requires_grad = False
         for layer in self.stages[: max(self.frozen_stages, 0)]:
             freeze(layer)
-
-    def train(self, mode: bool = True) -> MobileNetV2:
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            eval_norms(self)
-        return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         x = self.conv1(x)  # (N, d(32 alpha), H/2, W/2)

@@ -36,7 +36,7 @@ from torchvision.ops.misc import Conv2dNormActivation
 
 from detcli.config.schema import Maybe
 from detcli.errors import ConfigError
-from detcli.models.backbones.freezing import eval_norms, freeze
+from detcli.models.backbones.freezing import FrozenStagesBackbone, freeze
 from detcli.models.channels import BackboneSchema
 from detcli.models.layers import NormConfig
 from detcli.models.pretrained import PretrainedInit, load_state, read_checkpoint
@@ -111,7 +111,7 @@ def norm_layer(cfg: NormConfig) -> partial[nn.Module]:
 
 
 @BACKBONES.register(MobileNetV3Config)
-class MobileNetV3(nn.Module):
+class MobileNetV3(FrozenStagesBackbone):
     """MobileNetV3 trunk returning the maps of ``out_indices`` (module docstring)."""
 
     def __init__(self, *, arch: str = "large", widen_factor: float = 1.0,
@@ -167,13 +167,6 @@ class MobileNetV3(nn.Module):
         end = self.output_features[self.frozen_stages - 1] if self.frozen_stages > 0 else 0
         for k in range(end + 1):
             freeze(self.features[k])
-
-    def train(self, mode: bool = True) -> MobileNetV3:
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            eval_norms(self)
-        return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         wanted = {self.output_features[i]: i for i in self.out_indices}

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from detcli.config.schema import Maybe, Schema
 from detcli.errors import ConfigError
-from detcli.models.backbones.freezing import eval_norms, freeze
+from detcli.models.backbones.freezing import FrozenStagesBackbone, freeze
 from detcli.models.channels import BackboneSchema
 from detcli.models.dcn import DCNConfig, DeformConv2dPack, build_dcn
 from detcli.models.layers import NormConfig, build_norm, constant_init, is_norm, kaiming_init
@@ -304,7 +304,7 @@ class ResNetV1dConfig(ResNetFamilyConfig):
 
 
 @BACKBONES.register(ResNetConfig)
-class ResNet(nn.Module):
+class ResNet(FrozenStagesBackbone):
     """ResNet returning the outputs of the stages in ``out_indices``.
 
     Weights start random (MMDetection's init); :meth:`init_weights` loads ``init_cfg``'s
@@ -428,14 +428,6 @@ class ResNet(nn.Module):
         frozen += self.res_layers[: max(self.frozen_stages, 0)]
         for module in frozen:
             freeze(module)
-
-    def train(self, mode: bool = True) -> ResNet:
-        """Frozen stages stay in eval mode; with ``norm_eval`` so do all BatchNorm layers."""
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            eval_norms(self)
-        return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         x = self.stem(x) if self.deep_stem else self.relu(self.bn1(self.conv1(x)))
