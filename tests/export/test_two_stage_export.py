@@ -16,6 +16,7 @@ logits and a background bias, so scores range over (0.3, 0.95) with all classes 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 import torch
@@ -147,6 +148,19 @@ def reference_proposals(model, batch: torch.Tensor):
                                                 model.test_cfg.rpn)
 
 
+def export_static(module: nn.Module, example: torch.Tensor, path: Path,
+                  output_names: Sequence[str]):
+    """``module`` on ``example`` (its ``images``) to ``path`` by the dynamo exporter with det's
+    NMS translation, opset 18, static shapes, unoptimised -> the saved graph."""
+    with quiet_exporter(), torch.no_grad():
+        program = torch.onnx.export(
+            module, (example,), dynamo=True, input_names=["images"],
+            output_names=list(output_names),
+            custom_translation_table=translation_table(), opset_version=18, optimize=False)
+    program.save(str(path))
+    return program.model_proto.graph
+
+
 def assert_same_detections(ref, boxes, scores, labels, num_dets, box_tol=1e-3, score_tol=1e-5):
     assert int(ref.num_dets.min()) > 0  # detections to compare
     assert torch.equal(num_dets, ref.num_dets) and torch.equal(labels, ref.labels)
@@ -220,14 +234,10 @@ def test_rpn_stage_graph_gives_predict_proposals(model, setup):
     import onnxruntime as ort
 
     stage = ProposalStage(TwoStageExportWrapper(model)).eval()
-    with quiet_exporter(), torch.no_grad():  # static (2, 3, 192, 256): the quick export
-        program = torch.onnx.export(
-            stage, (images([(192, 256)] * 2, seed=0),), dynamo=True, input_names=["images"],
-            output_names=["boxes", "scores", "valid"],
-            custom_translation_table=translation_table(), opset_version=18, optimize=False)
-    path = setup[0] / "proposals.onnx"
-    program.save(str(path))
-    assert sum(n.op_type == "NonMaxSuppression" for n in program.model_proto.graph.node) == 1
+    path = setup[0] / "proposals.onnx"  # static (2, 3, 192, 256): the quick export
+    graph = export_static(stage, images([(192, 256)] * 2, seed=0), path,
+                          ["boxes", "scores", "valid"])
+    assert sum(n.op_type == "NonMaxSuppression" for n in graph.node) == 1
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     batch = images([(192, 256)] * 2, seed=21)  # new images
     boxes, scores, valid = (torch.from_numpy(o) for o in

@@ -9,11 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detcli.export.nms_op import translation_table
-from detcli.export.onnx import quiet_exporter
 from detcli.export.two_stage_graph import TwoStageExportWrapper
 from detcli.structures.batch import ImageBatch
-from tests.export.test_two_stage_export import assert_same_detections
+from tests.export.test_two_stage_export import assert_same_detections, export_static
 from tests.fixtures.mmdet.synthetic import synthetic_images
 from tests.models.roi_heads.test_cascade_vs_mmdet import (  # noqa: F401  (fixtures)
     BATCH,
@@ -51,15 +49,9 @@ def test_exported_file_gives_predict_batch_on_new_images(model, tmp_path):  # no
 
     model.eval()
     wrapper = TwoStageExportWrapper(model).eval()
-    example = synthetic_images(2, *BATCH, SIZES, seed=1)
-    with quiet_exporter(), torch.no_grad():  # static (2, 3, 256, 320)
-        program = torch.onnx.export(
-            wrapper, (example,), dynamo=True, input_names=["images"],
-            output_names=list(wrapper.output_names),
-            custom_translation_table=translation_table(), opset_version=18, optimize=False)
+    example = synthetic_images(2, *BATCH, SIZES, seed=1)  # static (2, 3, 256, 320)
     path = tmp_path / "cascade.onnx"
-    program.save(str(path))
-    graph = program.model_proto.graph
+    graph = export_static(wrapper, example, path, wrapper.output_names)
     assert sum(n.op_type == "NonMaxSuppression" for n in graph.node) == 2  # RPN, final
     assert sum(n.op_type == "RoiAlign" for n in graph.node) == 3 * 4  # 3 stages x 4 levels
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

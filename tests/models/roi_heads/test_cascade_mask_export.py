@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from detcli.export.nms_op import translation_table
-from detcli.export.onnx import quiet_exporter
 from detcli.export.two_stage_graph import TwoStageExportWrapper
-from tests.export.test_two_stage_export import assert_same_detections
+from tests.export.test_two_stage_export import assert_same_detections, export_static
 from tests.fixtures.mmdet.synthetic import synthetic_images
 from tests.models.roi_heads.test_cascade_export import reference
 from tests.models.roi_heads.test_cascade_mask_rcnn_vs_mmdet import (  # noqa: F401  (fixtures)
@@ -46,15 +44,9 @@ def test_exported_file_gives_predict_batchs_masks_on_new_images(model, tmp_path)
 
     model.eval()
     wrapper = TwoStageExportWrapper(model).eval()
-    example = synthetic_images(2, *BATCH, SIZES, seed=1)
-    with quiet_exporter(), torch.no_grad():  # static (2, 3, 256, 320)
-        program = torch.onnx.export(
-            wrapper, (example,), dynamo=True, input_names=["images"],
-            output_names=list(wrapper.output_names),
-            custom_translation_table=translation_table(), opset_version=18, optimize=False)
+    example = synthetic_images(2, *BATCH, SIZES, seed=1)  # static (2, 3, 256, 320)
     path = tmp_path / "cascade_mask.onnx"
-    program.save(str(path))
-    graph = program.model_proto.graph
+    graph = export_static(wrapper, example, path, wrapper.output_names)
     assert list(wrapper.output_names)[-1] == "mask_probs"
     # 3 box stages x 4 levels, and the mask branch's 4 levels once for every stage
     assert sum(n.op_type == "RoiAlign" for n in graph.node) == 3 * 4 + 4
