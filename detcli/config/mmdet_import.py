@@ -16,7 +16,9 @@ is translated:
 
 Every other key is listed with the reason it is not translated. The closest preset is chosen
 among those with the same model type by, in order: the most values (model, data and schedule
-leaves) equal to the import's; the fewest values the TOML has to write over it; the nearest
+leaves) equal to the import's, the import's read as det's schema reads them (defaults filled
+in: a backbone's ``plugins`` written without MMCV's defaults equal the list of a preset that
+has them); the fewest values the TOML has to write over it; the nearest
 numbers among the values that differ (the sum of ``|a - b| / max(|a|, |b|)``: ResNet-18 is
 nearer ResNet-50 than ResNet-101); the preset with the fewest values of its own (the simpler
 one); its name. The TOML extends it and writes only the values that differ, so
@@ -162,23 +164,60 @@ def _distance(ours: dict[tuple, Any], theirs: dict[tuple, Any]) -> float:
     return gap
 
 
-def closest_preset(tree: dict) -> tuple[str, dict, int]:
+def _at(tree: Any, path: tuple) -> tuple[bool, Any]:
+    """(found, value) of ``path`` in nested dicts ``tree``."""
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            return False, None
+        tree = tree[key]
+    return True, tree
+
+
+def _normalised(tree: dict, preset: str, folder: Path) -> dict:
+    """``tree`` with each leaf as det's schema reads it (its defaults filled in: a plugin list
+    written without MMCV's defaults becomes the list a preset resolves to), from ``tree``
+    loaded over ``preset`` (a preset with its model type); a leaf the schema refuses, or all of
+    them when the tree does not load, keeps the written value."""
+    probe = copy.deepcopy(tree)
+    try:
+        resolved = _validated(probe, preset, folder, []).resolved()
+    except ConfigError:
+        return tree
+    out: dict[tuple, Any] = {}
+    for path, value in _leaves(tree).items():
+        found, normal = _at(resolved, path)
+        out[path] = normal if found and _at(probe, path)[0] else value
+    nested: dict[str, Any] = {}
+    for path, value in out.items():
+        node = nested
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return nested
+
+
+def closest_preset(tree: dict, folder: Path | None = None) -> tuple[str, dict, int]:
     """(name, resolved tree, shared values) of the preset closest to the import's ``tree``
-    (its ``model`` type must match; the order of the module docstring)."""
-    wanted = _leaves(tree)
-    ranked = []
+    (its ``model`` type must match; the order of the module docstring). The values compared
+    are the import's as det's schema reads them (:func:`_normalised`; ``folder``: where its
+    relative paths resolve, default the current folder)."""
+    candidates = []
     for name in preset_names():
         resolved = load_config(name).resolved()
-        if resolved.get("model", {}).get("type") != tree["model"].get("type"):
-            continue
-        theirs = _leaves(resolved)
-        shared = sum(1 for path, value in wanted.items() if theirs.get(path) == value)
-        written = len(_leaves(_differences(tree, resolved)))
-        rank = (-shared, written, _distance(wanted, theirs), len(theirs), name)
-        ranked.append((rank, name, resolved, shared))
-    if not ranked:
+        if resolved.get("model", {}).get("type") == tree["model"].get("type"):
+            candidates.append((name, resolved))
+    if not candidates:
         raise ConfigError(f"no det preset has a {tree['model'].get('type')!r} model to extend",
                           hint="det presets lists the families det has")
+    normal = _normalised(tree, candidates[0][0], folder if folder is not None else Path.cwd())
+    wanted = _leaves(normal)
+    ranked = []
+    for name, resolved in candidates:
+        theirs = _leaves(resolved)
+        shared = sum(1 for path, value in wanted.items() if theirs.get(path) == value)
+        written = len(_leaves(_differences(normal, resolved)))
+        rank = (-shared, written, _distance(wanted, theirs), len(theirs), name)
+        ranked.append((rank, name, resolved, shared))
     _, name, resolved, shared = min(ranked, key=lambda item: item[0])
     return name, resolved, shared
 
@@ -265,9 +304,9 @@ def import_mmdet_config(path: str | Path, configs_root: str | Path | None = None
     read: MMDetConfig = read_mmdet_config(path, configs_root)
     untranslated: list[Untranslated] = []
     tree = _translated(read.values, untranslated)
-    preset, resolved, shared = closest_preset(tree)
-    diff = _differences(tree, {k: resolved.get(k, {}) for k in tree})
     folder = Path(out_folder) if out_folder is not None else Path.cwd()
+    preset, resolved, shared = closest_preset(tree, folder)
+    diff = _differences(tree, {k: resolved.get(k, {}) for k in tree})
     imported = _validated(diff, preset, folder, untranslated).resolved()
     _drop_preset_values(diff, imported, resolved)
     header = [f"# imported from {Path(path).name} by det config import: extends {preset} "

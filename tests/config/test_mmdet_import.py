@@ -134,3 +134,40 @@ def test_the_cli_writes_the_toml_and_reports_json(tmp_path):
     assert any(u["key"] == "train_pipeline" for u in report["untranslated"])
     diff = CliRunner().invoke(app, ["config", "diff", report["preset"], str(out)])
     assert diff.exit_code == 1 and "model.backbone.depth" in diff.stdout
+
+
+# every config of tests/fixtures/mmdet_configs that imports, and the preset it extends
+PICKS = {
+    "detr/detr_r50_8xb2-150e_coco.py": "detr_r50",
+    "empirical_attention/faster-rcnn_r50-attn1111_fpn_1x_coco.py": "faster_rcnn_r50_attn1111",
+    "faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py": "faster_rcnn_r50",
+    "fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py": "fcos_r50",
+    "fcos/fcos_r50-dcn-caffe_fpn_gn-head-center-normbbox-centeronreg-giou_1x_coco.py":
+        "fcos_r50_dcn",
+    "mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py": "mask_rcnn_r50",
+    "retinanet/retinanet_r18_fpn_1x_coco.py": "retinanet_r50",
+    "rtmdet/rtmdet_l_8xb32-300e_coco.py": "rtmdet_l",
+    "rtmdet/rtmdet_s_8xb32-300e_coco.py": "rtmdet_s",
+    "rtmdet/rtmdet_tiny_8xb32-300e_coco.py": "rtmdet_tiny",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PICKS))
+def test_each_kept_config_extends_its_preset(name, tmp_path):
+    assert import_mmdet_config(ROOT / name, out_folder=tmp_path).preset == PICKS[name]
+
+
+def test_attn1111_extends_the_attention_preset_with_no_plugin_written(tmp_path):
+    # the file writes GeneralizedAttention without MMCV's defaults (position_embedding_dim,
+    # q_stride...); read with them it equals faster_rcnn_r50_attn1111's plugin list, so that
+    # preset shares one more value than faster_rcnn_r50 (which has no plugins) instead of tying
+    result = import_mmdet_config(ROOT / "empirical_attention/"
+                                 "faster-rcnn_r50-attn1111_fpn_1x_coco.py", out_folder=tmp_path)
+    assert result.preset == "faster_rcnn_r50_attn1111"
+    written = result.text.split("\nextends = ", 1)[1]
+    assert "plugins" not in written
+    (tmp_path / "attn.toml").write_text(result.text)
+    plugins = load_config(tmp_path / "attn.toml").resolved()["model"]["backbone"]["plugins"]
+    assert plugins == load_config("faster_rcnn_r50_attn1111").resolved()[
+        "model"]["backbone"]["plugins"]
+    assert plugins[0]["cfg"]["attention_type"] == "1111" and plugins[0]["cfg"]["kv_stride"] == 2
