@@ -17,9 +17,10 @@ CONFIGS = ["retinanet/retinanet_r18_fpn_1x_coco.py", "fcos/fcos_r50-caffe_fpn_gn
            "mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py", "detr/detr_r50_8xb2-150e_coco.py",
            "rtmdet/rtmdet_tiny_8xb32-300e_coco.py", "faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py",
            "empirical_attention/faster-rcnn_r50-attn1111_fpn_1x_coco.py",
-           "fcos/fcos_r50-dcn-caffe_fpn_gn-head-center-normbbox-centeronreg-giou_1x_coco.py"]
+           "fcos/fcos_r50-dcn-caffe_fpn_gn-head-center-normbbox-centeronreg-giou_1x_coco.py",
+           "rtmdet/rtmdet_tta.py", "retinanet/retinanet_tta.py"]
 KEYS = ["model", "train_cfg", "optim_wrapper", "train_pipeline", "param_scheduler",
-        "custom_hooks"]
+        "custom_hooks", "tta_model", "tta_pipeline"]
 
 
 def main() -> None:

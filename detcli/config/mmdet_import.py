@@ -10,6 +10,8 @@ is translated:
 - the data and schedule sections (:mod:`detcli.config.mmdet_sections`): datasets, pipelines
   where every transform maps, optimizer, gradient clipping, ``param_scheduler`` as
   ``lr_config``, epochs, validation interval and metric, checkpoint and log intervals;
+- ``tta_model`` and ``tta_pipeline`` (:mod:`detcli.config.mmdet_tta`): ``[tta]``, and the
+  test pipeline's ``MultiScaleFlipAug`` when the views start with the test pipeline;
 - ``custom_hooks`` (:mod:`detcli.config.mmdet_hooks`): ``EMAHook``, ``PipelineSwitchHook``
   (its pipeline translated as the training pipeline is), ``EarlyStoppingHook`` and
   ``NumClassCheckHook`` as det's hooks of those names.
@@ -37,13 +39,15 @@ from detcli.config.loader import load_config
 from detcli.config.mmdet_hooks import translate_custom_hooks
 from detcli.config.mmdet_reader import MMDetConfig, Unread, read_mmdet_config
 from detcli.config.mmdet_sections import Untranslated, translate_data, translate_schedule
+from detcli.config.mmdet_tta import translate_tta_model, translate_tta_pipeline
 from detcli.config.presets import preset_names
 from detcli.errors import ConfigError
 
 TRANSLATED = {"model", "data", "train_dataloader", "val_dataloader", "test_dataloader",
               "optim_wrapper", "optimizer", "optimizer_config", "lr_config", "param_scheduler",
               "train_cfg", "runner", "val_evaluator", "checkpoint_config", "evaluation",
-              "log_config", "auto_scale_lr", "default_hooks", "custom_hooks"}
+              "log_config", "auto_scale_lr", "default_hooks", "custom_hooks", "tta_model",
+              "tta_pipeline"}
 NOT_TRANSLATED = {  # why a top-level name of an MMDetection config has no det counterpart
     "default_scope": "MMEngine's registry scope; det has one registry",
     "env_cfg": "MMEngine's process settings; det's are [dist_params] and the launcher",
@@ -123,6 +127,15 @@ def _translated(values: dict[str, Any], out: list[Untranslated]) -> dict[str, An
                                 "translated pipelines' Normalize and Pad"))
     tree["model"] = model
     data = translate_data(values, preprocessor if isinstance(preprocessor, dict) else {}, out)
+    test = data.get("test") if isinstance(data, dict) else None
+    tta_pipeline = translate_tta_pipeline(
+        values, test.get("pipeline") if isinstance(test, dict) else None,
+        preprocessor if isinstance(preprocessor, dict) else {}, out)
+    if tta_pipeline is not None:
+        data["test"]["pipeline"] = tta_pipeline  # its first view is the test pipeline
+    tta = translate_tta_model(values, out)
+    if tta is not None:
+        tree["tta"] = tta
     if data:
         tree["data"] = data
     tree.update(translate_schedule(values, out))

@@ -8,6 +8,8 @@ is an :class:`Unread` value naming the line (and listed, never run):
 - literals: numbers, strings, ``True`` / ``False`` / ``None``, lists, tuples, dicts (string
   keys), ``dict(key=value, ...)`` calls, unary minus, ``+`` of numbers, strings, lists and
   tuples, ``*`` of numbers and ``list * int``, ``/`` and ``//`` of numbers;
+- list comprehensions ``[expr for name in items]`` over a list or tuple read as above (one
+  ``for``, no ``if``), as MMDetection's TTA configs write their ``Resize`` per scale;
 - names: an earlier assignment of the same file, or of its bases (MMEngine lets a file use its
   bases' variables through ``{{_base_.x}}``, and many configs name their own variables:
   ``backend_args = None`` ... ``backend_args=backend_args``);
@@ -33,6 +35,7 @@ from detcli.errors import ConfigError
 
 BASE_REF = re.compile(r"\{\{\s*_base_\.([A-Za-z_][\w\.\[\]'\"]*)\s*\}\}")
 REF_PREFIX = "__det_base_ref_"
+_MISSING = object()  # a name not bound before a comprehension bound it
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,34 @@ class _Evaluator:
                 return -operand if isinstance(node.op, ast.USub) else operand
         if isinstance(node, ast.BinOp):
             return self.binop(node)
+        if isinstance(node, ast.ListComp):
+            return self.comprehension(node)
         return self.unread(node)
+
+    def comprehension(self, node: ast.ListComp) -> Any:
+        """``[expr for name in items]`` with ``items`` a list or tuple det reads (no ``if``, one
+        ``for``): ``expr`` read once per item, ``name`` bound to it (MMDetection's
+        ``[dict(type='Resize', scale=s) for s in img_scales]``)."""
+        if len(node.generators) != 1:
+            return self.unread(node)
+        loop = node.generators[0]
+        if loop.ifs or loop.is_async or not isinstance(loop.target, ast.Name):
+            return self.unread(node)
+        items = self.value(loop.iter)
+        if not isinstance(items, (list, tuple)):
+            return self.unread(node)
+        name, saved = loop.target.id, self.names.get(loop.target.id, _MISSING)
+        try:
+            out = []
+            for item in items:
+                self.names[name] = item
+                out.append(self.value(node.elt))
+        finally:
+            if saved is _MISSING:
+                del self.names[name]
+            else:
+                self.names[name] = saved
+        return out
 
     def name(self, node: ast.Name) -> Any:
         if node.id in self.refs:
