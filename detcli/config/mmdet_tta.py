@@ -86,8 +86,9 @@ def _views(options: list, where: str, out: list[Untranslated]) -> dict | None:
         kinds = {s.get("type") for s in option}
         if kinds == {"Resize"} and found["scales"] is None:
             if not _same_but_scale(list(option)):
-                out.append(Untranslated(here, "Resize steps that differ in more than scale: det's"
-                                              " MultiScaleFlipAug varies the scale only"))
+                out.append(Untranslated(here, "Resize steps that differ in more than scale (or "
+                                              "have none): det's MultiScaleFlipAug varies "
+                                              "img_scale only"))
                 return None
             found["scales"] = [s["scale"] for s in option]
             found["resize_at"] = index
