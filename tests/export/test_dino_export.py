@@ -1,12 +1,6 @@
 """DINO to ONNX: the network without denoising (inference has none), the encoder's top-k query
 selection and the sigmoid top-k detections in the graph, dynamic batch, checked against
-PyTorch's predict_batch.
-
-The tiny preset's two encoder layers and one decoder layer (of two): the second decoder layer
-tripled the export's time (torch.export's tracing and decomposition, onnxscript's rewriter;
-67 s against 22 s wall on a loaded 2-core machine), and one layer has the query selection, the
-deformable cross-attention and the refinement the head reads.
-"""
+PyTorch's predict_batch."""
 
 from __future__ import annotations
 
@@ -20,7 +14,7 @@ pytest.importorskip("onnxruntime")
 
 @pytest.fixture(scope="module")
 def model():
-    return spread_query_detector("dino_tiny_synth", ["model.decoder.num_layers=1"])
+    return spread_query_detector("dino_tiny_synth")
 
 
 def test_dynamic_batch_export_matches_predict(model, tmp_path):
