@@ -38,7 +38,7 @@ from detcli.config.emit import to_toml
 from detcli.config.loader import load_config
 from detcli.config.mmdet_hooks import translate_custom_hooks
 from detcli.config.mmdet_reader import MMDetConfig, Unread, read_mmdet_config
-from detcli.config.mmdet_sections import Untranslated, translate_data, translate_schedule
+from detcli.config.mmdet_sections import Untranslated, lists_for_tuples, translate_data, translate_schedule
 from detcli.config.mmdet_tta import translate_tta_model, translate_tta_pipeline
 from detcli.config.presets import preset_names
 from detcli.errors import ConfigError
@@ -76,15 +76,6 @@ class ImportResult:
     shared: int  # values (model, data, schedule) equal to the preset's
     untranslated: list[Untranslated] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)  # the MMDetection files read
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, recursively (TOML has arrays only)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _any_unread(value: Any) -> bool:
@@ -149,7 +140,7 @@ def _translated(values: dict[str, Any], out: list[Untranslated]) -> dict[str, An
                                 "lr schedule, seeds) or done by det viz / det test"))
     for name in sorted(set(values) - TRANSLATED):
         out.append(Untranslated(name, NOT_TRANSLATED.get(name, VARIABLE)))
-    return _drop_unread(_plain(tree), "", out)
+    return _drop_unread(lists_for_tuples(tree), "", out)
 
 
 def _leaves(tree: dict) -> dict[tuple, Any]:

@@ -79,6 +79,15 @@ LOOP_REASONS = {  # train_cfg keys of MMEngine's EpochBasedTrainLoop det has no 
 }
 
 
+def lists_for_tuples(value: Any) -> Any:
+    """Tuples as lists, recursively (TOML has arrays only)."""
+    if isinstance(value, dict):
+        return {k: lists_for_tuples(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [lists_for_tuples(v) for v in value]
+    return value
+
+
 def _dict(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
 

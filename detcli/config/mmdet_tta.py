@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from detcli.config.mmdet_sections import Untranslated, translate_pipeline
+from detcli.config.mmdet_sections import Untranslated, lists_for_tuples, translate_pipeline
 
 TTA_MODEL_TYPE = "DetTTAModel"
 TTA_CFG_KEYS = ("nms", "max_per_img")
@@ -121,14 +121,6 @@ def _views(options: list, where: str, out: list[Untranslated]) -> dict | None:
     return found
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _first_difference(ours: list, theirs: list) -> str:
     """The first step of ``ours`` that is not ``theirs``'s, in words (inside a
     MultiScaleFlipAug both end in: its scale, then its transforms)."""
@@ -170,9 +162,9 @@ def translate_tta_pipeline(values: dict, test_pipeline: list | None, preprocesso
                                        "that its views start with the test pipeline's; the "
                                        "preset's test pipeline is kept"))
         return None
-    plain = _plain(test_pipeline)
+    plain = lists_for_tuples(test_pipeline)
     aug = plain[-1] if plain and isinstance(plain[-1], dict) else {}
-    scales = _plain(views["scales"])
+    scales = lists_for_tuples(views["scales"])
     if aug.get("img_scale") in scales:  # the plain run's view first, the set of views the same
         scales.remove(aug["img_scale"])
         scales.insert(0, aug["img_scale"])
@@ -182,7 +174,7 @@ def translate_tta_pipeline(values: dict, test_pipeline: list | None, preprocesso
                                + views["steps"][1:], where, preprocessor, test=True, out=out)
     if first is None:
         return None
-    first = _plain(first)
+    first = lists_for_tuples(first)
     if first != plain:
         out.append(Untranslated(where, "det test runs data.test.pipeline's first view without "
                                        "--tta and all its views with --tta, and this "
