@@ -94,6 +94,27 @@ curves = false  # 0.4 s a drawing; tests/engine/test_curves_tensorboard.py turns
 """
 
 
+DENSE_HEAD = """[model.bbox_head]
+feat_channels = 32
+stacked_convs = 1
+"""  # the tiny config's RetinaNet head sizes, keys a two-stage model does not have
+
+
+def two_stage_config_text(synth: SynthDataset, preset: Path, *, heads: str = "",
+                          masks: bool = False) -> str:
+    """The tiny config on a two-stage ``preset``: the RetinaNet head's sizes replaced by
+    ``heads`` (TOML tables), and with ``masks`` the GT masks loaded and collected."""
+    replacements = [(str(TINY_PRESET), str(preset)), (DENSE_HEAD, heads)]
+    if masks:
+        replacements += [("with_bbox = true }", "with_bbox = true, with_mask = true }"),
+                         ('"gt_labels"]', '"gt_labels", "gt_masks"]')]
+    text = tiny_config_text(synth)
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
 @pytest.fixture(scope="session")
 def synth(tmp_path_factory) -> SynthDataset:
     """24 training and 12 validation images of at most 128 pixels (shared by the session)."""

@@ -24,7 +24,7 @@ import pytest
 
 from detcli.config.loader import load_config
 from detcli.engine.trainer import train_detector
-from tests.engine.conftest import ROOT, TINY_PRESET, tiny_config_text
+from tests.engine.conftest import ROOT, two_stage_config_text
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,10 +34,6 @@ SHORTER = ["model.train_cfg.rcnn.sampler.num=64", "optimizer.lr=0.002", "lr_conf
 # The floors sit about a third under the worst measured seed (module docstring).
 LOSS_RATIO, MAP_FLOOR, MAP50_FLOOR = 0.55, 0.21, 0.5
 
-DENSE_HEAD = """[model.bbox_head]
-feat_channels = 32
-stacked_convs = 1
-"""
 TWO_STAGE_HEADS = """[model.rpn_head]
 feat_channels = 32
 [model.roi_head.bbox_head]
@@ -46,9 +42,7 @@ fc_out_channels = 128
 
 
 def faster_rcnn_config_text(synth) -> str:
-    text = tiny_config_text(synth)
-    assert DENSE_HEAD in text
-    return text.replace(str(TINY_PRESET), str(PRESET)).replace(DENSE_HEAD, TWO_STAGE_HEADS)
+    return two_stage_config_text(synth, PRESET, heads=TWO_STAGE_HEADS)
 
 
 def test_tiny_faster_rcnn_trains_to_its_map_floor(synth, tmp_path):

@@ -26,16 +26,12 @@ import pytest
 
 from detcli.config.loader import load_config
 from detcli.engine.trainer import train_detector
-from tests.engine.conftest import ROOT, TINY_PRESET, one_thread, synth, tiny_config_text  # noqa: F401
+from tests.engine.conftest import ROOT, one_thread, synth, two_stage_config_text  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PRESET = ROOT / "presets" / "mask_rcnn_tiny_synth.toml"
 EPOCHS = 20
-DENSE_HEAD = """[model.bbox_head]
-feat_channels = 32
-stacked_convs = 1
-"""
 SMALLER = ["model.rpn_head.feat_channels=32", "model.roi_head.bbox_head.fc_out_channels=128",
            "model.roi_head.mask_head.conv_out_channels=32"]
 SHORTER = ["model.train_cfg.rcnn.sampler.num=64", "optimizer.lr=0.002", "lr_config.step=[17]"]
@@ -44,13 +40,7 @@ LOSS_RATIO, SEGM_FLOOR, SEGM50_FLOOR, BBOX_FLOOR = 0.5, 0.28, 0.6, 0.15
 
 
 def mask_config_text(synth) -> str:  # noqa: F811
-    text = tiny_config_text(synth)
-    for old, new in ((str(TINY_PRESET), str(PRESET)), (DENSE_HEAD, ""),
-                     ('with_bbox = true }', 'with_bbox = true, with_mask = true }'),
-                     ('"gt_labels"]', '"gt_labels", "gt_masks"]')):
-        assert old in text, old
-        text = text.replace(old, new)
-    return text
+    return two_stage_config_text(synth, PRESET, masks=True)
 
 
 def train(synth, tmp_path, seed: int = 0):  # noqa: F811

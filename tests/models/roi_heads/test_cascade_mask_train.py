@@ -25,16 +25,12 @@ import pytest
 
 from detcli.config.loader import load_config
 from detcli.engine.trainer import train_detector
-from tests.engine.conftest import ROOT, TINY_PRESET, one_thread, synth, tiny_config_text  # noqa: F401
+from tests.engine.conftest import ROOT, one_thread, synth, two_stage_config_text  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PRESET = ROOT / "presets" / "cascade_mask_rcnn_tiny_synth.toml"
 EPOCHS = 12
-DENSE_HEAD = """[model.bbox_head]
-feat_channels = 32
-stacked_convs = 1
-"""
 SMALLER = ["model.rpn_head.feat_channels=32", "model.roi_head.mask_head.conv_out_channels=32"] + [
     f"model.roi_head.bbox_head.{t}.fc_out_channels=128" for t in range(3)]
 SHORTER = ["optimizer.lr=0.003", "lr_config.step=[10]"] + [
@@ -44,13 +40,7 @@ LOSS_RATIO, SEGM_FLOOR, SEGM50_FLOOR, BBOX_FLOOR, BBOX50_FLOOR = 0.6, 0.15, 0.42
 
 
 def cascade_mask_config_text(synth) -> str:  # noqa: F811
-    text = tiny_config_text(synth)
-    for old, new in ((str(TINY_PRESET), str(PRESET)), (DENSE_HEAD, ""),
-                     ('with_bbox = true }', 'with_bbox = true, with_mask = true }'),
-                     ('"gt_labels"]', '"gt_labels", "gt_masks"]')):
-        assert old in text, old
-        text = text.replace(old, new)
-    return text
+    return two_stage_config_text(synth, PRESET, masks=True)
 
 
 def train(synth, tmp_path, seed: int = 0):  # noqa: F811

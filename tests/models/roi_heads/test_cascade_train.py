@@ -24,16 +24,12 @@ import pytest
 
 from detcli.config.loader import load_config
 from detcli.engine.trainer import train_detector
-from tests.engine.conftest import ROOT, TINY_PRESET, one_thread, synth, tiny_config_text  # noqa: F401
+from tests.engine.conftest import ROOT, one_thread, synth, two_stage_config_text  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PRESET = ROOT / "presets" / "cascade_rcnn_tiny_synth.toml"
 EPOCHS = 20
-DENSE_HEAD = """[model.bbox_head]
-feat_channels = 32
-stacked_convs = 1
-"""
 SMALLER = ["model.rpn_head.feat_channels=32"] + [
     f"model.roi_head.bbox_head.{t}.fc_out_channels=128" for t in range(3)]
 SHORTER = ["optimizer.lr=0.002", "lr_config.step=[17]"] + [
@@ -43,9 +39,7 @@ LOSS_RATIO, MAP_FLOOR, MAP50_FLOOR = 0.58, 0.22, 0.5
 
 
 def cascade_config_text(synth) -> str:  # noqa: F811
-    text = tiny_config_text(synth)
-    assert DENSE_HEAD in text
-    return text.replace(str(TINY_PRESET), str(PRESET)).replace(DENSE_HEAD, "")
+    return two_stage_config_text(synth, PRESET)
 
 
 def train(synth, tmp_path, seed: int = 0):  # noqa: F811
