@@ -120,8 +120,8 @@ def test_two_gloo_processes_train_faster_rcnn(tmp_path):
     # Two-stage training under DDP: every parameter takes part in every step (DDP fails the
     # step otherwise), and the gathered evaluation runs. The RoI sampling is random per rank,
     # so the run is not compared number for number with one process.
-    from tests.engine.test_train_faster_rcnn import DENSE_HEAD, PRESET, TWO_STAGE_HEADS
-    from tests.engine.conftest import TINY_PRESET
+    from tests.engine.test_train_faster_rcnn import PRESET, TWO_STAGE_HEADS
+    from tests.engine.conftest import DENSE_HEAD, TINY_PRESET
 
     config = pair_config(tmp_path)
     config.write_text(config.read_text().replace(str(TINY_PRESET), str(PRESET))
