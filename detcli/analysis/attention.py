@@ -311,7 +311,7 @@ def _model(cfg: Any, checkpoint: Optional[str | Path], seed: int, class_names: S
             return checkpoint_model(cfg, checkpoint, _query_detector, class_names, device)
         torch.manual_seed(seed)
         model = _query_detector(build_detector(cfg.model))
-    return model.eval()
+    return model.eval().to(resolve_device(device))
 
 
 def _class_scores(cfg: Any, logits: Tensor) -> Tensor:
@@ -364,10 +364,8 @@ def visualize_attention(cfg: Any, image: Path, *, config_name: str = "the config
     view = prepare(image, OriginalGT.from_boxes([], [], class_names, source="none"), pipeline,
                    seed)
     model = _model(cfg, checkpoint, seed, class_names, device)
-    target = resolve_device(device)
-    model.to(target)
     images = network_input(replace(view, scale_factor=view.scale_factor.tolist()),
-                           pipeline).to(target)
+                           pipeline).to(resolve_device(device))
     attn = decoder_layers(model)[layer].cross_attn
     record, outputs = run_recorded(model, attn, images)
     scores, labels = _class_scores(cfg, outputs.cls_logits[-1, 0].float().cpu()).max(-1)  # (Q,)
