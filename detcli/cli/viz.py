@@ -40,6 +40,15 @@ from detcli.cli.common import (
     shown_default,
 )
 from detcli.cli.viz_attention import ATTENTION_EXAMPLES, attention
+from detcli.cli.viz_rcnn import (
+    rcnn_path,
+    rcnn_plain_table,
+    rcnn_summary,
+    rcnn_table,
+    stage_notes,
+    stage_plain_table,
+    stage_table,
+)
 
 if TYPE_CHECKING:
     from detcli.analysis.assign_view import OriginalGT
@@ -145,7 +154,6 @@ def read_gt(cfg: DetConfig, image: Path, ann: Optional[Path], boxes: Sequence[st
     raise DetError("no GT boxes: give --ann COCO_JSON or --box x1,y1,x2,y2[,label]")
 
 
-
 def _gt_table(view) -> Table:
     """Rich table: one row per GT; red rows have no positive, yellow ones only low-quality
     matches (IoU under the positive threshold, from the assigner's "each GT claims its best
@@ -191,107 +199,6 @@ def _summary(view, picture) -> list[str]:
                      f"prior: {ids}[/]")
     lines.append(f"wrote {picture.path} ({picture.shape[1]}x{picture.shape[0]})")
     return lines
-
-
-def _rcnn_table(rcnn) -> Table:
-    """Rich table: one row per GT of the RoI sampling; yellow rows have no matching proposal."""
-    table = Table(title=f"RoI head: {rcnn.assigner} + {rcnn.sampler} on "
-                        f"{'jittered GT boxes' if rcnn.source == 'jitter' else 'RPN proposals'}",
-                  title_justify="left", caption="yellow: no proposal matches the GT (only its "
-                  "own box, added as a proposal)", caption_justify="left", box=SIMPLE_HEAD,
-                  pad_edge=False)
-    for name in ("#", "class", "proposals", "sampled pos", "GT sampled", "best IoU"):
-        table.add_column(name, justify="left" if name == "class" else "right", no_wrap=True)
-    for gt in rcnn.gts:
-        table.add_row(str(gt.index), gt.class_name, str(gt.num_proposals),
-                      str(gt.num_sampled_pos), "yes" if gt.gt_sampled else "no",
-                      f"{gt.best_iou:.3f}", style="yellow" if gt.num_proposals == 0 else None)
-    return table
-
-
-def _rcnn_plain_table(rcnn) -> str:
-    lines = ["\t".join(["#", "class", "proposals", "sampled_pos", "gt_sampled", "best_iou",
-                        "note"])]
-    for gt in rcnn.gts:
-        lines.append("\t".join([str(gt.index), gt.class_name, str(gt.num_proposals),
-                                str(gt.num_sampled_pos), "yes" if gt.gt_sampled else "no",
-                                f"{gt.best_iou:.3f}",
-                                "no-matching-proposal" if gt.num_proposals == 0 else ""]))
-    return "\n".join(lines)
-
-
-def _rcnn_summary(rcnn, picture) -> list[str]:
-    c = rcnn.counts
-    if rcnn.source == "jitter":
-        source = (f"{rcnn.settings['jitter_per_gt']} jittered per GT + "
-                  f"{rcnn.settings['background']} background")
-    else:
-        source = f"RPN of {rcnn.settings['checkpoint']}"
-    budget = ("" if rcnn.sampler_num is None else
-              f" (num {rcnn.sampler_num}, pos_fraction {rcnn.pos_fraction:g}: at most "
-              f"{rcnn.max_pos} positives)")
-    return [f"RoI proposals {c['proposals']} ({source}); candidates {c['candidates']} "
-            f"(incl. {c['gt_added']} GT boxes)",
-            f"sampled positives {c['sampled_positive']} of {c['assigned_positive']}, negatives "
-            f"{c['sampled_negative']} of {c['assigned_negative']}{budget}; not sampled "
-            f"{c['not_sampled']}",
-            f"wrote {picture.path} ({picture.shape[1]}x{picture.shape[0]})"]
-
-
-def _stage_cells(stage) -> list[str]:
-    """One cascade stage's row (the rich and the plain table's cells)."""
-    info, c, mean = stage.stage, stage.counts, stage.mean_positive_iou
-    return [f"s{info.index}", "-" if info.pos_iou_thr is None else f"{info.pos_iou_thr:g}",
-            info.input_legend, str(c["proposals"]), str(stage.positive_proposals),
-            str(info.unrefined_positive), str(c["sampled_positive"]),
-            str(c["sampled_negative"]), "-" if mean is None else f"{mean:.3f}",
-            "/".join(str(n) for n in stage.positive_iou_histogram)]
-
-
-STAGE_COLUMNS = ("stage", "IoU thr", "boxes", "proposals", "pos proposals", "unrefined pos",
-                 "sampled pos", "sampled neg", "mean pos IoU", "pos IoU <.5/.5/.6/.7/.8/.9")
-
-
-def _stage_table(stages) -> Table:
-    """Rich table: one row per cascade stage."""
-    table = Table(title="Cascade stages: each samples the RoIs the one before refined",
-                  title_justify="left", caption="unrefined pos: the stage-0 proposals this "
-                  "stage's threshold makes positive; IoU of positive proposals (GT boxes left "
-                  "out)", caption_justify="left", box=SIMPLE_HEAD, pad_edge=False)
-    for name in STAGE_COLUMNS:
-        table.add_column(name, justify="left" if name == "boxes" else "right", no_wrap=True)
-    for stage in stages:
-        table.add_row(*_stage_cells(stage))
-    return table
-
-
-def _stage_plain_table(stages) -> str:
-    header = ["stage", "pos_iou_thr", "boxes", "proposals", "positive_proposals",
-              "unrefined_positive", "sampled_pos", "sampled_neg", "mean_pos_iou",
-              "pos_iou_histogram"]
-    return "\n".join(["\t".join(header)] + ["\t".join(_stage_cells(s)) for s in stages])
-
-
-def _stage_notes(rcnn_stages) -> list[str]:
-    """Under the stage table: how the later stages' boxes were made, and their pictures."""
-    refinement = rcnn_stages[-1][0].stage.refinement
-    if refinement["source"] == "toward_gt":
-        lines = [f"stages after s0 sample the previous stage's RoIs with each positive moved "
-                 f"{refinement['fraction']:g} of the way to its GT: a stand-in for a trained "
-                 "head's regression (an untrained head's would be noise); --checkpoint uses "
-                 "the model's"]
-    else:
-        lines = ["stages after s0 sample the previous stage's RoIs as its box head regressed "
-                 "them"]
-    return lines + [f"wrote {picture.path} ({picture.shape[1]}x{picture.shape[0]})"
-                    for _, picture in rcnn_stages[1:]]
-
-
-def rcnn_path(out: Path, stage: Optional[int] = None) -> Path:
-    """Where the RoI picture goes: next to ``out``, ``<stem>_rcnn<suffix>``; a cascade's stage
-    t: ``<stem>_rcnn_s<t><suffix>``."""
-    tail = "" if stage is None else f"_s{stage}"
-    return out.with_name(f"{out.stem}_rcnn{tail}{out.suffix}")
 
 
 @app.command(cls=DetCommand, epilog=examples(
@@ -445,19 +352,19 @@ def assign(
     if rcnn is None or report.rcnn_picture is None:
         return
     if console.is_terminal:
-        console.print(_rcnn_table(rcnn))
+        console.print(rcnn_table(rcnn))
     else:
-        sys.stdout.write("\n" + _rcnn_plain_table(rcnn) + "\n")
-    for line in _rcnn_summary(rcnn, report.rcnn_picture):
+        sys.stdout.write("\n" + rcnn_plain_table(rcnn) + "\n")
+    for line in rcnn_summary(rcnn, report.rcnn_picture):
         console.print(line, highlight=False)
     if len(report.rcnn_stages) < 2:
         return
     stages = [stage for stage, _ in report.rcnn_stages]
     if console.is_terminal:
-        console.print(_stage_table(stages))
+        console.print(stage_table(stages))
     else:
-        sys.stdout.write("\n" + _stage_plain_table(stages) + "\n")
-    for line in _stage_notes(report.rcnn_stages):
+        sys.stdout.write("\n" + stage_plain_table(stages) + "\n")
+    for line in stage_notes(report.rcnn_stages):
         console.print(line, highlight=False)
 
 
